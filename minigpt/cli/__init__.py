@@ -1,0 +1,1 @@
+"""Command-line entry points (train.py and the console scripts call these)."""

@@ -1,0 +1,46 @@
+"""Run logging: a JSON-lines metrics file and the console logger set-up (rank 0 speaks)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Dict, Optional
+
+from minigpt.common.dist_utils import is_main_process
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(level if is_main_process() else logging.WARNING)
+    for noisy in ("httpx", "urllib3", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class MetricsLogger:
+    """Appends one JSON object per line to ``metrics.jsonl``; only rank 0 writes."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        self.path = path if is_main_process() else None
+        self._fh = None
+        if self.path:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self._fh = open(self.path, "a", buffering=1)
+
+    def log(self, row: Dict[str, Any]) -> None:
+        if self._fh is None:
+            return
+        row = {"time": round(time.time(), 3), **row}
+        self._fh.write(json.dumps(row, default=float) + "\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -1,0 +1,98 @@
+"""Learning-rate schedules, registered by name; each sets every param group's lr per optimizer step.
+
+A param group may carry ``lr_scale`` (e.g. the projector's own rate); the schedule multiplies it in.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict
+
+import torch
+
+from minigpt.common.registry import registry
+
+
+class _Schedule:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        max_iters: int,
+        init_lr: float,
+        min_lr: float = 0.0,
+        warmup_lr: float = 0.0,
+        warmup_steps: int = 0,
+        **_: Any,
+    ) -> None:
+        if min_lr > init_lr:
+            raise ValueError(f"min_lr ({min_lr}) must not exceed init_lr ({init_lr})")
+        self.optimizer = optimizer
+        self.max_iters = int(max_iters)
+        self.init_lr, self.min_lr, self.warmup_lr = float(init_lr), float(min_lr), float(warmup_lr)
+        self.warmup_steps = int(warmup_steps)
+        self.last_lr = self.warmup_lr if self.warmup_steps else self.init_lr
+
+    @classmethod
+    def from_config(cls, optimizer: torch.optim.Optimizer, run_cfg) -> "_Schedule":
+        return cls(
+            optimizer,
+            max_iters=run_cfg.max_iters,
+            init_lr=run_cfg.init_lr,
+            min_lr=run_cfg.min_lr,
+            warmup_lr=run_cfg.warmup_lr,
+            warmup_steps=run_cfg.warmup_steps,
+            decay_rate=run_cfg.get("decay_rate", 0.9),
+            step_every=run_cfg.get("lr_step_every", 1000),
+        )
+
+    def lr_at(self, step: int) -> float:
+        raise NotImplementedError
+
+    def _warmup(self, step: int) -> float:
+        frac = step / max(1, self.warmup_steps)
+        return self.warmup_lr + (self.init_lr - self.warmup_lr) * frac
+
+    def step(self, step: int) -> float:
+        """Set the lr for optimizer step ``step`` (0-based) and return it."""
+        lr = self._warmup(step) if step < self.warmup_steps else self.lr_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.last_lr = lr
+        return lr
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"last_lr": self.last_lr}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.last_lr = state.get("last_lr", self.last_lr)
+
+
+@registry.register_lr_scheduler("linear_warmup_cosine_lr")
+class LinearWarmupCosineLRScheduler(_Schedule):
+    """Linear warmup to ``init_lr``, then cosine decay to ``min_lr`` at ``max_iters``. YAML name ``linear_warmup_cosine_lr``."""
+
+    def lr_at(self, step: int) -> float:
+        span = max(1, self.max_iters - self.warmup_steps)
+        t = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_lr + (self.init_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@registry.register_lr_scheduler("linear_warmup_step_lr")
+class LinearWarmupStepLRScheduler(_Schedule):
+    """Linear warmup, then ``init_lr * decay_rate ** (steps // step_every)``, floored at ``min_lr``. YAML name ``linear_warmup_step_lr``."""
+
+    def __init__(self, optimizer, max_iters, init_lr, decay_rate: float = 0.9, step_every: int = 1000, **kw):
+        super().__init__(optimizer, max_iters, init_lr, **kw)
+        self.decay_rate, self.step_every = float(decay_rate), max(1, int(step_every))
+
+    def lr_at(self, step: int) -> float:
+        k = (step - self.warmup_steps) // self.step_every
+        return max(self.min_lr, self.init_lr * self.decay_rate**k)
+
+
+@registry.register_lr_scheduler("constant_lr")
+class ConstantLRScheduler(_Schedule):
+    """Linear warmup, then a constant ``init_lr``. YAML name ``constant_lr``."""
+
+    def lr_at(self, step: int) -> float:
+        return self.init_lr

@@ -1,0 +1,296 @@
+"""The one registry that maps YAML names to classes.
+
+Every component a config can name — models, processors, dataset builders, tasks, runners,
+lr schedulers, and the model parts (vision encoders, projectors, LLMs) — is looked up here by
+its exact name. Names resolve lazily: the built-in table below says which module defines a
+name, and that module is imported only when the name is asked for, so ``import minigpt`` stays
+light. Third-party packages add components through the ``minigpt.plugins`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import threading
+from importlib import metadata
+from typing import Any, Callable, Dict, List, Optional
+
+PLUGIN_GROUP = "minigpt.plugins"
+
+KINDS = (
+    "model",
+    "processor",
+    "builder",
+    "task",
+    "runner",
+    "lr_scheduler",
+    "vision_encoder",
+    "projector",
+    "llm",
+)
+
+# kind -> name -> "module:attribute". The module registers the name when imported;
+# tests/common/test_registry.py checks that every entry resolves to the class it names.
+_BUILTIN: Dict[str, Dict[str, str]] = {
+    "model": {
+        "tinygptv": "minigpt.models.families:TinyGPTV",
+        "minigpt4": "minigpt.models.families:MiniGPT4",
+        "minigpt_v2": "minigpt.models.families:MiniGPTv2",
+    },
+    "processor": {
+        "image_train": "minigpt.processors.image:ImageTrainProcessor",
+        "image_eval": "minigpt.processors.image:ImageEvalProcessor",
+        "caption_text": "minigpt.processors.text:CaptionTextProcessor",
+    },
+    "builder": {
+        "cc_sbu": "minigpt.datasets.builders.caption_builders:CCSBUBuilder",
+        "laion": "minigpt.datasets.builders.caption_builders:LaionBuilder",
+        "cc_sbu_align": "minigpt.datasets.builders.caption_builders:CCSBUAlignBuilder",
+        "coco_caption": "minigpt.datasets.builders.caption_builders:COCOCaptionBuilder",
+        "coco_vqa": "minigpt.datasets.builders.vqa_builders:COCOVQABuilder",
+        "refcoco": "minigpt.datasets.builders.refcoco_builders:RefCOCOBuilder",
+        "invrefcoco": "minigpt.datasets.builders.refcoco_builders:InvRefCOCOBuilder",
+        "llava_conversation": "minigpt.datasets.builders.llava_builders:LlavaConversationBuilder",
+        "synthetic_caption_wds": "minigpt.datasets.builders.synthetic_builders:SyntheticCaptionWdsBuilder",
+        "synthetic_cc_sbu_align": "minigpt.datasets.builders.synthetic_builders:SyntheticCCSBUAlignBuilder",
+        "synthetic_coco_caption": "minigpt.datasets.builders.synthetic_builders:SyntheticCOCOCaptionBuilder",
+        "synthetic_vqa": "minigpt.datasets.builders.synthetic_builders:SyntheticVQABuilder",
+        "synthetic_refcoco": "minigpt.datasets.builders.synthetic_builders:SyntheticRefCOCOBuilder",
+        "synthetic_invrefcoco": "minigpt.datasets.builders.synthetic_builders:SyntheticInvRefCOCOBuilder",
+        "synthetic_llava": "minigpt.datasets.builders.synthetic_builders:SyntheticLlavaBuilder",
+    },
+    "task": {
+        "image_text_pretrain": "minigpt.tasks.image_text_pretrain:ImageTextPretrainTask",
+    },
+    "runner": {
+        "runner_iter": "minigpt.runners.runner_iter:RunnerIter",
+    },
+    "lr_scheduler": {
+        "linear_warmup_cosine_lr": "minigpt.common.optims:LinearWarmupCosineLRScheduler",
+        "linear_warmup_step_lr": "minigpt.common.optims:LinearWarmupStepLRScheduler",
+        "constant_lr": "minigpt.common.optims:ConstantLRScheduler",
+    },
+    "vision_encoder": {
+        "tiny_vit": "minigpt.models.vision_encoders.tiny_vit:TinyViTEncoder",
+    },
+    "projector": {
+        "linear": "minigpt.models.projectors:LinearProjector",
+        "mlp": "minigpt.models.projectors:MLPProjector",
+        "concat_linear": "minigpt.models.projectors:ConcatLinearProjector",
+    },
+    "llm": {
+        "hf_causal_lm": "minigpt.models.llms.hf_causal_lm:HFCausalLM",
+    },
+}
+
+
+class RegistryError(KeyError):
+    """An unknown or clashing registry name. The message names the culprit and close matches."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly instead
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry:
+    """Name -> class tables, one per kind, with lazy built-ins and entry-point plugins."""
+
+    def __init__(self) -> None:
+        self._classes: Dict[str, Dict[str, Any]] = {k: {} for k in KINDS}
+        self._lazy: Dict[str, Dict[str, str]] = {k: dict(v) for k, v in _BUILTIN.items()}
+        self._paths: Dict[str, str] = {}
+        self._plugins_loaded = False
+        self._lock = threading.RLock()
+
+    # -- registration ---------------------------------------------------------------------
+    def _register(self, kind: str, name: str, override: bool = False) -> Callable:
+        if kind not in self._classes:
+            raise RegistryError(f"unknown registry kind {kind!r}; kinds are {', '.join(KINDS)}")
+
+        def wrap(cls):
+            with self._lock:
+                taken = self._classes[kind].get(name)
+                if taken is not None and taken is not cls and not override:
+                    same = (
+                        getattr(taken, "__module__", None) == getattr(cls, "__module__", None)
+                        and getattr(taken, "__qualname__", None) == getattr(cls, "__qualname__", None)
+                    )
+                    if not same:
+                        raise RegistryError(
+                            f"{kind} name {name!r} is already registered to "
+                            f"{taken.__module__}.{taken.__qualname__}; pass override=True to replace it"
+                        )
+                lazy = self._lazy[kind].get(name)
+                if lazy is not None and not override:
+                    module, _, attr = lazy.partition(":")
+                    in_module = cls.__module__ == module or cls.__module__.startswith(module + ".")
+                    if not (in_module and cls.__qualname__ == attr):
+                        raise RegistryError(
+                            f"{kind} name {name!r} is reserved by the built-in {lazy}; "
+                            "pass override=True to replace it"
+                        )
+                self._classes[kind][name] = cls
+                try:
+                    cls._registry_name = name
+                except (AttributeError, TypeError):
+                    pass
+            return cls
+
+        return wrap
+
+    def register_model(self, name: str, override: bool = False) -> Callable:
+        return self._register("model", name, override)
+
+    def register_processor(self, name: str, override: bool = False) -> Callable:
+        return self._register("processor", name, override)
+
+    def register_builder(self, name: str, override: bool = False) -> Callable:
+        return self._register("builder", name, override)
+
+    def register_task(self, name: str, override: bool = False) -> Callable:
+        return self._register("task", name, override)
+
+    def register_runner(self, name: str, override: bool = False) -> Callable:
+        return self._register("runner", name, override)
+
+    def register_lr_scheduler(self, name: str, override: bool = False) -> Callable:
+        return self._register("lr_scheduler", name, override)
+
+    def register_vision_encoder(self, name: str, override: bool = False) -> Callable:
+        return self._register("vision_encoder", name, override)
+
+    def register_projector(self, name: str, override: bool = False) -> Callable:
+        return self._register("projector", name, override)
+
+    def register_llm(self, name: str, override: bool = False) -> Callable:
+        return self._register("llm", name, override)
+
+    def unregister(self, kind: str, name: str) -> None:
+        """Remove a name registered at run time (tests and interactive sessions use this)."""
+        with self._lock:
+            if name not in self._classes.get(kind, {}):
+                raise RegistryError(f"{kind} name {name!r} is not registered")
+            del self._classes[kind][name]
+
+    # -- plugins --------------------------------------------------------------------------
+    def load_plugins(self, force: bool = False) -> List[str]:
+        """Import every ``minigpt.plugins`` entry point once; a callable one gets the registry."""
+        with self._lock:
+            if self._plugins_loaded and not force:
+                return []
+            self._plugins_loaded = True
+            loaded = []
+            for ep in metadata.entry_points(group=PLUGIN_GROUP):
+                try:
+                    obj = ep.load()
+                except Exception as exc:  # a broken plugin must say which one it is
+                    raise RegistryError(
+                        f"minigpt plugin entry point {ep.name!r} ({ep.value}) failed to load: {exc}"
+                    ) from exc
+                if callable(obj) and not isinstance(obj, type):
+                    obj(self)
+                loaded.append(ep.name)
+            return loaded
+
+    # -- look-up --------------------------------------------------------------------------
+    def _names(self, kind: str) -> List[str]:
+        return sorted(set(self._classes[kind]) | set(self._lazy[kind]))
+
+    def get_class(self, kind: str, name: str) -> Any:
+        if kind not in self._classes:
+            raise RegistryError(f"unknown registry kind {kind!r}; kinds are {', '.join(KINDS)}")
+        if not isinstance(name, str):
+            raise RegistryError(f"{kind} name must be a string, got {name!r}")
+        with self._lock:
+            cls = self._classes[kind].get(name)
+            if cls is not None:
+                return cls
+            lazy = self._lazy[kind].get(name)
+            if lazy is not None:
+                module, _, attr = lazy.partition(":")
+                importlib.import_module(module)
+                cls = self._classes[kind].get(name)
+                if cls is None:
+                    raise RegistryError(
+                        f"{kind} {name!r}: module {module} did not register it (expected {attr})"
+                    )
+                return cls
+            if not self._plugins_loaded:
+                self.load_plugins()
+                if name in self._classes[kind]:
+                    return self._classes[kind][name]
+        names = self._names(kind)
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise RegistryError(
+            f"unknown {kind} name {name!r}.{hint} Registered {kind}s: {', '.join(names) or '(none)'}"
+        )
+
+    def list(self, kind: str) -> List[str]:
+        self.load_plugins()
+        return self._names(kind)
+
+    def get_model_class(self, name: str):
+        return self.get_class("model", name)
+
+    def get_processor_class(self, name: str):
+        return self.get_class("processor", name)
+
+    def get_builder_class(self, name: str):
+        return self.get_class("builder", name)
+
+    def get_task_class(self, name: str):
+        return self.get_class("task", name)
+
+    def get_runner_class(self, name: str):
+        return self.get_class("runner", name)
+
+    def get_lr_scheduler_class(self, name: str):
+        return self.get_class("lr_scheduler", name)
+
+    def get_vision_encoder_class(self, name: str):
+        return self.get_class("vision_encoder", name)
+
+    def get_projector_class(self, name: str):
+        return self.get_class("projector", name)
+
+    def get_llm_class(self, name: str):
+        return self.get_class("llm", name)
+
+    def list_models(self) -> List[str]:
+        return self.list("model")
+
+    def list_processors(self) -> List[str]:
+        return self.list("processor")
+
+    def list_datasets(self) -> List[str]:
+        return self.list("builder")
+
+    list_builders = list_datasets
+
+    def list_tasks(self) -> List[str]:
+        return self.list("task")
+
+    def list_runners(self) -> List[str]:
+        return self.list("runner")
+
+    def list_lr_schedulers(self) -> List[str]:
+        return self.list("lr_scheduler")
+
+    def list_vision_encoders(self) -> List[str]:
+        return self.list("vision_encoder")
+
+    def list_projectors(self) -> List[str]:
+        return self.list("projector")
+
+    def list_llms(self) -> List[str]:
+        return self.list("llm")
+
+    # -- named paths (e.g. the data root) -------------------------------------------------
+    def register_path(self, name: str, path: str) -> None:
+        self._paths[name] = str(path)
+
+    def get_path(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        return self._paths.get(name, default)
+
+
+registry = Registry()

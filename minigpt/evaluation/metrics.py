@@ -1,0 +1,86 @@
+"""Metric definitions: VQA accuracy, box parsing and IoU, caption BLEU."""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Sequence
+
+_PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$~|:']")
+_PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
+_ARTICLES = {"a", "an", "the"}
+_NUMBERS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}
+_CONTRACTIONS = {
+    "dont": "don't", "doesnt": "doesn't", "isnt": "isn't", "arent": "aren't", "cant": "can't",
+    "wont": "won't", "didnt": "didn't", "wasnt": "wasn't", "werent": "weren't", "hasnt": "hasn't",
+    "havent": "haven't", "shouldnt": "shouldn't", "couldnt": "couldn't", "wouldnt": "wouldn't",
+    "im": "i'm", "ive": "i've", "youre": "you're", "thats": "that's", "whats": "what's",
+}
+
+
+def normalize_answer(text: str) -> str:
+    """The VQA evaluation's answer normalisation: case, punctuation, number words, articles, contractions."""
+    text = text.replace("\n", " ").replace("\t", " ").strip().lower()
+    words = []
+    for w in text.split():
+        w = _CONTRACTIONS.get(w, w)
+        w = _PERIOD.sub("", w)
+        if "'" not in w:
+            w = _PUNCT.sub("", w)
+        else:
+            w = _PUNCT.sub("", w.replace("'", "\0")).replace("\0", "'")
+        w = _NUMBERS.get(w, w)
+        if w and w not in _ARTICLES:
+            words.append(w)
+    return " ".join(words)
+
+
+def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """min(#humans who said it / 3, 1), averaged over the leave-one-out subsets of the answers."""
+    if not answers:
+        raise ValueError("vqa_accuracy needs at least one ground-truth answer")
+    pred = normalize_answer(prediction)
+    gts = [normalize_answer(a) for a in answers]
+    if len(gts) == 1:
+        return float(pred == gts[0])
+    scores = []
+    for i in range(len(gts)):
+        others = gts[:i] + gts[i + 1 :]
+        scores.append(min(1.0, sum(g == pred for g in others) / 3.0))
+    return sum(scores) / len(scores)
+
+
+_BOX = re.compile(r"\{?\s*<(\d{1,3})>\s*<(\d{1,3})>\s*<(\d{1,3})>\s*<(\d{1,3})>\s*\}?")
+
+
+def parse_box(text: str) -> Optional[List[int]]:
+    """The first ``{<x1><y1><x2><y2>}`` box in text (0-100 grid), or None; tolerant of spaces and a missing brace."""
+    m = _BOX.search(text)
+    if not m:
+        return None
+    x1, y1, x2, y2 = (min(100, int(v)) for v in m.groups())
+    return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
+
+
+def grid_to_pixels(box: Sequence[float], width: float, height: float) -> List[float]:
+    return [box[0] / 100 * width, box[1] / 100 * height, box[2] / 100 * width, box[3] / 100 * height]
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two [x1, y1, x2, y2] boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def corpus_bleu4(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Corpus BLEU-4 (NLTK) over lowercased whitespace tokens."""
+    from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+
+    hyps = [p.lower().split() for p in predictions]
+    refs = [[r.lower().split() for r in rs] for rs in references]
+    return float(corpus_bleu(refs, hyps, smoothing_function=SmoothingFunction().method1))

@@ -1,0 +1,103 @@
+"""Models: the registered families and the one-call loading API.
+
+``load_model_and_preprocess(name, model_type)`` builds a registered model from its preset YAML
+and returns it with the image and text processors its preset names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+from omegaconf import DictConfig, OmegaConf
+
+from minigpt.common.registry import registry
+
+__all__ = ["load_model", "load_model_and_preprocess", "load_preprocess", "model_zoo"]
+
+
+def _preset_config(name: str, model_type: Optional[str]) -> Tuple[Any, DictConfig]:
+    model_cls = registry.get_model_class(name)
+    model_type = model_type or model_cls.DEFAULT_MODEL_TYPE
+    cfg = OmegaConf.load(model_cls.default_config_path(model_type)).model
+    return model_cls, cfg
+
+
+def load_model(
+    name: str,
+    model_type: Optional[str] = None,
+    is_eval: bool = False,
+    device: str = "cpu",
+    checkpoint: Optional[str] = None,
+    **overrides: Any,
+):
+    """Build model ``name`` at preset ``model_type``; ``device="meta"`` builds shapes only.
+
+    ``overrides`` are dotted keys merged over the preset (``llm.lora_r=8`` style keys as kwargs
+    with ``__`` for dots is awkward, so pass a dict: ``overrides={"llm": {"lora_r": 8}}``).
+    """
+    model_cls, cfg = _preset_config(name, model_type)
+    extra = overrides.pop("overrides", None)
+    if extra:
+        cfg = OmegaConf.merge(cfg, OmegaConf.create(extra))
+    if overrides:
+        raise TypeError(f"load_model got unexpected arguments {sorted(overrides)}")
+    if checkpoint is not None:
+        cfg.ckpt = checkpoint
+    if device == "meta":
+        import torch
+
+        with torch.device("meta"):
+            cfg.ckpt = None
+            model = model_cls.from_config(cfg)
+        return model
+    model = model_cls.from_config(cfg)
+    if is_eval:
+        model.eval()
+    return model.to(device)
+
+
+def load_preprocess(cfg: DictConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Image and text processors named by a model config's ``preprocess`` block."""
+    vis, txt = {}, {}
+    pre = cfg.get("preprocess") or {}
+    for split in ("train", "eval"):
+        v = (pre.get("vis_processor") or {}).get(split)
+        if v is not None:
+            vis[split] = registry.get_processor_class(v.name).from_config(v)
+        t = (pre.get("text_processor") or {}).get(split)
+        if t is not None:
+            txt[split] = registry.get_processor_class(t.name).from_config(t)
+    return vis, txt
+
+
+def load_model_and_preprocess(
+    name: str,
+    model_type: Optional[str] = None,
+    is_eval: bool = False,
+    device: str = "cpu",
+    checkpoint: Optional[str] = None,
+):
+    """Return ``(model, vis_processors, txt_processors)``; processors are dicts keyed train/eval."""
+    model = load_model(name, model_type, is_eval=is_eval, device=device, checkpoint=checkpoint)
+    vis, txt = load_preprocess(model.cfg)
+    return model, vis, txt
+
+
+class _ModelZoo:
+    """``print(model_zoo)`` lists every registered model with its preset types."""
+
+    def __str__(self) -> str:
+        rows = []
+        for name in registry.list_models():
+            cls = registry.get_model_class(name)
+            types = ", ".join(getattr(cls, "PRETRAINED_MODEL_CONFIG_DICT", {}).keys())
+            rows.append(f"{name:<14} {types}")
+        return "Architectures  Types\n" + "\n".join(rows)
+
+    def __iter__(self):
+        for name in registry.list_models():
+            cls = registry.get_model_class(name)
+            yield name, list(getattr(cls, "PRETRAINED_MODEL_CONFIG_DICT", {}).keys())
+
+
+model_zoo = _ModelZoo()

@@ -1,0 +1,50 @@
+"""The base every registered model family derives from."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Dict
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BaseModel(nn.Module):
+    """A model built from config: ``from_config(cfg)`` plus one preset YAML per ``model_type``.
+
+    ``PRETRAINED_MODEL_CONFIG_DICT`` maps each model_type to a package-relative YAML whose
+    top-level key is ``model:``.
+    """
+
+    PRETRAINED_MODEL_CONFIG_DICT: Dict[str, str] = {}
+    DEFAULT_MODEL_TYPE: str = "tiny"
+
+    @classmethod
+    def default_config_path(cls, model_type: str) -> str:
+        if model_type not in cls.PRETRAINED_MODEL_CONFIG_DICT:
+            known = ", ".join(cls.PRETRAINED_MODEL_CONFIG_DICT) or "(none)"
+            raise KeyError(
+                f"{cls.__name__} has no model_type {model_type!r}; available: {known}"
+            )
+        return os.path.join(_PACKAGE_DIR, cls.PRETRAINED_MODEL_CONFIG_DICT[model_type])
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def maybe_autocast(self, dtype: torch.dtype = torch.bfloat16):
+        """Autocast on GPU; plain fp32 on CPU, where autocast gains nothing for these sizes."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

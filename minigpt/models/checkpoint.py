@@ -1,0 +1,130 @@
+"""Trained-parameter checkpoints in safetensors, with names that survive adding or removing LoRA.
+
+peft wraps the LLM (``base_model.model.`` prefix, ``.base_layer`` infix), so the same weight has
+different names with and without LoRA. Checkpoints store canonical names (wrappers removed); on
+load the canonical names are mapped back onto whatever the current model calls them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Dict, Iterable, List, Tuple
+
+import torch
+from safetensors.torch import load_file, save_file
+
+TRAINED_FILE = "trained.safetensors"
+
+_PEFT_PREFIX = re.compile(r"(^|\.)base_model\.model\.")
+_BASE_LAYER = re.compile(r"\.base_layer(?=\.)")
+
+
+def canonical_name(name: str) -> str:
+    """Parameter name with peft's wrapper parts removed (LoRA's own weights keep theirs)."""
+    name = _PEFT_PREFIX.sub(r"\1", name)
+    return _BASE_LAYER.sub("", name)
+
+
+def trained_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """The parameters that require grad, plus buffers of trained modules (e.g. BatchNorm stats)."""
+    out: Dict[str, torch.Tensor] = {}
+    trained_modules = set()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            out[canonical_name(name)] = p.detach().cpu().contiguous()
+            trained_modules.add(name.rsplit(".", 1)[0])
+    for name, b in model.named_buffers():
+        if b is not None and name.rsplit(".", 1)[0] in trained_modules:
+            out[canonical_name(name)] = b.detach().cpu().contiguous()
+    return out
+
+
+def save_trained(model: torch.nn.Module, directory: str, metadata: Dict[str, str] | None = None) -> str:
+    """Write the trained parameters to ``directory/trained.safetensors`` (via a temp file + rename)."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, TRAINED_FILE)
+    tmp = path + ".tmp"
+    state = trained_state_dict(model)
+    # safetensors refuses tensors that share storage; tied weights are saved once per name
+    state = {k: v.clone() for k, v in state.items()}
+    save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_checkpoint_file(path: str) -> str:
+    """Accept the safetensors file, a checkpoint directory, or a run's output directory.
+
+    A run's output directory resolves to the checkpoint its ``checkpoints/latest`` pointer names,
+    which is how a stage finds the previous stage's result by the stage's name.
+    """
+    given = path
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, TRAINED_FILE)):
+        pointer = os.path.join(path, "checkpoints", "latest")
+        if os.path.isfile(pointer):
+            with open(pointer) as fh:
+                path = os.path.join(path, "checkpoints", fh.read().strip())
+    if os.path.isdir(path):
+        path = os.path.join(path, TRAINED_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"checkpoint not found: {given} (looked for {TRAINED_FILE} or a checkpoints/latest pointer)"
+        )
+    return path
+
+
+def load_trained(
+    model: torch.nn.Module, path: str, strict: bool = False
+) -> Tuple[List[str], List[str]]:
+    """Load a trained-parameter checkpoint; return (loaded names, unexpected names).
+
+    Every name in the file must exist in the model unless ``strict`` is False, in which case
+    the unexpected ones are returned (and the caller reports them).
+    """
+    file = resolve_checkpoint_file(path)
+    state = load_file(file)
+    current = {canonical_name(n): n for n, _ in _named_tensors(model)}
+    own = dict(_named_tensors(model))
+    loaded, unexpected = [], []
+    with torch.no_grad():
+        for cname, value in state.items():
+            target = current.get(cname)
+            if target is None:
+                unexpected.append(cname)
+                continue
+            dst = own[target]
+            if dst.shape != value.shape:
+                raise ValueError(
+                    f"{file}: tensor {cname!r} has shape {tuple(value.shape)} but the model expects "
+                    f"{tuple(dst.shape)} — was the checkpoint written by a different preset?"
+                )
+            dst.copy_(value.to(dtype=dst.dtype, device=dst.device))
+            loaded.append(cname)
+    if strict and unexpected:
+        raise KeyError(f"{file}: keys not in the model: {unexpected[:10]}")
+    return loaded, unexpected
+
+
+def _named_tensors(model: torch.nn.Module) -> Iterable[Tuple[str, torch.Tensor]]:
+    yield from model.named_parameters()
+    yield from model.named_buffers()
+
+
+def read_metadata(path: str) -> Dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(resolve_checkpoint_file(path), "pt") as fh:
+        return dict(fh.metadata() or {})
+
+
+def write_json_atomic(obj, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,36 @@
+"""The model families users know, as registered names over the one composition."""
+
+from __future__ import annotations
+
+from minigpt.common.registry import registry
+from minigpt.models.minigpt_base import MiniGPTBase
+
+
+@registry.register_model("tinygptv")
+class TinyGPTV(MiniGPTBase):
+    """TinyGPT-V: a vision encoder, projection layers and Phi-2. YAML name ``tinygptv``."""
+
+    PRETRAINED_MODEL_CONFIG_DICT = {
+        "tiny": "configs/models/tinygptv/tiny.yaml",
+    }
+    DEFAULT_MODEL_TYPE = "tiny"
+
+
+@registry.register_model("minigpt4")
+class MiniGPT4(MiniGPTBase):
+    """MiniGPT-4: vision encoder + Q-Former, one linear layer, a Vicuna/Llama LLM. YAML name ``minigpt4``."""
+
+    PRETRAINED_MODEL_CONFIG_DICT = {
+        "tiny": "configs/models/minigpt4/tiny.yaml",
+    }
+    DEFAULT_MODEL_TYPE = "tiny"
+
+
+@registry.register_model("minigpt_v2")
+class MiniGPTv2(MiniGPTBase):
+    """MiniGPT-v2: 4 adjacent visual tokens concatenated, one linear layer, Llama-2 chat. YAML name ``minigpt_v2``."""
+
+    PRETRAINED_MODEL_CONFIG_DICT = {
+        "tiny": "configs/models/minigpt_v2/tiny.yaml",
+    }
+    DEFAULT_MODEL_TYPE = "tiny"

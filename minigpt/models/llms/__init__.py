@@ -1,0 +1,1 @@
+"""LLM parts: a transformers causal LM, its tokenizer, LoRA and the freezing policy."""

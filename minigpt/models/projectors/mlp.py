@@ -1,0 +1,29 @@
+"""A two-layer MLP projector (LLaVA-1.5's ``mlp2x_gelu``)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from minigpt.common.registry import registry
+
+
+@registry.register_projector("mlp")
+class MLPProjector(nn.Module):
+    """``Linear -> GELU -> Linear`` (+ optional LayerNorm). YAML name ``mlp``."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden_dim: Optional[int] = None, out_norm: bool = False, **_: object
+    ) -> None:
+        super().__init__()
+        hidden_dim = hidden_dim or out_dim
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+        self.norm = nn.LayerNorm(out_dim) if out_norm else nn.Identity()
+
+    def num_output_tokens(self, n_in: int) -> int:
+        return n_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.net(x))

@@ -1,0 +1,1 @@
+"""Vision encoders: image -> a sequence of visual tokens ``[B, N, C]``."""

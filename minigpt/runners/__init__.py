@@ -1,0 +1,1 @@
+"""Runners: the training loop and everything around it (data loading, checkpoints, logging)."""

@@ -1,0 +1,107 @@
+"""Chain stage configs: each stage starts from the checkpoints of the stages before it, found by name."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from minigpt.common import dist_utils
+from minigpt.common.config import Config
+from minigpt.runners.stage import run_stage
+
+logger = logging.getLogger(__name__)
+
+HEADLINE = ("vqa_accuracy", "grounding_acc@0.5", "identify_accuracy", "caption_bleu4", "caption_exact")
+
+
+def _ensure_synthetic_data(data_cfg, data_root: str) -> Optional[str]:
+    if not data_cfg or not data_cfg.get("synthetic"):
+        return None
+    from minigpt.datasets.synthetic import generate_synthetic_dataset, is_complete
+
+    s = data_cfg.synthetic
+    root = os.path.join(data_root, str(s.get("root", "synthetic")))
+    kw = dict(n_train=int(s.n_train), n_test=int(s.n_test), seed=int(s.get("seed", 0)),
+              image_size=int(s.get("image_size", 64)))
+    if dist_utils.is_main_process():
+        if is_complete(root, **kw):
+            logger.info("synthetic data present at %s", root)
+        else:
+            logger.info("generating synthetic data at %s", root)
+            generate_synthetic_dataset(root, shard_size=int(s.get("shard_size", 1000)),
+                                       num_workers=int(s.get("num_workers", 2)), **kw)
+    dist_utils.barrier()
+    return root
+
+
+def headline_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
+    """``dataset/split/metric`` keys flattened to ``metric`` (first dataset that reports it wins)."""
+    out: Dict[str, float] = {}
+    for key, value in metrics.items():
+        name = key.rsplit("/", 1)[-1]
+        if name.startswith(HEADLINE) and name not in out:
+            out[name] = value
+    return out
+
+
+def format_table(metrics: Dict[str, float]) -> str:
+    width = max((len(k) for k in metrics), default=10)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
+    lines += [f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in metrics.items()]
+    return "\n".join(lines)
+
+
+def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
+    """Run every stage of a pipeline config in order, then its evaluation; write metrics.json."""
+    t0 = time.time()
+    pipe = Config.load_pipeline(path).pipeline
+    out_root = str(pipe.get("output_dir") or os.path.join("output", str(pipe.get("name", "pipeline"))))
+    base_opts: List[str] = [str(o) for o in (pipe.get("options") or [])] + list(options)
+    stage_dirs: Dict[str, str] = {}
+    summaries = []
+    data_ready = False
+    for stage in pipe.stages:
+        name = str(stage.name)
+        ckpts = [os.path.abspath(stage_dirs[n]) for n in stage_dirs]
+        opts = base_opts + [str(o) for o in (stage.get("options") or [])]
+        opts += [f"run.stage_name={name}", f"run.output_dir={os.path.join(out_root, name)}"]
+        if ckpts:
+            opts.append(f"model.ckpt={json.dumps(ckpts)}")
+        cfg = Config(str(stage.cfg), opts)
+        if not data_ready:
+            _ensure_synthetic_data(pipe.get("data"), str(cfg.run_cfg.data_root))
+            data_ready = True
+        logger.info("stage %s: %s (starts from %s)", name, stage.cfg, ", ".join(stage_dirs) or "random init")
+        summaries.append(run_stage(cfg))
+        stage_dirs[name] = str(cfg.run_cfg.output_dir)
+    metrics: Dict[str, float] = {}
+    if pipe.get("eval"):
+        ckpts = [os.path.abspath(d) for d in stage_dirs.values()]
+        opts = base_opts + [str(o) for o in (pipe.eval.get("options") or [])]
+        opts += ["run.evaluate_only=true", "run.stage_name=eval", f"run.output_dir={os.path.join(out_root, 'eval')}"]
+        if ckpts:
+            opts.append(f"model.ckpt={json.dumps(ckpts)}")
+        cfg = Config(str(pipe.eval.cfg), opts)
+        if not data_ready:
+            _ensure_synthetic_data(pipe.get("data"), str(cfg.run_cfg.data_root))
+        metrics = run_stage(cfg)["metrics"]
+    wall = round(time.time() - t0, 1)
+    result = {
+        **headline_metrics(metrics),
+        "wall_time_s": wall,
+        "stages": [
+            {k: s.get(k) for k in ("stage", "steps", "train_seconds", "final_loss_ema", "checkpoint")} for s in summaries
+        ],
+        "all_metrics": metrics,
+    }
+    if dist_utils.is_main_process():
+        os.makedirs(out_root, exist_ok=True)
+        with open(os.path.join(out_root, "metrics.json"), "w") as fh:
+            json.dump(result, fh, indent=2)
+        table = {**headline_metrics(metrics), "wall_time_s": wall}
+        print("\n" + format_table(table))
+        print(f"\nmetrics written to {os.path.join(out_root, 'metrics.json')}")
+    return result

@@ -1,0 +1,1 @@
+"""Tasks: what a training step and an evaluation mean for a run."""
