@@ -31,11 +31,14 @@ class BaseTask:
         return registry.get_model_class(model_cfg.arch).from_config(model_cfg)
 
     def build_datasets(self, cfg) -> Dict[str, Dict[str, Dataset]]:
+        rc = cfg.run_cfg
+        splits = list(rc.get("test_splits") or [])
+        if not rc.get("evaluate_only"):
+            splits = list(rc.train_splits) + [s for s in splits if s not in rc.train_splits]
         out = {}
-        data_root = cfg.run_cfg.data_root
         for name, dcfg in cfg.datasets_cfg.items():
-            builder = registry.get_builder_class(name)(dcfg, data_root=data_root)
-            out[name] = builder.build_datasets()
+            builder = registry.get_builder_class(name)(dcfg, data_root=rc.data_root)
+            out[name] = builder.build_datasets(splits=splits)
         return out
 
     def train_step(self, model, samples: Dict[str, Any]) -> Dict[str, torch.Tensor]:

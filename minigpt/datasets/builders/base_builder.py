@@ -1,0 +1,203 @@
+"""The dataset builder base: a ``datasets.<name>`` config block in, ``{split: Dataset}`` out.
+
+A builder's default YAML (``DATASET_CONFIG_DICT``) is both its defaults and its schema: the
+user's block is merged over it, and a key the YAML does not hold is rejected by name. Every path
+in a block is relative to the run's data root (``run.data_root``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
+
+from minigpt.common.registry import registry
+from minigpt.datasets.datasets.base_dataset import PACKAGE_DIR, Processor, load_prompts
+from minigpt.datasets.datasets.io import resolve_path
+
+# build_info keys whose value maps a split name to something. A user who gives one replaces the
+# default mapping instead of merging into it, so listing only `train` does not keep the
+# default `test` file alive.
+SPLIT_MAPPINGS = ("annotations", "shards", "splits")
+
+
+def _to_config(cfg: Any, what: str) -> DictConfig:
+    if cfg is None:
+        return OmegaConf.create({})
+    if isinstance(cfg, DictConfig):
+        # resolved now: a block cut from a run config may interpolate keys outside itself
+        return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    if isinstance(cfg, Mapping):
+        return OmegaConf.create(dict(cfg))
+    raise TypeError(f"{what} must be a mapping, got {type(cfg).__name__}: {cfg!r}")
+
+
+def _reject_unknown(user: DictConfig, defaults: DictConfig, where: str) -> None:
+    for key in user.keys():
+        if key not in defaults and key != "type":  # `type` picks the default YAML itself
+            close = difflib.get_close_matches(str(key), [str(k) for k in defaults.keys()], n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise KeyError(
+                f"{where}: unknown key {key!r}{hint} (known keys: {', '.join(map(str, defaults.keys()))})"
+            )
+
+
+class BaseDatasetBuilder:
+    """Builds one dataset's splits from its config block; subclasses register under a dataset name.
+
+    ``DATASET_CONFIG_DICT`` maps a config type to the default YAML (relative to the ``minigpt``
+    package). ``build_datasets()`` returns ``{split: Dataset}`` for the splits the config lists;
+    the ``train`` split gets ``vis_processor.train`` / ``text_processor.train``, every other
+    split the ``eval`` processors. Subclasses implement ``splits()`` and ``build_split(split)``.
+    """
+
+    DATASET_CONFIG_DICT: Dict[str, str] = {}
+
+    # -- defaults ---------------------------------------------------------------------------
+    @classmethod
+    def name(cls) -> str:
+        return getattr(cls, "_registry_name", cls.__name__)
+
+    @classmethod
+    def default_config_path(cls, type: str = "default") -> str:  # `type`: LAVIS's argument name
+        """The absolute path of the default YAML for config ``type``."""
+        try:
+            rel = cls.DATASET_CONFIG_DICT[type]
+        except KeyError:
+            raise KeyError(
+                f"builder {cls.name()!r} has no config type {type!r}; types: {', '.join(cls.DATASET_CONFIG_DICT)}"
+            ) from None
+        return os.path.join(PACKAGE_DIR, rel)
+
+    @classmethod
+    def default_config(cls, type: str = "default") -> DictConfig:
+        """The ``datasets.<name>`` block of the default YAML."""
+        path = cls.default_config_path(type)
+        loaded = OmegaConf.load(path)
+        blocks = loaded.get("datasets") if isinstance(loaded, DictConfig) else None
+        if not blocks or len(blocks) != 1:
+            raise ValueError(f"{path} must hold exactly one block under 'datasets:'")
+        (block,) = blocks.values()
+        return block
+
+    # -- construction -----------------------------------------------------------------------
+    def __init__(self, cfg: Any = None, data_root: Optional[str] = None) -> None:
+        self.config = self.merge_config(cfg)
+        if data_root is None:
+            data_root = registry.get_path("data_root")
+        if data_root is None:
+            raise ValueError(f"builder {self.name()!r} needs a data root (run.data_root)")
+        self.data_root = str(data_root)
+
+    @classmethod
+    def merge_config(cls, cfg: Any) -> DictConfig:
+        """The user's block merged over the defaults; unknown keys are an error naming them.
+
+        ``type`` (which the config system adds to every dataset block) picks the default YAML.
+        """
+        where = f"datasets.{cls.name()}"
+        user = _to_config(cfg, where)
+        config_type = str(user.get("type") or "default")
+        if "type" in user:
+            user = OmegaConf.create({k: v for k, v in user.items() if k != "type"})
+        defaults = cls.default_config(config_type)
+        _reject_unknown(user, defaults, where)
+        if "build_info" in user:
+            _reject_unknown(user.build_info, defaults.build_info, f"{where}.build_info")
+        merged = OmegaConf.merge(defaults, user)
+        merged.type = config_type
+        for key in SPLIT_MAPPINGS:
+            if "build_info" in user and key in user.build_info:
+                merged.build_info[key] = user.build_info[key]
+        for proc in ("vis_processor", "text_processor"):
+            for split, block in (user.get(proc) or {}).items():
+                default_block = defaults.get(proc, {}).get(split)
+                if block is None or default_block is None:
+                    continue
+                # a different processor does not inherit the options of the default one
+                if block.get("name") not in (None, default_block.get("name")):
+                    merged[proc][split] = block
+        return merged
+
+    # -- pieces the subclasses use ------------------------------------------------------------
+    @property
+    def build_info(self) -> DictConfig:
+        return self.config.build_info
+
+    @property
+    def read_images(self) -> bool:
+        """False for ``data_type: text``: readers then neither open nor return images."""
+        data_type = self.config.get("data_type", "images")
+        if data_type not in ("images", "text"):
+            raise ValueError(
+                f"datasets.{self.name()}.data_type must be 'images' or 'text', got {data_type!r}"
+            )
+        return data_type == "images"
+
+    @property
+    def sample_ratio(self) -> float:
+        return float(self.config.get("sample_ratio", 1))
+
+    def path(self, rel: str) -> str:
+        """``rel`` resolved against the data root."""
+        return resolve_path(self.data_root, rel)
+
+    def images_root(self) -> str:
+        return self.path(self.build_info.images)
+
+    def prompts(self, slot: bool = False) -> List[str]:
+        return load_prompts(self.config.get("prompt_file"), slot=slot)
+
+    def build_processors(self, split: str) -> Tuple[Optional[Processor], Optional[Processor]]:
+        """(vis, text) processors for ``split``: the ``train`` blocks for train, ``eval`` otherwise."""
+        which = "train" if split == "train" else "eval"
+        procs: List[Optional[Processor]] = []
+        for kind in ("vis_processor", "text_processor"):
+            block = (self.config.get(kind) or {}).get(which)
+            if kind == "vis_processor" and not self.read_images:
+                block = None
+            if block is None:
+                procs.append(None)
+                continue
+            if "name" not in block:
+                raise KeyError(
+                    f"datasets.{self.name()}.{kind}.{which} needs a 'name' (a registered processor)"
+                )
+            procs.append(registry.get_processor_class(block.name).from_config(block))
+        return procs[0], procs[1]
+
+    def split_paths(self, key: str, split: str) -> List[str]:
+        """``build_info.<key>.<split>`` as a list of resolved paths."""
+        value = self.build_info[key][split]
+        values = [value] if isinstance(value, str) else list(value)
+        return [self.path(v) for v in values]
+
+    # -- the API ------------------------------------------------------------------------------
+    def splits(self) -> List[str]:
+        """The splits this config can build."""
+        return [str(s) for s in (self.build_info.get("annotations") or {}).keys()]
+
+    def build_split(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def build_datasets(self, splits: Optional[Iterable[str]] = None) -> Dict[str, Dataset]:
+        """``{split: Dataset}`` for every split the config lists, or for those of ``splits`` it lists.
+
+        Asking for a split a dataset does not have (``test`` of a train-only dataset) skips it, so
+        a run can pass its ``train_splits + test_splits`` to every builder.
+        """
+        available = self.splits()
+        wanted = available if splits is None else [s for s in available if s in set(splits)]
+        datasets: Dict[str, Dataset] = {}
+        for split in wanted:
+            dataset = self.build_split(split)
+            dataset.sample_ratio = self.sample_ratio
+            dataset.split = split
+            datasets[split] = dataset
+        return datasets
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name()!r}, data_root={self.data_root!r}, splits={self.splits()})"

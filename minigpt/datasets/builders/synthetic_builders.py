@@ -1,0 +1,63 @@
+"""Builders of the synthetic dataset: the real readers pointed at ``<data_root>/synthetic/``.
+
+The synthetic generator (``minigpt.datasets.synthetic``) writes the real formats, so each
+builder here only swaps the default YAML: paths under ``synthetic/``, 64-pixel images, and
+``image_eval`` for every split (random crops would move the shapes the answers describe).
+"""
+
+from __future__ import annotations
+
+from minigpt.common.registry import registry
+from minigpt.datasets.builders.caption_builders import CCSBUAlignBuilder, CCSBUBuilder, COCOCaptionBuilder
+from minigpt.datasets.builders.llava_builders import LlavaConversationBuilder
+from minigpt.datasets.builders.refcoco_builders import InvRefCOCOBuilder, RefCOCOBuilder
+from minigpt.datasets.builders.vqa_builders import COCOVQABuilder
+
+
+@registry.register_builder("synthetic_caption_wds")
+class SyntheticCaptionWdsBuilder(CCSBUBuilder):
+    """Synthetic image-caption tar shards (stage-1 alignment), registered as ``synthetic_caption_wds``."""
+
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_caption_wds/defaults.yaml"}
+
+
+@registry.register_builder("synthetic_cc_sbu_align")
+class SyntheticCCSBUAlignBuilder(CCSBUAlignBuilder):
+    """Synthetic detailed captions in the cc_sbu_align format, registered as ``synthetic_cc_sbu_align``."""
+
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_cc_sbu_align/defaults.yaml"}
+
+
+@registry.register_builder("synthetic_coco_caption")
+class SyntheticCOCOCaptionBuilder(COCOCaptionBuilder):
+    """Synthetic captions in the COCO Karpathy JSON, registered as ``synthetic_coco_caption``."""
+
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_coco_caption/defaults.yaml"}
+
+
+@registry.register_builder("synthetic_vqa")
+class SyntheticVQABuilder(COCOVQABuilder):
+    """Synthetic questions in LAVIS's VQA JSON, registered as ``synthetic_vqa``."""
+
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_vqa/defaults.yaml"}
+
+
+@registry.register_builder("synthetic_refcoco")
+class SyntheticRefCOCOBuilder(RefCOCOBuilder):
+    """Synthetic referring expressions in the RefCOCO format, registered as ``synthetic_refcoco``."""
+
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_refcoco/defaults.yaml"}
+
+
+@registry.register_builder("synthetic_invrefcoco")
+class SyntheticInvRefCOCOBuilder(InvRefCOCOBuilder):
+    """Synthetic box -> expression samples from the RefCOCO format, registered as ``synthetic_invrefcoco``."""
+
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_invrefcoco/defaults.yaml"}
+
+
+@registry.register_builder("synthetic_llava")
+class SyntheticLlavaBuilder(LlavaConversationBuilder):
+    """Synthetic multi-turn conversations in the LLaVA JSON, registered as ``synthetic_llava``."""
+
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_llava/defaults.yaml"}

@@ -1,0 +1,56 @@
+"""Batching of schema samples for the DataLoader."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+
+
+def _ids(samples: List[Dict[str, Any]], indices: List[int]) -> str:
+    return ", ".join(str(samples[i].get("sample_id", f"#{i}")) for i in indices[:5]) + (
+        " ..." if len(indices) > 5 else ""
+    )
+
+
+def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One batch dict from a list of sample dicts.
+
+    Tensors under a key are stacked (``image``: ``[B, 3, H, W]``). A key that is ``None`` in
+    every sample (text-only samples' ``image``) stays ``None``; a key holding tensors in some
+    samples and ``None`` (or nothing) in others is an error naming the samples on each side,
+    as is a shape mismatch. Every other key becomes a list with one entry per sample; samples
+    that lack a key (batches mixing datasets with different evaluation keys) contribute
+    ``None`` there.
+    """
+    if not samples:
+        raise ValueError("collate_samples got an empty list of samples")
+    keys: List[str] = []
+    for sample in samples:
+        if not isinstance(sample, dict):
+            raise TypeError(f"collate_samples expects dict samples, got {type(sample).__name__}")
+        keys.extend(k for k in sample if k not in keys)
+
+    batch: Dict[str, Any] = {}
+    for key in keys:
+        values = [sample.get(key) for sample in samples]
+        tensors = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
+        if not tensors:
+            batch[key] = None if all(v is None for v in values) else values
+            continue
+        if len(tensors) != len(values):
+            others = [i for i in range(len(values)) if i not in set(tensors)]
+            raise ValueError(
+                f"cannot batch {key!r}: samples {_ids(samples, tensors)} hold tensors but samples "
+                f"{_ids(samples, others)} hold {type(values[others[0]]).__name__} (e.g. image and text-only "
+                "samples in one batch); keep them in separate batches"
+            )
+        shapes = {tuple(v.shape) for v in values}
+        if len(shapes) > 1:
+            by_shape = {}
+            for i, v in enumerate(values):
+                by_shape.setdefault(tuple(v.shape), []).append(i)
+            detail = "; ".join(f"{list(s)}: {_ids(samples, idx)}" for s, idx in by_shape.items())
+            raise ValueError(f"cannot stack {key!r}: tensor shapes differ ({detail})")
+        batch[key] = torch.stack(values)
+    return batch

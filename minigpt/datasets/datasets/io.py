@@ -1,0 +1,152 @@
+"""File access for the dataset readers.
+
+Every annotation file, image and tar shard is read through one iopath ``PathManager``
+(:data:`path_manager`), so a local path and a path served by a registered handler (e.g. a
+remote store) read the same way. The helpers raise :class:`DatasetError` subclasses whose
+message names the dataset, the sample and the path, instead of returning ``None``.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import pickle
+from typing import Any, Iterable, List, Optional, Sequence, Union
+
+from iopath.common.file_io import PathManager
+from PIL import Image, UnidentifiedImageError
+
+path_manager = PathManager()
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
+
+
+class DatasetError(RuntimeError):
+    """A sample or annotation file that cannot be read; the message names dataset, sample and path."""
+
+
+class MissingDataError(DatasetError, FileNotFoundError):
+    """An annotation file, shard or image that does not exist."""
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def resolve_path(root: Optional[str], path: str) -> str:
+    """``path`` joined to ``root`` unless it is absolute or a URI (``s3://...``)."""
+    path = os.path.expanduser(str(path))
+    if root is None or os.path.isabs(path) or _is_uri(path):
+        return path
+    root = str(root)
+    if _is_uri(root):
+        return root.rstrip("/") + "/" + path
+    return os.path.join(root, path)
+
+
+def _where(dataset: str, sample_id: Optional[str]) -> str:
+    return f"dataset {dataset!r}" + (f", sample {sample_id!r}" if sample_id else "")
+
+
+def open_image(path: str, dataset: str, sample_id: Optional[str] = None) -> Image.Image:
+    """The image at ``path`` as a fully loaded RGB PIL image."""
+    try:
+        with path_manager.open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as exc:
+        raise MissingDataError(f"{_where(dataset, sample_id)}: image file not found: {path}") from exc
+    except OSError as exc:
+        raise DatasetError(f"{_where(dataset, sample_id)}: cannot read image {path}: {exc}") from exc
+    return decode_image(data, path, dataset, sample_id)
+
+
+def decode_image(data: bytes, path: str, dataset: str, sample_id: Optional[str] = None) -> Image.Image:
+    """Encoded image bytes (read from ``path``, named in errors) as an RGB PIL image."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()  # decode now, so a truncated file fails here and not inside a transform
+        return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetError(
+            f"{_where(dataset, sample_id)}: unreadable or corrupt image {path}: {exc}"
+        ) from exc
+
+
+def _read_bytes(path: str, dataset: str, what: str) -> bytes:
+    try:
+        with path_manager.open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as exc:
+        raise MissingDataError(f"dataset {dataset!r}: {what} not found: {path}") from exc
+    except OSError as exc:
+        raise DatasetError(f"dataset {dataset!r}: cannot read {what} {path}: {exc}") from exc
+
+
+def load_json(path: str, dataset: str) -> Any:
+    """A parsed JSON annotation file."""
+    data = _read_bytes(path, dataset, "annotation file")
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise DatasetError(f"dataset {dataset!r}: annotation file {path} is not valid JSON: {exc}") from exc
+
+
+def load_pickle(path: str, dataset: str) -> Any:
+    """A pickled annotation file (RefCOCO's ``refs(unc).p``). Only open files you trust."""
+    data = _read_bytes(path, dataset, "annotation file")
+    try:
+        # The RefCOCO refs files were written by Python 2; latin1 decodes their byte strings.
+        return pickle.loads(data, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, ImportError) as exc:
+        raise DatasetError(f"dataset {dataset!r}: cannot unpickle annotation file {path}: {exc}") from exc
+
+
+def read_text_lines(path: str, what: str) -> List[str]:
+    """Non-empty, non-comment (``#``) stripped lines of a text file."""
+    try:
+        with path_manager.open(path, "r", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError as exc:
+        raise MissingDataError(f"{what} not found: {path}") from exc
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def expand_shards(patterns: Union[str, Sequence[str]], root: Optional[str], dataset: str) -> List[str]:
+    """Tar shard paths from brace (``train-{00000..00019}.tar``) and glob (``train-*.tar``) patterns.
+
+    Patterns are relative to ``root``. Local brace-expanded names must exist and a local glob
+    must match at least one file; URIs are passed through brace expansion only (no listing).
+    """
+    import braceexpand  # a webdataset dependency
+
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    urls: List[str] = []
+    for pattern in patterns:
+        for name in braceexpand.braceexpand(str(pattern)):
+            full = resolve_path(root, name)
+            if _is_uri(full):
+                urls.append(full)
+            elif glob.has_magic(full):
+                matches = sorted(glob.glob(full))
+                if not matches:
+                    raise MissingDataError(f"dataset {dataset!r}: shard pattern {full} matches no file")
+                urls.extend(matches)
+            elif not path_manager.exists(full):
+                raise MissingDataError(f"dataset {dataset!r}: shard not found: {full}")
+            else:
+                urls.append(full)
+    if not urls:
+        raise MissingDataError(f"dataset {dataset!r}: no shards given (patterns {list(patterns)})")
+    return urls
+
+
+def as_list(value: Union[None, str, Iterable[str]]) -> List[str]:
+    """``None`` -> [], a string -> [it], any other iterable -> a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)

@@ -1,0 +1,138 @@
+"""RefCOCO / RefCOCO+ / RefCOCOg readers: the ``refs(...).p`` pickle plus COCO ``instances.json``.
+
+One sample per (ref, sentence). Boxes are written on MiniGPT-v2's 0-100 grid,
+``{<x1><y1><x2><y2>}`` with ``x = round(px / width * 100)`` (``y`` with the height), from the
+COCO ``[x, y, w, h]`` box of the ref's annotation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+from minigpt.datasets.datasets.base_dataset import (
+    BaseDataset,
+    Processor,
+    box_to_grid_text,
+    pick,
+    require_keys,
+)
+from minigpt.datasets.datasets.io import DatasetError, load_json, load_pickle, open_image, resolve_path
+
+
+class RefCOCODataset(BaseDataset):
+    """Referring expression -> box (``[refer]``): "give me the location of {expression}".
+
+    ``ref_splits`` lists the refer-file split names read into this dataset (e.g. ``["val"]``).
+    Samples carry ``"gt_box"`` (``[x1, y1, x2, y2]`` pixels of the original image) and
+    ``"image_size"`` (``[width, height]``) for evaluation.
+    """
+
+    task = "refer"
+
+    def __init__(
+        self,
+        name: str,
+        refs_path: str,
+        instances_path: str,
+        ref_splits: Sequence[str],
+        vis_processor: Optional[Processor],
+        text_processor: Optional[Processor],
+        images_root: Optional[str],
+        task_tag: Optional[str] = None,
+        prompts: Optional[Sequence[str]] = None,
+        read_images: bool = True,
+    ) -> None:
+        super().__init__(name, vis_processor, text_processor, images_root, task_tag, prompts, read_images)
+        if not self.prompts:
+            raise DatasetError(f"dataset {name!r}: a prompt file with '{{}}' templates is required")
+        refs = load_pickle(refs_path, name)
+        if not isinstance(refs, list):
+            raise DatasetError(
+                f"dataset {name!r}: {refs_path} must hold a list of refs, got {type(refs).__name__}"
+            )
+        instances = load_json(instances_path, name)
+        if not isinstance(instances, dict) or "images" not in instances or "annotations" not in instances:
+            raise DatasetError(
+                f"dataset {name!r}: {instances_path} must hold COCO 'images' and 'annotations'"
+            )
+        images = {img["id"]: img for img in instances["images"]}
+        anns = {ann["id"]: ann for ann in instances["annotations"]}
+        wanted = set(ref_splits)
+        seen_splits = set()
+        for i, ref in enumerate(refs):
+            require_keys(ref, ("ref_id", "ann_id", "image_id", "split", "sentences"), name, refs_path, i)
+            seen_splits.add(ref["split"])
+            if ref["split"] not in wanted:
+                continue
+            ann = anns.get(ref["ann_id"])
+            image = images.get(ref["image_id"])
+            if ann is None or image is None:
+                missing = f"annotation {ref['ann_id']}" if ann is None else f"image {ref['image_id']}"
+                raise DatasetError(
+                    f"dataset {name!r}: ref {ref['ref_id']} in {refs_path} names {missing}, "
+                    f"which {instances_path} does not hold"
+                )
+            x, y, w, h = ann["bbox"]
+            for j, sentence in enumerate(ref["sentences"]):
+                if not isinstance(sentence, dict) or not isinstance(sentence.get("sent"), str):
+                    raise DatasetError(
+                        f"dataset {name!r}: ref {ref['ref_id']} in {refs_path}, sentence {j} lacks 'sent' text"
+                    )
+                self.records.append(
+                    {
+                        "key": f"{ref['ref_id']}:{sentence.get('sent_id', j)}",
+                        "image": image["file_name"],
+                        "size": (image["width"], image["height"]),
+                        "box": [x, y, x + w, y + h],
+                        "expression": sentence["sent"],
+                        "ref_id": ref["ref_id"],
+                    }
+                )
+        if not self.records:
+            raise DatasetError(
+                f"dataset {name!r}: no refs of split(s) {sorted(wanted)} in {refs_path} "
+                f"(it has {sorted(map(str, seen_splits))})"
+            )
+
+    def load_record_image(self, record: Dict[str, Any], sample_id: str):
+        if not self.read_images:
+            return None
+        path = resolve_path(self.images_root, record["image"])
+        image = open_image(path, self.name, sample_id)
+        if tuple(image.size) != tuple(record["size"]):
+            # the box text is relative to the annotated size; a different file would misplace it
+            raise DatasetError(
+                f"dataset {self.name!r}, sample {sample_id!r}: image {path} is {image.size[0]}x{image.size[1]} "
+                f"but the instances file says {record['size'][0]}x{record['size'][1]}"
+            )
+        return self.process_image(image)
+
+    def instruction_and_answer(self, record: Dict[str, Any], index: int) -> List[str]:
+        expression = self.text(record["expression"])
+        box_text = box_to_grid_text(record["box"], *record["size"])
+        return [self.instruction(pick(self.prompts, index).format(expression)), box_text]
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        record = self.records[index]
+        sample_id = self.sample_id(record["key"])
+        instruction, answer = self.instruction_and_answer(record, index)
+        return {
+            "image": self.load_record_image(record, sample_id),
+            "instruction_input": instruction,
+            "answer": answer,
+            "sample_id": sample_id,
+            "task": self.task,
+            "gt_box": list(record["box"]),
+            "image_size": list(record["size"]),
+        }
+
+
+class InvRefCOCODataset(RefCOCODataset):
+    """Box -> referring expression (``[identify]``): "what is this {<x1><y1><x2><y2>}" -> expression."""
+
+    task = "identify"
+
+    def instruction_and_answer(self, record: Dict[str, Any], index: int) -> List[str]:
+        box_text = box_to_grid_text(record["box"], *record["size"])
+        instruction = self.instruction(pick(self.prompts, index).format(box_text))
+        return [instruction, self.text(record["expression"])]

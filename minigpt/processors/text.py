@@ -1,0 +1,37 @@
+"""Text processors: a raw caption in, the cleaned target text out."""
+
+from __future__ import annotations
+
+from minigpt.common.registry import registry
+from minigpt.processors.base import BaseProcessor
+
+
+@registry.register_processor("caption_text")
+class CaptionTextProcessor(BaseProcessor):
+    """Cleans a caption, question or expression; registered as ``caption_text``.
+
+    Collapses runs of whitespace (newlines included) to one space and strips the ends, keeps
+    at most ``max_words`` words (``null`` keeps all), lower-cases only when ``lowercase`` is set
+    (case and punctuation carry meaning for the LLM, so they are kept by default) and puts
+    ``prompt`` in front of the result.
+    """
+
+    CONFIG_KEYS = {"prompt": "", "max_words": 50, "lowercase": False}
+
+    def __init__(self, prompt: str = "", max_words: int | None = 50, lowercase: bool = False) -> None:
+        if max_words is not None and (int(max_words) != max_words or max_words <= 0):
+            raise ValueError(f"caption_text max_words must be a positive integer or null, got {max_words!r}")
+        self.prompt = prompt or ""
+        self.max_words = None if max_words is None else int(max_words)
+        self.lowercase = bool(lowercase)
+
+    def __call__(self, text: str) -> str:
+        if not isinstance(text, str):
+            raise TypeError(f"caption_text expects a string, got {type(text).__name__}: {text!r}")
+        words = text.split()
+        if self.max_words is not None:
+            words = words[: self.max_words]
+        text = " ".join(words)
+        if self.lowercase:
+            text = text.lower()
+        return self.prompt + text

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from minigpt.datasets.collate import collate_samples
+
+
+def _sample(i, image=True, **extra):
+    return {
+        "image": torch.full((3, 4, 4), float(i)) if image else None,
+        "instruction_input": f"q{i}",
+        "answer": f"a{i}",
+        "sample_id": f"ds:{i}",
+        **extra,
+    }
+
+
+def test_images_stacked_and_other_keys_listed():
+    batch = collate_samples([_sample(0, gt_box=[1, 2, 3, 4]), _sample(1, gt_box=[5, 6, 7, 8])])
+    assert batch["image"].shape == (2, 3, 4, 4)
+    assert batch["image"][1].eq(1).all() and batch["image"][0].eq(0).all()
+    assert batch["instruction_input"] == ["q0", "q1"]
+    assert batch["answer"] == ["a0", "a1"]
+    assert batch["gt_box"] == [[1, 2, 3, 4], [5, 6, 7, 8]]  # boxes stay lists, not tensors
+
+
+def test_multi_turn_lists_are_kept_per_sample():
+    a = {"image": None, "instruction_input": ["t1", "t2"], "answer": ["r1", "r2"]}
+    b = {"image": None, "instruction_input": ["u1"], "answer": ["s1"]}
+    batch = collate_samples([a, b])
+    assert batch["instruction_input"] == [["t1", "t2"], ["u1"]]
+    assert batch["answer"] == [["r1", "r2"], ["s1"]]
+
+
+def test_all_text_only_gives_none_image():
+    batch = collate_samples([_sample(0, image=False), _sample(1, image=False)])
+    assert batch["image"] is None
+    assert batch["sample_id"] == ["ds:0", "ds:1"]
+
+
+def test_mixing_image_and_text_only_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"'image'.*ds:0.*ds:1"):
+        collate_samples([_sample(0), _sample(1, image=False)])
+
+
+def test_shape_mismatch_names_samples():
+    odd = _sample(1)
+    odd["image"] = torch.zeros(3, 8, 8)
+    with pytest.raises(ValueError, match=r"shapes differ.*\[3, 8, 8\]: ds:1"):
+        collate_samples([_sample(0), odd])
+
+
+def test_keys_missing_in_some_samples_become_none():
+    batch = collate_samples([_sample(0, question_type="what color"), _sample(1)])
+    assert batch["question_type"] == ["what color", None]
+
+
+def test_empty_batch_is_an_error():
+    with pytest.raises(ValueError, match="empty"):
+        collate_samples([])
