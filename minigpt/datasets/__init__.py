@@ -1,0 +1,1 @@
+"""Dataset builders and generators for the real on-disk formats the models train on."""
