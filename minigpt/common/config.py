@@ -37,6 +37,8 @@ SECTIONS = ("model", "datasets", "run", "pipeline")
 DEFAULT_RUN_PATH = Path(__file__).resolve().parent.parent / "configs" / "default_run.yaml"
 OPTIONS_SOURCE = "--options"
 PRECISIONS = ("fp32", "bf16", "fp16")
+# keys of a pipeline block (see minigpt/runners/pipeline.py)
+PIPELINE_KEYS = ("name", "output_dir", "data", "options", "stages", "eval")
 
 # Keys every dataset block accepts even when its builder's default YAML does not list them:
 # `type` picks that default YAML, and the mixer needs a weight for every dataset.
@@ -301,7 +303,28 @@ class Config:
         made relative to the pipeline file's folder, and the file must exist.
         """
         data = Config._load_user(str(path))
-        stages = data.get("pipeline")
+        block = data.get("pipeline")
+        if isinstance(block, list):  # the short form: just the list of stages
+            block = {"stages": block}
+        if isinstance(block, dict):
+            unknown = sorted(str(k) for k in block if k not in PIPELINE_KEYS)
+            if unknown:
+                raise ConfigError(
+                    f"{path}: unknown key 'pipeline.{unknown[0]}'{_did_you_mean(unknown[0], PIPELINE_KEYS)}; "
+                    f"a pipeline takes {_quoted_list(PIPELINE_KEYS)}"
+                )
+            data["pipeline"] = block
+            ev = block.get("eval")
+            if ev is not None:
+                if not isinstance(ev, dict) or not isinstance(ev.get("cfg"), str):
+                    raise ConfigError(f"{path}: pipeline.eval must be a mapping with a 'cfg' path, got {ev!r}")
+                ev_path = Path(os.path.expanduser(ev["cfg"]))
+                if not ev_path.is_absolute():
+                    ev_path = Path(path).parent / ev_path
+                if not ev_path.is_file():
+                    raise ConfigError(f"{path}: pipeline.eval.cfg: {ev['cfg']!r} does not exist (looked for {ev_path})")
+                ev["cfg"] = str(ev_path)
+        stages = block.get("stages") if isinstance(block, dict) else block
         if not isinstance(stages, list) or not stages:
             raise ConfigError(
                 f"{path}: pipeline must be a non-empty list of stages, each a mapping with 'name' and "

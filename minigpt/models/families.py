@@ -12,6 +12,8 @@ class TinyGPTV(MiniGPTBase):
 
     PRETRAINED_MODEL_CONFIG_DICT = {
         "tiny": "configs/models/tinygptv/tiny.yaml",
+        "stage1_2_3": "configs/models/tinygptv/stage1_2_3.yaml",
+        "stage4": "configs/models/tinygptv/stage4.yaml",
     }
     DEFAULT_MODEL_TYPE = "tiny"
 

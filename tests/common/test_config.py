@@ -526,15 +526,36 @@ def test_pipeline_is_loaded_raw_with_stage_paths_resolved(tmp_path, fakes):
     )
     pipe = Config.load_pipeline(path)
     assert isinstance(pipe, DictConfig)
-    assert [stage.name for stage in pipe.pipeline] == ["s1", "s2"]
-    assert pipe.pipeline[0].cfg == str(tmp_path / "stages" / "s1.yaml")
-    assert list(pipe.pipeline[1].options) == ["run.max_iters=5"]
+    assert [stage.name for stage in pipe.pipeline.stages] == ["s1", "s2"]
+    assert pipe.pipeline.stages[0].cfg == str(tmp_path / "stages" / "s1.yaml")
+    assert list(pipe.pipeline.stages[1].options) == ["run.max_iters=5"]
     assert Config.is_pipeline_file(path) and not Config.is_pipeline_file(tmp_path / "stages" / "s1.yaml")
 
     cfg = Config(str(path))
     assert cfg.is_pipeline and cfg.config == pipe
     with pytest.raises(ConfigError, match="pipeline config"):
         _ = cfg.model_cfg
+
+
+def test_pipeline_mapping_form_resolves_eval_and_rejects_unknown_keys(tmp_path, fakes):
+    write(tmp_path / "s1.yaml", MINIMAL)
+    write(tmp_path / "ev" / "e.yaml", MINIMAL)
+    path = write(
+        tmp_path / "pipe.yaml",
+        """
+        pipeline:
+          name: demo
+          output_dir: out/demo
+          stages:
+            - {name: s1, cfg: s1.yaml}
+          eval: {cfg: ev/e.yaml}
+        """,
+    )
+    pipe = Config.load_pipeline(path).pipeline
+    assert pipe.name == "demo" and pipe.eval.cfg == str(tmp_path / "ev" / "e.yaml")
+    bad = write(tmp_path / "bad.yaml", "pipeline:\n  stagez: []\n")
+    with pytest.raises(ConfigError, match="pipeline.stagez.*did you mean 'stages'"):
+        Config.load_pipeline(bad)
 
 
 @pytest.mark.parametrize(

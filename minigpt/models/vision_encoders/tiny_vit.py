@@ -30,6 +30,7 @@ class TinyViTEncoder(nn.Module):
         num_heads: int = 4,
         mlp_ratio: float = 2.0,
         stem_channels: Optional[int] = None,
+        stem_norm: str = "batch",
         **_: object,
     ) -> None:
         super().__init__()
@@ -38,12 +39,15 @@ class TinyViTEncoder(nn.Module):
             raise ValueError(f"tiny_vit: patch_size must be a power of two, got {patch_size}")
         if image_size % patch_size:
             raise ValueError(f"tiny_vit: image_size {image_size} is not a multiple of patch_size {patch_size}")
+        if stem_norm not in ("batch", "group"):
+            raise ValueError(f"tiny_vit: stem_norm must be 'batch' or 'group', got {stem_norm!r}")
         c = stem_channels or width // 2
         layers = []
         in_ch = 3
         for i in range(n_down):
             out_ch = width if i == n_down - 1 else c
-            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.GELU()]
+            norm = nn.BatchNorm2d(out_ch) if stem_norm == "batch" else nn.GroupNorm(8, out_ch)
+            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=False), norm, nn.GELU()]
             in_ch = out_ch
         self.stem = nn.Sequential(*layers)
         self.grid = image_size // patch_size

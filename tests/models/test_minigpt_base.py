@@ -1,0 +1,117 @@
+"""The multimodal composition: loss masking, image splicing, generation, checkpoints, presets."""
+
+import pytest
+import torch
+
+from minigpt.models import load_model, load_model_and_preprocess, model_zoo
+from minigpt.models.checkpoint import canonical_name, load_trained, save_trained
+from minigpt.models.minigpt_base import IGNORE_INDEX
+
+PROMPT = "<Img><ImageHere></Img> [vqa] what color is the circle?"
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return load_model("tinygptv", "tiny", is_eval=True)
+
+
+def test_load_model_and_preprocess_gives_processors_that_feed_the_model():
+    from PIL import Image
+
+    m, vis, txt = load_model_and_preprocess("tinygptv", "tiny", is_eval=True, device="cpu")
+    img = vis["eval"](Image.new("RGB", (90, 70), (200, 30, 30)))
+    assert img.shape == (3, 64, 64)
+    out = m({"image": img[None], "instruction_input": [PROMPT], "answer": ["red"]})
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    assert "tinygptv" in str(model_zoo) and "tiny" in str(model_zoo)
+
+
+def test_labels_cover_only_answer_tokens_and_eos(model):
+    batch = model.build_inputs([PROMPT, ["<Img><ImageHere></Img> hi", "and then?"]], ["red", ["a b", "c"]], 16)
+    tok = model.tokenizer
+    labels, ids = batch["labels"], batch["input_ids"]
+    for i, answers in enumerate([["red"], ["a b", "c"]]):
+        supervised = ids[i][labels[i] != IGNORE_INDEX].tolist()
+        expected = []
+        for a in answers:
+            expected += tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert supervised == expected
+    # the one placeholder became 16 image slots, never supervised
+    assert batch["image_mask"].sum(1).tolist() == [16, 16]
+    assert (labels[batch["image_mask"]] == IGNORE_INDEX).all()
+
+
+def test_image_embeddings_land_in_the_image_slots(model):
+    images = torch.randn(2, 3, 64, 64)
+    batch = model.build_inputs([PROMPT, "<Img><ImageHere></Img> x"], None, model.num_image_tokens(), "left")
+    emb = model.embed(batch, images)
+    img = model.encode_images(images)
+    for i in range(2):
+        assert torch.allclose(emb[i][batch["image_mask"][i]], img[i])
+
+
+def test_loss_depends_on_the_image(model):
+    s = {"instruction_input": [PROMPT] * 2, "answer": ["red"] * 2}
+    a = model({**s, "image": torch.zeros(2, 3, 64, 64)})["loss"]
+    b = model({**s, "image": torch.randn(2, 3, 64, 64)})["loss"]
+    assert not torch.allclose(a, b)
+
+
+def test_generation_with_cache_equals_without_and_batch_equals_single(model):
+    torch.manual_seed(1)
+    images = torch.randn(3, 3, 64, 64)
+    prompts = [PROMPT, "<Img><ImageHere></Img> [caption] describe this picture in a few words please", "hello"]
+    with_cache = model.generate(images, prompts, max_new_tokens=8, use_cache=True)
+    no_cache = model.generate(images, prompts, max_new_tokens=8, use_cache=False)
+    assert with_cache == no_cache
+    singles = [model.generate(images[i : i + 1], [p], max_new_tokens=8)[0] for i, p in enumerate(prompts)]
+    assert singles == with_cache
+
+
+def test_checkpoint_names_survive_adding_lora(tmp_path):
+    torch.manual_seed(0)
+    plain = load_model("tinygptv", "tiny")
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(0.01)
+    save_trained(plain, str(tmp_path / "ck"))
+    lora = load_model("tinygptv", "tiny", overrides={"llm": {"lora_r": 4}})
+    loaded, unexpected = load_trained(lora, str(tmp_path / "ck"))
+    assert not unexpected and len(loaded) > 0
+    ref = dict(plain.named_parameters())
+    for name, p in lora.named_parameters():
+        c = canonical_name(name)
+        if "lora_" not in c:
+            assert torch.equal(p, ref[c]), name
+    # LoRA B starts at zero, so the wrapped model computes exactly what the plain one does
+    s = {"image": torch.randn(1, 3, 64, 64), "instruction_input": [PROMPT], "answer": ["red"]}
+    plain.eval(), lora.eval()
+    assert torch.allclose(plain(s)["loss"], lora(s)["loss"], atol=1e-6)
+
+
+def test_lora_and_freezing_policy():
+    m = load_model("tinygptv", "tiny", overrides={"llm": {"freeze": True, "trainable_norms": True, "lora_r": 8},
+                                                  "vision_encoder": {"freeze": True}})
+    trained = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trained)
+    assert any("layernorm" in n for n in trained)
+    assert not any(n.startswith("vision_encoder.") for n in trained)
+    assert any(n.startswith("projector.") for n in trained)
+    assert not any(n.endswith("q_proj.base_layer.weight") for n in trained)
+
+
+@pytest.mark.parametrize("name", ["tinygptv", "minigpt4", "minigpt_v2"])
+def test_every_family_builds_on_meta_and_runs_tiny(name):
+    meta = load_model(name, "tiny", device="meta")
+    assert all(p.device.type == "meta" for p in meta.parameters())
+    m = load_model(name, "tiny")
+    assert meta.num_parameters() == m.num_parameters()
+    out = m({"image": torch.randn(2, 3, 64, 64), "instruction_input": [PROMPT] * 2, "answer": ["red", "blue"]})
+    out["loss"].backward()
+    assert all(p.grad is not None for p in m.projector.parameters())
+
+
+def test_unknown_model_type_lists_the_known_ones():
+    with pytest.raises(KeyError, match="available: tiny"):
+        load_model("tinygptv", "huge")
