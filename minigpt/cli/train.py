@@ -33,7 +33,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.print_config:
                 pipe = Config.load_pipeline(args.cfg_path).pipeline
                 for stage in pipe.stages:
-                    print(f"# --- stage {stage.name}: {stage.cfg}")
+                    # one YAML document per stage, so `yaml.safe_load_all` reads the output back
+                    print(f"--- # stage {stage.name}: {stage.cfg}")
                     print(Config(str(stage.cfg), list(args.options)).to_yaml())
                 return 0
             from minigpt.runners.pipeline import run_pipeline

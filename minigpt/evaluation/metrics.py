@@ -77,10 +77,18 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+_NON_WORD = re.compile(r"[^\w\s']")
+
+
+def caption_tokens(text: str) -> List[str]:
+    """Lowercased words with punctuation dropped, as the COCO caption evaluation tokenises before scoring."""
+    return _NON_WORD.sub(" ", text.lower()).split()
+
+
 def corpus_bleu4(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
-    """Corpus BLEU-4 (NLTK) over lowercased whitespace tokens."""
+    """Corpus BLEU-4 (NLTK) over :func:`caption_tokens`, so "circle." and "circle" are the same word."""
     from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 
-    hyps = [p.lower().split() for p in predictions]
-    refs = [[r.lower().split() for r in rs] for rs in references]
+    hyps = [caption_tokens(p) for p in predictions]
+    refs = [[caption_tokens(r) for r in rs] for rs in references]
     return float(corpus_bleu(refs, hyps, smoothing_function=SmoothingFunction().method1))

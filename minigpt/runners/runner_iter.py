@@ -80,8 +80,13 @@ class RunnerIter:
         net = self._wrapped()
         self.model.train()
         os.makedirs(self.output_dir, exist_ok=True)
-        mlog = MetricsLogger(os.path.join(self.output_dir, "metrics.jsonl"))
         main = dist_utils.is_main_process()
+        metrics_path = os.path.join(self.output_dir, "metrics.jsonl")
+        if main and self.start_step == 0 and os.path.exists(metrics_path):
+            # a fresh run into a used output_dir: its rows must not follow an earlier run's (a resumed
+            # run does append, so the file reads as one run)
+            os.remove(metrics_path)
+        mlog = MetricsLogger(metrics_path)
         from tqdm import tqdm
 
         bar = tqdm(
@@ -92,6 +97,9 @@ class RunnerIter:
             dynamic_ncols=True,
         )
         world = dist_utils.get_world_size()
+        logger.info(
+            "training steps %d..%d on %d process(es), device %s", self.start_step + 1, max_iters, world, self.device
+        )
         t_start = time.time()
         window_t, window_samples, window_tokens = time.time(), 0, 0
         loss_ema: Optional[float] = None
@@ -111,15 +119,23 @@ class RunnerIter:
                 bs = len(samples["answer"])
                 window_samples += bs * world
                 window_tokens += int(out.get("n_tokens", 0)) * world
+            if dist_utils.is_dist():
+                # DDP has already averaged the gradients, so one rank's NaN reaches every rank; the
+                # skip decision must be the same on all ranks, hence judged on the mean loss
+                step_loss = float(dist_utils.all_reduce_mean(torch.tensor(step_loss, device=self.device)))
             grad_norm = None
-            if not math.isfinite(step_loss):
-                self.skipped_steps += 1
-                optimizer.zero_grad(set_to_none=True)
-                logger.warning("step %d: non-finite loss %s, step skipped (%d so far)", step, step_loss, self.skipped_steps)
-                continue
-            if rc.get("grad_clip"):
+            if math.isfinite(step_loss) and rc.get("grad_clip"):
                 params = [p for p in self.model.parameters() if p.grad is not None]
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(rc.grad_clip)))
+            if not math.isfinite(step_loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
+                self.skipped_steps += 1
+                optimizer.zero_grad(set_to_none=True)
+                logger.warning(
+                    "step %d: non-finite loss %s / grad norm %s, step skipped (%d so far)",
+                    step, step_loss, grad_norm, self.skipped_steps,
+                )
+                bar.update(1)
+                continue
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             loss_ema = step_loss if loss_ema is None else 0.9 * loss_ema + 0.1 * step_loss

@@ -22,8 +22,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_checkpoint_paths(cfg) -> None:
+    """Fail before any work when ``model.ckpt`` or ``run.resume_ckpt_path`` names nothing loadable."""
+    from omegaconf import ListConfig
+
+    from minigpt.common.config import ConfigError
+    from minigpt.models.checkpoint import resolve_checkpoint_file
+    from minigpt.runners.checkpointing import STATE_FILE
+
+    ckpt = cfg.model_cfg.get("ckpt")
+    for path in (ckpt if isinstance(ckpt, (list, tuple, ListConfig)) else [ckpt] if ckpt else []):
+        try:
+            resolve_checkpoint_file(str(path))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"model.ckpt (from {cfg.source_of('model.ckpt')}): {exc}") from exc
+    resume = cfg.run_cfg.get("resume_ckpt_path")
+    if resume and resume != "auto" and not os.path.isfile(os.path.join(str(resume), STATE_FILE)):
+        raise ConfigError(
+            f"run.resume_ckpt_path (from {cfg.source_of('run.resume_ckpt_path')}): {resume} is not a checkpoint "
+            f"directory (no {STATE_FILE} in it); pass a checkpoints/step_N directory or 'auto'"
+        )
+
+
 def run_stage(cfg) -> Dict[str, Any]:
     """Train (unless ``run.evaluate_only``) and evaluate the stage ``cfg`` describes; return a summary."""
+    check_checkpoint_paths(cfg)
     rc = cfg.run_cfg
     device = dist_utils.resolve_device(str(rc.device))
     dist_utils.init_distributed(device, str(rc.dist_backend))
