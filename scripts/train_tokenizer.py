@@ -45,7 +45,9 @@ SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
 IMAGE_TOKENS = ["<Img>", "</Img>", "<ImageHere>", "<image>"]
 TASK_TAGS = ["[caption]", "[vqa]", "[refer]", "[grounding]", "[identify]", "[detection]"]
 GRID_TOKENS = [f"<{i}>" for i in range(101)]
-ADDED_TOKENS = IMAGE_TOKENS + TASK_TAGS + GRID_TOKENS
+# conversation-template markers as single tokens: every training turn carries two of them
+TEMPLATE_MARKERS = ["###Human:", "###Assistant:", "[INST]", "[/INST]"]
+ADDED_TOKENS = IMAGE_TOKENS + TASK_TAGS + TEMPLATE_MARKERS + GRID_TOKENS
 
 TEMPLATE_STRINGS = ["###Human: ", "###Assistant: ", "[INST] ", " [/INST]", "Human:", "Assistant:"]
 

@@ -10,14 +10,18 @@ from typing import Dict
 class ConversationTemplate:
     """How one user turn is wrapped before the model's answer.
 
-    ``user`` holds ``{}`` for the instruction; the answer follows it directly and ends with the
-    tokenizer's EOS (plus ``sep``, text that separates turns in multi-turn prompts).
+    ``user`` holds ``{}`` for the instruction; the answer follows as ``answer_prefix + answer`` and
+    ends with the tokenizer's EOS; ``sep`` separates turns in multi-turn prompts. The prompt ends
+    without its trailing space and the answer carries it instead, so a byte-level BPE tokenizer
+    sees answer words as it saw them in running text (" red", not a lone space then "red"); the
+    text is the same as the original templates'.
     """
 
     name: str
     user: str
     sep: str = ""
     stop_strings: tuple = ()
+    answer_prefix: str = " "
 
     def wrap(self, instruction: str) -> str:
         return self.user.format(instruction)
@@ -26,12 +30,12 @@ class ConversationTemplate:
 TEMPLATES: Dict[str, ConversationTemplate] = {
     # MiniGPT-4 (Vicuna) and TinyGPT-V stages 1-3
     "human_assistant": ConversationTemplate(
-        "human_assistant", "###Human: {} ###Assistant: ", sep=" ", stop_strings=("###",)
+        "human_assistant", "###Human: {} ###Assistant:", sep=" ", stop_strings=("###",)
     ),
     # MiniGPT-v2 (Llama-2 chat) and TinyGPT-V stage 4
-    "llama2_inst": ConversationTemplate("llama2_inst", "[INST] {} [/INST] ", sep=" ", stop_strings=("[INST]",)),
+    "llama2_inst": ConversationTemplate("llama2_inst", "[INST] {} [/INST]", sep=" ", stop_strings=("[INST]",)),
     # no wrapping: the instruction is the prompt
-    "plain": ConversationTemplate("plain", "{} ", sep=" "),
+    "plain": ConversationTemplate("plain", "{}", sep=" "),
 }
 
 

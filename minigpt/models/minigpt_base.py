@@ -153,7 +153,7 @@ class MiniGPTBase(BaseModel):
             for t, instr in enumerate(ts):
                 prompt_texts.append((self.template.sep if t else "") + self.template.wrap(instr))
             if ans is not None:
-                answer_texts.extend(ans[i])
+                answer_texts.extend(self.template.answer_prefix + a for a in ans[i])
         prompt_ids = self._tokenize(prompt_texts)
         answer_ids = self._tokenize(answer_texts)
         seqs, labs, has_image = [], [], []

@@ -35,7 +35,7 @@ def test_labels_cover_only_answer_tokens_and_eos(model):
         supervised = ids[i][labels[i] != IGNORE_INDEX].tolist()
         expected = []
         for a in answers:
-            expected += tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            expected += tok(" " + a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         assert supervised == expected
     # the one placeholder became 16 image slots, never supervised
     assert batch["image_mask"].sum(1).tolist() == [16, 16]
@@ -115,3 +115,17 @@ def test_every_family_builds_on_meta_and_runs_tiny(name):
 def test_unknown_model_type_lists_the_known_ones():
     with pytest.raises(KeyError, match="available: tiny"):
         load_model("tinygptv", "huge")
+
+
+def test_grid_token_embeddings_start_ordered_by_value(model):
+    tok = model.tokenizer
+    emb = model.llm.model.get_input_embeddings().weight
+    out = model.llm.model.get_output_embeddings().weight
+    ids = [tok.convert_tokens_to_ids(f"<{i}>") for i in (10, 12, 60)]
+    for w in (emb, out):
+        e = torch.nn.functional.normalize(w[ids], dim=1)
+        near, far = float(e[0] @ e[1]), float(e[0] @ e[2])
+        assert near > 0.8 and near > far + 0.3
+    # the scale matches the other (randomly initialised) rows
+    other = emb[: tok.convert_tokens_to_ids("<0>")]
+    assert 0.5 < float(emb[ids].std() / other.std()) < 2.0

@@ -38,6 +38,35 @@ def load_tokenizer(path: Optional[str] = None):
     return tok
 
 
+def init_grid_embeddings(model: nn.Module, tokenizer, n: int = 101) -> int:
+    """Give the box grid tokens ``<0>`` ... ``<100>`` embeddings that vary smoothly with their value.
+
+    A randomly initialised LM sees 101 unrelated symbols and must learn their order from box
+    targets alone; with a sinusoidal code of the value (at the embedding's usual scale) in the
+    input and output embeddings, neighbouring coordinates start out similar, so a box that is
+    a few units off is already "almost right" to the loss. Returns how many rows were set.
+    """
+    ids = [tokenizer.convert_tokens_to_ids(f"<{i}>") for i in range(n)]
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        return 0
+    emb_in = model.get_input_embeddings().weight
+    dim = emb_in.shape[1]
+    pos = torch.arange(n, dtype=torch.float32)[:, None] / (n - 1)  # [n, 1] in 0..1
+    k = torch.arange(dim // 2, dtype=torch.float32)[None, :]
+    cycles = 0.5 * 16.0 ** (k / max(1, dim // 2 - 1))  # 0.5 to 8 cycles over the grid, geometric
+    angles = 2.0 * torch.pi * cycles * pos
+    code = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)[:, :dim]  # [n, dim]
+    if code.shape[1] < dim:
+        code = torch.nn.functional.pad(code, (0, dim - code.shape[1]))
+    code = code / code.std() * float(emb_in.detach().std())
+    with torch.no_grad():
+        emb_in[ids] = code.to(emb_in.dtype)
+        out = model.get_output_embeddings()
+        if out is not None and out.weight is not emb_in:
+            out.weight[ids] = code.to(out.weight.dtype)
+    return n
+
+
 def _is_norm(module: nn.Module) -> bool:
     # transformers' RMSNorm classes are per-model; recognise them by name
     return isinstance(module, _NORM_TYPES) or type(module).__name__.endswith("RMSNorm")
@@ -67,6 +96,7 @@ class HFCausalLM(nn.Module):
         lora_target_modules: Optional[List[str]] = None,
         torch_dtype: str = "float32",
         attn_implementation: str = "sdpa",
+        ordinal_grid_init: bool = False,
         **_: object,
     ) -> None:
         super().__init__()
@@ -94,6 +124,8 @@ class HFCausalLM(nn.Module):
             model = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
         if model.get_input_embeddings().num_embeddings < len(self.tokenizer):
             model.resize_token_embeddings(len(self.tokenizer))
+        if ordinal_grid_init and not pretrained:
+            init_grid_embeddings(model, self.tokenizer)
         if freeze:
             for p in model.parameters():
                 p.requires_grad_(False)

@@ -1,0 +1,26 @@
+"""The README's quickstart, end to end (minutes: run with `python -m pytest -m slow`)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_quickstart_learns_on_held_out_images(tmp_path):
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--cfg-path",
+           os.path.join(REPO, "train_configs", "quickstart.yaml"), "--options", "run.progress=false"]
+    env = {**os.environ, "PYTHONPATH": REPO}
+    env.pop("MINIGPT_DATA_ROOT", None)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30 * 60)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = json.loads((tmp_path / "output" / "quickstart" / "metrics.json").read_text())
+    assert len(metrics["stages"]) == 4
+    assert metrics["vqa_accuracy"] >= 0.80, metrics
+    assert metrics["grounding_acc@0.5"] >= 0.30, metrics
+    assert metrics["wall_time_s"] <= 15 * 60, metrics
+    assert "vqa_accuracy" in proc.stdout and "metrics written to" in proc.stdout
