@@ -50,6 +50,8 @@ def init_grid_embeddings(model: nn.Module, tokenizer, n: int = 101) -> int:
     if any(i is None or i == tokenizer.unk_token_id for i in ids):
         return 0
     emb_in = model.get_input_embeddings().weight
+    if emb_in.is_meta:  # shapes only: there are no values to set
+        return 0
     dim = emb_in.shape[1]
     pos = torch.arange(n, dtype=torch.float32)[:, None] / (n - 1)  # [n, 1] in 0..1
     k = torch.arange(dim // 2, dtype=torch.float32)[None, :]
