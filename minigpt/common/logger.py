@@ -19,7 +19,9 @@ def setup_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root.addHandler(handler)
-    root.setLevel(level if is_main_process() else logging.WARNING)
+    # called before the process group exists, so read the rank torchrun gives each process
+    rank0 = is_main_process() and int(os.environ.get("RANK", "0")) == 0
+    root.setLevel(level if rank0 else logging.WARNING)
     for noisy in ("httpx", "urllib3", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
