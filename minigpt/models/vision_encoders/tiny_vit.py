@@ -12,6 +12,22 @@ from torch import nn
 from minigpt.common.registry import registry
 
 
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """``[grid*grid, dim]`` sin-cos position code: half the channels for rows, half for columns."""
+    if dim % 4:
+        raise ValueError(f"tiny_vit: width must be a multiple of 4 for the 2-D position code, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / (100.0 ** (torch.arange(quarter, dtype=torch.float32) / quarter))  # [dim/4]
+    coords = torch.arange(grid, dtype=torch.float32)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # [g, g] each
+
+    def code(v: torch.Tensor) -> torch.Tensor:
+        angles = v.reshape(-1, 1) * omega[None]  # [g*g, dim/4]
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+    return torch.cat([code(rows), code(cols)], dim=1)  # [g*g, dim]
+
+
 @registry.register_vision_encoder("tiny_vit")
 class TinyViTEncoder(nn.Module):
     """Conv stem (stride-2 3x3 convs, BatchNorm) + timm transformer blocks. YAML name ``tiny_vit``.
@@ -54,8 +70,9 @@ class TinyViTEncoder(nn.Module):
         self.num_tokens = self.grid * self.grid
         self.width = width
         self.image_size = image_size
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, width))
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        # a 2-D sin-cos code of (row, column) at the scale of the stem's output, learnable from there:
+        # where a shape is must be visible to the LLM from step one (positions, boxes, "left of")
+        self.pos_embed = nn.Parameter(sincos_2d(self.grid, width)[None])
         self.blocks = nn.ModuleList(
             [Block(width, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True) for _ in range(depth)]
         )
