@@ -7,7 +7,6 @@ load the canonical names are mapped back onto whatever the current model calls t
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Dict, Iterable, List, Tuple
@@ -112,19 +111,3 @@ def load_trained(
 def _named_tensors(model: torch.nn.Module) -> Iterable[Tuple[str, torch.Tensor]]:
     yield from model.named_parameters()
     yield from model.named_buffers()
-
-
-def read_metadata(path: str) -> Dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(resolve_checkpoint_file(path), "pt") as fh:
-        return dict(fh.metadata() or {})
-
-
-def write_json_atomic(obj, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -8,7 +8,7 @@ from typing import Dict, Iterator, List, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
 
-from minigpt.common.dist_utils import get_rank, get_world_size, is_dist
+from minigpt.common.dist_utils import get_world_size, is_dist
 
 
 def _collate(samples):
@@ -100,4 +100,4 @@ def build_train_loader(datasets: Dict[str, Dict[str, Dataset]], ratios: Dict[str
                     seed=int(run_cfg.seed) + 7919 * len(loaders),
                 )
                 ratios = {**ratios, key: ratios[name]}
-    return MixedLoader(loaders, ratios, seed=int(run_cfg.seed) + 1 + 0 * get_rank())
+    return MixedLoader(loaders, ratios, seed=int(run_cfg.seed) + 1)

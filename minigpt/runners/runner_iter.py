@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -47,10 +48,6 @@ class RunnerIter:
         self.skipped_steps = 0
 
     # -- parts ---------------------------------------------------------------------------------
-    @property
-    def unwrapped(self):
-        return self.model
-
     def _wrapped(self):
         if dist_utils.is_dist() and any(p.requires_grad for p in self.model.parameters()):
             if self._ddp is None:
@@ -110,7 +107,7 @@ class RunnerIter:
             for micro in range(accum):
                 samples = next(loader)
                 sync = micro == accum - 1 or not isinstance(net, DistributedDataParallel)
-                ctx = net.no_sync() if not sync else _nullctx()
+                ctx = net.no_sync() if not sync else contextlib.nullcontext()
                 with ctx:
                     out = self.task.train_step(net, samples)
                     loss = out["loss"] / accum
@@ -213,11 +210,3 @@ class RunnerIter:
         return self.task.evaluate(
             self.model, self.datasets, splits, self.run_cfg, self.output_dir, progress=self.run_cfg.get("progress", True)
         )
-
-
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

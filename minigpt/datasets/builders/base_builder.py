@@ -169,6 +169,20 @@ class BaseDatasetBuilder:
             procs.append(registry.get_processor_class(block.name).from_config(block))
         return procs[0], procs[1]
 
+    def annotation_dataset(self, dataset_cls: type, split: str, **extra: Any) -> Dataset:
+        """``dataset_cls`` over this split's annotation files, with the arguments every JSON reader takes."""
+        vis, text = self.build_processors(split)
+        return dataset_cls(
+            self.name(),
+            self.split_paths("annotations", split),
+            vis,
+            text,
+            self.images_root(),
+            task_tag=self.config.get("task_tag"),
+            read_images=self.read_images,
+            **extra,
+        )
+
     def split_paths(self, key: str, split: str) -> List[str]:
         """``build_info.<key>.<split>`` as a list of resolved paths."""
         value = self.build_info[key][split]

@@ -66,17 +66,8 @@ class _AnnotationCaptionBuilder(BaseDatasetBuilder):
     dataset_cls = COCOCaptionDataset
 
     def build_split(self, split: str) -> Dataset:
-        vis, text = self.build_processors(split)
-        return self.dataset_cls(
-            self.name(),
-            self.split_paths("annotations", split),
-            vis,
-            text,
-            self.images_root(),
-            task_tag=self.config.get("task_tag"),
-            read_images=self.read_images,
-            prompts=self.prompts(),
-            eval_mode=split != "train",
+        return self.annotation_dataset(
+            self.dataset_cls, split, prompts=self.prompts(), eval_mode=split != "train"
         )
 
 

@@ -16,13 +16,4 @@ class LlavaConversationBuilder(BaseDatasetBuilder):
     DATASET_CONFIG_DICT = {"default": "configs/datasets/llava_conversation/defaults.yaml"}
 
     def build_split(self, split: str) -> Dataset:
-        vis, text = self.build_processors(split)
-        return LlavaConversationDataset(
-            self.name(),
-            self.split_paths("annotations", split),
-            vis,
-            text,
-            self.images_root(),
-            task_tag=self.config.get("task_tag"),
-            read_images=self.read_images,
-        )
+        return self.annotation_dataset(LlavaConversationDataset, split)

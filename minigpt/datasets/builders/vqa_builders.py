@@ -16,14 +16,4 @@ class COCOVQABuilder(BaseDatasetBuilder):
     DATASET_CONFIG_DICT = {"default": "configs/datasets/coco_vqa/defaults.yaml"}
 
     def build_split(self, split: str) -> Dataset:
-        vis, text = self.build_processors(split)
-        return VQADataset(
-            self.name(),
-            self.split_paths("annotations", split),
-            vis,
-            text,
-            self.images_root(),
-            task_tag=self.config.get("task_tag"),
-            read_images=self.read_images,
-            prompts=self.prompts(slot=True),
-        )
+        return self.annotation_dataset(VQADataset, split, prompts=self.prompts(slot=True))
