@@ -72,11 +72,14 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
     },
     "vision_encoder": {
         "tiny_vit": "minigpt.models.vision_encoders.tiny_vit:TinyViTEncoder",
+        "eva_vit_g": "minigpt.models.vision_encoders.eva_vit:EVAViTEncoder",
+        "clip_vit": "minigpt.models.vision_encoders.clip_vit:CLIPViTEncoder",
     },
     "projector": {
         "linear": "minigpt.models.projectors:LinearProjector",
         "mlp": "minigpt.models.projectors:MLPProjector",
         "concat_linear": "minigpt.models.projectors:ConcatLinearProjector",
+        "qformer_linear": "minigpt.models.projectors.qformer:QFormerLinearProjector",
     },
     "llm": {
         "hf_causal_lm": "minigpt.models.llms.hf_causal_lm:HFCausalLM",

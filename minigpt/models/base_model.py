@@ -15,6 +15,11 @@ logger = logging.getLogger(__name__)
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def building_on_meta() -> bool:
+    """True inside ``with torch.device("meta")``: parts build shapes only and must not read weight files."""
+    return torch.empty(0).device.type == "meta"
+
+
 class BaseModel(nn.Module):
     """A model built from config: ``from_config(cfg)`` plus one preset YAML per ``model_type``.
 

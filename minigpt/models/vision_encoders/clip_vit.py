@@ -1,0 +1,163 @@
+"""CLIP's vision tower (transformers' ``CLIPVisionModel``) with LLaVA's choice of feature layer.
+
+YAML block (real default: OpenAI CLIP ViT-L/14)::
+
+    vision_encoder:
+      name: clip_vit
+      pretrained: null           # a local Hugging Face directory (CLIPVisionModel or a whole CLIPModel)
+      config: null               # CLIPVisionConfig overrides without `pretrained` (defaults: ViT-L/14)
+      image_size: 224            # 224 or 336 (ViT-L/14-336); null = the checkpoint's own
+      select_layer: -2           # index into the hidden states (0 = embeddings, -1 = last block)
+      drop_cls: true             # return patch tokens only (LLaVA's select_feature "patch")
+      precision: fp32            # fp16 | bf16 | fp32: storage of a frozen tower's Linear/Conv weights
+      freeze: true
+
+Output: ``[B, (image_size / 14)^2 (+1 with the class token), 1024]`` taken before the tower's
+last block when ``select_layer`` is -2, as LLaVA does. Building on the ``meta`` device reads
+``config.json`` of ``pretrained`` when it exists (it holds no weights), else uses ``config``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from minigpt.common.registry import registry
+from minigpt.models.base_model import building_on_meta
+from minigpt.models.vision_encoders.precision import PrecisionRunner, cast_matmul_weights, parse_precision
+
+logger = logging.getLogger(__name__)
+
+PART = "clip_vit"
+
+# OpenAI CLIP ViT-L/14 vision tower (openai/clip-vit-large-patch14's vision_config).
+CLIP_VIT_L14: Dict[str, Any] = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    patch_size=14,
+    image_size=224,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+)
+
+
+def _check_image_size(wanted: Optional[int], actual: int, pretrained: str) -> None:
+    if wanted is not None and int(wanted) != actual:
+        raise ValueError(
+            f"{PART}: image_size {wanted} differs from {actual} of {pretrained}; "
+            "set image_size to the checkpoint's (or null)"
+        )
+
+
+@registry.register_vision_encoder("clip_vit")
+class CLIPViTEncoder(nn.Module):
+    """CLIP vision tower returning one hidden layer's tokens. YAML name ``clip_vit``."""
+
+    CONFIG_KEYS = ("pretrained", "config", "image_size", "select_layer", "drop_cls", "precision", "freeze")
+
+    def __init__(
+        self,
+        pretrained: Optional[str] = None,
+        config: Optional[Dict[str, Any]] = None,
+        image_size: Optional[int] = None,
+        select_layer: int = -2,
+        drop_cls: bool = True,
+        precision: str = "fp32",
+        freeze: bool = False,
+    ) -> None:
+        super().__init__()
+        dtype = parse_precision(precision, PART)
+        on_meta = building_on_meta()
+        if pretrained and not on_meta:
+            path = os.path.expanduser(str(pretrained))
+            if not os.path.isdir(path):
+                raise FileNotFoundError(f"{PART}: pretrained directory not found: {pretrained}")
+            if config:
+                logger.warning(
+                    "%s: `config` is ignored because `pretrained` (%s) gives the shapes", PART, pretrained
+                )
+            try:
+                model = CLIPVisionModel.from_pretrained(path, dtype=torch.float32)
+            except Exception as exc:  # transformers raises OSError, ValueError or safetensors errors here
+                raise RuntimeError(
+                    f"{PART}: cannot load a CLIP vision model from {pretrained}: {exc}"
+                ) from exc
+            _check_image_size(image_size, model.config.image_size, pretrained)
+        else:
+            meta_cfg = (
+                os.path.join(os.path.expanduser(str(pretrained)), "config.json") if pretrained else None
+            )
+            if meta_cfg and os.path.isfile(meta_cfg):
+                # a whole CLIPModel's config nests the tower's under vision_config; from_pretrained unwraps it
+                hf_cfg = CLIPVisionConfig.from_pretrained(os.path.dirname(meta_cfg))
+                _check_image_size(image_size, hf_cfg.image_size, pretrained)
+            else:
+                hf_cfg = CLIPVisionConfig(**{**CLIP_VIT_L14, **dict(config or {})})
+                if image_size is not None:
+                    hf_cfg.image_size = int(image_size)
+            model = CLIPVisionModel(hf_cfg)
+        self.model = model
+        cfg = model.config
+        n_states = cfg.num_hidden_layers + 1  # embeddings, then one per block
+        if not -n_states <= select_layer < n_states:
+            raise ValueError(f"{PART}: select_layer {select_layer} is outside the {n_states} hidden states")
+        if cfg.image_size % cfg.patch_size:
+            raise ValueError(
+                f"{PART}: image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}"
+            )
+        self.select_layer = int(select_layer)
+        self.drop_cls = bool(drop_cls)
+        self.image_size = cfg.image_size
+        grid = cfg.image_size // cfg.patch_size
+        self.num_tokens = grid * grid + (0 if self.drop_cls else 1)
+        self.frozen = bool(freeze)
+        self._run = PrecisionRunner(self)
+        if freeze:
+            for p in self.parameters():
+                p.requires_grad_(False)
+            self.eval()
+        if dtype != torch.float32:
+            if freeze:
+                cast_matmul_weights(self, dtype)
+            else:
+                logger.warning(
+                    "%s: precision %s applies to a frozen tower only; weights stay float32", PART, precision
+                )
+
+    @property
+    def out_dim(self) -> int:
+        return self.model.config.hidden_size
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "CLIPViTEncoder":
+        """Build from a ``vision_encoder:`` YAML block; an unknown key is an error naming it."""
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
+        unknown = sorted(set(kwargs) - set(cls.CONFIG_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{PART}: unknown config key(s) {unknown}; accepted keys: {', '.join(cls.CONFIG_KEYS)}"
+            )
+        return cls(**kwargs)
+
+    def train(self, mode: bool = True) -> "CLIPViTEncoder":
+        super().train(mode and not self.frozen)
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> ``[B, N, hidden]``: hidden state ``select_layer`` (no CLS if ``drop_cls``)."""
+        x = images.float()
+        with self._run.autocast(x.device):
+            out = self._run(self.model, x, output_hidden_states=True)
+        feats = out.hidden_states[self.select_layer]
+        return feats[:, 1:] if self.drop_cls else feats
