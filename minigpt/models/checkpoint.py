@@ -3,6 +3,8 @@
 peft wraps the LLM (``base_model.model.`` prefix, ``.base_layer`` infix), so the same weight has
 different names with and without LoRA. Checkpoints store canonical names (wrappers removed); on
 load the canonical names are mapped back onto whatever the current model calls them.
+Released ``.pth`` files of TinyGPT-V / MiniGPT-4 / MiniGPT-v2 load through the same call, via the
+key mapping in :mod:`minigpt.models.released`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 TRAINED_FILE = "trained.safetensors"
+# Released checkpoints of the original projects (torch.save of {"model": state_dict, ...})
+RELEASED_SUFFIXES = (".pth", ".pt")
 
 _PEFT_PREFIX = re.compile(r"(^|\.)base_model\.model\.")
 _BASE_LAYER = re.compile(r"\.base_layer(?=\.)")
@@ -76,16 +80,42 @@ def resolve_checkpoint_file(path: str) -> str:
     return path
 
 
-def load_trained(
-    model: torch.nn.Module, path: str, strict: bool = False
-) -> Tuple[List[str], List[str]]:
+def load_trained(model: torch.nn.Module, path: str, strict: bool = False) -> Tuple[List[str], List[str]]:
     """Load a trained-parameter checkpoint; return (loaded names, unexpected names).
 
-    Every name in the file must exist in the model unless ``strict`` is False, in which case
-    the unexpected ones are returned (and the caller reports them).
+    ``path`` is a ``trained.safetensors`` file, a checkpoint or run directory, or a released
+    TinyGPT-V / MiniGPT-4 / MiniGPT-v2 ``.pth`` file, which goes through the explicit key mapping
+    of :mod:`minigpt.models.released` (its report of missing keys is logged there). Every name in
+    the file must exist in the model unless ``strict`` is False, in which case the unexpected ones
+    are returned (and the caller reports them).
     """
     file = resolve_checkpoint_file(path)
-    state = load_file(file)
+    if file.endswith(RELEASED_SUFFIXES):
+        from minigpt.models.released import load_released
+
+        report = load_released(model, file)
+        loaded, unexpected = report.loaded, report.unexpected
+    else:
+        try:
+            state = load_file(file)
+        except Exception as exc:  # safetensors raises its own error types for a file of another format
+            raise ValueError(
+                f"{file} is not a safetensors checkpoint ({type(exc).__name__}: {exc}); model.ckpt takes a "
+                f"{TRAINED_FILE}, a checkpoint directory, or a released {'/'.join(RELEASED_SUFFIXES)} file"
+            ) from exc
+        loaded, unexpected = copy_into_model(model, state, file)
+    if strict and unexpected:
+        raise KeyError(f"{file}: keys not in the model: {unexpected[:10]}")
+    return loaded, unexpected
+
+
+def copy_into_model(
+    model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str
+) -> Tuple[List[str], List[str]]:
+    """Copy tensors named by canonical names into ``model``; return (loaded names, names not in the model).
+
+    A tensor whose shape differs from the model's is an error naming ``source`` and the key.
+    """
     current = {canonical_name(n): n for n, _ in _named_tensors(model)}
     own = dict(_named_tensors(model))
     loaded, unexpected = [], []
@@ -98,13 +128,11 @@ def load_trained(
             dst = own[target]
             if dst.shape != value.shape:
                 raise ValueError(
-                    f"{file}: tensor {cname!r} has shape {tuple(value.shape)} but the model expects "
+                    f"{source}: tensor {cname!r} has shape {tuple(value.shape)} but the model expects "
                     f"{tuple(dst.shape)} — was the checkpoint written by a different preset?"
                 )
             dst.copy_(value.to(dtype=dst.dtype, device=dst.device))
             loaded.append(cname)
-    if strict and unexpected:
-        raise KeyError(f"{file}: keys not in the model: {unexpected[:10]}")
     return loaded, unexpected
 
 

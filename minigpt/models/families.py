@@ -24,6 +24,7 @@ class MiniGPT4(MiniGPTBase):
 
     PRETRAINED_MODEL_CONFIG_DICT = {
         "tiny": "configs/models/minigpt4/tiny.yaml",
+        "vicuna7b": "configs/models/minigpt4/vicuna7b.yaml",
     }
     DEFAULT_MODEL_TYPE = "tiny"
 
@@ -34,5 +35,6 @@ class MiniGPTv2(MiniGPTBase):
 
     PRETRAINED_MODEL_CONFIG_DICT = {
         "tiny": "configs/models/minigpt_v2/tiny.yaml",
+        "llama2_chat_7b": "configs/models/minigpt_v2/llama2_chat_7b.yaml",
     }
     DEFAULT_MODEL_TYPE = "tiny"

@@ -11,6 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from minigpt.common.registry import registry
+from minigpt.models.llms.tinygptv_phi import (
+    PHI_VARIANTS,
+    apply_tinygptv_phi,
+    load_variant_extras_from_directory,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,25 @@ def init_grid_embeddings(model: nn.Module, tokenizer, n: int = 101) -> int:
     return n
 
 
+def _eight_bit_kwargs(device_8bit: int) -> Dict[str, Any]:
+    """``from_pretrained`` arguments for 8-bit weights on GPU ``device_8bit``; a clear error where impossible."""
+    import importlib.util
+
+    problems = []
+    if importlib.util.find_spec("bitsandbytes") is None:
+        problems.append("bitsandbytes is not installed")
+    if not torch.cuda.is_available():
+        problems.append("no CUDA GPU is available")
+    if problems:
+        raise RuntimeError(f"llm.low_resource: 8-bit loading is impossible here: {'; '.join(problems)}")
+    from transformers import BitsAndBytesConfig
+
+    return {
+        "quantization_config": BitsAndBytesConfig(load_in_8bit=True),
+        "device_map": {"": int(device_8bit)},
+    }
+
+
 def _is_norm(module: nn.Module) -> bool:
     # transformers' RMSNorm classes are per-model; recognise them by name
     return isinstance(module, _NORM_TYPES) or type(module).__name__.endswith("RMSNorm")
@@ -82,7 +106,14 @@ class HFCausalLM(nn.Module):
     model is built from ``config`` (a transformers config dict with ``model_type``) at random init.
     ``lora_r > 0`` wraps the model with peft LoRA on ``lora_target_modules``; ``freeze`` freezes
     the base weights and ``trainable_norms`` unfreezes every norm (TinyGPT-V's recipe), keeping them
-    in float32.
+    in float32. ``phi_variant: tinygptv`` turns a Phi model into TinyGPT-V's variant
+    (:mod:`minigpt.models.llms.tinygptv_phi`). ``low_resource`` loads ``pretrained`` in 8 bits on GPU
+    ``device_8bit`` (needs bitsandbytes and CUDA).
+
+    Built on the meta device (``load_model(..., device="meta")``) no weight file is read: an existing
+    ``pretrained`` directory contributes only its ``config.json``, a missing one is replaced by the
+    ``config`` block (the published config), and a missing tokenizer by the shipped one. Such a
+    model is for shapes and parameter counts only.
     """
 
     def __init__(
@@ -99,31 +130,66 @@ class HFCausalLM(nn.Module):
         torch_dtype: str = "float32",
         attn_implementation: str = "sdpa",
         ordinal_grid_init: bool = False,
+        phi_variant: Optional[str] = None,
+        low_resource: bool = False,
+        device_8bit: int = 0,
         **_: object,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        self.tokenizer = load_tokenizer(tokenizer or pretrained)
-        dtype = getattr(torch, torch_dtype)
-        if pretrained:
-            if not os.path.isdir(pretrained):
-                raise FileNotFoundError(f"llm.pretrained: directory not found: {pretrained}")
-            model = AutoModelForCausalLM.from_pretrained(
-                pretrained, dtype=dtype, attn_implementation=attn_implementation
+        from minigpt.models.base_model import building_on_meta
+
+        if phi_variant is not None and phi_variant not in PHI_VARIANTS:
+            raise ValueError(
+                f"llm.phi_variant: unknown variant {phi_variant!r}; known: {', '.join(PHI_VARIANTS)}"
             )
+        on_meta = building_on_meta()
+        have_dir = bool(pretrained) and os.path.isdir(pretrained)
+        if pretrained and not have_dir and not on_meta:
+            raise FileNotFoundError(f"llm.pretrained: directory not found: {pretrained}")
+        tok_path = tokenizer or (pretrained if have_dir else None)
+        if on_meta and tok_path and not os.path.isdir(tok_path):
+            logger.info("meta build: tokenizer %s not found, using the shipped one (shapes only)", tok_path)
+            tok_path = None
+        self.tokenizer = load_tokenizer(tok_path)
+        dtype = getattr(torch, torch_dtype)
+        # TinyGPT-V's per-head Q/K LayerNorm is transformers' own switch
+        variant_kwargs: Dict[str, Any] = {"qk_layernorm": True} if phi_variant == "tinygptv" else {}
+        if have_dir and not on_meta:
+            load_kwargs: Dict[str, Any] = dict(dtype=dtype, attn_implementation=attn_implementation)
+            if low_resource:
+                load_kwargs.update(_eight_bit_kwargs(device_8bit))
+            model = AutoModelForCausalLM.from_pretrained(pretrained, **load_kwargs, **variant_kwargs)
         else:
-            if not config or "model_type" not in config:
-                raise ValueError("llm: give either `pretrained` (a local directory) or `config` with a model_type")
-            cfg = dict(config)
-            model_type = cfg.pop("model_type")
-            cfg.setdefault("vocab_size", len(self.tokenizer))
-            cfg.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-            cfg.setdefault("eos_token_id", self.tokenizer.eos_token_id)
-            cfg.setdefault("bos_token_id", self.tokenizer.bos_token_id)
-            hf_cfg = AutoConfig.for_model(model_type, **cfg)
+            if low_resource and not on_meta:
+                raise ValueError("llm.low_resource: 8-bit loading needs real weights in `pretrained`")
+            if have_dir:  # on meta: the directory's shapes, none of its weights
+                hf_cfg = AutoConfig.from_pretrained(pretrained, **variant_kwargs)
+            else:
+                hf_cfg = self._config_from_block(config, pretrained, variant_kwargs)
             hf_cfg._attn_implementation = attn_implementation
             model = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
+        if phi_variant == "tinygptv":
+            apply_tinygptv_phi(model)
+            if have_dir and not on_meta:
+                # post_layernorm and a fused query_key_value are names stock Phi does not load
+                loaded, unexpected = load_variant_extras_from_directory(
+                    model, pretrained, model.config.num_attention_heads
+                )
+                if loaded:
+                    logger.info(
+                        "llm.pretrained %s: %d TinyGPT-V tensors converted and loaded",
+                        pretrained,
+                        len(loaded),
+                    )
+                if unexpected:
+                    logger.warning(
+                        "llm.pretrained %s: %d tensors unused, e.g. %s",
+                        pretrained,
+                        len(unexpected),
+                        unexpected[:5],
+                    )
         if model.get_input_embeddings().num_embeddings < len(self.tokenizer):
             model.resize_token_embeddings(len(self.tokenizer))
         if ordinal_grid_init and not pretrained:
@@ -156,6 +222,34 @@ class HFCausalLM(nn.Module):
                 if base in trainable_before:
                     p.requires_grad_(True)
         self.model = model
+
+    def _config_from_block(
+        self, config: Optional[Dict[str, Any]], pretrained: Optional[str], variant_kwargs: Dict[str, Any]
+    ):
+        from transformers import AutoConfig
+
+        if not config or "model_type" not in config:
+            if pretrained:
+                raise FileNotFoundError(
+                    f"llm.pretrained: directory not found: {pretrained}, and no `config` block (with a "
+                    "model_type) to build the shapes from"
+                )
+            raise ValueError(
+                "llm: give either `pretrained` (a local directory) or `config` with a model_type"
+            )
+        cfg = dict(config)
+        model_type = cfg.pop("model_type")
+        for key, value in variant_kwargs.items():
+            if key in cfg and cfg[key] != value:
+                raise ValueError(
+                    f"llm.config.{key}={cfg[key]!r} contradicts llm.phi_variant (needs {value!r})"
+                )
+            cfg[key] = value
+        cfg.setdefault("vocab_size", len(self.tokenizer))
+        cfg.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        cfg.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        cfg.setdefault("bos_token_id", self.tokenizer.bos_token_id)
+        return AutoConfig.for_model(model_type, **cfg)
 
     @classmethod
     def from_config(cls, cfg: DictConfig | Dict[str, Any]) -> "HFCausalLM":
