@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Sequence
 
+from minigpt.common import grounding
+
 _PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$~|:']")
 _PERIOD = re.compile(r"(?<!\d)\.(?!\d)")
 _ARTICLES = {"a", "an", "the"}
@@ -52,29 +54,19 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     return sum(scores) / len(scores)
 
 
-_BOX = re.compile(r"\{?\s*<(\d{1,3})>\s*<(\d{1,3})>\s*<(\d{1,3})>\s*<(\d{1,3})>\s*\}?")
-
-
 def parse_box(text: str) -> Optional[List[int]]:
-    """The first ``{<x1><y1><x2><y2>}`` box in text (0-100 grid), or None; tolerant of spaces and a missing brace."""
-    m = _BOX.search(text)
-    if not m:
-        return None
-    x1, y1, x2, y2 = (min(100, int(v)) for v in m.groups())
-    return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
+    """The first ``{<x1><y1><x2><y2>}`` box in text (0-100 grid), or None; see ``common.grounding``."""
+    return grounding.parse_box(text)
 
 
 def grid_to_pixels(box: Sequence[float], width: float, height: float) -> List[float]:
-    return [box[0] / 100 * width, box[1] / 100 * height, box[2] / 100 * width, box[3] / 100 * height]
+    """Grid box -> pixel box; see ``minigpt.common.grounding``."""
+    return grounding.grid_to_pixels(box, width, height)
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two [x1, y1, x2, y2] boxes."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    """Intersection over union of two [x1, y1, x2, y2] boxes; see ``minigpt.common.grounding``."""
+    return grounding.iou(a, b)
 
 
 _NON_WORD = re.compile(r"[^\w\s']")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -229,6 +229,134 @@ class MiniGPTBase(BaseModel):
         return {"loss": out.loss, "n_tokens": n_tokens}
 
     # -- inference -----------------------------------------------------------------------------
+    def build_generation_inputs(
+        self,
+        prompts: Sequence[Turns],
+        history: Optional[Sequence[Optional[Sequence[str]]]] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Left-padded model inputs for a batch of prompts, each ending where its answer starts.
+
+        ``prompts[i]`` is one instruction or a conversation's instructions; ``history[i]`` holds the
+        answers to all but the last of them. A conversation is laid out token for token as
+        ``build_inputs`` lays out a training sample (template, answer prefix, EOS after each answer),
+        so the model sees its past turns as training showed them. Without history this is
+        ``build_inputs(prompts, None, ..., "left")``.
+        """
+        n_image_tokens = self.num_image_tokens()
+        if history is None or not any(history):
+            return self.build_inputs(prompts, None, n_image_tokens, padding_side="left")
+        if len(history) != len(prompts):
+            raise ValueError(f"history has {len(history)} entries for {len(prompts)} prompts")
+        tpl = self.template
+        pieces: List[str] = []  # tokenised one by one, as build_inputs tokenises prompts and answers
+        layout: List[List[Tuple[int, bool]]] = []  # per sample: (piece index, is an answer)
+        for i, (p, past) in enumerate(zip(prompts, history)):
+            turns, past = _as_turns(p), list(past or [])
+            if len(past) != len(turns) - 1:
+                raise ValueError(
+                    f"prompt {i}: {len(turns)} instructions need the {len(turns) - 1} earlier answers "
+                    f"in history, got {len(past)}"
+                )
+            layout.append([])
+            for t, instruction in enumerate(turns):
+                layout[-1].append((len(pieces), False))
+                pieces.append((tpl.sep if t else "") + tpl.wrap(instruction))
+                if t < len(past):
+                    layout[-1].append((len(pieces), True))
+                    pieces.append(tpl.answer_prefix + past[t])
+        ids_of = self._tokenize(pieces)
+        seqs, has_image = [], []
+        for i, sample in enumerate(layout):
+            ids = list(self.bos_ids)
+            for k, is_answer in sample:
+                ids += ids_of[k] + ([self.eos_token_id] if is_answer else [])
+            n_slots = ids.count(self.image_token_id)
+            if n_slots > 1:
+                raise ValueError(
+                    f"prompt {i}: {n_slots} {IMAGE_PLACEHOLDER} placeholders; one image per sample"
+                )
+            if n_slots:
+                k = ids.index(self.image_token_id)
+                ids = ids[:k] + [self.image_token_id] * n_image_tokens + ids[k + 1 :]
+            seqs.append(ids)
+            has_image.append(bool(n_slots))
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, width - len(s) :] = torch.tensor(s)
+            attn[i, width - len(s) :] = 1
+        return {
+            "input_ids": input_ids,
+            "labels": torch.full_like(input_ids, IGNORE_INDEX),
+            "attention_mask": attn,
+            "image_mask": (input_ids == self.image_token_id) & attn.bool(),
+            "has_image": torch.tensor(has_image),
+        }
+
+    def resolve_stop_strings(self, stop_strings: Optional[Sequence[str]] = None) -> List[str]:
+        """The strings that end an answer: ``stop_strings`` if given, else the template's."""
+        return [s for s in (self.template.stop_strings if stop_strings is None else stop_strings) if s]
+
+    def stopping_kwargs(self, stop_strings: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """``eos_token_id``, ``stop_strings``, ``tokenizer`` for transformers' ``generate`` (this tokenizer).
+
+        The ids are this model's tokenizer's: its EOS, plus each stop string that is one whole token
+        of this vocabulary (so beam search closes a hypothesis there as it does at EOS). Stop
+        strings spread over several tokens are matched by transformers' ``StopStringCriteria``.
+        """
+        stops = self.resolve_stop_strings(stop_strings)
+        eos = [self.eos_token_id]
+        for ids in self._tokenize(stops):
+            if len(ids) == 1 and ids[0] not in eos and ids[0] != self.tokenizer.unk_token_id:
+                eos.append(ids[0])
+        out: Dict[str, Any] = {"eos_token_id": eos, "pad_token_id": self.pad_token_id}
+        if stops:
+            out.update(stop_strings=stops, tokenizer=self.tokenizer)
+        return out
+
+    @torch.no_grad()
+    def _generate_kwargs(
+        self,
+        images: Optional[torch.Tensor],
+        prompts: Sequence[Turns],
+        history: Optional[Sequence[Optional[Sequence[str]]]],
+        stops: List[str],
+        max_new_tokens: int,
+        num_beams: int,
+        do_sample: bool,
+        temperature: float,
+        top_p: float,
+        repetition_penalty: float,
+        use_cache: bool,
+        generate_kwargs: Dict[str, Any],
+    ) -> Dict[str, Any]:
+        batch = self.build_generation_inputs(prompts, history)
+        device = self.device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        if images is not None:
+            images = images.to(device)
+        with self.maybe_autocast():
+            emb = self.embed(batch, images)
+        kwargs: Dict[str, Any] = dict(
+            inputs_embeds=emb,
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=do_sample,
+            repetition_penalty=repetition_penalty,
+            use_cache=use_cache,
+            **self.stopping_kwargs(stops),
+        )
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p)
+        kwargs.update(generate_kwargs)
+        return kwargs
+
+    def _run_llm_generate(self, kwargs: Dict[str, Any]) -> torch.Tensor:
+        with self.maybe_autocast():  # autocast is per thread: entered where generate runs
+            return self.llm.generate(**kwargs)
+
     @torch.no_grad()
     def generate(
         self,
@@ -241,38 +369,70 @@ class MiniGPTBase(BaseModel):
         top_p: float = 0.9,
         repetition_penalty: float = 1.0,
         use_cache: bool = True,
+        history: Optional[Sequence[Optional[Sequence[str]]]] = None,
+        stop_strings: Optional[Sequence[str]] = None,
         **generate_kwargs: Any,
     ) -> List[str]:
-        """Answers to a batch of prompts (left-padded, one forward per new token with the KV cache)."""
-        batch = self.build_inputs(prompts, None, self.num_image_tokens(), padding_side="left")
-        device = self.device
-        batch = {k: v.to(device) for k, v in batch.items()}
-        if images is not None:
-            images = images.to(device)
-        with self.maybe_autocast():
-            emb = self.embed(batch, images)
-            kwargs: Dict[str, Any] = dict(
-                inputs_embeds=emb,
-                attention_mask=batch["attention_mask"],
-                max_new_tokens=max_new_tokens,
-                num_beams=num_beams,
-                do_sample=do_sample,
-                repetition_penalty=repetition_penalty,
-                eos_token_id=self.eos_token_id,
-                pad_token_id=self.pad_token_id,
-                use_cache=use_cache,
-            )
-            if do_sample:
-                kwargs.update(temperature=temperature, top_p=top_p)
-            kwargs.update(generate_kwargs)
-            out = self.llm.generate(**kwargs)
+        """Answers to a batch of prompts: greedy, beam (``num_beams``) or sampling (``do_sample``).
+
+        ``images`` is ``[B, 3, H, W]`` (rows of prompts without ``<ImageHere>`` are ignored) or None;
+        prompts are left-padded and decoded with the KV cache. ``history[i]`` holds the earlier
+        answers of a multi-turn ``prompts[i]`` (see ``build_generation_inputs``). Generation stops
+        at this tokenizer's EOS or a stop string (the template's unless ``stop_strings`` is given);
+        the answer is cut before the stop string and stripped. Sampling draws from torch's global
+        generator: ``torch.manual_seed`` first to reproduce it. Other keyword arguments go to
+        transformers' ``generate``.
+        """
+        if not prompts:
+            return []
+        stops = self.resolve_stop_strings(stop_strings)
+        kwargs = self._generate_kwargs(
+            images, prompts, history, stops, max_new_tokens, num_beams, do_sample, temperature, top_p,
+            repetition_penalty, use_cache, generate_kwargs,
+        )
+        out = self._run_llm_generate(kwargs)
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
-        return [self._clean(t) for t in texts]
+        return [self.template.cut_at_stop(t, stops) for t in texts]
+
+    def stream_generate(
+        self,
+        image: Optional[torch.Tensor],
+        prompt: Turns,
+        history: Optional[Sequence[str]] = None,
+        max_new_tokens: int = 20,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 0.9,
+        repetition_penalty: float = 1.0,
+        stop_strings: Optional[Sequence[str]] = None,
+        timeout: Optional[float] = None,
+        **generate_kwargs: Any,
+    ) -> Iterator[str]:
+        """The answer to one prompt as text pieces while it is generated (for the demo).
+
+        ``image`` is ``[3, H, W]``, ``[1, 3, H, W]`` or None. Generation runs in a thread through
+        transformers' ``TextIteratorStreamer``; the pieces join to what ``generate`` returns for the
+        same arguments (stop string cut, whitespace stripped). Closing the iterator early stops the
+        generation; ``timeout`` (seconds) bounds the wait for each piece. Greedy or sampling only.
+        """
+        from minigpt.models.generation import stream_in_thread
+
+        if int(generate_kwargs.get("num_beams", 1)) != 1:
+            raise ValueError("stream_generate decodes one sequence: num_beams must be 1 (generate has beams)")
+        if image is not None:
+            if image.dim() == 3:
+                image = image[None]
+            if image.dim() != 4 or image.shape[0] != 1:
+                raise ValueError(f"stream_generate takes one image [3, H, W], got shape {tuple(image.shape)}")
+        stops = self.resolve_stop_strings(stop_strings)
+        kwargs = self._generate_kwargs(
+            image, [prompt], None if history is None else [history], stops, max_new_tokens, 1, do_sample,
+            temperature, top_p, repetition_penalty, True, generate_kwargs,
+        )
+        return stream_in_thread(self._run_llm_generate, kwargs, self.tokenizer, stops, timeout=timeout)
 
     def _clean(self, text: str) -> str:
-        for stop in self.template.stop_strings:
-            text = text.split(stop)[0]
-        return text.strip()
+        return self.template.cut_at_stop(text)
 
     # -- optimisation helpers --------------------------------------------------------------------
     def param_groups(self, weight_decay: float, projector_lr_scale: float = 1.0) -> List[Dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from torch.utils.data import Dataset
 
+from minigpt.common import grounding
 from minigpt.datasets.datasets.io import DatasetError, load_json, open_image, read_text_lines, resolve_path
 
 IMAGE_PLACEHOLDER = "<Img><ImageHere></Img>"
@@ -69,18 +70,8 @@ def make_instruction(text: str, task_tag: Optional[str] = None, with_image: bool
 
 
 def box_to_grid_text(box: Sequence[float], width: float, height: float) -> str:
-    """An ``[x1, y1, x2, y2]`` pixel box as MiniGPT-v2's ``{<x1><y1><x2><y2>}`` on a 0-100 grid."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image size must be positive, got width={width}, height={height}")
-    x1, y1, x2, y2 = box
-    grid = [
-        round(x1 / width * 100),
-        round(y1 / height * 100),
-        round(x2 / width * 100),
-        round(y2 / height * 100),
-    ]
-    grid = [min(max(v, 0), 100) for v in grid]  # boxes touching the border may overshoot by rounding
-    return "{" + "".join(f"<{v}>" for v in grid) + "}"
+    """An ``[x1, y1, x2, y2]`` pixel box as MiniGPT-v2's ``{<x1><y1><x2><y2>}`` on a 0-100 grid (rounded, clipped)."""
+    return grounding.format_box(box, width, height)
 
 
 def most_frequent(answers: Sequence[str]) -> str:

@@ -27,6 +27,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from minigpt.common import grounding
+
 KINDS: Tuple[str, ...] = ("circle", "square", "triangle")
 
 # Saturated and far apart in RGB (closest pair, yellow/orange, is ~100 apart) so a JPEG round trip
@@ -274,20 +276,12 @@ def referring_expression(obj: Dict[str, Any]) -> str:
 
 def box_to_grid(box: Sequence[float], w: int, h: int) -> List[int]:
     """Pixel box -> MiniGPT-v2's 0-100 grid: ``round(x / w * 100)`` per coordinate."""
-    x1, y1, x2, y2 = box
-    return [
-        int(round(x1 / w * 100)),
-        int(round(y1 / h * 100)),
-        int(round(x2 / w * 100)),
-        int(round(y2 / h * 100)),
-    ]
+    return grounding.box_to_grid(box, w, h)
 
 
 def format_box(grid_box: Sequence[int]) -> str:
     """Grid box -> the text MiniGPT-v2 reads and writes, ``{<x1><y1><x2><y2>}``."""
-    if len(grid_box) != 4:
-        raise ValueError(f"a grid box has 4 coordinates, got {list(grid_box)!r}")
-    return "{" + "".join(f"<{int(v)}>" for v in grid_box) + "}"
+    return grounding.format_grid_box(grid_box)
 
 
 def left_to_right(scene: Scene) -> List[Dict[str, Any]]:

@@ -1,0 +1,283 @@
+"""A conversation about an image with one model: what ``demo.py`` and the eval scripts share.
+
+``Chat`` keeps the turns, puts the image slot in the right place and asks the model for answers
+through the model's own template, so a chat prompt is laid out exactly as training laid out its
+conversations::
+
+    chat = Chat(model)                      # the preset's eval image processor
+    chat.upload_image("photo.jpg")          # a path, a PIL image or a processed [3, H, W] tensor
+    chat.ask("[vqa] What colour is the circle?")
+    chat.answer(max_new_tokens=30)          # -> "red"
+    chat.ask("And the square?")             # later turns refer back to the same image
+    for piece in chat.stream_answer():      # the same answer, piece by piece
+        print(piece, end="")
+    chat.reset()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from PIL import Image
+
+from minigpt.models.conversation import IMAGE_PROMPT, with_image
+
+logger = logging.getLogger(__name__)
+
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
+
+DEFAULT_MAX_NEW_TOKENS = 300  # TinyGPT-V's and MiniGPT-4's demo default
+
+
+def _eval_processor(model: Any) -> Optional[Callable[[Image.Image], torch.Tensor]]:
+    cfg = getattr(model, "cfg", None)
+    if cfg is None:
+        return None
+    from minigpt.models import load_preprocess
+
+    return load_preprocess(cfg)[0].get("eval")
+
+
+def _context_limit(model: Any) -> Optional[int]:
+    llm = getattr(getattr(model, "llm", None), "model", None)
+    config = getattr(llm, "config", None)
+    return getattr(config, "max_position_embeddings", None)
+
+
+class Chat:
+    """A multi-turn conversation about (at most) one image with a MiniGPT-family model. Not registered.
+
+    * ``upload_image`` sets the conversation's image; its slot (``<Img><ImageHere></Img>``) goes in
+      front of the next question asked, normally the first, and later turns refer back to it. One
+      image per conversation: ``reset()`` before talking about another.
+    * Questions without any image are allowed: every family here also trains on text-only samples
+      and answers them. ``require_image=True`` makes ``ask`` refuse a question before an image.
+    * ``ask("")`` (or only whitespace) raises ``ValueError``; so does asking twice without
+      ``answer``, and ``answer`` without a question.
+    * When the conversation grows past the model's context (``max_context_tokens``, by default the
+      LLM's ``max_position_embeddings``, less the tokens to generate), the oldest turns are left out
+      of the prompt, never the turn with the image or the question being answered; the history
+      keeps them.
+
+    ``generation_defaults`` (``max_new_tokens=300`` unless given) are the keyword arguments of
+    ``model.generate`` each answer uses unless the call overrides them.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        vis_processor: Optional[Callable[[Image.Image], torch.Tensor]] = None,
+        require_image: bool = False,
+        max_context_tokens: Optional[int] = None,
+        **generation_defaults: Any,
+    ) -> None:
+        self.model = model
+        self.vis_processor = vis_processor if vis_processor is not None else _eval_processor(model)
+        self.require_image = require_image
+        self.max_context_tokens = (
+            max_context_tokens if max_context_tokens is not None else _context_limit(model)
+        )
+        self.generation_defaults: Dict[str, Any] = {
+            "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
+            **generation_defaults,
+        }
+        self.reset()
+
+    # -- state ---------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the image and every turn."""
+        self.image: Optional[torch.Tensor] = None  # [3, H, W], processed
+        self.questions: List[str] = []  # as asked
+        self.answers: List[str] = []
+        self._image_turn: Optional[int] = None  # the question that carries the image slot
+
+    @property
+    def history(self) -> List[Tuple[str, Optional[str]]]:
+        """``(question, answer)`` pairs as asked and answered; the last answer is None while pending."""
+        return [(q, self.answers[i] if i < len(self.answers) else None) for i, q in enumerate(self.questions)]
+
+    @property
+    def pending(self) -> bool:
+        """Whether the last question awaits its answer."""
+        return len(self.questions) > len(self.answers)
+
+    # -- input ---------------------------------------------------------------------------------
+    def process_image(self, image: ImageInput) -> torch.Tensor:
+        """A path, PIL image or tensor as the ``[3, H, W]`` tensor the model takes."""
+        if isinstance(image, torch.Tensor):
+            if image.dim() == 4 and image.shape[0] == 1:
+                image = image[0]
+            if image.dim() != 3:
+                raise ValueError(
+                    f"an image tensor must be [3, H, W] (processed), got shape {tuple(image.shape)}"
+                )
+            return image
+        if isinstance(image, (str, os.PathLike)):
+            path = os.fspath(image)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"image file not found: {path}")
+            with Image.open(path) as f:
+                image = f.convert("RGB")
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"upload_image takes a path, a PIL image or a tensor, got {type(image).__name__}")
+        if self.vis_processor is None:
+            raise ValueError(
+                "this Chat has no image processor (the model config names none): pass vis_processor="
+            )
+        return self.vis_processor(image.convert("RGB"))
+
+    def upload_image(self, image: ImageInput) -> None:
+        """Set the conversation's image; its slot goes in front of the next question asked."""
+        if self.image is not None:
+            raise ValueError(
+                "this conversation already has an image (one per conversation): call reset() first"
+            )
+        self.image = self.process_image(image)
+
+    def ask(self, text: str) -> None:
+        """Add a user turn. Raises ``ValueError`` on an empty message or while an answer is pending."""
+        if not isinstance(text, str):
+            raise TypeError(f"ask() takes the question as a string, got {type(text).__name__}")
+        text = text.strip()
+        if not text:
+            raise ValueError("empty message: ask() needs a question with some text in it")
+        if self.pending:
+            raise ValueError("the last question has no answer yet: call answer() before asking again")
+        if self.require_image and self.image is None:
+            raise ValueError("this chat needs an image: call upload_image() before asking")
+        if IMAGE_PROMPT in text or "<ImageHere>" in text:
+            raise ValueError(
+                f"write the question without {IMAGE_PROMPT}: upload_image() places the image slot"
+            )
+        if self.image is not None and self._image_turn is None:
+            self._image_turn = len(self.questions)
+        self.questions.append(text)
+
+    def turns(self) -> List[str]:
+        """The user turns as the model reads them: the image slot in front of the turn that carries it."""
+        return [with_image(q) if i == self._image_turn else q for i, q in enumerate(self.questions)]
+
+    # -- prompt ----------------------------------------------------------------------------------
+    def _visible_turns(self, max_new_tokens: int) -> List[int]:
+        """Indices of the turns the next prompt shows: all, or without the oldest when over the context."""
+        keep = list(range(len(self.questions)))
+        if self.max_context_tokens is None:
+            return keep
+        budget = int(self.max_context_tokens) - int(max_new_tokens)
+        dropped = 0
+        while self._prompt_length(keep) > budget:
+            droppable = [i for i in keep[:-1] if i != self._image_turn]
+            if not droppable:
+                raise ValueError(
+                    f"the question does not fit the model's context: {self._prompt_length(keep)} prompt "
+                    f"tokens + max_new_tokens={max_new_tokens} > {self.max_context_tokens}; ask a shorter one"
+                )
+            keep.remove(droppable[0])
+            dropped += 1
+        if dropped:
+            logger.warning(
+                "conversation longer than the model's context: the oldest %d turn(s) left out", dropped
+            )
+        return keep
+
+    def _prompt_length(self, keep: Sequence[int]) -> int:
+        return int(self._inputs(keep)["attention_mask"].sum())
+
+    def _inputs(self, keep: Sequence[int]) -> Dict[str, torch.Tensor]:
+        turns = self.turns()
+        return self.model.build_generation_inputs(
+            [[turns[i] for i in keep]], [[self.answers[i] for i in keep[:-1]]]
+        )
+
+    def _request(self, gen: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str], List[str]]:
+        if not self.pending:
+            raise ValueError("no question to answer: call ask() first")
+        kwargs = {**self.generation_defaults, **gen}
+        keep = self._visible_turns(kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+        turns = self.turns()
+        return kwargs, [turns[i] for i in keep], [self.answers[i] for i in keep[:-1]]
+
+    def model_inputs(self, **gen: Any) -> Dict[str, torch.Tensor]:
+        """The token ids and masks the next ``answer(**gen)`` feeds the model (for checks and debugging)."""
+        _, turns, past = self._request(gen)
+        return self.model.build_generation_inputs([turns], [past])
+
+    def prompt_text(self, **gen: Any) -> str:
+        """The next prompt as text (the template on the visible turns), ending where the answer starts."""
+        _, turns, past = self._request(gen)
+        tok = self.model.tokenizer
+        bos = tok.bos_token if tok.bos_token_id is not None else ""
+        return bos + self.model.template.render(turns, past, eos=tok.eos_token or "")
+
+    # -- answers --------------------------------------------------------------------------------
+    def _image_batch(self) -> Optional[torch.Tensor]:
+        return None if self.image is None or self._image_turn is None else self.image[None]
+
+    def answer(self, **gen: Any) -> str:
+        """The answer to the last question; ``model.generate`` keyword arguments override the defaults."""
+        kwargs, turns, past = self._request(gen)
+        text = self.model.generate(self._image_batch(), [turns], history=[past], **kwargs)[0]
+        self.answers.append(text)
+        return text
+
+    def stream_answer(self, **gen: Any) -> Iterator[str]:
+        """The answer to the last question piece by piece; recorded in the history once read to the end.
+
+        Stopping early records the part read; after an error the question stays pending. Greedy or
+        sampling (no beams); see ``model.stream_generate``.
+        """
+        kwargs, turns, past = self._request(gen)
+        pieces = self.model.stream_generate(self._image_batch(), turns, history=past, **kwargs)
+        return self._record(pieces)
+
+    def _record(self, pieces: Iterator[str]) -> Iterator[str]:
+        received: List[str] = []
+        failed = False
+        try:
+            for piece in pieces:
+                received.append(piece)
+                yield piece
+        except GeneratorExit:  # the reader stopped early: what it read is the answer
+            raise
+        except BaseException:  # the question stays pending: answer() again, or reset()
+            failed = True
+            raise
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()  # stops the generation thread if it is still running
+            if not failed:
+                self.answers.append("".join(received))
+
+    # -- batches for evaluation ------------------------------------------------------------------
+    def answer_batch(
+        self, images: Optional[Sequence[Optional[ImageInput]]], questions: Sequence[str], **gen: Any
+    ) -> List[str]:
+        """Single-turn answers to many (image, question) pairs at once, prompted as a chat's first turn.
+
+        ``images[i]`` may be None for a text-only question. The conversation's own state is untouched.
+        """
+        if images is not None and len(images) != len(questions):
+            raise ValueError(f"{len(images)} images for {len(questions)} questions")
+        prompts, tensors = [], []
+        for i, q in enumerate(questions):
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError(f"question {i} is empty")
+            img = None if images is None else images[i]
+            if img is None:
+                if self.require_image:
+                    raise ValueError(f"question {i} has no image and this chat needs one")
+                prompts.append(q.strip())
+            else:
+                prompts.append(with_image(q.strip()))
+                tensors.append((i, self.process_image(img)))
+        batch = None
+        if tensors:
+            shape = tensors[0][1].shape
+            batch = torch.zeros((len(questions), *shape), dtype=tensors[0][1].dtype)
+            for i, t in tensors:
+                batch[i] = t
+        return self.model.generate(batch, prompts, **{**self.generation_defaults, **gen})
