@@ -1,18 +1,41 @@
 """Models: the registered families and the one-call loading API.
 
 ``load_model_and_preprocess(name, model_type)`` builds a registered model from its preset YAML
-and returns it with the image and text processors its preset names.
+and returns it with the image and text processors its preset names. Wherever a registered name is
+accepted, the path of a directory written by :func:`minigpt.models.export.export_model` is too.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.common.registry import registry
 
-__all__ = ["load_model", "load_model_and_preprocess", "load_preprocess", "model_zoo"]
+__all__ = [
+    "export_model",
+    "load_exported",
+    "load_model",
+    "load_model_and_preprocess",
+    "load_preprocess",
+    "model_zoo",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use, so `python -m minigpt.models.export` does not find its module pre-imported
+    if name in ("export_model", "load_exported"):
+        from minigpt.models import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _is_path(name: str) -> bool:
+    """Registered names never hold a path separator; an export directory is named by its path."""
+    return os.path.isdir(name) or os.sep in name or "/" in name or name.startswith(".")
 
 
 def _preset_config(name: str, model_type: Optional[str]) -> Tuple[Any, DictConfig]:
@@ -34,7 +57,18 @@ def load_model(
 
     ``overrides`` are dotted keys merged over the preset (``llm.lora_r=8`` style keys as kwargs
     with ``__`` for dots is awkward, so pass a dict: ``overrides={"llm": {"lora_r": 8}}``).
+    ``name`` may instead be the path of an export directory (see :mod:`minigpt.models.export`),
+    which fixes the model type: ``model_type`` must then be None.
     """
+    if _is_path(str(name)):
+        from minigpt.models.export import load_exported
+
+        if model_type is not None:
+            raise ValueError(f"{name} is an export directory, which fixes its model type; pass model_type=None")
+        extra = overrides.pop("overrides", None)
+        if overrides:
+            raise TypeError(f"load_model got unexpected arguments {sorted(overrides)}")
+        return load_exported(str(name), is_eval=is_eval, device=device, checkpoint=checkpoint, overrides=extra)
     model_cls, cfg = _preset_config(name, model_type)
     extra = overrides.pop("overrides", None)
     if extra:
@@ -77,7 +111,10 @@ def load_model_and_preprocess(
     device: str = "cpu",
     checkpoint: Optional[str] = None,
 ):
-    """Return ``(model, vis_processors, txt_processors)``; processors are dicts keyed train/eval."""
+    """Return ``(model, vis_processors, txt_processors)``; processors are dicts keyed train/eval.
+
+    ``name`` is a registered model name or the path of an export directory (then ``model_type`` is None).
+    """
     model = load_model(name, model_type, is_eval=is_eval, device=device, checkpoint=checkpoint)
     vis, txt = load_preprocess(model.cfg)
     return model, vis, txt

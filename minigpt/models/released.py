@@ -14,8 +14,9 @@ state dict holds only what their stage trained (LAVIS's runner drops frozen para
   ``self_attn.{q,k}_layernorm``, ``post_layernorm``, ``input_layernorm`` and ``model.final_layernorm``.
   A stage trained without LoRA saves the LLM keys without peft's ``base_model.model.`` prefix.
 
-Each key is renamed by the tables below onto this package's canonical parameter names (see
-:mod:`minigpt.models.checkpoint`); fused QKV tensors are split with
+The file is read by :func:`minigpt.models.weight_files.read_state_dict` (``torch.load(weights_only=True)``,
+the ``{"model": ...}`` wrapper removed). Each key is renamed by the tables below onto this package's
+canonical parameter names (see :mod:`minigpt.models.checkpoint`); fused QKV tensors are split with
 :func:`minigpt.models.llms.tinygptv_phi.convert_fused_phi_state_dict`. The load reports what was
 loaded, which trained parameters of the model the file did not provide (``missing``) and which
 file keys have no place in the model (``unexpected``).
@@ -24,18 +25,20 @@ file keys have no place in the model (``unexpected``).
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
 from minigpt.models.checkpoint import canonical_name, copy_into_model
 from minigpt.models.llms.tinygptv_phi import HEADS_3_DIM, convert_fused_phi_state_dict
+from minigpt.models.weight_files import read_state_dict
 
 logger = logging.getLogger(__name__)
+
+PART = "released checkpoint"
 
 # Original top-level module -> which of the projector's linear layers it is (in forward order)
 _PROJECTOR_KEYS = {"llama_proj": 0, "llama_proj2": 1}
@@ -60,30 +63,6 @@ class ReleasedLoadReport:
     unexpected: List[str] = field(default_factory=list)
 
 
-def read_released_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """The ``"model"`` state dict of a released checkpoint, read with ``torch.load(weights_only=True)``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"released checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and unpickler-policy errors all mean "not such a checkpoint"
-        raise ValueError(
-            f"{path} is not a PyTorch checkpoint that loads with torch.load(weights_only=True) "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
-    if not isinstance(obj, Mapping) or not isinstance(obj.get("model"), Mapping):
-        found = sorted(map(str, obj))[:10] if isinstance(obj, Mapping) else type(obj).__name__
-        raise ValueError(
-            f"{path}: expected a released TinyGPT-V / MiniGPT-4 / MiniGPT-v2 checkpoint, a dict with a "
-            f"'model' state dict; found {found}"
-        )
-    state = {str(k): v for k, v in obj["model"].items()}
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(f"{path}: 'model' entries that are not tensors: {bad[:5]}")
-    return state
-
-
 def detect_layout(keys: List[str]) -> str:
     """``"tinygptv"``, ``"minigpt_v2"`` or ``"minigpt4"`` from a released state dict's keys (for the report)."""
     if any(k.startswith("llama_proj2.") or ".query_key_value." in k or ".post_layernorm." in k for k in keys):
@@ -93,8 +72,8 @@ def detect_layout(keys: List[str]) -> str:
     if any(k.startswith("llama_proj.") for k in keys):
         return "minigpt4"
     raise ValueError(
-        "not a TinyGPT-V / MiniGPT-4 / MiniGPT-v2 checkpoint: no llama_proj, llama_model or LoRA keys "
-        f"(first keys: {sorted(keys)[:5]})"
+        "not a TinyGPT-V / MiniGPT-4 / MiniGPT-v2 checkpoint, whose 'model' state dict has llama_proj, "
+        f"llama_model or LoRA keys (first keys found: {sorted(keys)[:5]})"
     )
 
 
@@ -192,7 +171,10 @@ def load_released(model: nn.Module, path: str, fused_layout: str = HEADS_3_DIM) 
     Logs and returns the report; a tensor of the wrong shape is an error naming the key.
     """
     path = str(path)
-    state = read_released_state_dict(path)
+    try:
+        state = read_state_dict(path, PART)
+    except RuntimeError as exc:  # unreadable or tensor-less: a wrong model.ckpt value, as a bad safetensors file is
+        raise ValueError(str(exc)) from exc
     try:
         layout = detect_layout(list(state))
     except ValueError as exc:
