@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
+
+# the key SkippingDataset and skipping streams attach to samples (base_dataset.READ_STATS_KEY); spelled
+# out here so collating does not import the readers
+READ_STATS_KEY = "_read_stats"
+MAX_REPORTED_ERRORS = 64  # skip records carried per batch (for the log); the counts are always complete
 
 
 def _ids(samples: List[Dict[str, Any]], indices: List[int]) -> str:
@@ -21,7 +26,8 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     samples and ``None`` (or nothing) in others is an error naming the samples on each side,
     as is a shape mismatch. Every other key becomes a list with one entry per sample; samples
     that lack a key (batches mixing datasets with different evaluation keys) contribute
-    ``None`` there.
+    ``None`` there. Read reports that skipping datasets attach (``_read_stats``) are not batched
+    but summed into ``batch["data_stats"]`` (see :func:`read_stats`).
     """
     if not samples:
         raise ValueError("collate_samples got an empty list of samples")
@@ -30,6 +36,10 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
         if not isinstance(sample, dict):
             raise TypeError(f"collate_samples expects dict samples, got {type(sample).__name__}")
         keys.extend(k for k in sample if k not in keys)
+    stats = read_stats(samples)
+    if stats is not None:
+        samples = [{k: v for k, v in s.items() if k != READ_STATS_KEY} for s in samples]
+        keys.remove(READ_STATS_KEY)
 
     batch: Dict[str, Any] = {}
     for key in keys:
@@ -53,4 +63,36 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
             detail = "; ".join(f"{list(s)}: {_ids(samples, idx)}" for s, idx in by_shape.items())
             raise ValueError(f"cannot stack {key!r}: tensor shapes differ ({detail})")
         batch[key] = torch.stack(values)
+    if stats is not None:
+        batch["data_stats"] = stats
     return batch
+
+
+def read_stats(samples: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The samples' read reports (``_read_stats``, from skipping datasets) summed for one batch.
+
+    ``{"counts": {dataset: [samples, skipped]}, "skipped": [up to 64 skip records],
+    "stream": {dataset: {worker: [epoch, position]}}}``, or None when no sample carries a report.
+    ``stream`` keeps the furthest position each stream worker reached, which is where a resumed
+    run continues.
+    """
+    reports = [s.get(READ_STATS_KEY) for s in samples]
+    if all(r is None for r in reports):
+        return None
+    counts: Dict[str, List[int]] = {}
+    skipped: List[Dict[str, Any]] = []
+    stream: Dict[str, Dict[int, List[int]]] = {}
+    for report in reports:
+        if report is None:
+            continue
+        name = str(report["dataset"])
+        entry = counts.setdefault(name, [0, 0])
+        entry[0] += 1
+        entry[1] += len(report.get("skipped") or ())
+        skipped.extend(report.get("skipped") or ())
+        if report.get("stream") is not None:
+            worker, epoch, position = (int(v) for v in report["stream"])
+            best = stream.setdefault(name, {}).get(worker)
+            if best is None or (epoch, position) > tuple(best):
+                stream[name][worker] = [epoch, position]
+    return {"counts": counts, "skipped": skipped[-MAX_REPORTED_ERRORS:], "stream": stream}

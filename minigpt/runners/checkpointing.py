@@ -3,7 +3,7 @@
 Layout of ``<output_dir>/checkpoints/``::
 
     step_000100/trained.safetensors   what was trained (canonical names, see models/checkpoint.py)
-    step_000100/training_state.pt     optimizer, scheduler, step, RNG states
+    step_000100/training_state.pt     optimizer, scheduler, step, RNG states, data position
     step_000100/config.yaml           the composed config that produced it
     latest                            the name of the newest complete checkpoint
 
@@ -13,6 +13,7 @@ replaced atomically after that, so a crash never leaves ``latest`` pointing at a
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -20,11 +21,15 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from minigpt.common import dist_utils
 from minigpt.models.checkpoint import TRAINED_FILE, save_trained
+
+logger = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "training_state.pt"
+DATA_STATE = "data"  # training_state key: {"world_size": W, "ranks": [MixedLoader.state_dict() of each rank]}
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -105,3 +110,39 @@ def load_training_state(ckpt_dir: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no training state in checkpoint {ckpt_dir} (expected {STATE_FILE})")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def gather_data_state(state: Dict[str, Any]) -> Dict[str, Any]:
+    """Every rank's data position (``MixedLoader.state_dict()``), for rank 0 to save. Call on all ranks.
+
+    Ranks read different shards of a stream, so each rank's position is kept.
+    """
+    world = dist_utils.get_world_size()
+    if not dist_utils.is_dist():
+        return {"world_size": 1, "ranks": [state]}
+    import torch.distributed as dist
+
+    parts: list = [None] * world
+    dist.all_gather_object(parts, state)
+    return {"world_size": world, "ranks": parts}
+
+
+def data_state_for_rank(saved: Optional[Dict[str, Any]], rank: int, world_size: int) -> Optional[Dict[str, Any]]:
+    """This rank's data position from a saved ``gather_data_state()``, or None when there is none.
+
+    With another world size than the checkpoint's, the map-style positions (the same on every
+    rank) and the mixer carry over, and the webdataset streams, whose shard split changed, start
+    a new pass.
+    """
+    if not saved or not saved.get("ranks"):
+        return None
+    if int(saved["world_size"]) == int(world_size):
+        return saved["ranks"][rank]
+    logger.warning(
+        "the checkpoint was written by %s process(es), this run has %d: streaming datasets start from their "
+        "beginning, map-style datasets continue at the same epoch and batch",
+        saved["world_size"], world_size,
+    )
+    state = dict(saved["ranks"][0])
+    state["loaders"] = {k: v for k, v in state.get("loaders", {}).items() if v.get("kind") != "stream"}
+    return state

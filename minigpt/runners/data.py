@@ -1,14 +1,31 @@
-"""Training data streams: one infinite loader per dataset, mixed by ``sample_ratio``."""
+"""Training data streams: one endless loader per dataset, mixed by ``sample_ratio``, resumable.
+
+Every loader reads a dataset wrapped by :func:`skip_bad_samples` (unreadable samples are replaced
+and reported with the batch, see ``minigpt.datasets.datasets.base_dataset``), and knows its
+position: the epoch and batch offset of a map-style dataset's sampler, or how far each worker of a
+webdataset stream got. :class:`MixedLoader` draws the dataset of each batch with its own seeded RNG.
+Their ``state_dict()`` goes into the checkpoint's training state, and ``load_state_dict()`` makes
+a resumed run draw the same batches the uninterrupted run would have.
+
+Sharding: a map-style dataset goes through a ``DistributedSampler`` (each rank a disjoint part of
+each epoch's permutation; DataLoader workers then share that rank's batches), a webdataset stream
+splits its shards across ranks (``wds.split_by_node``) and then workers.
+"""
 
 from __future__ import annotations
 
+import itertools
+import logging
 import random
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
-import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
-from minigpt.common.dist_utils import get_world_size, is_dist
+from minigpt.common.dist_utils import get_rank, get_world_size
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
 
 
 def _collate(samples):
@@ -17,47 +34,164 @@ def _collate(samples):
     return collate_samples(samples)
 
 
-class InfiniteLoader:
-    """Endless batches from one dataset; a map-style dataset is reshuffled every pass (seeded)."""
+class ResumableSampler(DistributedSampler):
+    """A ``DistributedSampler`` that can start an epoch part-way, after ``start`` of this rank's indices.
 
-    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int, seed: int) -> None:
-        self.dataset = dataset
+    Used with one replica too, so a single process and every rank of a DDP run shuffle the same
+    way: epoch ``e``'s order is a permutation seeded by ``seed + e``.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+class InfiniteLoader:
+    """Endless batches from one dataset, with bad samples replaced and the position kept.
+
+    ``name`` labels the dataset in skip counts. ``rank``/``world_size`` default to the process
+    group's. ``read_counts`` accumulates ``{"samples", "skipped"}`` from the batches handed out
+    (the counts travel inside each batch from the worker processes, see ``collate_samples``);
+    ``take_read_counts()`` returns and clears them.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        name: Optional[str] = None,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        skip_bad: bool = True,
+    ) -> None:
+        from minigpt.datasets.datasets.base_dataset import skip_bad_samples
+
+        self.name = str(name or getattr(dataset, "name", type(dataset).__name__))
+        self.dataset = skip_bad_samples(dataset, self.name, seed) if skip_bad else dataset
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
         self.epoch = 0
-        self.sampler = None
-        kwargs = dict(batch_size=batch_size, num_workers=num_workers, collate_fn=_collate, drop_last=True)
-        if num_workers > 0:
+        self.offset = 0  # batches handed out in this epoch (map-style)
+        self.streaming = isinstance(self.dataset, IterableDataset)
+        # stream position: logical worker -> [epoch, position], and the worker whose batch is due next
+        self.stream_positions: Dict[int, List[int]] = {}
+        self.next_worker = 0
+        self._pending_counts = {"samples": 0, "skipped": 0}
+        self.last_error: Optional[str] = None
+        self.sampler: Optional[ResumableSampler] = None
+        kwargs: Dict[str, Any] = dict(
+            batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate, drop_last=True
+        )
+        if self.num_workers > 0:
             kwargs["persistent_workers"] = True
-        if isinstance(dataset, IterableDataset):
-            self.loader = DataLoader(dataset, **kwargs)
+        if self.streaming:
+            self.loader = DataLoader(self.dataset, **kwargs)
         else:
-            if len(dataset) < batch_size * get_world_size():
+            world = get_world_size() if world_size is None else int(world_size)
+            if len(self.dataset) < self.batch_size * world:
                 raise ValueError(
-                    f"dataset {getattr(dataset, 'name', type(dataset).__name__)} has {len(dataset)} samples, "
-                    f"fewer than one global batch ({batch_size} x {get_world_size()} ranks)"
+                    f"dataset {self.name} has {len(self.dataset)} samples, "
+                    f"fewer than one global batch ({self.batch_size} x {world} ranks)"
                 )
-            if is_dist():
-                self.sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
-            else:
-                g = torch.Generator()
-                g.manual_seed(seed)
-                self.sampler = RandomSampler(dataset, generator=g)
-            self.loader = DataLoader(dataset, sampler=self.sampler, **kwargs)
+            self.sampler = ResumableSampler(
+                self.dataset, num_replicas=world, rank=get_rank() if rank is None else int(rank), seed=seed
+            )
+            self.loader = DataLoader(self.dataset, sampler=self.sampler, **kwargs)
         self._it: Optional[Iterator] = None
 
-    def __next__(self):
+    # -- iteration ------------------------------------------------------------------------------
+    def __next__(self) -> Dict[str, Any]:
         while True:
             if self._it is None:
-                if isinstance(self.sampler, DistributedSampler):
+                if self.sampler is not None:
                     self.sampler.set_epoch(self.epoch)
+                    self.sampler.start = self.offset * self.batch_size
                 self._it = iter(self.loader)
             try:
-                return next(self._it)
+                batch = next(self._it)
             except StopIteration:
                 self._it = None
                 self.epoch += 1
+                self.offset = 0
+                continue
+            self.offset += 1
+            self._absorb(batch.pop("data_stats", None))
+            return batch
 
-    def __iter__(self):
+    def __iter__(self) -> "InfiniteLoader":
         return self
+
+    def _absorb(self, stats: Optional[Mapping[str, Any]]) -> None:
+        if not stats:
+            return
+        for samples, skipped in stats.get("counts", {}).values():
+            self._pending_counts["samples"] += int(samples)
+            self._pending_counts["skipped"] += int(skipped)
+        for record in stats.get("skipped") or ():
+            logger.warning("skipped and replaced: %s", record.get("error"))
+            self.last_error = str(record.get("error"))
+        workers = max(1, self.num_workers)
+        for positions in stats.get("stream", {}).values():
+            for worker, pos in positions.items():
+                self.stream_positions[int(worker)] = [int(pos[0]), int(pos[1])]
+                self.next_worker = (int(worker) + 1) % workers
+
+    def take_read_counts(self) -> Dict[str, int]:
+        """Samples delivered and reads skipped since the last call."""
+        counts, self._pending_counts = self._pending_counts, {"samples": 0, "skipped": 0}
+        return counts
+
+    # -- position -------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        if self.streaming:
+            return {
+                "kind": "stream",
+                "num_workers": self.num_workers,
+                "positions": {int(w): list(p) for w, p in self.stream_positions.items()},
+                "next_worker": self.next_worker,
+            }
+        return {"kind": "map", "epoch": self.epoch, "offset": self.offset, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state_dict()``; call before the first batch is drawn."""
+        if self._it is not None:
+            raise RuntimeError(f"loader {self.name}: restore the position before drawing batches")
+        kind = "stream" if self.streaming else "map"
+        if state.get("kind") != kind:
+            raise ValueError(f"loader {self.name}: saved position is of a {state.get('kind')} dataset, this is {kind}")
+        if self.streaming:
+            resume = getattr(self.dataset, "resume_from", None)
+            if resume is None:
+                logger.warning("dataset %s: this stream cannot resume; it starts from its beginning", self.name)
+                return
+            if int(state.get("num_workers", -1)) != self.num_workers:
+                logger.warning(
+                    "dataset %s: run.num_workers changed (%s -> %d) since the checkpoint; its stream is split "
+                    "differently, so it starts a new pass instead of continuing where it was",
+                    self.name, state.get("num_workers"), self.num_workers,
+                )
+                epochs = [int(p[0]) for p in state.get("positions", {}).values()]
+                start = (max(epochs) + 1) if epochs else 0
+                resume({w: (start, 0) for w in range(max(1, self.num_workers))}, 0)
+                return
+            self.stream_positions = {int(w): list(p) for w, p in state.get("positions", {}).items()}
+            self.next_worker = int(state.get("next_worker", 0))
+            resume(self.stream_positions, self.next_worker)
+            return
+        if int(state.get("batch_size", self.batch_size)) != self.batch_size:
+            raise ValueError(
+                f"loader {self.name}: the checkpoint was written with batch size {state.get('batch_size')}, "
+                f"this run uses {self.batch_size}; the data position cannot be carried over"
+            )
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
 
 
 class MixedLoader:
@@ -75,15 +209,49 @@ class MixedLoader:
         total = float(sum(ratios[n] for n in self.names))
         self.weights = [ratios[n] / total for n in self.names]
         self.rng = random.Random(seed)
+        self.draws = 0
         self.last_name: Optional[str] = None
 
-    def __next__(self):
+    def __next__(self) -> Dict[str, Any]:
         name = self.rng.choices(self.names, weights=self.weights)[0] if len(self.names) > 1 else self.names[0]
+        self.draws += 1
         self.last_name = name
         return next(self.loaders[name])
 
-    def __iter__(self):
+    def __iter__(self) -> "MixedLoader":
         return self
+
+    def take_read_counts(self) -> Dict[str, Dict[str, int]]:
+        """Per dataset: samples delivered and reads skipped since the last call."""
+        return {name: loader.take_read_counts() for name, loader in self.loaders.items()}
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The mixer's RNG state and draw count, and every loader's position (plain data: loads with weights_only)."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "version": STATE_VERSION,
+            "names": list(self.names),
+            "rng": [version, list(internal), gauss],
+            "draws": self.draws,
+            "loaders": {name: loader.state_dict() for name, loader in self.loaders.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the saved sample sequence. Datasets added or removed since: the mixer starts afresh."""
+        saved = list(state.get("names", []))
+        for name, loader in self.loaders.items():
+            if name in state.get("loaders", {}):
+                loader.load_state_dict(state["loaders"][name])
+        if saved != self.names:
+            logger.warning(
+                "the training datasets changed since the checkpoint (%s -> %s): positions of the datasets in both "
+                "are restored, the mixer's choices start afresh",
+                ", ".join(saved), ", ".join(self.names),
+            )
+            return
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((int(version), tuple(int(v) for v in internal), gauss))
+        self.draws = int(state.get("draws", 0))
 
 
 def build_train_loader(datasets: Dict[str, Dict[str, Dataset]], ratios: Dict[str, float], run_cfg) -> MixedLoader:
@@ -98,6 +266,7 @@ def build_train_loader(datasets: Dict[str, Dict[str, Dataset]], ratios: Dict[str
                     batch_size=int(run_cfg.batch_size_train),
                     num_workers=int(run_cfg.num_workers),
                     seed=int(run_cfg.seed) + 7919 * len(loaders),
+                    name=key,
                 )
                 ratios = {**ratios, key: ratios[name]}
     return MixedLoader(loaders, ratios, seed=int(run_cfg.seed) + 1)

@@ -15,13 +15,18 @@ from torch.nn.parallel import DistributedDataParallel
 from minigpt.common import dist_utils
 from minigpt.common.logger import MetricsLogger
 from minigpt.common.registry import registry
+from minigpt.datasets.datasets.base_dataset import SkipTracker
+from minigpt.datasets.datasets.io import SkipRateExceeded
 from minigpt.runners.checkpointing import (
+    DATA_STATE,
+    data_state_for_rank,
+    gather_data_state,
     latest_checkpoint,
     load_training_state,
     restore_rng_state,
     save_checkpoint,
 )
-from minigpt.runners.data import build_train_loader
+from minigpt.runners.data import MixedLoader, build_train_loader
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,11 @@ class RunnerIter:
     YAML name ``runner_iter``. Gradient accumulation, grad clipping, AdamW with per-group lr
     scales, DDP when launched by torchrun, a tqdm bar (loss, lr, samples/s, ETA) on rank 0 and a
     ``metrics.jsonl`` row every ``run.log_freq`` steps.
+
+    Data: unreadable samples are replaced and counted per dataset (``skipped_samples`` in the
+    bar, the rows and the end-of-training summary); past ``run.max_skip_rate`` the run stops with
+    :class:`SkipRateExceeded`. The data position (mixer RNG, each loader's epoch/offset or stream
+    position) is saved with every checkpoint, so a resumed run continues the same sample sequence.
     """
 
     def __init__(self, cfg, task, model, datasets, device: torch.device) -> None:
@@ -46,6 +56,8 @@ class RunnerIter:
         self._ddp: Optional[DistributedDataParallel] = None
         self.start_step = 0
         self.skipped_steps = 0
+        self.loader: Optional[MixedLoader] = None
+        self.skips: Optional[SkipTracker] = None
 
     # -- parts ---------------------------------------------------------------------------------
     def _wrapped(self):
@@ -70,7 +82,8 @@ class RunnerIter:
         rc = self.run_cfg
         max_iters, accum = int(rc.max_iters), int(rc.accum_grad_iters)
         ratios = {name: float(self.cfg.datasets_cfg[name].get("sample_ratio", 1.0)) for name in self.datasets}
-        loader = build_train_loader(self.datasets, ratios, rc)
+        loader = self.loader = build_train_loader(self.datasets, ratios, rc)
+        skips = self.skips = self._skip_tracker(loader)
         optimizer = self._optimizer()
         sched = registry.get_lr_scheduler_class(rc.lr_sched).from_config(optimizer, rc)
         self._maybe_resume(optimizer, sched)
@@ -116,6 +129,14 @@ class RunnerIter:
                 bs = len(samples["answer"])
                 window_samples += bs * world
                 window_tokens += int(out.get("n_tokens", 0)) * world
+            try:
+                self._count_reads(loader, skips)
+            except SkipRateExceeded as exc:
+                logger.error("stopping at step %d: %s", step + 1, exc)
+                mlog.log({"event": "stopped", "step": step + 1, "reason": str(exc), "data": skips.summary()})
+                mlog.close()
+                bar.close()
+                raise
             if dist_utils.is_dist():
                 # DDP has already averaged the gradients, so one rank's NaN reaches every rank; the
                 # skip decision must be the same on all ranks, hence judged on the mean loss
@@ -151,8 +172,12 @@ class RunnerIter:
                 }
                 if grad_norm is not None:
                     last["grad_norm"] = round(grad_norm, 4)
+                last["skipped_samples"] = skips.total_skipped()
                 mlog.log(last)
-                bar.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", sps=f"{last['samples_per_s']:.0f}")
+                postfix = dict(loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", sps=f"{last['samples_per_s']:.0f}")
+                if last["skipped_samples"]:
+                    postfix["skipped"] = last["skipped_samples"]
+                bar.set_postfix(**postfix)
                 window_t, window_samples, window_tokens = now, 0, 0
             bar.update(1)
             if rc.get("save_freq") and done % int(rc.save_freq) == 0 and done < max_iters:
@@ -166,17 +191,60 @@ class RunnerIter:
             "train_seconds": round(time.time() - t_start, 2),
             "final_loss_ema": loss_ema,
             "checkpoint": ckpt,
+            "skipped_samples": skips.total_skipped(),
+            "data": skips.summary(),
         }
+        for name, row in summary["data"].items():
+            if row["skipped"] or row.get("malformed_records"):
+                logger.warning(
+                    "dataset %s: %d unreadable sample(s) skipped and replaced in %d reads (%.2f%%)%s",
+                    name, row["skipped"], row["samples"] + row["skipped"], 100 * row["skip_rate"],
+                    f", {row['malformed_records']} malformed annotation record(s) left out"
+                    if row.get("malformed_records") else "",
+                )
         mlog.log({"event": "train_end", **summary})
         mlog.close()
         return summary
 
+    # -- data ----------------------------------------------------------------------------------
+    def _skip_tracker(self, loader: MixedLoader) -> SkipTracker:
+        rc = self.run_cfg
+        tracker = SkipTracker(
+            rc.get("max_skip_rate", 0.1), int(rc.get("skip_rate_min_reads", 200)), names=loader.names
+        )
+        for name, sub in loader.loaders.items():
+            malformed = getattr(sub.dataset, "malformed_records", None)
+            if malformed is not None and not sub.streaming:
+                tracker.set_records(name, len(sub.dataset), malformed)
+        tracker.check()  # a dataset whose annotations are mostly malformed stops before any step
+        return tracker
+
+    def _count_reads(self, loader: MixedLoader, tracker: SkipTracker) -> None:
+        """Add this step's per-dataset read counts (summed over ranks) and stop past the skip rate."""
+        counts = loader.take_read_counts()
+        names = loader.names
+        if dist_utils.is_dist():
+            # every rank must see the same totals, or one rank would stop while the others wait in a collective
+            import torch.distributed as dist
+
+            t = torch.tensor([[counts[n]["samples"], counts[n]["skipped"]] for n in names], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            counts = {n: {"samples": int(t[i, 0]), "skipped": int(t[i, 1])} for i, n in enumerate(names)}
+        for name in names:
+            last = loader.loaders[name].last_error
+            tracker.add(name, counts[name]["samples"], counts[name]["skipped"], last)
+        tracker.check()
+
     def _save(self, step: int, optimizer, sched) -> Optional[str]:
         path = None
+        extra: Dict[str, Any] = {"skipped_steps": self.skipped_steps}
+        if self.loader is not None:
+            extra[DATA_STATE] = gather_data_state(self.loader.state_dict())
+        if self.skips is not None:
+            extra["read_counts"] = self.skips.state_dict()
         if dist_utils.is_main_process():
             path = save_checkpoint(
-                self.output_dir, step, self.model, optimizer, sched, self.cfg.to_yaml(),
-                extra={"skipped_steps": self.skipped_steps},
+                self.output_dir, step, self.model, optimizer, sched, self.cfg.to_yaml(), extra=extra
             )
             logger.info("saved checkpoint %s", path)
         dist_utils.barrier()
@@ -200,6 +268,14 @@ class RunnerIter:
         restore_rng_state(state["rng"])
         self.start_step = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        data = data_state_for_rank(state.get(DATA_STATE), dist_utils.get_rank(), dist_utils.get_world_size())
+        if self.loader is not None:
+            if data is None:
+                logger.warning("checkpoint %s holds no data position: the datasets start from their beginning", path)
+            else:
+                self.loader.load_state_dict(data)
+        if self.skips is not None and state.get("read_counts"):
+            self.skips.load_state_dict(state["read_counts"])
         logger.info("resumed from %s at step %d", path, self.start_step)
 
     # -- evaluation ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Builders of the caption datasets: webdataset shards (CC/SBU, LAION), CC-SBU-Align, COCO Karpathy."""
+"""Builders of the caption datasets: webdataset shards (CC/SBU, LAION), CC-SBU-Align, COCO Karpathy, TextCaps."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from minigpt.datasets.datasets.caption_datasets import (
     CaptionWebDataset,
     CCSBUAlignDataset,
     COCOCaptionDataset,
+    TextCapsDataset,
 )
 from minigpt.datasets.datasets.io import expand_shards
 
@@ -53,6 +54,9 @@ class CCSBUBuilder(WebDatasetCaptionBuilder):
     """Conceptual Captions + SBU in webdataset shards (MiniGPT-4 stage 1), registered as ``cc_sbu``."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/cc_sbu/defaults.yaml"}
+    TASK = "caption"
+    FORMAT = "webdataset tar shards: KEY.jpg + KEY.json {caption} (img2dataset)"
+    APPROX_SIZE = "~4M image-text pairs (CC3M + SBU 1M, as downloaded)"
 
 
 @registry.register_builder("laion")
@@ -60,6 +64,9 @@ class LaionBuilder(WebDatasetCaptionBuilder):
     """LAION image-text pairs in webdataset shards (MiniGPT-4 stage 1), registered as ``laion``."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/laion/defaults.yaml"}
+    TASK = "caption"
+    FORMAT = "webdataset tar shards: KEY.jpg + KEY.json {caption} (img2dataset)"
+    APPROX_SIZE = "~115M image-text pairs (BLIP's filtered LAION-115M), 10,489 shards"
 
 
 class _AnnotationCaptionBuilder(BaseDatasetBuilder):
@@ -77,6 +84,9 @@ class CCSBUAlignBuilder(_AnnotationCaptionBuilder):
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/cc_sbu_align/defaults.yaml"}
     dataset_cls = CCSBUAlignDataset
+    TASK = "caption"
+    FORMAT = "MiniGPT-4 filter_cap.json {annotations: [{image_id, caption}]} + image/{image_id}.jpg"
+    APPROX_SIZE = "3.4k image-description pairs"
 
 
 @registry.register_builder("coco_caption")
@@ -85,3 +95,17 @@ class COCOCaptionBuilder(_AnnotationCaptionBuilder):
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/coco_caption/defaults.yaml"}
     dataset_cls = COCOCaptionDataset
+    TASK = "caption"
+    FORMAT = "LAVIS Karpathy JSON [{image, caption, image_id}] + COCO 2014 images"
+    APPROX_SIZE = "567k train captions / 113k images; 5k test images"
+
+
+@registry.register_builder("textcaps")
+class TextCapsBuilder(_AnnotationCaptionBuilder):
+    """TextCaps, captions that read the text in the image, registered as ``textcaps``."""
+
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/textcaps/defaults.yaml"}
+    dataset_cls = TextCapsDataset
+    TASK = "caption"
+    FORMAT = "TextCaps JSON {data: [{image_id, caption_str, reference_strs, ...}]} + TextVQA train_images"
+    APPROX_SIZE = "110k train captions / 22k images; 16k val captions / 3.2k images"

@@ -19,6 +19,9 @@ class SyntheticCaptionWdsBuilder(CCSBUBuilder):
     """Synthetic image-caption tar shards (stage-1 alignment), registered as ``synthetic_caption_wds``."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_caption_wds/defaults.yaml"}
+    TASK = "caption"
+    FORMAT = "webdataset tar shards (cc_sbu format) under synthetic/cc_sbu/"
+    APPROX_SIZE = "one pair per generated image (default 20k train / 1k test)"
 
 
 @registry.register_builder("synthetic_cc_sbu_align")
@@ -26,6 +29,9 @@ class SyntheticCCSBUAlignBuilder(CCSBUAlignBuilder):
     """Synthetic detailed captions in the cc_sbu_align format, registered as ``synthetic_cc_sbu_align``."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_cc_sbu_align/defaults.yaml"}
+    TASK = "caption"
+    FORMAT = "filter_cap.json (cc_sbu_align format) under synthetic/"
+    APPROX_SIZE = "one description per generated train image (default 20k)"
 
 
 @registry.register_builder("synthetic_coco_caption")
@@ -33,6 +39,9 @@ class SyntheticCOCOCaptionBuilder(COCOCaptionBuilder):
     """Synthetic captions in the COCO Karpathy JSON, registered as ``synthetic_coco_caption``."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_coco_caption/defaults.yaml"}
+    TASK = "caption"
+    FORMAT = "LAVIS Karpathy JSON under synthetic/coco_caption/"
+    APPROX_SIZE = "one caption per generated image (default 20k train / 1k test)"
 
 
 @registry.register_builder("synthetic_vqa")
@@ -40,6 +49,9 @@ class SyntheticVQABuilder(COCOVQABuilder):
     """Synthetic questions in LAVIS's VQA JSON, registered as ``synthetic_vqa``."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_vqa/defaults.yaml"}
+    TASK = "vqa"
+    FORMAT = "LAVIS VQA JSON under synthetic/vqa/"
+    APPROX_SIZE = "up to 5 questions per generated image (default 20k train / 1k test images)"
 
 
 @registry.register_builder("synthetic_refcoco")
@@ -47,6 +59,9 @@ class SyntheticRefCOCOBuilder(RefCOCOBuilder):
     """Synthetic referring expressions in the RefCOCO format, registered as ``synthetic_refcoco``."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_refcoco/defaults.yaml"}
+    TASK = "refer"
+    FORMAT = "refs(unc).p + instances.json under synthetic/refcoco/"
+    APPROX_SIZE = "one expression per shape, 1-3 shapes per generated image"
 
 
 @registry.register_builder("synthetic_invrefcoco")
@@ -54,6 +69,9 @@ class SyntheticInvRefCOCOBuilder(InvRefCOCOBuilder):
     """Synthetic box -> expression samples from the RefCOCO format, registered as ``synthetic_invrefcoco``."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_invrefcoco/defaults.yaml"}
+    TASK = "identify"
+    FORMAT = "refs(unc).p + instances.json under synthetic/refcoco/"
+    APPROX_SIZE = "one box per shape, 1-3 shapes per generated image"
 
 
 @registry.register_builder("synthetic_llava")
@@ -61,3 +79,6 @@ class SyntheticLlavaBuilder(LlavaConversationBuilder):
     """Synthetic multi-turn conversations in the LLaVA JSON, registered as ``synthetic_llava``."""
 
     DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_llava/defaults.yaml"}
+    TASK = "conversation"
+    FORMAT = "LLaVA conversation JSON under synthetic/llava/"
+    APPROX_SIZE = "one conversation per generated image (default 20k train / 1k test)"

@@ -7,21 +7,25 @@ processed caption.
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import random
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import webdataset as wds
 from torch.utils.data import IterableDataset
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from minigpt.datasets.datasets.base_dataset import (
+    READ_STATS_KEY,
     BaseDataset,
     Processor,
     load_json_list,
     make_instruction,
     pick,
     require_keys,
+    skip_record,
 )
 from minigpt.datasets.datasets.io import (
     IMAGE_EXTENSIONS,
@@ -31,6 +35,8 @@ from minigpt.datasets.datasets.io import (
     load_json,
     path_manager,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class CaptionDataset(BaseDataset):
@@ -125,6 +131,61 @@ class CCSBUAlignDataset(CaptionDataset):
                 )
 
 
+class TextCapsDataset(CaptionDataset):
+    """TextCaps (``TextCaps_0.1_{train,val}.json``): ``{"data": [{"image_id", "caption_str", ...}]}``.
+
+    Each ``data`` entry is one caption of one image; the image is ``{image_id}.jpg`` in the
+    image root (TextVQA's ``train_images/``, which holds TextCaps' train and val images). Training
+    gives one sample per entry, keyed ``{image_id}#{caption_id}``. In eval mode one sample per
+    image keeps every reference: the entry's ``reference_strs`` when present, else the
+    ``caption_str`` of every entry of that image. An entry without ``caption_str`` (all of the
+    caption-free test file) is malformed: there is nothing to train on or score against.
+    """
+
+    def __init__(
+        self, name: str, ann_paths: Sequence[str], *args: Any, eval_mode: bool = False, **kwargs: Any
+    ):
+        super().__init__(name, *args, eval_mode=eval_mode, **kwargs)
+        self._by_image: Dict[str, Dict[str, Any]] = {}
+        for path in ann_paths:
+            data = load_json(path, name)
+            if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+                raise DatasetError(f'dataset {name!r}: {path} must hold TextCaps\' {{"data": [...]}}')
+            self.add_records(path, data["data"], lambda i, entry, path=path: self._parse(path, i, entry))
+        del self._by_image
+        for record in self.records:
+            record.pop("from_references", None)
+
+    def _parse(self, path: str, i: int, entry: Any) -> List[Dict[str, Any]]:
+        require_keys(entry, ("image_id", "caption_str"), self.name, path, i)
+        caption = entry["caption_str"]
+        if not isinstance(caption, str) or not caption.strip():
+            raise DatasetError(
+                f"dataset {self.name!r}: entry {i} (image_id {entry['image_id']!r}) of {path} has no "
+                f"caption text: {caption!r:.200}"
+            )
+        image_id = str(entry["image_id"])
+        if not self.eval_mode:
+            key = f"{image_id}#{entry.get('caption_id', i)}"
+            return [{"image": f"{image_id}.jpg", "captions": [caption], "key": key, "image_id": image_id}]
+        record = self._by_image.get(image_id)
+        if record is not None:  # a further caption of an image already read
+            if not record["from_references"]:
+                record["captions"].append(caption)
+            return []
+        references = entry.get("reference_strs")
+        from_references = isinstance(references, list) and bool(references)
+        record = {
+            "image": f"{image_id}.jpg",
+            "captions": [str(r) for r in references] if from_references else [caption],
+            "key": image_id,
+            "image_id": image_id,
+            "from_references": from_references,
+        }
+        self._by_image[image_id] = record
+        return [record]
+
+
 def _caption_of(sample: Dict[str, Any], name: str, sample_id: str, url: str) -> str:
     if "json" in sample:
         try:
@@ -148,10 +209,19 @@ class CaptionWebDataset(IterableDataset):
 
     Each shard holds ``KEY.jpg`` and ``KEY.json`` (``{"caption": ...}``; ``KEY.txt`` is the
     fallback). Shards are split across distributed ranks (``wds.split_by_node``) and then
-    across dataloader workers (``wds.split_by_worker``). For training (``repeat=True``) the
+    across dataloader workers (as ``wds.split_by_worker`` does, by a worker id that
+    :meth:`resume_from` may rotate). For training (``repeat=True``) the
     shard order is reshuffled every epoch with the same seed on every rank (so the rank split
     is a partition), samples pass a shuffle buffer of ``shuffle_buffer``, and the stream never
     ends; otherwise the shards are read once, in order.
+
+    Bad data (a copy made by :meth:`with_skipping`, which training uses): a sample that cannot
+    be read (corrupt image, malformed ``.json``, a member missing) is logged and replaced by the
+    next sample of the stream; a shard that is missing or truncated/corrupt is logged and the
+    stream goes on with the next shard. Each skip is counted in the read report
+    (``READ_STATS_KEY``) of the next sample yielded, along with the stream's position
+    ``(worker, epoch, position)``, from which :meth:`resume_from` continues a stream exactly.
+    Without skipping, each of these raises :class:`DatasetError` naming the dataset and path.
     """
 
     task = "caption"
@@ -184,20 +254,81 @@ class CaptionWebDataset(IterableDataset):
         self.shuffle_buffer = int(shuffle_buffer)
         self.seed = int(seed)
         self.eval_mode = eval_mode
+        self.skip_bad = False
+        self.stats_name = name
+        # logical worker -> (epoch, position) to continue from, and the logical id of physical worker 0
+        self.start_positions: Dict[int, Tuple[int, int]] = {}
+        self.worker_rotation = 0
+        # in-process only (no DataLoader workers): every skip record is also appended here
+        self.skip_log: Optional[List[Dict[str, Any]]] = None
 
-    def _open(self, urls: Sequence[str]) -> Iterator[Dict[str, Any]]:
-        for url in urls:
-            try:
-                stream = path_manager.open(url, "rb")
-            except FileNotFoundError as exc:
-                raise MissingDataError(f"dataset {self.name!r}: shard not found: {url}") from exc
-            try:
-                yield {"url": url, "stream": stream}
-            finally:
-                stream.close()
+    def with_skipping(self, name: Optional[str] = None) -> "CaptionWebDataset":
+        """A copy that skips unreadable samples and shards and reports them (see the class notes)."""
+        other = copy.copy(self)
+        other.skip_bad = True
+        other.stats_name = str(name or self.name)
+        other.start_positions = dict(self.start_positions)
+        return other
 
-    def _raw_samples(self, urls: Sequence[str]) -> Iterator[Dict[str, Any]]:
-        return group_by_keys(tar_file_expander(self._open(urls)))
+    def resume_from(self, positions: Mapping[int, Sequence[int]], next_worker: int = 0) -> None:
+        """Continue each stream worker after the ``(epoch, position)`` it had reached.
+
+        ``positions`` maps a logical worker id to the furthest ``(epoch, position)`` its samples
+        reached; ``next_worker`` is the logical worker whose batch was due next, which becomes
+        DataLoader worker 0 (the DataLoader takes batches from its workers in turn, starting at 0).
+        The samples before a position are read from the shards again but not decoded.
+        """
+        self.start_positions = {int(w): (int(p[0]), int(p[1])) for w, p in positions.items()}
+        self.worker_rotation = int(next_worker)
+
+    def _skip(self, pending: List[Dict[str, Any]], error: Exception, sample_id: Optional[str] = None) -> None:
+        record = skip_record(self.stats_name, error, sample_id)
+        pending.append(record)
+        if self.skip_log is not None:
+            self.skip_log.append(record)
+        # the training loop logs the skip as a warning when the batch arrives (from any worker process)
+        logger.debug("skipped unreadable data (the stream goes on with the next sample): %s", error)
+
+    def _raw_samples(self, urls: Sequence[str], pending: List[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
+        state: Dict[str, Any] = {"url": None, "failed": set()}
+
+        def opened() -> Iterator[Dict[str, Any]]:
+            for url in urls:
+                state["url"] = url
+                try:
+                    stream = path_manager.open(url, "rb")
+                except OSError as exc:
+                    missing = isinstance(exc, FileNotFoundError)
+                    error = (MissingDataError if missing else DatasetError)(
+                        f"dataset {self.name!r}: shard {'not found' if missing else 'unreadable'}: {url}"
+                        + ("" if missing else f" ({exc})")
+                    )
+                    if not self.skip_bad:
+                        raise error from exc
+                    self._skip(pending, error)
+                    continue
+                try:
+                    yield {"url": url, "stream": stream}
+                finally:
+                    stream.close()
+
+        def on_tar_error(exc: Exception) -> bool:
+            # webdataset's handler protocol: True goes on. A truncated shard fails once on the member
+            # being read and again on the next header; the shard is counted once.
+            url = state["url"]
+            # webdataset appends " @ <stream object>" to the message; the url says it better
+            reason = str(exc.args[0] if exc.args else exc).split(" @ <")[0]
+            error = DatasetError(
+                f"dataset {self.name!r}: shard {url} is truncated or corrupt ({reason}); the rest of it is skipped"
+            )
+            if not self.skip_bad:
+                raise error from exc
+            if url not in state["failed"]:
+                state["failed"].add(url)
+                self._skip(pending, error)
+            return True
+
+        return group_by_keys(tar_file_expander(opened(), handler=on_tar_error), handler=on_tar_error)
 
     def to_sample(self, raw: Dict[str, Any]) -> Dict[str, Any]:
         """A schema sample from one grouped tar sample (``__key__``, ``__url__``, ``jpg``, ``json``...)."""
@@ -231,17 +362,20 @@ class CaptionWebDataset(IterableDataset):
             sample["image_id"] = key
         return sample
 
-    def _my_urls(self, epoch: int) -> List[str]:
+    def _my_urls(self, epoch: int, worker: int, workers: int) -> List[str]:
         urls = list(self.urls)
         if self.repeat:
             random.Random(self.seed * 100_003 + epoch).shuffle(urls)
-        return list(wds.split_by_worker(wds.split_by_node(urls)))
+        # wds.split_by_worker's slicing, by the logical worker id (see resume_from)
+        return list(wds.split_by_node(urls))[worker::workers]
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
-        rank, world, worker, workers = wds.utils.pytorch_worker_info()
-        epoch = 0
+        rank, world, physical, workers = wds.utils.pytorch_worker_info()
+        worker = (physical + self.worker_rotation) % workers
+        epoch, resume_at = self.start_positions.get(worker, (0, 0))
+        pending: List[Dict[str, Any]] = []
         while True:
-            urls = self._my_urls(epoch)
+            urls = self._my_urls(epoch, worker, workers)
             if not urls:
                 if not self.repeat:
                     return  # nothing left for this worker in a single pass: an empty share is fine
@@ -249,20 +383,43 @@ class CaptionWebDataset(IterableDataset):
                     f"dataset {self.name!r}: {len(self.urls)} shard(s) cannot feed rank {rank}/{world}, "
                     f"worker {worker}/{workers}; use at least world_size * num_workers shards"
                 )
-            raw = self._raw_samples(urls)
+            raw = self._raw_samples(urls, pending)
             if self.repeat and self.shuffle_buffer > 1:
                 rng = random.Random(f"{self.seed}:{rank}:{worker}:{epoch}")
                 raw = wds.shuffle(
                     bufsize=self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng
                 )(raw)
-            count = 0
+            position = good = 0
             for item in raw:
-                count += 1
-                yield self.to_sample(item)
+                position += 1
+                if position <= resume_at:  # replaying up to a checkpointed position: read, not decoded
+                    continue
+                try:
+                    sample = self.to_sample(item)
+                except DatasetError as exc:
+                    if not self.skip_bad:
+                        raise
+                    self._skip(pending, exc, f"{self.name}:{item.get('__key__', '?')}")
+                    continue
+                good += 1
+                if self.skip_bad:
+                    sample[READ_STATS_KEY] = {
+                        "dataset": self.stats_name,
+                        "skipped": list(pending),
+                        "stream": (worker, epoch, position),
+                    }
+                    pending.clear()
+                yield sample
             if not self.repeat:
                 return
-            if count == 0:  # repeating an empty pass would spin forever without yielding
+            if position == 0:  # repeating an empty pass would spin forever without yielding
                 raise DatasetError(f"dataset {self.name!r}: shards {urls} hold no samples")
+            if good == 0 and resume_at == 0:
+                last = pending[-1]["error"] if pending else "?"
+                raise DatasetError(
+                    f"dataset {self.name!r}: no readable sample in a whole pass over shards {urls}; last error: {last}"
+                )
+            resume_at = 0
             epoch += 1
 
     def __repr__(self) -> str:

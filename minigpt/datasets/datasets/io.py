@@ -31,6 +31,15 @@ class MissingDataError(DatasetError, FileNotFoundError):
     """An annotation file, shard or image that does not exist."""
 
 
+class SkipRateExceeded(DatasetError):
+    """Too many of one dataset's samples were unreadable: the run stops instead of training on what is left.
+
+    Raised by :class:`minigpt.datasets.datasets.base_dataset.SkipTracker` once a dataset's share
+    of skipped reads passes ``run.max_skip_rate``; the message names the dataset, the rate, the
+    threshold and the last error.
+    """
+
+
 def _is_uri(path: str) -> bool:
     return "://" in path
 
@@ -68,7 +77,12 @@ def decode_image(data: bytes, path: str, dataset: str, sample_id: Optional[str] 
         image = Image.open(io.BytesIO(data))
         image.load()  # decode now, so a truncated file fails here and not inside a transform
         return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError as exc:
+        # PIL's own message names only the in-memory buffer
+        raise DatasetError(
+            f"{_where(dataset, sample_id)}: unreadable or corrupt image {path}: not a recognised image format"
+        ) from exc
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DatasetError(
             f"{_where(dataset, sample_id)}: unreadable or corrupt image {path}: {exc}"
         ) from exc

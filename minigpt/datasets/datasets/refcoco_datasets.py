@@ -1,8 +1,14 @@
 """RefCOCO / RefCOCO+ / RefCOCOg readers: the ``refs(...).p`` pickle plus COCO ``instances.json``.
 
-One sample per (ref, sentence). Boxes are written on MiniGPT-v2's 0-100 grid,
-``{<x1><y1><x2><y2>}`` with ``x = round(px / width * 100)`` (``y`` with the height), from the
-COCO ``[x, y, w, h]`` box of the ref's annotation.
+The layout is the refer toolkit's (``<dataset>/refs(<splitBy>).p`` and
+``<dataset>/instances.json``): ``refs(unc).p`` for RefCOCO and RefCOCO+ (splits train, val,
+testA, testB), ``refs(umd).p`` for RefCOCOg (train, val, test; the older ``refs(google).p`` has
+train and val only). Each ref names a COCO annotation (``ann_id``), whose ``[x, y, w, h]`` box
+it refers to, and holds several sentences. One sample per (ref, sentence).
+
+Boxes are written on MiniGPT-v2's 0-100 grid, ``{<x1><y1><x2><y2>}`` with
+``x = round(px / width * 100)`` (``y`` with the height), from the COCO ``[x, y, w, h]`` box of
+the ref's annotation.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ class RefCOCODataset(BaseDataset):
     """Referring expression -> box (``[refer]``): "give me the location of {expression}".
 
     ``ref_splits`` lists the refer-file split names read into this dataset (e.g. ``["val"]``).
-    Samples carry ``"gt_box"`` (``[x1, y1, x2, y2]`` pixels of the original image) and
-    ``"image_size"`` (``[width, height]``) for evaluation.
+    ``sentence_key`` picks the expression text of each refer sentence: ``"sent"`` (the refer
+    toolkit's lower-cased, tokenised form) or ``"raw"`` (as the annotator typed it, which
+    MiniGPT-v2 trains on). Samples carry ``"gt_box"`` (``[x1, y1, x2, y2]`` pixels of the
+    original image) and ``"image_size"`` (``[width, height]``) for evaluation.
     """
 
     task = "refer"
@@ -41,8 +49,11 @@ class RefCOCODataset(BaseDataset):
         task_tag: Optional[str] = None,
         prompts: Optional[Sequence[str]] = None,
         read_images: bool = True,
+        sentence_key: str = "sent",
     ) -> None:
         super().__init__(name, vis_processor, text_processor, images_root, task_tag, prompts, read_images)
+        if sentence_key not in ("sent", "raw"):
+            raise ValueError(f"dataset {name!r}: sentence_key must be 'sent' or 'raw', got {sentence_key!r}")
         if not self.prompts:
             raise DatasetError(f"dataset {name!r}: a prompt file with '{{}}' templates is required")
         refs = load_pickle(refs_path, name)
@@ -55,39 +66,51 @@ class RefCOCODataset(BaseDataset):
             raise DatasetError(
                 f"dataset {name!r}: {instances_path} must hold COCO 'images' and 'annotations'"
             )
-        images = {img["id"]: img for img in instances["images"]}
-        anns = {ann["id"]: ann for ann in instances["annotations"]}
+        images = {img["id"]: img for img in instances["images"] if isinstance(img, dict) and "id" in img}
+        anns = {ann["id"]: ann for ann in instances["annotations"] if isinstance(ann, dict) and "id" in ann}
         wanted = set(ref_splits)
         seen_splits = set()
-        for i, ref in enumerate(refs):
+
+        def parse(i: int, ref: Any) -> List[Dict[str, Any]]:
+            """The records (one per sentence) of ref ``i``; none for a ref of another split."""
             require_keys(ref, ("ref_id", "ann_id", "image_id", "split", "sentences"), name, refs_path, i)
             seen_splits.add(ref["split"])
             if ref["split"] not in wanted:
-                continue
-            ann = anns.get(ref["ann_id"])
-            image = images.get(ref["image_id"])
+                return []
+            where = f"dataset {name!r}: ref {ref['ref_id']} in {refs_path}"
+            ann, image = anns.get(ref["ann_id"]), images.get(ref["image_id"])
             if ann is None or image is None:
                 missing = f"annotation {ref['ann_id']}" if ann is None else f"image {ref['image_id']}"
+                raise DatasetError(f"{where} names {missing}, which {instances_path} does not hold")
+            bbox = ann.get("bbox")
+            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
                 raise DatasetError(
-                    f"dataset {name!r}: ref {ref['ref_id']} in {refs_path} names {missing}, "
-                    f"which {instances_path} does not hold"
+                    f"{where}: annotation {ref['ann_id']} has no [x, y, w, h] bbox: {bbox!r:.100}"
                 )
-            x, y, w, h = ann["bbox"]
+            if not isinstance(image.get("width"), int) or not isinstance(image.get("height"), int):
+                raise DatasetError(
+                    f"{where}: image {ref['image_id']} in {instances_path} lacks its width/height"
+                )
+            x, y, w, h = bbox
+            records = []
             for j, sentence in enumerate(ref["sentences"]):
-                if not isinstance(sentence, dict) or not isinstance(sentence.get("sent"), str):
-                    raise DatasetError(
-                        f"dataset {name!r}: ref {ref['ref_id']} in {refs_path}, sentence {j} lacks 'sent' text"
-                    )
-                self.records.append(
+                text = sentence.get(sentence_key) if isinstance(sentence, dict) else None
+                if not isinstance(text, str):
+                    raise DatasetError(f"{where}, sentence {j} lacks {sentence_key!r} text")
+                records.append(
                     {
                         "key": f"{ref['ref_id']}:{sentence.get('sent_id', j)}",
                         "image": image["file_name"],
                         "size": (image["width"], image["height"]),
                         "box": [x, y, x + w, y + h],
-                        "expression": sentence["sent"],
+                        "expression": text,
                         "ref_id": ref["ref_id"],
                     }
                 )
+            return records
+
+        # a malformed ref is logged, counted and left out; a file of nothing else is an error
+        self.add_records(refs_path, refs, parse)
         if not self.records:
             raise DatasetError(
                 f"dataset {name!r}: no refs of split(s) {sorted(wanted)} in {refs_path} "

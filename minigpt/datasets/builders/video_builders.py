@@ -1,0 +1,38 @@
+"""Builder of the video instruction set (Video-ChatGPT's VideoInstruct-100K over ActivityNet videos)."""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from minigpt.common.registry import registry
+from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
+from minigpt.datasets.datasets.io import as_list
+from minigpt.datasets.datasets.video_datasets import VideoInstructDataset
+
+
+@registry.register_builder("video_instruct")
+class VideoInstructBuilder(BaseDatasetBuilder):
+    """Video question answering / conversation (Video-ChatGPT's VideoInstruct-100K), as ``video_instruct``.
+
+    ``build_info.annotations`` maps each split to VideoInstruct JSON files
+    (``[{"video_id", "q", "a"}]``); ``build_info.videos`` is the folder of video files
+    (``<video_id>.<ext>``, ``ext`` from ``build_info.video_extensions``). Samples hold the video
+    processor's ``[T, 3, H, W]`` frames in ``"image"`` behind the usual image placeholder.
+    """
+
+    TASK = "video_conversation"
+    FORMAT = "VideoInstruct-100K JSON (video_id, q, a) + ActivityNet video files, decoded with decord"
+    APPROX_SIZE = "100k QA pairs / 13k videos"
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/video_instruct/defaults.yaml"}
+
+    def build_split(self, split: str) -> Dataset:
+        vis, text = self.build_processors(split)
+        return VideoInstructDataset(
+            self.name(),
+            self.split_paths("annotations", split),
+            vis,
+            text,
+            self.path(self.build_info.videos),
+            task_tag=self.config.get("task_tag"),
+            video_extensions=as_list(self.build_info.video_extensions),
+        )

@@ -1,0 +1,102 @@
+"""Text-only instruction readers: samples with ``"image": None`` and no image placeholder."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any, Dict, List, Optional, Sequence
+
+from minigpt.datasets.datasets.base_dataset import BaseDataset, Processor, load_json_list, require_keys
+from minigpt.datasets.datasets.io import DatasetError, MissingDataError, path_manager
+
+
+def load_json_records(path: str, dataset: str) -> List[Any]:
+    """The records of a JSON list file, or of a JSON Lines file (``.jsonl``: one record a line)."""
+    if not path.endswith(".jsonl"):
+        return load_json_list(path, dataset)
+    try:
+        with path_manager.open(path, "r", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError as exc:
+        raise MissingDataError(f"dataset {dataset!r}: annotation file not found: {path}") from exc
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as exc:
+            raise DatasetError(f"dataset {dataset!r}: line {n} of {path} is not valid JSON: {exc}") from exc
+    return records
+
+
+class UnnaturalInstructionDataset(BaseDataset):
+    """Unnatural Instructions: ``[{"instances": [{"instruction_with_input", "constraints", "output"}]}]``.
+
+    Reads MiniGPT-v2's ``filtered_unnatural_instruction.json`` (a JSON list) and the original
+    release's ``core_data.jsonl`` (the same records, one a line). One sample per instance
+    (MiniGPT-v2 reads only the first; records usually hold one): the instruction is
+    ``instruction_with_input``, then ``constraints`` when not null, joined by a space; the answer
+    is ``output``. Text is kept as written (outputs can be code or lists), so there is no text
+    processor by default, and there is never an image: ``"image"`` is ``None`` and the
+    instruction has no placeholder. ``sample_id`` is ``"<dataset>:<record>.<instance>"``.
+    """
+
+    task = "text_instruction"
+
+    def __init__(
+        self,
+        name: str,
+        ann_paths: Sequence[str],
+        text_processor: Optional[Processor] = None,
+        task_tag: Optional[str] = None,
+    ) -> None:
+        super().__init__(name, None, text_processor, None, task_tag=task_tag, read_images=False)
+        for path in ann_paths:
+            # a malformed record is logged, counted and left out; a file of nothing else is an error
+            self.add_records(path, load_json_records(path, name), partial(self._parse, path))
+
+    def _parse(self, path: str, i: int, entry: Any) -> List[Dict[str, Any]]:
+        name = self.name
+        require_keys(entry, ("instances",), name, path, i)
+        instances = entry["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise DatasetError(
+                f"dataset {name!r}: entry {i} of {path}: 'instances' must be a non-empty list, "
+                f"got {instances!r:.200}"
+            )
+        records = []
+        for j, instance in enumerate(instances):
+            where = f"{i} instance {j}"
+            require_keys(instance, ("instruction_with_input", "output"), name, path, where)
+            instruction = self._string(instance["instruction_with_input"], name, path, where)
+            output = self._string(instance["output"], name, path, where, "output")
+            constraints = instance.get("constraints")
+            if constraints is not None:
+                constraints = self._string(constraints, name, path, where, "constraints")
+                instruction = f"{instruction} {constraints}"
+            records.append({"key": f"{i}.{j}", "instruction": instruction, "answer": output})
+        return records
+
+    @staticmethod
+    def _string(value: Any, name: str, path: str, where: str, field: str = "instruction_with_input") -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise DatasetError(
+                f"dataset {name!r}: entry {where} of {path}: {field!r} must be a non-empty string, "
+                f"got {value!r:.200}"
+            )
+        return value.strip()
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        record = self.records[index]
+        instruction = record["instruction"]
+        answer = record["answer"]
+        if self.text_processor is not None:
+            instruction, answer = self.text_processor(instruction), self.text_processor(answer)
+        return {
+            "image": None,
+            "instruction_input": self.instruction(instruction),
+            "answer": answer,
+            "sample_id": self.sample_id(record["key"]),
+            "task": self.task,
+        }
