@@ -453,3 +453,50 @@ def test_wrong_family_dataset_is_an_error(bench_root, tmp_path):
         cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 2 and "okvqa is not a referring expression" in proc.stderr
+
+
+@pytest.mark.slow  # ~40 s: two evaluations on two processes
+@pytest.mark.parametrize(
+    "script, extra",
+    [("eval_caption.py", ("--dataset", "coco_caption,synthetic_coco_caption")), ("eval_scienceqa.py", ())],
+)
+def test_caption_and_scienceqa_torchrun_give_identical_figures(bench_root, tmp_path, script, extra):
+    run_script(script, bench_root, tmp_path / "one", *extra)
+    run_script(script, bench_root, tmp_path / "two", *extra, nproc=2)
+    assert figures(tmp_path / "one") and figures(tmp_path / "two") == figures(tmp_path / "one")
+
+
+def test_sigkilled_evaluation_resumes_with_the_same_figures(vqa_single, bench_root, tmp_path):
+    """A real ``kill -9`` once some predictions are on disk; the rerun predicts only the rest."""
+    import signal
+    import time
+
+    out1, _ = vqa_single
+    out = tmp_path / "killed"
+    sets = "okvqa,vizwiz,iconvqa,gqa"
+    cmd = [sys.executable, *_args("eval_vqa.py", bench_root, out, "--dataset", sets)]
+    cmd[cmd.index("--batch-size") + 1] = "1"  # one record per batch: many flushes to land the kill between
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved: Dict[str, str] = {}
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (out / "predictions").is_dir():
+                saved = read_predictions([str(p) for p in (out / "predictions").glob("*.jsonl")])
+                if len(saved) >= 2:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            time.sleep(0.02)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the evaluation ended before it could be killed"
+    assert figures(out) == {}  # killed before any split was scored
+    before = read_predictions([str(p) for p in (out / "predictions").glob("*.jsonl")])
+    assert 2 <= len(before) < 4 * N
+    rerun = run_script("eval_vqa.py", bench_root, out, "--dataset", sets)
+    assert "predictions already saved" in rerun.stderr
+    got = figures(out)
+    assert set(got) == {"okvqa_val", "vizwiz_val", "iconvqa_val", "gqa_testdev"}
+    assert got == {k: v for k, v in figures(out1).items() if k in got}
+    for stem in got:
+        assert merged_predictions(out, stem) == merged_predictions(out1, stem)
