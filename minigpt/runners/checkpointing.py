@@ -5,19 +5,30 @@ Layout of ``<output_dir>/checkpoints/``::
     step_000100/trained.safetensors   what was trained (canonical names, see models/checkpoint.py)
     step_000100/training_state.pt     optimizer, scheduler, step, RNG states, data position
     step_000100/config.yaml           the composed config that produced it
+    step_000100/manifest.json         step + every file's name and size, written last
     latest                            the name of the newest complete checkpoint
 
-A checkpoint is written to a temporary directory and renamed into place, and ``latest`` is
-replaced atomically after that, so a crash never leaves ``latest`` pointing at a partial write.
+A checkpoint is written to a temporary directory (each file fsynced), renamed into place, and
+``latest`` is replaced atomically after that, so a crash never leaves ``latest`` pointing at a
+partial write. A directory counts as complete when its manifest matches the files on disk;
+:func:`latest_checkpoint` falls back to the newest complete ``step_*`` when the pointer's target
+is not. ``keep_last`` removes older complete checkpoints after a successful write.
+
+Test hook: ``MINIGPT_TEST_PAUSE=<point>@<step>`` makes the process write the file named by
+``MINIGPT_TEST_PAUSE_MARKER`` and sleep at that point, so a test can ``kill -9`` it exactly there
+(points: ``step`` in the runner between backward and optimizer step, ``ckpt_files`` after the
+trained weights, ``ckpt_rename`` before the rename, ``ckpt_latest`` before the pointer moves).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import shutil
-from typing import Any, Dict, Optional
+import time
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -30,10 +41,47 @@ CKPT_DIR = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "training_state.pt"
 DATA_STATE = "data"  # training_state key: {"world_size": W, "ranks": [MixedLoader.state_dict() of each rank]}
+RNG_RANKS = "rng_ranks"  # training_state key: [_rng_state() of each rank]
+MANIFEST = "manifest.json"
+PAUSE_ENV, PAUSE_MARKER_ENV = "MINIGPT_TEST_PAUSE", "MINIGPT_TEST_PAUSE_MARKER"
+
+
+def pause_for_test(point: str, step: int) -> None:
+    """Block forever at ``point`` of ``step`` when ``MINIGPT_TEST_PAUSE`` asks for it (crash tests only)."""
+    want = os.environ.get(PAUSE_ENV)
+    if not want or want != f"{point}@{step}":
+        return
+    marker = os.environ.get(PAUSE_MARKER_ENV)
+    if marker:
+        with open(marker, "w") as fh:
+            fh.write(f"{point}@{step} pid {os.getpid()}\n")
+    while True:  # the test kills the process here
+        time.sleep(1)
+
+
+def _fsync_file(path: str) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: str) -> None:
+    # makes a rename durable; not every platform/filesystem allows opening a directory
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _rng_state() -> Dict[str, Any]:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
     try:
         import numpy as np
 
@@ -45,9 +93,28 @@ def _rng_state() -> Dict[str, Any]:
     return state
 
 
+def rng_state() -> Dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU and this rank's CUDA device)."""
+    return _rng_state()
+
+
+def gather_rng_state() -> List[Dict[str, Any]]:
+    """Every rank's :func:`rng_state`, for rank 0 to save (dropout and sampling differ per rank). All ranks call."""
+    state = _rng_state()
+    if not dist_utils.is_dist():
+        return [state]
+    import torch.distributed as dist
+
+    parts: list = [None] * dist_utils.get_world_size()
+    dist.all_gather_object(parts, state)
+    return parts
+
+
 def restore_rng_state(state: Dict[str, Any]) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
     if "numpy" in state:
         import numpy as np
 
@@ -63,7 +130,15 @@ def save_checkpoint(
     scheduler: Any,
     config_yaml: str,
     extra: Optional[Dict[str, Any]] = None,
+    keep_last: Optional[int] = None,
+    trained_state: Optional[Dict[str, torch.Tensor]] = None,
+    optimizer_state: Optional[Dict[str, Any]] = None,
 ) -> str:
+    """Write ``checkpoints/step_<step>`` atomically, move ``latest`` to it, then apply ``keep_last``.
+
+    ``trained_state``/``optimizer_state`` replace ``model``'s and ``optimizer``'s own when given
+    (FSDP gathers full tensors on every rank before rank 0 writes).
+    """
     root = os.path.join(output_dir, CKPT_DIR)
     os.makedirs(root, exist_ok=True)
     name = f"step_{step:06d}"
@@ -71,38 +146,114 @@ def save_checkpoint(
     tmp = os.path.join(root, f".tmp_{name}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    save_trained(model, tmp, metadata={"step": step})
+    if trained_state is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().clone() for k, v in trained_state.items()},
+                  os.path.join(tmp, TRAINED_FILE), metadata={"step": str(step)})
+        _fsync_file(os.path.join(tmp, TRAINED_FILE))
+    else:
+        save_trained(model, tmp, metadata={"step": step})
+    pause_for_test("ckpt_files", step)
+    if optimizer_state is None and optimizer is not None:
+        optimizer_state = optimizer.state_dict()
     state = {
         "step": step,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": _rng_state(),
         **(extra or {}),
     }
     torch.save(state, os.path.join(tmp, STATE_FILE))
+    _fsync_file(os.path.join(tmp, STATE_FILE))
     with open(os.path.join(tmp, "config.yaml"), "w") as fh:
         fh.write(config_yaml)
+        fh.flush()
+        os.fsync(fh.fileno())
+    files = {f: os.path.getsize(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp))}
+    with open(os.path.join(tmp, MANIFEST), "w") as fh:
+        json.dump({"step": step, "files": files}, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    pause_for_test("ckpt_rename", step)
     if os.path.exists(final):
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync_dir(root)
+    pause_for_test("ckpt_latest", step)
     pointer_tmp = os.path.join(root, f".{LATEST}.tmp")
     with open(pointer_tmp, "w") as fh:
         fh.write(name + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(pointer_tmp, os.path.join(root, LATEST))
+    _fsync_dir(root)
+    if keep_last:
+        prune_checkpoints(output_dir, int(keep_last))
     return final
 
 
+def is_complete(ckpt_dir: str) -> bool:
+    """Whether ``ckpt_dir`` holds every file its manifest lists, at the listed sizes.
+
+    A directory written before manifests existed counts when its trained weights are there.
+    """
+    manifest = os.path.join(ckpt_dir, MANIFEST)
+    if not os.path.isfile(manifest):
+        return os.path.isfile(os.path.join(ckpt_dir, TRAINED_FILE))
+    try:
+        with open(manifest) as fh:
+            files = json.load(fh)["files"]
+    except (OSError, ValueError, KeyError):
+        return False
+    for name, size in files.items():
+        path = os.path.join(ckpt_dir, name)
+        if not os.path.isfile(path) or os.path.getsize(path) != int(size):
+            return False
+    return True
+
+
+def _step_dirs(root: str) -> List[str]:
+    """The ``step_*`` directory names under ``root``, newest first."""
+    if not os.path.isdir(root):
+        return []
+    names = [n for n in os.listdir(root) if n.startswith("step_") and n[5:].isdigit()]
+    return sorted(names, key=lambda n: int(n[5:]), reverse=True)
+
+
+def prune_checkpoints(output_dir: str, keep_last: int) -> List[str]:
+    """Delete all but the ``keep_last`` newest complete checkpoints (never ``latest``'s); return the removed."""
+    root = os.path.join(output_dir, CKPT_DIR)
+    pointer = os.path.join(root, LATEST)
+    current = open(pointer).read().strip() if os.path.isfile(pointer) else None
+    complete = [n for n in _step_dirs(root) if is_complete(os.path.join(root, n))]
+    removed = []
+    for name in complete[max(1, keep_last):]:
+        if name == current:
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed.append(name)
+    if removed:
+        logger.info("run.keep_last=%d: removed %s", keep_last, ", ".join(removed))
+    return removed
+
+
 def latest_checkpoint(output_dir: str) -> Optional[str]:
-    """The newest complete checkpoint directory under ``output_dir``, or None."""
-    pointer = os.path.join(output_dir, CKPT_DIR, LATEST)
-    if not os.path.isfile(pointer):
-        return None
-    with open(pointer) as fh:
-        name = fh.read().strip()
-    path = os.path.join(output_dir, CKPT_DIR, name)
-    return path if os.path.isfile(os.path.join(path, TRAINED_FILE)) else None
+    """The checkpoint ``latest`` names when it is complete, else the newest complete ``step_*``, else None."""
+    root = os.path.join(output_dir, CKPT_DIR)
+    pointer = os.path.join(root, LATEST)
+    if os.path.isfile(pointer):
+        with open(pointer) as fh:
+            path = os.path.join(root, fh.read().strip())
+        if is_complete(path):
+            return path
+        logger.warning("checkpoint %s named by %s is incomplete; looking for an older one", path, pointer)
+    for name in _step_dirs(root):
+        path = os.path.join(root, name)
+        if is_complete(path):
+            return path
+    return None
 
 
 def load_training_state(ckpt_dir: str) -> Dict[str, Any]:

@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -19,16 +19,68 @@ from minigpt.datasets.datasets.base_dataset import SkipTracker
 from minigpt.datasets.datasets.io import SkipRateExceeded
 from minigpt.runners.checkpointing import (
     DATA_STATE,
+    RNG_RANKS,
     data_state_for_rank,
     gather_data_state,
+    gather_rng_state,
     latest_checkpoint,
     load_training_state,
+    pause_for_test,
     restore_rng_state,
     save_checkpoint,
 )
 from minigpt.runners.data import MixedLoader, build_train_loader
 
 logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when ``run.max_consecutive_nonfinite`` optimizer steps in a row had a non-finite loss or gradient."""
+
+
+class TrainingOutOfMemory(RuntimeError):
+    """A CUDA out-of-memory error during a training step, with advice on what to change."""
+
+
+def oom_advice(run_cfg, step: int, exc: BaseException) -> str:
+    """The message of :class:`TrainingOutOfMemory`: where it happened and the settings that cut memory."""
+    rc = run_cfg
+    tips = [f"lower run.batch_size_train (now {rc.batch_size_train}) and raise run.accum_grad_iters "
+            f"(now {rc.accum_grad_iters}) to keep the same global batch"]
+    if not rc.get("grad_checkpointing"):
+        tips.append("set run.grad_checkpointing=true (recompute activations in the backward pass)")
+    if str(rc.get("precision", "fp32")) == "fp32":
+        tips.append("set run.precision=bf16 (or fp16 on GPUs without bf16)")
+    if str(rc.get("distributed", "ddp")) != "fsdp" and dist_utils.get_world_size() > 1:
+        tips.append("set run.distributed=fsdp to shard parameters and optimizer state across GPUs")
+    return (f"CUDA out of memory at step {step}: " + "; ".join(tips) + f". ({type(exc).__name__}: "
+            + (str(exc).splitlines() or [""])[0] + ")")
+
+
+def enable_grad_checkpointing(model: torch.nn.Module) -> List[str]:
+    """Turn on activation checkpointing in every part that supports it; return those parts' names.
+
+    transformers models (``gradient_checkpointing_enable``) and timm ViTs (``set_grad_checkpointing``).
+    """
+    done: List[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(d + ".") for d in done):
+            continue
+        if getattr(module, "supports_gradient_checkpointing", False) and hasattr(module, "gradient_checkpointing_enable"):
+            # non-reentrant: works when the inputs (embeddings from the projector) need no grad of their own
+            if hasattr(module, "activation_checkpointing_enable"):  # transformers >= 5 name
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if getattr(module, "config", None) is not None:
+                module.config.use_cache = False  # a KV cache cannot be kept while recomputing
+            done.append(name)
+        elif hasattr(module, "set_grad_checkpointing") and module is not model:
+            module.set_grad_checkpointing(True)
+            done.append(name)
+    return done
 
 
 @registry.register_runner("runner_iter")
@@ -43,6 +95,12 @@ class RunnerIter:
     bar, the rows and the end-of-training summary); past ``run.max_skip_rate`` the run stops with
     :class:`SkipRateExceeded`. The data position (mixer RNG, each loader's epoch/offset or stream
     position) is saved with every checkpoint, so a resumed run continues the same sample sequence.
+
+    Faults: a step whose loss or gradient is not finite is skipped and counted;
+    ``run.max_consecutive_nonfinite`` of them in a row raise :class:`NonFiniteLossError` naming the
+    step and the batch's sample ids. CUDA out-of-memory raises :class:`TrainingOutOfMemory` with advice.
+    Precision: ``run.precision`` bf16/fp16 autocast (fp16 with a GradScaler, CUDA only);
+    ``run.grad_checkpointing``; ``run.distributed`` ddp or fsdp (torch's ``fully_shard``).
     """
 
     def __init__(self, cfg, task, model, datasets, device: torch.device) -> None:
@@ -56,11 +114,42 @@ class RunnerIter:
         self._ddp: Optional[DistributedDataParallel] = None
         self.start_step = 0
         self.skipped_steps = 0
+        self.consecutive_nonfinite = 0
+        self.loss_ema: Optional[float] = None
+        rc = self.run_cfg
+        precision = str(rc.get("precision", "fp32"))
+        if precision not in PRECISIONS:
+            raise ValueError(f"run.precision={precision!r}: expected one of {sorted(PRECISIONS)}")
+        if precision == "fp16" and device.type != "cuda":
+            # fp16 needs loss scaling, and CPU autocast gains nothing from fp16; silently training in
+            # another precision than asked would make runs irreproducible, so this is an error
+            raise ValueError(
+                f"run.precision=fp16 needs a CUDA device (this run is on {device.type}); use run.precision=bf16 "
+                "on CPU, or fp32"
+            )
+        self.amp_dtype = PRECISIONS[precision]
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.distributed = str(rc.get("distributed", "ddp"))
+        if self.distributed not in ("ddp", "fsdp"):
+            raise ValueError(f"run.distributed={self.distributed!r}: expected ddp or fsdp")
+        if rc.get("grad_checkpointing"):
+            parts = enable_grad_checkpointing(self.model)
+            if parts:
+                logger.info("gradient checkpointing on: %s", ", ".join(p or "<model>" for p in parts))
+            else:
+                logger.warning("run.grad_checkpointing=true but no part of this model supports it")
         self.loader: Optional[MixedLoader] = None
         self.skips: Optional[SkipTracker] = None
 
     # -- parts ---------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
     def _wrapped(self):
+        if self.distributed == "fsdp" and dist_utils.is_dist():
+            return self.model  # sharded in place by _shard_fsdp before the optimizer is built
         if dist_utils.is_dist() and any(p.requires_grad for p in self.model.parameters()):
             if self._ddp is None:
                 ids = [self.device.index] if self.device.type == "cuda" else None
@@ -84,9 +173,15 @@ class RunnerIter:
         ratios = {name: float(self.cfg.datasets_cfg[name].get("sample_ratio", 1.0)) for name in self.datasets}
         loader = self.loader = build_train_loader(self.datasets, ratios, rc)
         skips = self.skips = self._skip_tracker(loader)
+        resume_path = self._resume_path()
+        if resume_path:
+            self.model.load_checkpoint(resume_path)  # before sharding: FSDP then shards the loaded weights
+        if self.distributed == "fsdp" and dist_utils.is_dist():
+            self._shard_fsdp()
         optimizer = self._optimizer()
         sched = registry.get_lr_scheduler_class(rc.lr_sched).from_config(optimizer, rc)
-        self._maybe_resume(optimizer, sched)
+        if resume_path:
+            self._resume(resume_path, optimizer, sched)
         net = self._wrapped()
         self.model.train()
         os.makedirs(self.output_dir, exist_ok=True)
@@ -112,51 +207,91 @@ class RunnerIter:
         )
         t_start = time.time()
         window_t, window_samples, window_tokens = time.time(), 0, 0
-        loss_ema: Optional[float] = None
+        loss_ema = self.loss_ema
         last: Dict[str, Any] = {}
+
+        def stop() -> None:
+            mlog.close()
+            bar.close()
+
         for step in range(self.start_step, max_iters):
             lr = sched.step(step)
             step_loss = 0.0
-            for micro in range(accum):
-                samples = next(loader)
-                sync = micro == accum - 1 or not isinstance(net, DistributedDataParallel)
-                ctx = net.no_sync() if not sync else contextlib.nullcontext()
-                with ctx:
-                    out = self.task.train_step(net, samples)
-                    loss = out["loss"] / accum
-                    loss.backward()
-                step_loss += float(loss.detach())
-                bs = len(samples["answer"])
-                window_samples += bs * world
-                window_tokens += int(out.get("n_tokens", 0)) * world
+            sample_ids: List[str] = []
+            try:
+                for micro in range(accum):
+                    samples = next(loader)
+                    sample_ids.extend(str(i) for i in samples.get("sample_id") or ())
+                    sync = micro == accum - 1 or not isinstance(net, DistributedDataParallel)
+                    ctx = net.no_sync() if not sync else contextlib.nullcontext()
+                    with ctx:
+                        with self._autocast():
+                            out = self.task.train_step(net, samples)
+                        loss = out["loss"].float() / accum
+                        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+                    step_loss += float(loss.detach())
+                    bs = len(samples["answer"])
+                    window_samples += bs * world
+                    window_tokens += int(out.get("n_tokens", 0)) * world
+            except torch.cuda.OutOfMemoryError as exc:
+                message = oom_advice(rc, step + 1, exc)
+                logger.error(message)
+                mlog.log({"event": "stopped", "step": step + 1, "reason": message})
+                stop()
+                raise TrainingOutOfMemory(message) from exc
             try:
                 self._count_reads(loader, skips)
             except SkipRateExceeded as exc:
                 logger.error("stopping at step %d: %s", step + 1, exc)
                 mlog.log({"event": "stopped", "step": step + 1, "reason": str(exc), "data": skips.summary()})
-                mlog.close()
-                bar.close()
+                stop()
                 raise
             if dist_utils.is_dist():
                 # DDP has already averaged the gradients, so one rank's NaN reaches every rank; the
                 # skip decision must be the same on all ranks, hence judged on the mean loss
                 step_loss = float(dist_utils.all_reduce_mean(torch.tensor(step_loss, device=self.device)))
-            grad_norm = None
-            if math.isfinite(step_loss) and rc.get("grad_clip"):
-                params = [p for p in self.model.parameters() if p.grad is not None]
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(rc.grad_clip)))
-            if not math.isfinite(step_loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
+            pause_for_test("step", step + 1)
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)
+            grad_norm = self._clip_grads()
+            if not math.isfinite(step_loss) or not math.isfinite(grad_norm):
                 self.skipped_steps += 1
+                # with fp16 an overflowing gradient is the GradScaler's normal calibration (it lowers
+                # the scale), so only a non-finite loss counts towards the stop there
+                if self.scaler is None or not math.isfinite(step_loss):
+                    self.consecutive_nonfinite += 1
+                if self.scaler is not None:
+                    self.scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 logger.warning(
-                    "step %d: non-finite loss %s / grad norm %s, step skipped (%d so far)",
-                    step, step_loss, grad_norm, self.skipped_steps,
+                    "step %d: non-finite loss %s / grad norm %s, step skipped (%d so far, %d in a row)",
+                    step + 1, step_loss, grad_norm, self.skipped_steps, self.consecutive_nonfinite,
                 )
+                mlog.log({"event": "skipped_step", "step": step + 1, "loss": str(step_loss),
+                          "grad_norm": str(grad_norm), "sample_ids": sample_ids})
+                limit = rc.get("max_consecutive_nonfinite")
+                if limit and self.consecutive_nonfinite >= int(limit):
+                    ids = self._all_sample_ids(sample_ids)
+                    message = (
+                        f"iteration {step + 1}: {self.consecutive_nonfinite} optimizer steps in a row had a "
+                        f"non-finite loss or gradient (run.max_consecutive_nonfinite={limit}); loss {step_loss}, "
+                        f"grad norm {grad_norm}; sample ids of this batch: {', '.join(ids)}"
+                    )
+                    logger.error(message)
+                    mlog.log({"event": "stopped", "step": step + 1, "reason": message, "sample_ids": ids})
+                    stop()
+                    raise NonFiniteLossError(message)
                 bar.update(1)
                 continue
-            optimizer.step()
+            self.consecutive_nonfinite = 0
+            if self.scaler is not None:
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             loss_ema = step_loss if loss_ema is None else 0.9 * loss_ema + 0.1 * step_loss
+            self.loss_ema = loss_ema
             done = step + 1
             if done % int(rc.log_freq) == 0 or done == max_iters:
                 now = time.time()
@@ -170,8 +305,9 @@ class RunnerIter:
                     "tokens_per_s": round(window_tokens / dt, 1),
                     "dataset": loader.last_name,
                 }
-                if grad_norm is not None:
-                    last["grad_norm"] = round(grad_norm, 4)
+                last["grad_norm"] = round(grad_norm, 4)
+                if self.scaler is not None:
+                    last["loss_scale"] = float(self.scaler.get_scale())
                 last["skipped_samples"] = skips.total_skipped()
                 mlog.log(last)
                 postfix = dict(loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", sps=f"{last['samples_per_s']:.0f}")
@@ -235,40 +371,125 @@ class RunnerIter:
             tracker.add(name, counts[name]["samples"], counts[name]["skipped"], last)
         tracker.check()
 
+    def _clip_grads(self) -> float:
+        """Clip to ``run.grad_clip`` (when set) and return the global grad norm (inf/nan when not finite)."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return 0.0
+        clip = self.run_cfg.get("grad_clip")
+        # an infinite max_norm leaves the gradients untouched (coefficient clamped to 1) but still
+        # measures them, so a non-finite gradient is caught with clipping off too
+        norm = torch.nn.utils.clip_grad_norm_(params, float(clip) if clip else float("inf"))
+        if hasattr(norm, "full_tensor"):  # FSDP: a DTensor
+            norm = norm.full_tensor()
+        return float(norm)
+
+    def _all_sample_ids(self, ids: List[str]) -> List[str]:
+        if not dist_utils.is_dist():
+            return ids
+        import torch.distributed as dist
+
+        parts: list = [None] * dist_utils.get_world_size()
+        dist.all_gather_object(parts, ids)
+        return [i for part in parts for i in part]
+
+    def _shard_fsdp(self) -> None:
+        """Shard the model with torch's FSDP2 ``fully_shard``: each transformer block, then the root."""
+        import torch.distributed as dist
+        from torch.distributed.fsdp import fully_shard
+
+        # each rank built its model after seeding with seed + rank; DDP broadcasts rank 0's weights
+        # when it wraps the model, fully_shard does not, so do it here (also carries resumed weights)
+        with torch.no_grad():
+            for t in [*self.model.parameters(), *self.model.buffers()]:
+                dist.broadcast(t.data, src=0)
+        blocks = [m for m in self.model.modules() if type(m).__name__.endswith(("DecoderLayer", "Block"))]
+        for block in blocks:
+            fully_shard(block)
+        fully_shard(self.model)
+        logger.info("FSDP: %d block(s) sharded across %d processes", len(blocks), dist_utils.get_world_size())
+
+    def _full_states(self, optimizer):
+        """FSDP: the full trained tensors and optimizer state, gathered on every rank (a collective)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        from minigpt.models.checkpoint import trained_state_dict
+
+        trained = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v)
+                   for k, v in trained_state_dict(self.model).items()}
+        optim = get_optimizer_state_dict(
+            self.model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        return trained, optim
+
     def _save(self, step: int, optimizer, sched) -> Optional[str]:
         path = None
-        extra: Dict[str, Any] = {"skipped_steps": self.skipped_steps}
+        extra: Dict[str, Any] = {
+            "skipped_steps": self.skipped_steps,
+            "consecutive_nonfinite": self.consecutive_nonfinite,
+            "loss_ema": self.loss_ema,
+            "world_size": dist_utils.get_world_size(),
+            RNG_RANKS: gather_rng_state(),
+        }
+        if self.scaler is not None:
+            extra["scaler"] = self.scaler.state_dict()
         if self.loader is not None:
             extra[DATA_STATE] = gather_data_state(self.loader.state_dict())
         if self.skips is not None:
             extra["read_counts"] = self.skips.state_dict()
+        trained = optim = None
+        if self.distributed == "fsdp" and dist_utils.is_dist():
+            trained, optim = self._full_states(optimizer)
         if dist_utils.is_main_process():
             path = save_checkpoint(
-                self.output_dir, step, self.model, optimizer, sched, self.cfg.to_yaml(), extra=extra
+                self.output_dir, step, self.model, optimizer, sched, self.cfg.to_yaml(), extra=extra,
+                keep_last=self.run_cfg.get("keep_last"), trained_state=trained, optimizer_state=optim,
             )
             logger.info("saved checkpoint %s", path)
         dist_utils.barrier()
         return dist_utils.broadcast_object(path)
 
-    def _maybe_resume(self, optimizer, sched) -> None:
+    def _resume_path(self) -> Optional[str]:
         path = self.run_cfg.get("resume_ckpt_path")
         if not path:
-            return
+            return None
         if path == "auto":
             path = latest_checkpoint(self.output_dir)
             if path is None:
                 logger.info("run.resume_ckpt_path=auto: no checkpoint in %s, starting fresh", self.output_dir)
-                return
+                return None
+        return str(path)
+
+    def _resume(self, path: str, optimizer, sched) -> None:
+        """Restore optimizer, scheduler, scaler, RNG, data position and counters (weights are already loaded)."""
         state = load_training_state(path)
-        self.model.load_checkpoint(path)
         if state.get("optimizer") is not None:
-            optimizer.load_state_dict(state["optimizer"])
+            if self.distributed == "fsdp" and dist_utils.is_dist():
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+                set_optimizer_state_dict(
+                    self.model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
+                )
+            else:
+                optimizer.load_state_dict(state["optimizer"])
         if state.get("scheduler") is not None:
             sched.load_state_dict(state["scheduler"])
-        restore_rng_state(state["rng"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+        ranks = state.get(RNG_RANKS)
+        if ranks and len(ranks) == world:
+            restore_rng_state(ranks[rank])
+        else:
+            if ranks:
+                logger.warning("checkpoint %s was written by %d process(es), this run has %d: every rank "
+                               "restores rank 0's RNG state", path, len(ranks), world)
+            restore_rng_state(state["rng"])
         self.start_step = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        data = data_state_for_rank(state.get(DATA_STATE), dist_utils.get_rank(), dist_utils.get_world_size())
+        self.consecutive_nonfinite = int(state.get("consecutive_nonfinite", 0))
+        self.loss_ema = state.get("loss_ema")
+        data = data_state_for_rank(state.get(DATA_STATE), rank, world)
         if self.loader is not None:
             if data is None:
                 logger.warning("checkpoint %s holds no data position: the datasets start from their beginning", path)

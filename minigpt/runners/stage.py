@@ -22,6 +22,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_deterministic() -> None:
+    """Deterministic kernels everywhere (``run.deterministic``), so a run and its resume repeat bitwise."""
+    # cuBLAS needs this workspace setting for deterministic matmuls; it is read when CUDA initialises
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def check_checkpoint_paths(cfg) -> None:
     """Fail before any work when ``model.ckpt`` or ``run.resume_ckpt_path`` names nothing loadable."""
     from omegaconf import ListConfig
@@ -52,6 +61,8 @@ def run_stage(cfg) -> Dict[str, Any]:
     dist_utils.init_distributed(device, str(rc.dist_backend))
     if rc.get("num_threads"):
         torch.set_num_threads(int(rc.num_threads))
+    if rc.get("deterministic"):
+        set_deterministic()
     seed_everything(int(rc.seed) + dist_utils.get_rank())
     out_dir = str(rc.output_dir)
     if dist_utils.is_main_process():
