@@ -82,6 +82,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
     },
     "runner": {
         "runner_iter": "minigpt.runners.runner_iter:RunnerIter",
+        "runner_epoch": "minigpt.runners.runner_epoch:RunnerEpoch",
     },
     "lr_scheduler": {
         "linear_warmup_cosine_lr": "minigpt.common.optims:LinearWarmupCosineLRScheduler",

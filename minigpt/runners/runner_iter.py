@@ -30,6 +30,7 @@ from minigpt.runners.checkpointing import (
     save_checkpoint,
 )
 from minigpt.runners.data import MixedLoader, build_train_loader
+from minigpt.runners.observability import BestTracker, SampleProbe, ScalarSinks, link_best, memory_mb
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,13 @@ class RunnerIter:
                 logger.warning("run.grad_checkpointing=true but no part of this model supports it")
         self.loader: Optional[MixedLoader] = None
         self.skips: Optional[SkipTracker] = None
+        # evaluation during training (run.eval_every) and the best checkpoint (run.best_metric)
+        self.best: Optional[BestTracker] = (
+            BestTracker(str(rc.best_metric), str(rc.get("best_mode", "max"))) if rc.get("best_metric") else None
+        )
+        self._last_eval: Optional[tuple] = None  # (step, results) of the latest evaluation during training
+        self._saved_step: Optional[int] = None
+        self.best_checkpoint: Optional[str] = None
 
     # -- parts ---------------------------------------------------------------------------------
     def _autocast(self):
@@ -169,7 +177,7 @@ class RunnerIter:
     # -- training ------------------------------------------------------------------------------
     def train(self) -> Dict[str, Any]:
         rc = self.run_cfg
-        max_iters, accum = int(rc.max_iters), int(rc.accum_grad_iters)
+        max_iters, accum = self._max_iters(), int(rc.accum_grad_iters)
         ratios = {name: float(self.cfg.datasets_cfg[name].get("sample_ratio", 1.0)) for name in self.datasets}
         loader = self.loader = build_train_loader(self.datasets, ratios, rc)
         skips = self.skips = self._skip_tracker(loader)
@@ -191,6 +199,11 @@ class RunnerIter:
             # a fresh run into a used output_dir: its rows must not follow an earlier run's (a resumed
             # run does append, so the file reads as one run)
             os.remove(metrics_path)
+        samples_path = os.path.join(self.output_dir, "samples.jsonl")
+        if main and self.start_step == 0 and os.path.exists(samples_path):
+            os.remove(samples_path)
+        sinks = ScalarSinks(rc, self.output_dir, self._config_dict() if rc.get("wandb_project") else None)
+        probe = SampleProbe(self.datasets, rc, self.output_dir) if int(rc.get("sample_every") or 0) > 0 else None
         mlog = MetricsLogger(metrics_path)
         from tqdm import tqdm
 
@@ -212,6 +225,7 @@ class RunnerIter:
 
         def stop() -> None:
             mlog.close()
+            sinks.close()
             bar.close()
 
         for step in range(self.start_step, max_iters):
@@ -309,8 +323,11 @@ class RunnerIter:
                 if self.scaler is not None:
                     last["loss_scale"] = float(self.scaler.get_scale())
                 last["skipped_samples"] = skips.total_skipped()
+                last["memory_mb"] = memory_mb(self.device)
                 mlog.log(last)
-                postfix = dict(loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", sps=f"{last['samples_per_s']:.0f}")
+                sinks.log(done, last, "train")
+                postfix = dict(loss=f"{loss_ema:.3f}", lr=f"{lr:.2e}", sps=f"{last['samples_per_s']:.0f}",
+                               tps=f"{last['tokens_per_s']:.0f}")
                 if last["skipped_samples"]:
                     postfix["skipped"] = last["skipped_samples"]
                 bar.set_postfix(**postfix)
@@ -318,8 +335,13 @@ class RunnerIter:
             bar.update(1)
             if rc.get("save_freq") and done % int(rc.save_freq) == 0 and done < max_iters:
                 self._save(done, optimizer, sched)
+            if done < max_iters:
+                self._on_step_end(done, optimizer, sched, mlog, sinks, probe)
         bar.close()
-        ckpt = self._save(max_iters, optimizer, sched)
+        # before the final checkpoint, so that it records the final evaluation's best; when that
+        # evaluation (or runner_epoch's epoch end) already wrote it, it is not written twice
+        self._on_step_end(max_iters, optimizer, sched, mlog, sinks, probe)
+        ckpt = self._saved_path(max_iters) or self._save(max_iters, optimizer, sched)
         summary = {
             "stage": rc.get("stage_name"),
             "steps": max_iters - self.start_step,
@@ -330,6 +352,8 @@ class RunnerIter:
             "skipped_samples": skips.total_skipped(),
             "data": skips.summary(),
         }
+        if self.best is not None:
+            summary.update(best_checkpoint=self.best_checkpoint, best_step=self.best.step, best_value=self.best.value)
         for name, row in summary["data"].items():
             if row["skipped"] or row.get("malformed_records"):
                 logger.warning(
@@ -340,7 +364,69 @@ class RunnerIter:
                 )
         mlog.log({"event": "train_end", **summary})
         mlog.close()
+        sinks.close()
         return summary
+
+    def _max_iters(self) -> int:
+        """Optimizer steps of this stage (``runner_epoch`` derives them from ``run.max_epoch``)."""
+        return int(self.run_cfg.max_iters)
+
+    def _config_dict(self) -> Dict[str, Any]:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(self.cfg.config, resolve=True)  # type: ignore[return-value]
+
+    # -- periodic work ---------------------------------------------------------------------------
+    def _on_step_end(self, done: int, optimizer, sched, mlog: MetricsLogger, sinks: ScalarSinks,
+                     probe: Optional[SampleProbe]) -> None:
+        """Sample generation (``run.sample_every``) and evaluation (``run.eval_every``) after step ``done``."""
+        rc = self.run_cfg
+        every = int(rc.get("sample_every") or 0)
+        if probe is not None and every > 0 and done % every == 0:
+            for row in probe.run(self.model, done, self.device):
+                mlog.log({"event": "sample", **row})
+        every = int(rc.get("eval_every") or 0)
+        if every > 0 and done % every == 0 and list(rc.get("test_splits") or []):
+            self._evaluate_during_training(done, optimizer, sched, mlog, sinks)
+
+    def _evaluate_during_training(self, done: int, optimizer, sched, mlog: MetricsLogger, sinks: ScalarSinks) -> None:
+        rc = self.run_cfg
+        devices = [self.device] if self.device.type == "cuda" else []
+        # the final step's predictions go where the end-of-stage evaluation puts them (it reuses these results)
+        out_dir = (self.output_dir if done == self._max_iters()
+                   else os.path.join(self.output_dir, "eval", f"step_{done:06d}"))
+        # the RNG streams are put back afterwards, so evaluating does not change the training run
+        with torch.random.fork_rng(devices=devices):
+            results = self.task.evaluate(self.model, self.datasets, list(rc.test_splits), rc, out_dir, progress=False)
+        self._last_eval = (done, results)
+        row: Dict[str, Any] = {"event": "eval", "step": done, **results}
+        improved = False
+        if self.best is not None:
+            improved = self.best.update(done, results)
+            row.update(best_metric=self.best.resolve(results), best_step=self.best.step, best_value=self.best.value)
+        mlog.log(row)
+        sinks.log(done, results, "eval")
+        logger.info("evaluation at step %d: %s", done, ", ".join(f"{k}={v}" for k, v in results.items()))
+        if not improved:
+            return
+        ckpt = self._saved_path(done)
+        if ckpt is None:
+            ckpt = self._save(done, optimizer, sched)
+        path = None
+        if dist_utils.is_main_process():
+            path = link_best(self.output_dir, ckpt)
+            logger.info("new best %s=%s at step %d: %s", row["best_metric"], self.best.value, done, path)
+            mlog.log({"event": "best_checkpoint", "step": done, "metric": row["best_metric"],
+                      "value": self.best.value, "path": path, "checkpoint": ckpt})
+        dist_utils.barrier()
+        self.best_checkpoint = dist_utils.broadcast_object(path)
+
+    def _saved_path(self, step: int) -> Optional[str]:
+        if self._saved_step != step:
+            return None
+        from minigpt.runners.checkpointing import CKPT_DIR
+
+        return os.path.join(self.output_dir, CKPT_DIR, f"step_{step:06d}")
 
     # -- data ----------------------------------------------------------------------------------
     def _skip_tracker(self, loader: MixedLoader) -> SkipTracker:
@@ -437,6 +523,8 @@ class RunnerIter:
             extra[DATA_STATE] = gather_data_state(self.loader.state_dict())
         if self.skips is not None:
             extra["read_counts"] = self.skips.state_dict()
+        if self.best is not None:
+            extra["best"] = self.best.state_dict()
         trained = optim = None
         if self.distributed == "fsdp" and dist_utils.is_dist():
             trained, optim = self._full_states(optimizer)
@@ -447,6 +535,7 @@ class RunnerIter:
             )
             logger.info("saved checkpoint %s", path)
         dist_utils.barrier()
+        self._saved_step = step
         return dist_utils.broadcast_object(path)
 
     def _resume_path(self) -> Optional[str]:
@@ -497,6 +586,8 @@ class RunnerIter:
                 self.loader.load_state_dict(data)
         if self.skips is not None and state.get("read_counts"):
             self.skips.load_state_dict(state["read_counts"])
+        if self.best is not None and state.get("best"):
+            self.best.load_state_dict(state["best"])
         logger.info("resumed from %s at step %d", path, self.start_step)
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -504,6 +595,9 @@ class RunnerIter:
         splits = list(self.run_cfg.get("test_splits") or [])
         if not splits:
             return {}
+        if self._last_eval is not None and self._last_eval[0] == self._max_iters():
+            # the final step was just evaluated during training: the same weights, the same results
+            return dict(self._last_eval[1])
         return self.task.evaluate(
             self.model, self.datasets, splits, self.run_cfg, self.output_dir, progress=self.run_cfg.get("progress", True)
         )

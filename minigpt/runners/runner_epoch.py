@@ -1,0 +1,95 @@
+"""The epoch-based runner: ``run.max_epoch`` passes over the training data, on runner_iter's machinery."""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import Dataset, IterableDataset
+
+from minigpt.common import dist_utils
+from minigpt.common.logger import MetricsLogger
+from minigpt.common.registry import registry
+from minigpt.runners.observability import SampleProbe, ScalarSinks
+from minigpt.runners.runner_iter import RunnerIter
+
+logger = logging.getLogger(__name__)
+
+
+def batches_per_epoch(datasets: Dict[str, Dict[str, Dataset]], run_cfg, world_size: int) -> Dict[str, int]:
+    """Micro-batches each training (dataset, split) yields per epoch on one rank, as the train loaders cut them.
+
+    Each rank's sampler keeps ``len // world_size`` samples and the loader drops the last partial
+    batch. A streaming dataset has no length: ``ValueError`` naming it and ``run.iters_per_epoch``.
+    """
+    bs = int(run_cfg.batch_size_train)
+    splits = list(run_cfg.train_splits)
+    out: Dict[str, int] = {}
+    for name, by_split in datasets.items():
+        for split in splits:
+            ds = by_split.get(split)
+            if ds is None:
+                continue
+            if isinstance(ds, IterableDataset):
+                raise ValueError(
+                    f"runner_epoch: dataset {name}/{split} is a stream with no length, so an epoch cannot be "
+                    "derived from it; set run.iters_per_epoch"
+                )
+            out[f"{name}/{split}"] = (len(ds) // world_size) // bs
+    return out
+
+
+@registry.register_runner("runner_epoch")
+class RunnerEpoch(RunnerIter):
+    """Train for ``run.max_epoch`` epochs; everything else as ``runner_iter``. YAML name ``runner_epoch``.
+
+    One epoch is as many optimizer steps as the training splits hold micro-batches together (per
+    rank, last partial batch dropped), divided by ``run.accum_grad_iters``; ``run.iters_per_epoch``
+    sets it instead (streaming datasets need that). The datasets are still drawn by
+    ``sample_ratio``, so each one is read exactly once per epoch when there is one dataset, or when
+    the ratios are proportional to the datasets' sizes (in expectation). ``run.max_iters`` is
+    replaced by ``max_epoch * steps_per_epoch`` (the lr schedule spans that); a checkpoint is written
+    and an ``epoch_end`` row logged at the end of every epoch.
+    """
+
+    def __init__(self, cfg, task, model, datasets, device: torch.device) -> None:
+        super().__init__(cfg, task, model, datasets, device)
+        rc = self.run_cfg
+        max_epoch = int(rc.get("max_epoch") or 0)
+        if max_epoch < 1:
+            raise ValueError(f"run.max_epoch={rc.get('max_epoch')!r}: runner_epoch needs at least 1 epoch")
+        if rc.get("iters_per_epoch"):
+            per_epoch = int(rc.iters_per_epoch)
+        else:
+            batches = batches_per_epoch(datasets, rc, dist_utils.get_world_size())
+            per_epoch = sum(batches.values()) // int(rc.accum_grad_iters)
+            if per_epoch < 1:
+                raise ValueError(
+                    f"runner_epoch: the training splits hold {batches} micro-batches of run.batch_size_train="
+                    f"{rc.batch_size_train} per rank, fewer than one optimizer step of run.accum_grad_iters="
+                    f"{rc.accum_grad_iters}"
+                )
+        self.max_epoch, self.steps_per_epoch = max_epoch, per_epoch
+        # a resolved copy: the lr schedule and every other reader of run.max_iters see the derived value,
+        # while the user's composed config (saved with checkpoints) stays as written
+        resolved = OmegaConf.create(OmegaConf.to_container(rc, resolve=True))
+        resolved.max_iters = max_epoch * per_epoch
+        self.run_cfg = resolved
+        logger.info("runner_epoch: %d epoch(s) of %d optimizer step(s) = %d steps",
+                    max_epoch, per_epoch, max_epoch * per_epoch)
+
+    def _max_iters(self) -> int:
+        return self.max_epoch * self.steps_per_epoch
+
+    def _on_step_end(self, done: int, optimizer, sched, mlog: MetricsLogger, sinks: ScalarSinks,
+                     probe: Optional[SampleProbe]) -> None:
+        # evaluation first: a new best writes this step's checkpoint itself, with the best recorded in it
+        super()._on_step_end(done, optimizer, sched, mlog, sinks, probe)
+        if done % self.steps_per_epoch == 0:
+            epoch = done // self.steps_per_epoch
+            if self._saved_path(done) is None:
+                self._save(done, optimizer, sched)
+            mlog.log({"event": "epoch_end", "epoch": epoch, "step": done})
+            logger.info("epoch %d of %d done (step %d)", epoch, self.max_epoch, done)
