@@ -30,7 +30,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from minigpt.common.registry import registry
 from minigpt.models.base_model import building_on_meta
-from minigpt.models.vision_encoders.precision import PrecisionRunner, cast_matmul_weights, parse_precision
+from minigpt.models.vision_encoders.precision import PrecisionRunner, freeze_and_cast, parse_precision
 
 logger = logging.getLogger(__name__)
 
@@ -121,17 +121,7 @@ class CLIPViTEncoder(nn.Module):
         self.num_tokens = grid * grid + (0 if self.drop_cls else 1)
         self.frozen = bool(freeze)
         self._run = PrecisionRunner(self)
-        if freeze:
-            for p in self.parameters():
-                p.requires_grad_(False)
-            self.eval()
-        if dtype != torch.float32:
-            if freeze:
-                cast_matmul_weights(self, dtype)
-            else:
-                logger.warning(
-                    "%s: precision %s applies to a frozen tower only; weights stay float32", PART, precision
-                )
+        freeze_and_cast(self, bool(freeze), dtype, PART, precision)
 
     @property
     def out_dim(self) -> int:

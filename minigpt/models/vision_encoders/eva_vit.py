@@ -50,7 +50,7 @@ from minigpt.models.base_model import building_on_meta
 from minigpt.models.vision_encoders.precision import (
     FP32LayerNorm,
     PrecisionRunner,
-    cast_matmul_weights,
+    freeze_and_cast,
     parse_precision,
 )
 from minigpt.models.weight_files import KeyMapping, LoadReport, load_converted, read_state_dict, strip_prefix
@@ -194,18 +194,7 @@ class EVAViTEncoder(nn.Module):
         self.load_report: Optional[LoadReport] = None
         if pretrained and not building_on_meta():
             self.load_report = self.load_pretrained(str(pretrained))
-        if freeze:
-            for p in self.parameters():
-                p.requires_grad_(False)
-            self.eval()
-        if dtype != torch.float32:
-            if freeze:
-                cast_matmul_weights(self, dtype)
-            else:
-                # a trainable encoder needs float32 master weights; autocast still computes in half
-                logger.warning(
-                    "%s: precision %s applies to a frozen encoder only; weights stay float32", PART, precision
-                )
+        freeze_and_cast(self, bool(freeze), dtype, PART, precision)
 
     @property
     def out_dim(self) -> int:

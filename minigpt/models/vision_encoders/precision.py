@@ -15,12 +15,15 @@ then computes depends on the device:
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any, Dict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+logger = logging.getLogger(__name__)
 
 PRECISIONS: Dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -40,6 +43,25 @@ def cast_matmul_weights(module: nn.Module, dtype: torch.dtype) -> None:
     for layer in module.modules():
         if isinstance(layer, _MATMUL_LAYERS):
             layer.to(dtype)
+
+
+def freeze_and_cast(module: nn.Module, freeze: bool, dtype: torch.dtype, part: str, precision: str) -> None:
+    """Freeze ``module`` (eval mode, no grads) and, when frozen, store its matmul weights in ``dtype``.
+
+    A trainable encoder keeps float32 master weights (autocast still computes in half on GPU), so
+    a half ``precision`` on it only logs a warning.
+    """
+    if freeze:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        module.eval()
+    if dtype != torch.float32:
+        if freeze:
+            cast_matmul_weights(module, dtype)
+        else:
+            logger.warning(
+                "%s: precision %s applies to a frozen encoder only; weights stay float32", part, precision
+            )
 
 
 def matmul_dtype(module: nn.Module) -> torch.dtype:
