@@ -85,3 +85,16 @@ def stage1_run(tmp_path_factory, tiny_options, run_cli):
     proc = run_cli(["train.py", "--cfg-path", STAGE_CONFIGS / "quickstart_stage1.yaml", "--options", *tiny_options(out)])
     assert proc.returncode == 0, f"stage 1 failed:\n{proc.stderr[-4000:]}"
     return out, proc
+
+
+@pytest.fixture
+def stage_from_yaml(tiny_options, tmp_path):
+    """``make(yaml_text, output_dir, max_iters, *options)`` -> a composed Config of a tiny stage on the shared data."""
+    from minigpt.common.config import Config
+
+    def make(text: str, out: Path, max_iters: int, *extra: str) -> Config:
+        path = tmp_path / "stage.yaml"
+        path.write_text(text)
+        return Config(path, [*tiny_options(out, max_iters), *extra])
+
+    return make

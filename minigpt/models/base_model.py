@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Dict
+from typing import Any, Dict, Sequence
 
 import torch
 from torch import nn
@@ -13,6 +13,19 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def strict_part_kwargs(cfg: Any, accepted: Sequence[str], part: str) -> Dict[str, Any]:
+    """A part's YAML block as constructor kwargs (``name`` dropped); a key not in ``accepted`` is an error naming it."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"{part}: unknown config key(s) {unknown}; accepted keys: {', '.join(accepted)}")
+    return kwargs
 
 
 def building_on_meta() -> bool:

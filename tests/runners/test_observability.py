@@ -41,11 +41,9 @@ def _rows(path: Path) -> List[Dict]:
 
 
 @pytest.fixture
-def stage(tiny_options, tmp_path):
+def stage(stage_from_yaml):
     def make(text: str, out: Path, max_iters: int, *extra: str) -> Config:
-        path = tmp_path / "stage.yaml"
-        path.write_text(text)
-        return Config(path, [*tiny_options(out, max_iters), "run.eval_max_new_tokens=3", *extra])
+        return stage_from_yaml(text, out, max_iters, "run.eval_max_new_tokens=3", *extra)
 
     return make
 

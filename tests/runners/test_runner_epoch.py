@@ -10,7 +10,6 @@ import pytest
 from omegaconf import OmegaConf
 from torch.utils.data import IterableDataset
 
-from minigpt.common.config import Config
 from minigpt.common.registry import registry
 from minigpt.runners.checkpointing import load_training_state
 from minigpt.runners.runner_epoch import batches_per_epoch
@@ -39,13 +38,8 @@ def _rows(path: Path) -> List[Dict]:
 
 
 @pytest.fixture
-def stage(tiny_options, tmp_path):
-    def make(text: str, out: Path, max_iters: int, *extra: str) -> Config:
-        path = tmp_path / "stage.yaml"
-        path.write_text(text)
-        return Config(path, [*tiny_options(out, max_iters), *extra])
-
-    return make
+def stage(stage_from_yaml):
+    return stage_from_yaml
 
 
 def test_runner_epoch_runs_each_epoch_over_the_data_once(stage, data_root, tmp_path):

@@ -24,12 +24,11 @@ import os
 from typing import Any, Dict, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from minigpt.common.registry import registry
-from minigpt.models.base_model import building_on_meta
+from minigpt.models.base_model import building_on_meta, strict_part_kwargs
 from minigpt.models.vision_encoders.precision import PrecisionRunner, freeze_and_cast, parse_precision
 
 logger = logging.getLogger(__name__)
@@ -130,15 +129,7 @@ class CLIPViTEncoder(nn.Module):
     @classmethod
     def from_config(cls, cfg: Any) -> "CLIPViTEncoder":
         """Build from a ``vision_encoder:`` YAML block; an unknown key is an error naming it."""
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
-        unknown = sorted(set(kwargs) - set(cls.CONFIG_KEYS))
-        if unknown:
-            raise ValueError(
-                f"{PART}: unknown config key(s) {unknown}; accepted keys: {', '.join(cls.CONFIG_KEYS)}"
-            )
-        return cls(**kwargs)
+        return cls(**strict_part_kwargs(cfg, cls.CONFIG_KEYS, PART))
 
     def train(self, mode: bool = True) -> "CLIPViTEncoder":
         super().train(mode and not self.frozen)

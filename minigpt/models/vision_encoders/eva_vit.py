@@ -39,14 +39,13 @@ from functools import partial
 from typing import Any, Dict, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from timm.layers import LayerNorm, resample_abs_pos_embed
 from timm.models.eva import Eva
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from minigpt.common.registry import registry
-from minigpt.models.base_model import building_on_meta
+from minigpt.models.base_model import building_on_meta, strict_part_kwargs
 from minigpt.models.vision_encoders.precision import (
     FP32LayerNorm,
     PrecisionRunner,
@@ -203,15 +202,7 @@ class EVAViTEncoder(nn.Module):
     @classmethod
     def from_config(cls, cfg: Any) -> "EVAViTEncoder":
         """Build from a ``vision_encoder:`` YAML block; an unknown key is an error naming it."""
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
-        unknown = sorted(set(kwargs) - set(cls.CONFIG_KEYS))
-        if unknown:
-            raise ValueError(
-                f"{PART}: unknown config key(s) {unknown}; accepted keys: {', '.join(cls.CONFIG_KEYS)}"
-            )
-        return cls(**kwargs)
+        return cls(**strict_part_kwargs(cfg, cls.CONFIG_KEYS, PART))
 
     # -- weights ---------------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> LoadReport:
