@@ -36,6 +36,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "tinygptv": "minigpt.models.families:TinyGPTV",
         "minigpt4": "minigpt.models.families:MiniGPT4",
         "minigpt_v2": "minigpt.models.families:MiniGPTv2",
+        "vision_pretrain": "minigpt.models.vision_pretrain:VisionPretrain",
     },
     "processor": {
         "image_train": "minigpt.processors.image:ImageTrainProcessor",
@@ -76,6 +77,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "synthetic_refcoco": "minigpt.datasets.builders.synthetic_builders:SyntheticRefCOCOBuilder",
         "synthetic_invrefcoco": "minigpt.datasets.builders.synthetic_builders:SyntheticInvRefCOCOBuilder",
         "synthetic_llava": "minigpt.datasets.builders.synthetic_builders:SyntheticLlavaBuilder",
+        "synthetic_scene_labels": "minigpt.datasets.builders.synthetic_builders:SyntheticSceneLabelsBuilder",
     },
     "task": {
         "image_text_pretrain": "minigpt.tasks.image_text_pretrain:ImageTextPretrainTask",

@@ -20,6 +20,10 @@ TRAINED_FILE = "trained.safetensors"
 # Released checkpoints of the original projects (torch.save of {"model": state_dict, ...})
 RELEASED_SUFFIXES = (".pth", ".pt")
 
+# Names under which a stage-0 ``vision_pretrain`` checkpoint keeps its per-token label heads: the
+# families load such a checkpoint for its ``vision_encoder.*`` and leave these out on purpose.
+STAGE0_HEADS_PREFIX = "heads."
+
 _PEFT_PREFIX = re.compile(r"(^|\.)base_model\.model\.")
 _BASE_LAYER = re.compile(r"\.base_layer(?=\.)")
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from minigpt.common.registry import registry
 from minigpt.models.base_model import BaseModel
-from minigpt.models.checkpoint import load_trained
+from minigpt.models.checkpoint import STAGE0_HEADS_PREFIX, load_trained
 from minigpt.models.conversation import get_template
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,11 @@ class MiniGPTBase(BaseModel):
 
     def load_checkpoint(self, path: str) -> List[str]:
         loaded, unexpected = load_trained(self, str(path))
+        # a stage-0 checkpoint (vision_pretrain) also holds its label heads, which no family has
+        heads = [k for k in unexpected if k.startswith(STAGE0_HEADS_PREFIX)]
+        if heads:
+            logger.info("checkpoint %s: %d stage-0 label-head tensors not used by this model", path, len(heads))
+        unexpected = [k for k in unexpected if not k.startswith(STAGE0_HEADS_PREFIX)]
         if unexpected:
             logger.warning("checkpoint %s: %d keys not in this model, e.g. %s", path, len(unexpected), unexpected[:5])
         logger.info("loaded %d tensors from %s", len(loaded), path)

@@ -244,7 +244,8 @@ class RunnerIter:
                         loss = out["loss"].float() / accum
                         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
                     step_loss += float(loss.detach())
-                    bs = len(samples["answer"])
+                    # every sample has an id; stage-0 label batches have no "answer"
+                    bs = len(samples.get("sample_id") or samples["answer"])
                     window_samples += bs * world
                     window_tokens += int(out.get("n_tokens", 0)) * world
             except torch.cuda.OutOfMemoryError as exc:

@@ -7,11 +7,15 @@ builder here only swaps the default YAML: paths under ``synthetic/``, 64-pixel i
 
 from __future__ import annotations
 
+from torch.utils.data import Dataset
+
 from minigpt.common.registry import registry
+from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
 from minigpt.datasets.builders.caption_builders import CCSBUAlignBuilder, CCSBUBuilder, COCOCaptionBuilder
 from minigpt.datasets.builders.llava_builders import LlavaConversationBuilder
 from minigpt.datasets.builders.refcoco_builders import InvRefCOCOBuilder, RefCOCOBuilder
 from minigpt.datasets.builders.vqa_builders import COCOVQABuilder
+from minigpt.datasets.datasets.region_label_datasets import SceneRegionDataset
 
 
 @registry.register_builder("synthetic_caption_wds")
@@ -82,3 +86,27 @@ class SyntheticLlavaBuilder(LlavaConversationBuilder):
     TASK = "conversation"
     FORMAT = "LLaVA conversation JSON under synthetic/llava/"
     APPROX_SIZE = "one conversation per generated image (default 20k train / 1k test)"
+
+
+@registry.register_builder("synthetic_scene_labels")
+class SyntheticSceneLabelsBuilder(BaseDatasetBuilder):
+    """The synthetic scenes' labelled boxes (stage 0 of tiny presets), registered as ``synthetic_scene_labels``.
+
+    Reads the generator's own scene files (``scenes_<split>.jsonl``): the kind and colour of every
+    shape and its box, for :class:`minigpt.models.vision_pretrain.VisionPretrain`.
+    """
+
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_scene_labels/defaults.yaml"}
+    TASK = "region_labels"
+    FORMAT = "scenes_<split>.jsonl under synthetic/ (one {image, width, height, objects} a line)"
+    APPROX_SIZE = "one line per generated image (default 20k train / 1k test)"
+
+    def build_split(self, split: str) -> Dataset:
+        vis, _ = self.build_processors(split)
+        return SceneRegionDataset(
+            self.name(),
+            self.split_paths("annotations", split),
+            vis,
+            self.images_root(),
+            fields=[str(f) for f in self.config.label_fields],
+        )

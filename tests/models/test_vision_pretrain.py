@@ -1,0 +1,110 @@
+"""Stage 0: per-token region labels for a random-init vision encoder, and handing the encoder on."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from minigpt.common.registry import registry
+from minigpt.datasets.collate import collate_samples
+from minigpt.datasets.datasets.base_dataset import DatasetError
+from minigpt.datasets.datasets.region_label_datasets import SceneRegionDataset
+from minigpt.models.checkpoint import save_trained
+from minigpt.models.vision_pretrain import BACKGROUND, region_targets
+
+FIELDS = {"kind": ["circle", "square"], "colour": ["red", "blue"]}
+
+
+def _model(**overrides):
+    cls = registry.get_model_class("vision_pretrain")
+    cfg = OmegaConf.load(cls.default_config_path("tinygptv_tiny")).model
+    for k, v in overrides.items():
+        OmegaConf.update(cfg, k, v)
+    return cls.from_config(cfg)
+
+
+def test_region_targets_label_tokens_whose_centre_is_inside_the_box():
+    # 4x4 grid: token centres at 0.125, 0.375, 0.625, 0.875 on each axis
+    regions = [[{"box": [0.0, 0.0, 0.5, 0.5], "kind": "square", "colour": "red"},
+                {"box": [0.6, 0.3, 1.0, 0.7], "kind": "circle", "colour": "blue"}], []]
+    t = region_targets(regions, FIELDS, grid=4)
+    kind = t["kind"].view(2, 4, 4)
+    assert kind[0, :2, :2].eq(2).all()  # square = class 2 (classes start at 1)
+    assert kind[0, 1:3, 2:4].eq(1).all()  # circle: rows 0.375/0.625, columns 0.625/0.875
+    assert kind[0, 3].eq(BACKGROUND).all() and kind[0, 0, 2:].eq(BACKGROUND).all()
+    assert t["colour"].view(2, 4, 4)[0, 2, 3] == 2  # blue
+    assert kind[1].eq(BACKGROUND).all()  # an image without boxes is all background
+
+
+def test_region_targets_reject_an_unknown_class_naming_the_sample():
+    with pytest.raises(ValueError, match=r"sample s7: .*kind='hexagon'"):
+        region_targets([[{"box": [0, 0, 1, 1], "kind": "hexagon", "colour": "red"}]], FIELDS, 4, ["s7"])
+
+
+def test_preset_encoder_block_is_the_tinygptv_tiny_encoder():
+    """Stage 1 loads the stage-0 encoder by name and shape: the two presets must describe one encoder."""
+    ours = OmegaConf.load(registry.get_model_class("vision_pretrain").default_config_path("tinygptv_tiny"))
+    theirs = OmegaConf.load(registry.get_model_class("tinygptv").default_config_path("tiny"))
+    assert OmegaConf.to_container(ours.model.vision_encoder) == OmegaConf.to_container(theirs.model.vision_encoder)
+
+
+def test_scene_dataset_reads_regions_and_rejects_a_bad_box(tmp_path: Path, data_root: Path):
+    builder = registry.get_builder_class("synthetic_scene_labels")(None, data_root=str(data_root))
+    train = builder.build_datasets(["train"])["train"]
+    scene = json.loads((data_root / "synthetic" / "scenes_train.jsonl").read_text().splitlines()[0])
+    sample = train[0]
+    assert sample["image"].shape == (3, 64, 64)
+    assert [r["kind"] for r in sample["regions"]] == [o["kind"] for o in scene["objects"]]
+    x1, y1, x2, y2 = scene["objects"][0]["box"]
+    assert sample["regions"][0]["box"] == pytest.approx([x1 / 64, y1 / 64, x2 / 64, y2 / 64])
+
+    bad = tmp_path / "scenes.jsonl"
+    good = dict(scene)
+    broken = dict(scene, objects=[dict(scene["objects"][0], box=[10, 10, 5, 20])])
+    bad.write_text(json.dumps(good) + "\n" + json.dumps(broken) + "\n")
+    ds = SceneRegionDataset("scenes", [str(bad)], None, str(data_root / "synthetic" / "images"))
+    assert len(ds) == 1 and ds.malformed_records[0]["index"] == 1  # the bad line is skipped and counted
+    bad.write_text(json.dumps(broken) + "\n")
+    with pytest.raises(DatasetError, match=r"entry 0 of .*scenes.jsonl, object 0: bad box"):
+        SceneRegionDataset("scenes", [str(bad)], None, str(data_root / "synthetic" / "images"))
+
+
+def test_stage0_learns_and_stage1_loads_the_encoder(tmp_path: Path, data_root: Path, caplog):
+    torch.manual_seed(0)
+    builder = registry.get_builder_class("synthetic_scene_labels")(None, data_root=str(data_root))
+    train = builder.build_datasets(["train"])["train"]
+    batch = collate_samples([train[i] for i in range(32)])
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    first = None
+    for _ in range(25):  # one fixed batch: the loss must fall well below where it started
+        out = model(batch)
+        first = first if first is not None else out["loss"].item()
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    model.eval()  # BatchNorm running statistics, as the next stage will use them
+    with torch.no_grad():
+        out = model(batch)
+    assert out["loss"].item() < 0.6 * first
+    assert float(out["acc_colour"]) > 0.5
+
+    save_trained(model, str(tmp_path / "ck"))
+    family = registry.get_model_class("tinygptv")
+    cfg = OmegaConf.load(family.default_config_path("tiny")).model
+    cfg.ckpt = str(tmp_path / "ck")
+    with caplog.at_level(logging.INFO):
+        tiny = family.from_config(cfg)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the label heads are expected extras
+    for (name, a), (_, b) in zip(model.vision_encoder.state_dict().items(), tiny.vision_encoder.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_forward_without_regions_is_a_clear_error():
+    with pytest.raises(KeyError, match="'image' and 'regions'"):
+        _model()({"image": torch.zeros(1, 3, 64, 64)})
