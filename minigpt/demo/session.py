@@ -1,0 +1,269 @@
+"""The demo's behaviour without its page: one conversation per visitor, answers streamed, boxes drawn.
+
+:class:`DemoChat` holds the model (one per server) and turns a visitor's inputs (image file,
+message, task shortcut, generation controls) into :class:`Reply` objects, several per answer while
+it streams. The visitor's state is a small :class:`Conversation` (the image and the turns so far)
+kept by the front end, so one model serves every visitor and nothing model-sized is copied per
+session. Bad input never raises: it comes back as a reply whose ``error`` the page shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from PIL import Image
+
+from minigpt.common.grounding import TASK_TAGS, LabelledBox, draw_boxes, parse_boxes, split_task_tag
+from minigpt.demo.inputs import DemoInputError, UploadLimits, compose_prompt, image_key, load_image
+from minigpt.models.chat import Chat
+
+logger = logging.getLogger(__name__)
+
+MIN_BOXES_SIDE = 384  # boxes are drawn on a copy at least this large, so labels stay legible
+
+
+@dataclass
+class Conversation:
+    """One visitor's conversation: the image it is about and the ``(question, answer)`` turns so far.
+
+    ``source`` identifies the upload the image was read from (path, size, modification time), so
+    the same file is not decoded again on every turn; ``key`` identifies its pixels, so a new
+    upload of another picture starts a new conversation.
+    """
+
+    image: Optional[Image.Image] = None
+    key: Optional[str] = None
+    source: Optional[Tuple[str, int, int]] = None
+    turns: List[Tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Reply:
+    """What the page shows after (part of) an answer.
+
+    ``messages`` is the chat history in the ``{"role", "content"}`` form, text escaped for the
+    page's Markdown; ``boxes_image`` the image with the last answer's boxes (None when it has
+    none); ``status`` a line for the visitor (an error explains what to do); ``done`` is False
+    while an answer is still streaming.
+    """
+
+    conversation: Conversation
+    messages: List[Dict[str, str]]
+    boxes_image: Optional[Image.Image] = None
+    status: str = ""
+    error: bool = False
+    done: bool = True
+
+
+def _source_of(path: str) -> Optional[Tuple[str, int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def as_display_text(text: str) -> str:
+    """Model or user text for a Markdown chat view: ``<p>``, ``<delim>`` and ``{<12>...}`` stay visible."""
+    return html.escape(text, quote=False)
+
+
+class DemoChat:
+    """The demo's conversations with one model (not registered; ``demo.py`` builds one per server).
+
+    ``max_new_tokens`` and ``num_beams`` are the defaults, ``max_new_tokens_limit`` and ``max_beams`` bound
+    what a visitor may ask for, ``limits`` bound uploads. Answers are streamed piece by piece with
+    one beam; with several beams the whole answer arrives at once (beam search cannot stream).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        limits: Optional[UploadLimits] = None,
+        max_new_tokens: int = 64,
+        max_new_tokens_limit: int = 512,
+        max_beams: int = 5,
+        max_temperature: float = 2.0,
+        num_beams: int = 1,
+    ) -> None:
+        if not 1 <= max_new_tokens <= max_new_tokens_limit:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} must lie between 1 and max_new_tokens_limit={max_new_tokens_limit}"
+            )
+        self.model = model
+        self.limits = limits if limits is not None else UploadLimits()
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_new_tokens_limit = int(max_new_tokens_limit)
+        self.max_beams = int(max_beams)
+        self.max_temperature = float(max_temperature)
+        if not 1 <= num_beams <= max_beams:
+            raise ValueError(f"num_beams={num_beams} must lie between 1 and max_beams={max_beams}")
+        self.num_beams = int(num_beams)
+        # built once: the processor is the preset's eval one, the same for every conversation
+        self.vis_processor = Chat(model).vis_processor
+        if self.vis_processor is None:
+            raise ValueError(
+                "the model config names no eval image processor (model.preprocess.vis_processor.eval)"
+            )
+
+    # -- images ----------------------------------------------------------------------------------
+    def read_image(
+        self, conversation: Optional[Conversation], path: Optional[str]
+    ) -> Tuple[Conversation, str]:
+        """The conversation about the image at ``path``: ``conversation`` itself when it is the same
+        image, else a new one (with a note saying so when turns are left behind).
+
+        Raises :class:`DemoInputError` for a missing or unusable image.
+        """
+        conversation = conversation or Conversation()
+        if path is None:
+            raise DemoInputError("Upload an image first: the demo answers questions about an image.")
+        source = _source_of(str(path))
+        if source is not None and source == conversation.source and conversation.image is not None:
+            return conversation, ""
+        image = load_image(path, self.limits)
+        key = image_key(image)
+        if key == conversation.key:
+            return dataclasses.replace(conversation, source=source), ""
+        note = "New image: started a new conversation." if conversation.turns else ""
+        return Conversation(image=image, key=key, source=source), note
+
+    def on_image(self, conversation: Optional[Conversation], path: Optional[str]) -> Reply:
+        """The reply to an image being uploaded, replaced or removed (before any question)."""
+        if path is None:
+            return Reply(Conversation(), [])
+        try:
+            conversation, note = self.read_image(conversation, path)
+        except DemoInputError as exc:
+            return Reply(Conversation(), [], status=str(exc), error=True)
+        w, h = conversation.image.size
+        status = note or f"Image ready ({w}x{h}). Ask a question, or pick a task shortcut."
+        return Reply(conversation, self.messages(conversation), status=status)
+
+    # -- answers ---------------------------------------------------------------------------------
+    def _generation_kwargs(self, temperature: Any, num_beams: Any, max_new_tokens: Any) -> Dict[str, Any]:
+        try:
+            temperature = float(temperature if temperature is not None else 0.0)
+            num_beams = int(num_beams if num_beams is not None else self.num_beams)
+            max_new_tokens = int(max_new_tokens if max_new_tokens is not None else self.max_new_tokens)
+        except (TypeError, ValueError) as exc:
+            raise DemoInputError(f"The generation settings are not numbers ({exc}).") from exc
+        if not math.isfinite(temperature) or not 0.0 <= temperature <= self.max_temperature:
+            raise DemoInputError(f"Temperature must lie between 0 and {self.max_temperature:g}.")
+        if not 1 <= num_beams <= self.max_beams:
+            raise DemoInputError(f"Beams must lie between 1 and {self.max_beams}.")
+        if not 1 <= max_new_tokens <= self.max_new_tokens_limit:
+            raise DemoInputError(f"Max new tokens must lie between 1 and {self.max_new_tokens_limit}.")
+        kwargs: Dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_beams": num_beams}
+        if temperature > 0:  # 0 means greedy: the most likely token at each step
+            kwargs.update(do_sample=True, temperature=temperature)
+        return kwargs
+
+    def _chat(self, conversation: Conversation) -> Chat:
+        """A ``Chat`` holding the conversation so far: the image, then each past turn as it went."""
+        chat = Chat(self.model, vis_processor=self.vis_processor, require_image=True)
+        chat.upload_image(conversation.image)
+        for question, answer in conversation.turns:
+            chat.ask(question)
+            chat.answers.append(answer)  # replayed, not regenerated: the answer the visitor saw
+        return chat
+
+    def respond(
+        self,
+        conversation: Optional[Conversation],
+        image_path: Optional[str],
+        message: Optional[str],
+        task: Optional[str] = None,
+        temperature: Any = 0.0,
+        num_beams: Any = None,
+        max_new_tokens: Any = None,
+    ) -> Iterator[Reply]:
+        """Answer ``message`` about the image at ``image_path``: replies while the answer streams, then a final one.
+
+        Input problems (no image, bad image, empty message, settings out of range, a question too
+        long for the model's context) end in one reply with ``error`` set and the conversation as it
+        was; a failure inside the model likewise, after logging it.
+        """
+        conversation = conversation or Conversation()
+        try:
+            prompt = compose_prompt(message, task)
+            gen = self._generation_kwargs(temperature, num_beams, max_new_tokens)
+            conversation, note = self.read_image(conversation, image_path)
+            chat = self._chat(conversation)
+            chat.ask(prompt)
+            chat.model_inputs(max_new_tokens=gen["max_new_tokens"])  # a question past the context fails here
+        except (DemoInputError, ValueError) as exc:
+            yield Reply(conversation, self.messages(conversation), status=str(exc), error=True)
+            return
+
+        text = ""
+        started = time.perf_counter()
+        try:
+            # no torch.no_grad() here: a front end may resume this generator on another thread, and
+            # grad mode is per thread; generate and stream_generate switch gradients off themselves
+            if gen["num_beams"] == 1:
+                for piece in chat.stream_answer(**gen):
+                    text += piece
+                    yield Reply(conversation, self.messages(conversation, (prompt, text)), done=False)
+            else:
+                yield Reply(conversation, self.messages(conversation, (prompt, "")), done=False)
+                text = chat.answer(**gen)
+        except Exception as exc:  # noqa: BLE001 - the server keeps serving; the visitor gets the reason
+            logger.exception("generation failed for %r", prompt)
+            yield Reply(
+                conversation,
+                self.messages(conversation),
+                status=f"The model failed on this request: {exc}",
+                error=True,
+            )
+            return
+        seconds = time.perf_counter() - started
+        conversation = dataclasses.replace(conversation, turns=[*conversation.turns, (prompt, text)])
+        boxes = self.answer_boxes(prompt, text)
+        boxes_image = self.draw(conversation.image, boxes) if boxes else None
+        parts = [note] if note else []
+        if boxes:
+            parts.append(f"{len(boxes)} box{'es' if len(boxes) > 1 else ''} drawn.")
+        if not text:
+            parts.append("The model gave an empty answer.")
+        parts.append(f"Answered in {seconds:.1f} s.")
+        yield Reply(conversation, self.messages(conversation), boxes_image, " ".join(parts))
+
+    # -- views -----------------------------------------------------------------------------------
+    @staticmethod
+    def messages(
+        conversation: Conversation, pending: Optional[Tuple[str, str]] = None
+    ) -> List[Dict[str, str]]:
+        """The chat history as ``{"role", "content"}`` messages, plus a ``pending`` turn still streaming."""
+        out: List[Dict[str, str]] = []
+        for question, answer in [*conversation.turns, *([pending] if pending else [])]:
+            out.append({"role": "user", "content": as_display_text(question)})
+            out.append({"role": "assistant", "content": as_display_text(answer)})
+        return out
+
+    @staticmethod
+    def answer_boxes(prompt: str, answer: str) -> List[LabelledBox]:
+        """The boxes to draw for an answer: its own, or for ``[identify]`` the asked box named by the answer."""
+        boxes = parse_boxes(answer)
+        if not boxes and split_task_tag(prompt)[0] == TASK_TAGS["identify"]:
+            label = answer.strip()
+            label = label if len(label) <= 40 else label[:39] + "…"
+            boxes = [(label or None, box) for _, box in parse_boxes(prompt)[:1]]
+        if len(boxes) > 1 and all(label is None for label, _ in boxes):
+            boxes = [(str(i + 1), box) for i, (_, box) in enumerate(boxes)]  # numbered in the answer's order
+        return boxes
+
+    @staticmethod
+    def draw(image: Image.Image, boxes: Sequence[LabelledBox]) -> Image.Image:
+        """``image`` with ``boxes`` (0-100 grid) drawn, enlarged by a whole factor when small (pixels kept sharp)."""
+        factor = max(1, math.ceil(MIN_BOXES_SIDE / max(image.size)))
+        if factor > 1:
+            image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+        return draw_boxes(image, boxes, grid=True)

@@ -1,0 +1,127 @@
+"""The demo page in a real browser: Debian's chromium, headless, driven by Playwright (no browser download).
+
+Uploads a file that is not an image (and reads the page's message), then an image, picks the
+[caption] shortcut, sends, and watches the answer stream into the page, then saves a screenshot as a test artifact: under ``$MINIGPT_TEST_ARTIFACTS`` when set, else the
+test's temporary folder; its path is printed. Without ``/usr/bin/chromium`` (or Playwright) the test
+skips, except under CI (``$CI`` set), where it fails: CI must exercise the browser.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+CHROMIUM = os.environ.get("MINIGPT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Records every text the last answer bubble shows, as the page changes (polling could miss steps).
+RECORD_ANSWERS = """
+() => {
+  window.__answers = [];
+  const chat = document.querySelector('#chat');
+  const seen = () => {
+    const bots = chat.querySelectorAll('.bot');
+    if (bots.length) {
+      const text = bots[bots.length - 1].innerText.trim();
+      if (window.__answers[window.__answers.length - 1] !== text) window.__answers.push(text);
+    }
+  };
+  new MutationObserver(seen).observe(chat, {subtree: true, childList: true, characterData: true});
+}
+"""
+
+
+try:
+    from playwright import sync_api
+except ImportError:  # the test extra installs it
+    sync_api = None
+
+MISSING = [
+    what
+    for what, present in (
+        (f"chromium at {CHROMIUM} (Debian: apt-get install chromium)", os.access(CHROMIUM, os.X_OK)),
+        ("playwright (pip install playwright; never `playwright install`)", sync_api is not None),
+    )
+    if not present
+]
+# Skipped before the fixtures train a model and start a server; under CI the test runs and fails.
+pytestmark = pytest.mark.skipif(
+    bool(MISSING) and not os.environ.get("CI"), reason=f"needs {' and '.join(MISSING)}"
+)
+
+
+def _artifacts_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("MINIGPT_TEST_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_upload_ask_and_watch_the_answer_stream(demo_server, tmp_path):
+    if MISSING:
+        pytest.fail(
+            f"CI must run the browser test (.ci/run installs chromium), but it lacks {' and '.join(MISSING)}"
+        )
+    caption = demo_server.taught.sample("caption", 1)
+    screenshot = _artifacts_dir(tmp_path) / "demo_browser.png"
+    profile = tmp_path / "chromium-profile"  # a fresh profile every run
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(demo_server.url, wait_until="domcontentloaded")
+            page.wait_for_selector("#message textarea", timeout=60_000)
+
+            # a file that is not an image gets a message on the page, and the page carries on
+            not_image = tmp_path / "notes.png"
+            not_image.write_text("these are not pixels")
+            page.set_input_files("#image-input input[type=file]", str(not_image))
+            sync_api.expect(page.locator("#status")).to_contain_text(
+                "notes.png is not an image", timeout=30_000
+            )
+
+            page.set_input_files("#image-input input[type=file]", caption.image_path)
+            sync_api.expect(page.locator("#status")).to_contain_text("Image ready", timeout=30_000)
+
+            page.get_by_label("[caption]").check()
+            page.evaluate(RECORD_ANSWERS)
+            page.click("#send")
+            sync_api.expect(page.locator("#status")).to_contain_text("Answered in", timeout=60_000)
+
+            final = page.locator("#chat .bot").last.inner_text().strip()
+            user = page.locator("#chat .user").last.inner_text().strip()
+            seen = [html.unescape(t) for t in page.evaluate("window.__answers") if t]
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+
+    print(f"\nscreenshot: {screenshot}")
+    assert user.startswith("[caption] ")
+    assert final == caption.answer
+    # streamed: before the whole answer, the bubble showed growing beginnings of it (besides gradio's
+    # own "Loading content" placeholder)
+    beginnings = [t for t in seen if final.startswith(t) and t != final]
+    assert len(beginnings) >= 2, f"the answer did not appear piece by piece: {seen}"
+    assert [len(t) for t in beginnings] == sorted(len(t) for t in beginnings), seen
+    assert seen[-1] == final
+    with Image.open(screenshot) as shot:
+        assert shot.format == "PNG" and shot.width >= 1280

@@ -1,0 +1,89 @@
+"""``demo.py``'s command line: defaults, the advice when the quickstart model is missing, devices."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from minigpt.common.config import Config
+from minigpt.demo.cli import DemoSetupError, check_checkpoints, main, parse_args, resolve_device
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO_ROOT / "eval_configs" / "quickstart_demo.yaml"
+
+
+def test_defaults_listen_on_loopback():
+    args = parse_args(["--cfg-path", "x.yaml"])
+    assert args.server_name == "127.0.0.1" and not args.share
+    assert args.concurrency == 1 and args.max_queue == 16
+    assert args.max_image_mb == 20 and args.max_image_megapixels == 50
+
+
+@pytest.mark.parametrize(
+    "argv, culprit",
+    [
+        (["--concurrency", "0"], "--concurrency"),
+        (["--max-image-mb", "0"], "--max-image-mb"),
+        (["--server-port", "70000"], "--server-port"),
+    ],
+)
+def test_bad_arguments_are_named(argv, culprit, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--cfg-path", "x.yaml", *argv])
+    assert culprit in capsys.readouterr().err
+
+
+def test_the_quickstart_config_finds_all_four_stages_by_name():
+    cfg = Config(DEMO_CONFIG)
+    ckpt = [str(p) for p in cfg.model_cfg.ckpt]
+    assert ckpt == [f"output/quickstart/stage{i}" for i in range(1, 5)]
+    assert cfg.run_cfg.device == "cpu"
+
+
+def test_without_the_quickstart_model_the_demo_says_how_to_get_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no output/quickstart here
+    assert main(["--cfg-path", str(DEMO_CONFIG)]) == 2
+    err = capsys.readouterr().err
+    assert "output/quickstart/stage1" in err and "holds no checkpoint" in err
+    assert "python train.py --cfg-path train_configs/quickstart.yaml" in err
+    assert "--options model.ckpt=null" in err
+
+
+def test_a_partly_trained_quickstart_names_the_missing_stage(tmp_path, monkeypatch):
+    from minigpt.models.checkpoint import TRAINED_FILE
+
+    for i in (1, 2, 3):  # stage 4 never finished
+        (tmp_path / f"output/quickstart/stage{i}").mkdir(parents=True)
+        (tmp_path / f"output/quickstart/stage{i}/{TRAINED_FILE}").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DemoSetupError, match=r"names output/quickstart/stage4, which holds no checkpoint"):
+        check_checkpoints(Config(DEMO_CONFIG))
+
+
+def test_a_pipeline_config_is_refused(capsys):
+    assert main(["--cfg-path", str(REPO_ROOT / "train_configs" / "quickstart.yaml")]) == 2
+    assert "is a pipeline (training) config" in capsys.readouterr().err
+
+
+def test_a_bad_option_is_a_config_error(capsys):
+    assert main(["--cfg-path", str(DEMO_CONFIG), "--options", "model.ckpts=null"]) == 2
+    assert "model.ckpts" in capsys.readouterr().err
+
+
+def test_devices(caplog):
+    with caplog.at_level(logging.WARNING, logger="minigpt.demo"):
+        assert resolve_device("cpu", 1) == torch.device("cpu")
+    assert "--gpu-id 1 ignored" in caplog.text
+    with pytest.raises(DemoSetupError, match="run.device must be auto, cpu or cuda"):
+        resolve_device("tpu", None)
+    if torch.cuda.is_available():
+        assert resolve_device("auto", None) == torch.device("cuda", 0)
+        with pytest.raises(DemoSetupError, match="CUDA device"):
+            resolve_device("cuda", torch.cuda.device_count())
+    else:
+        assert resolve_device("auto", 0) == torch.device("cpu")
+        with pytest.raises(DemoSetupError, match="no CUDA device is visible"):
+            resolve_device("cuda", 0)
