@@ -9,9 +9,14 @@ normalisation):
 - ``cc_sbu`` (webdataset shards, shuffle buffer of 1000) pointed at ``synthetic/cc_sbu/train-*.tar``
 - ``coco_caption`` (LAVIS JSON + one JPEG file per image) pointed at ``synthetic/coco_caption``
 
-with 0, 1 and 2 DataLoader workers, and prints one JSON object. Run from the repository root::
+with 0, 1 and 2 DataLoader workers, prints one JSON object in the shared results schema
+(``benchmarks/bench_common.py``) and writes it to ``benchmarks/results/data_pipeline.json``
+(``--out``; ``python benchmarks/report.py`` puts it in ``docs/benchmarks.md``). Run from the
+repository root::
 
     python benchmarks/bench_data_pipeline.py [--n-images 2000] [--batch-size 32] [--batches 40]
+
+Other benchmarks call :func:`run` for these figures.
 
 Each worker and the main process use one torch thread, so the figures measure workers, not
 intra-op threads. The first ``--warmup`` batches (worker start-up, shuffle-buffer fill) are not timed.
@@ -22,16 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.bench_common import machine_info, results, row, write_results  # noqa: E402
 from minigpt.common.registry import registry  # noqa: E402
 from minigpt.datasets.synthetic import generate_synthetic_dataset  # noqa: E402
 from minigpt.runners.data import InfiniteLoader  # noqa: E402
@@ -48,7 +53,9 @@ BUILDERS: Dict[str, Dict[str, Any]] = {
 
 
 def measure(name: str, root: str, workers: int, batch_size: int, batches: int, warmup: int) -> Dict[str, Any]:
-    dataset = registry.get_builder_class(name)(BUILDERS[name], data_root=root).build_datasets(["train"])["train"]
+    dataset = registry.get_builder_class(name)(BUILDERS[name], data_root=root).build_datasets(["train"])[
+        "train"
+    ]
     loader = InfiniteLoader(dataset, batch_size, workers, seed=0, name=name, rank=0, world_size=1)
     t0 = time.perf_counter()
     for _ in range(warmup):
@@ -71,7 +78,67 @@ def measure(name: str, root: str, workers: int, batch_size: int, batches: int, w
     }
 
 
-def main(argv: List[str] = None) -> Dict[str, Any]:
+def run(
+    n_images: int = 2000,
+    shard_size: int = 250,
+    batch_size: int = 32,
+    batches: int = 40,
+    warmup: int = 3,
+    workers: Sequence[int] = (0, 1, 2),
+    builders: Sequence[str] = tuple(BUILDERS),
+) -> Dict[str, Any]:
+    """Generate the images, time every (builder, workers) pair; ``{"generate_s", "results": [...]}``.
+
+    The calling process runs with one torch thread meanwhile (restored afterwards), as do the workers.
+    """
+    unknown = [b for b in builders if b not in BUILDERS]
+    if unknown:
+        raise ValueError(f"unknown builder(s) {unknown}; known: {', '.join(BUILDERS)}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_data_") as root:
+            t0 = time.perf_counter()
+            generate_synthetic_dataset(
+                os.path.join(root, "synthetic"),
+                n_train=n_images,
+                n_test=8,
+                seed=0,
+                image_size=224,
+                shard_size=shard_size,
+                num_workers=0,
+                progress=False,
+            )
+            generate_s = time.perf_counter() - t0
+            measured = [
+                measure(name, root, w, batch_size, batches, warmup) for name in builders for w in workers
+            ]
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "image_size": 224,
+        "batch_size": batch_size,
+        "n_images": n_images,
+        "generate_s": round(generate_s, 1),
+        "results": measured,
+    }
+
+
+def rows_of(raw: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """One table row per (builder, workers) of :func:`run`'s output."""
+    return [
+        row(
+            f"{r['builder']}, {r['num_workers']} worker{'s' if r['num_workers'] != 1 else ''}",
+            r["samples_per_s"],
+            "samples/s",
+            f"batch {raw['batch_size']} at {raw['image_size']} px; first batches {r['warmup_s']} s; "
+            f"{r['skipped']} skipped",
+        )
+        for r in raw["results"]
+    ]
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n-images", type=int, default=2000, help="synthetic training images (default 2000)")
     p.add_argument("--shard-size", type=int, default=250, help="samples per tar shard (default 250)")
@@ -80,38 +147,24 @@ def main(argv: List[str] = None) -> Dict[str, Any]:
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first (default 3)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--builders", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
+    p.add_argument("--out", default=None, help="results file (default benchmarks/results/data_pipeline.json)")
+    p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    with tempfile.TemporaryDirectory(prefix="bench_data_") as root:
-        t0 = time.perf_counter()
-        generate_synthetic_dataset(
-            os.path.join(root, "synthetic"), n_train=args.n_images, n_test=8, seed=0,
-            image_size=224, shard_size=args.shard_size, num_workers=0, progress=False,
-        )
-        generate_s = time.perf_counter() - t0
-        results = [
-            measure(name, root, workers, args.batch_size, args.batches, args.warmup)
-            for name in args.builders
-            for workers in args.workers
-        ]
-    report = {
-        "benchmark": "data_pipeline",
-        "image_size": 224,
-        "batch_size": args.batch_size,
-        "n_images": args.n_images,
-        "generate_s": round(generate_s, 1),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-            # other processes' load when the run started: figures from a busy machine read low
-            "load_avg_1m_before": load_before,
-        },
-        "results": results,
-    }
+    machine = machine_info()
+    raw = run(
+        args.n_images,
+        args.shard_size,
+        args.batch_size,
+        args.batches,
+        args.warmup,
+        args.workers,
+        args.builders,
+    )
+    report = results("data_pipeline", machine, rows_of(raw), raw)
     print(json.dumps(report, indent=2))
+    if not args.no_write:
+        write_results(report, args.out)
     return report
 
 

@@ -4,6 +4,10 @@ Stopping uses the ids and strings of the tokenizer the model actually has: its E
 template's stop strings, which transformers' ``StopStringCriteria`` matches on that tokenizer's
 vocabulary (a stop string may be split over several tokens or share a token with other text).
 TinyGPT-V's demo stopped on the LLaMA id ``2``, which in Phi-2's vocabulary is ``#``.
+
+:func:`decode` is the greedy/sampling loop ``MiniGPTBase.generate`` uses instead of transformers'
+``generate`` when it can (no beams, settings it implements): the same tokens, one causal-LM call
+per new token with the KV cache and nothing else per step but a few tensor operations.
 """
 
 from __future__ import annotations
@@ -12,7 +16,50 @@ import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import torch
-from transformers import StoppingCriteria
+from torch import nn
+from transformers import (
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+# keyword arguments of transformers' generate that decode() implements as generate does
+DECODE_KWARGS = frozenset({"min_new_tokens", "top_k", "logits_processor", "stopping_criteria"})
+
+# GenerationConfig fields decode() does not implement, with the values that switch them off; a model whose
+# generation config sets another value is decoded by transformers' generate
+_UNSUPPORTED_CONFIG = {
+    "min_length": (None, 0),
+    "min_p": (None,),
+    "top_h": (None,),
+    "typical_p": (None, 1.0),
+    "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0),
+    "no_repeat_ngram_size": (None, 0),
+    "encoder_no_repeat_ngram_size": (None, 0),
+    "encoder_repetition_penalty": (None, 1.0),
+    "bad_words_ids": (None,),
+    "sequence_bias": (None,),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "exponential_decay_length_penalty": (None,),
+    "guidance_scale": (None, 1.0),
+    "renormalize_logits": (None, False),
+    "remove_invalid_values": (None, False),
+    "watermarking_config": (None,),
+    "max_time": (None,),
+    "prefill_chunk_size": (None,),
+    "cache_implementation": (None, "dynamic"),
+    "compile_config": (None,),
+}
 
 
 class CancelCriteria(StoppingCriteria):
@@ -113,3 +160,211 @@ def stream_in_thread(
         thread.join()
     if errors:
         raise errors[0]
+
+
+class PreallocatedLayer(DynamicLayer):
+    """A ``DynamicLayer`` writing into ``[B, heads, capacity, head_dim]`` buffers; ``keys``/``values`` are views.
+
+    For :func:`decode`, which only appends: beam reordering and cropping are not supported. A
+    sequence longer than ``capacity`` grows the buffers (one copy) rather than failing.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = int(capacity)
+        self.length = 0
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.dtype, self.device = key_states.dtype, key_states.device
+            b, h, _, d = key_states.shape
+            self._k = key_states.new_empty((b, h, self.capacity, d))
+            self._v = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+            self.is_initialized = True
+        end = self.length + key_states.shape[-2]
+        if end > self._k.shape[-2]:
+            extra = max(end, 2 * self._k.shape[-2]) - self._k.shape[-2]
+            self._k = torch.cat(
+                [self._k, self._k.new_empty((*self._k.shape[:2], extra, self._k.shape[3]))], -2
+            )
+            self._v = torch.cat(
+                [self._v, self._v.new_empty((*self._v.shape[:2], extra, self._v.shape[3]))], -2
+            )
+        self._k[:, :, self.length : end].copy_(key_states)
+        self._v[:, :, self.length : end].copy_(value_states)
+        self.length = end
+        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]  # [B, heads, end, head_dim]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def _append_only(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("the preallocated decode cache only appends (no beams, no cropping)")
+
+    crop = reorder_cache = batch_repeat_interleave = batch_select_indices = _append_only
+
+
+def preallocated_cache(config: Any, capacity: int) -> Optional[DynamicCache]:
+    """A transformers ``DynamicCache`` whose full-attention layers are :class:`PreallocatedLayer` of ``capacity``.
+
+    transformers' ``DynamicLayer`` concatenates each new token's keys and values onto a copy of
+    the whole cache, so every decoding step copies all of it (``batch x length`` per layer: at
+    batch 8 more memory traffic than reading the weights, for the models benchmarked here).
+    Layers of other kinds (sliding windows, linear attention) keep transformers' own. None when
+    the config yields no plain layer to replace.
+    """
+    cache = DynamicCache(config=config)
+    swapped = 0
+    for i, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer:
+            cache.layers[i] = PreallocatedLayer(capacity)
+            swapped += 1
+    return cache if swapped else None
+
+
+def generation_setting(generation_config: Any, name: str) -> Any:
+    """The value transformers' ``generate`` uses for ``name``: the config's, else its global default.
+
+    ``generate`` fills fields a model's ``GenerationConfig`` leaves unset from library-wide
+    defaults (``top_k`` 50, for one), so a loop that wants its tokens must read them the same way.
+    """
+    value = getattr(generation_config, name, None)
+    if value is None:
+        defaults = getattr(type(generation_config), "_get_default_generation_params", None)
+        if callable(defaults):
+            value = defaults().get(name)
+    return value
+
+
+def decode_unsupported(generation_config: Any, generate_kwargs: Dict[str, Any]) -> Optional[str]:
+    """Why :func:`decode` cannot stand in for transformers' ``generate`` here, or None when it can.
+
+    ``generation_config`` is the causal LM's ``GenerationConfig`` (a checkpoint may set defaults
+    there); ``generate_kwargs`` are the extra arguments a caller passed for ``generate``.
+    """
+    extra = sorted(set(generate_kwargs) - DECODE_KWARGS)
+    if extra:
+        return f"arguments {extra}"
+    for field, neutral in _UNSUPPORTED_CONFIG.items():
+        value = generation_setting(generation_config, field)
+        if value not in neutral:
+            return f"generation_config.{field}={value!r}"
+    return None
+
+
+def _processors(
+    do_sample: bool,
+    temperature: float,
+    top_k: Optional[int],
+    top_p: float,
+    repetition_penalty: float,
+    min_new_tokens: int,
+    eos_ids: torch.Tensor,
+    extra: Optional[Sequence[Any]],
+) -> LogitsProcessorList:
+    """transformers' processors for these settings, in the order its ``generate`` applies them."""
+    procs = LogitsProcessorList()
+    if repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+    if min_new_tokens > 0:
+        procs.append(MinNewTokensLengthLogitsProcessor(0, min_new_tokens, eos_ids, device=eos_ids.device))
+    procs.extend(extra or [])
+    if do_sample:
+        if temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(temperature))
+        if top_k:
+            procs.append(TopKLogitsWarper(top_k=top_k))
+        if top_p < 1.0:
+            procs.append(TopPLogitsWarper(top_p=top_p))
+    return procs
+
+
+@torch.no_grad()
+def decode(
+    llm: nn.Module,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_ids: Sequence[int],
+    pad_token_id: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: Optional[int] = None,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    min_new_tokens: int = 0,
+    logits_processor: Optional[Sequence[Any]] = None,
+    stopping_criteria: Optional[Sequence[StoppingCriteria]] = None,
+    preallocate: bool = True,
+) -> torch.LongTensor:
+    """Greedy or sampled continuation of left-padded prompt embeddings with the KV cache: ``[B, n_new]`` ids.
+
+    ``llm`` is called like a transformers causal LM (``inputs_embeds`` or ``input_ids``,
+    ``attention_mask``, ``position_ids``, ``past_key_values``, ``use_cache``, ``logits_to_keep``).
+    A row stops at a token in ``eos_token_ids`` or when a criterion of ``stopping_criteria`` (e.g.
+    transformers' ``StopStringCriteria``) says so; finished rows are padded with ``pad_token_id``;
+    the loop ends when every row is finished or after ``max_new_tokens``. Positions, masks,
+    processors and the sampling draw are transformers' ``generate``'s for ``inputs_embeds``
+    prompts, so the ids are the ones it returns (sampling from the same torch generator state).
+    One difference: ``repetition_penalty`` applies to every generated token of a row, where
+    ``generate`` skips as many of them as the row has left padding. ``preallocate`` keeps the KV
+    cache in buffers sized for the prompt plus ``max_new_tokens`` (:func:`preallocated_cache`)
+    instead of transformers' growing one: the same values, without copying the cache every step.
+    """
+    batch = inputs_embeds.shape[0]
+    device = inputs_embeds.device
+    eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
+    procs = _processors(
+        do_sample, temperature, top_k, top_p, repetition_penalty, min_new_tokens, eos, logits_processor
+    )
+    criteria = StoppingCriteriaList(stopping_criteria or [])
+    mask = attention_mask.to(device=device, dtype=torch.long)
+    position_ids = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 0)
+    next_position = position_ids[:, -1:] + 1
+    padded = bool((mask == 0).any())
+    ids = torch.empty((batch, 0), dtype=torch.long, device=device)
+    unfinished = torch.ones(batch, dtype=torch.long, device=device)
+    cache = None
+    if preallocate:
+        config = getattr(getattr(llm, "causal_lm", llm), "config", None)
+        if config is not None:
+            cache = preallocated_cache(config, inputs_embeds.shape[1] + max_new_tokens)
+    out = llm(
+        inputs_embeds=inputs_embeds,
+        attention_mask=mask if padded else None,  # no padding: causal attention needs no mask
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    for step in range(max_new_tokens):
+        scores = out.logits[:, -1].to(dtype=torch.float32, copy=True)  # [B, vocab]
+        if procs:
+            scores = procs(ids, scores)
+        if do_sample:
+            token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        else:
+            token = torch.argmax(scores, dim=-1)
+        token = token * unfinished + pad_token_id * (1 - unfinished)
+        ids = torch.cat([ids, token[:, None]], dim=-1)
+        stop = torch.isin(token, eos)
+        if criteria:
+            stop |= criteria(ids, None)
+        unfinished = unfinished & ~stop
+        if step + 1 == max_new_tokens or not bool(unfinished.any()):
+            break
+        if padded:
+            mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
+        out = llm(
+            input_ids=token[:, None],
+            attention_mask=mask if padded else None,
+            position_ids=next_position,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        next_position = next_position + 1
+    return ids

@@ -26,6 +26,20 @@ def _as_turns(x: Turns) -> List[str]:
     return [x] if isinstance(x, str) else list(x)
 
 
+def _stochastic(module: nn.Module) -> bool:
+    """Whether ``module`` gives different outputs for the same input in its current mode (active dropout or batch stats)."""
+    for m in module.modules():
+        if not m.training:
+            continue
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return True
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return True
+        if type(m).__name__ == "DropPath" and float(getattr(m, "drop_prob", 0.0) or 0.0) > 0:
+            return True
+    return False
+
+
 def _part_kwargs(cfg: Any) -> Dict[str, Any]:
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -49,6 +63,8 @@ class MiniGPTBase(BaseModel):
         max_txt_len: int = 160,
         freeze_vision: bool = False,
         freeze_projector: bool = False,
+        loss_on_label_positions: bool = True,
+        lean_generate: bool = True,
     ) -> None:
         super().__init__()
         self.vision_encoder = vision_encoder
@@ -70,6 +86,11 @@ class MiniGPTBase(BaseModel):
         self.pad_token_id = tok.pad_token_id
         self.eos_token_id = tok.eos_token_id
         self.bos_ids = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        # the LM head and cross-entropy only where a label is (see answer_loss); False: logits everywhere
+        self.loss_on_label_positions = bool(loss_on_label_positions)
+        # greedy/sampling through minigpt.models.generation.decode (see generate); False: transformers' generate
+        self.lean_generate = bool(lean_generate)
+        self._stop_criteria_cache: Dict[Tuple[str, ...], Any] = {}
         self.cfg: Optional[DictConfig] = None
 
     # -- construction ----------------------------------------------------------------------
@@ -91,6 +112,8 @@ class MiniGPTBase(BaseModel):
             max_txt_len=cfg.get("max_txt_len", 160),
             freeze_vision=bool(venc_cfg.get("freeze", False)),
             freeze_projector=bool(proj_cfg.get("freeze", False)),
+            loss_on_label_positions=bool(cfg.get("loss_on_label_positions", True)),
+            lean_generate=bool(cfg.get("lean_generate", True)),
         )
         model.cfg = cfg
         ckpt = cfg.get("ckpt")
@@ -119,7 +142,14 @@ class MiniGPTBase(BaseModel):
 
     # -- images ------------------------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` -> ``[B, N, llm_hidden]`` image embeddings."""
+        """``[B, 3, H, W]`` -> ``[B, N, llm_hidden]`` image embeddings.
+
+        A 3-D ``images`` is not pixels but what :meth:`vision_prefix` returned for them (the vision
+        feature cache hands those in, see ``minigpt/runners/vision_cache.py``): only the rest of the
+        image path, :meth:`vision_suffix`, runs on it.
+        """
+        if images.dim() == 3:
+            return self.vision_suffix(images)
         if self.freeze_vision:
             with torch.no_grad():
                 feats = self.vision_encoder(images)
@@ -129,6 +159,62 @@ class MiniGPTBase(BaseModel):
 
     def num_image_tokens(self) -> int:
         return self.projector.num_output_tokens(self.vision_encoder.num_tokens)
+
+    # the parts of the image path whose output the vision feature cache may store, deepest first
+    VISION_CACHE_POINTS = ("projector", "projector_prefix", "vision_encoder")
+
+    def vision_cache_point(self) -> Optional[str]:
+        """Where the frozen, deterministic start of the image path ends in training, or None when the encoder trains.
+
+        ``"projector"``: the encoder and the whole projector are frozen and deterministic (no active
+        dropout or batch statistics) in training mode; ``"projector_prefix"``: the projector's leading
+        part is (a frozen Q-Former, through the projector's ``has_frozen_prefix()``); ``"vision_encoder"``:
+        only the encoder is. Judged on the modules' current train/eval modes and ``requires_grad`` flags.
+        """
+        if not self.freeze_vision or any(p.requires_grad for p in self.vision_encoder.parameters()):
+            return None
+        if _stochastic(self.vision_encoder):
+            return None
+        proj = self.projector
+        if not any(p.requires_grad for p in proj.parameters()) and not _stochastic(proj):
+            return "projector"
+        if callable(getattr(proj, "has_frozen_prefix", None)) and proj.has_frozen_prefix():
+            return "projector_prefix"
+        return "vision_encoder"
+
+    @torch.no_grad()
+    def vision_prefix(self, images: torch.Tensor, point: Optional[str] = None) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> the output of the image path's frozen start up to ``point`` (3-D).
+
+        ``point`` defaults to ``vision_feature_point`` (set by the vision feature cache). Computed as
+        :meth:`encode_images` computes it, so ``encode_images(vision_prefix(x))`` is ``encode_images(x)``.
+        """
+        point = self._feature_point(point)
+        feats = self.vision_encoder(images)
+        if point == "projector_prefix":
+            return self.projector.frozen_prefix(feats)
+        if point == "projector":
+            return self.projector(feats)
+        return feats
+
+    def vision_suffix(self, feats: torch.Tensor, point: Optional[str] = None) -> torch.Tensor:
+        """The rest of the image path after :meth:`vision_prefix`: ``[B, N', C']`` -> ``[B, N, llm_hidden]``."""
+        point = self._feature_point(point)
+        if point == "projector_prefix":
+            return self.projector.trainable_suffix(feats)
+        if point == "projector":
+            return feats
+        return self.projector(feats)
+
+    def _feature_point(self, point: Optional[str]) -> str:
+        point = point or getattr(self, "vision_feature_point", None)
+        if point not in self.VISION_CACHE_POINTS:
+            raise ValueError(
+                f"image features need a cache point ({', '.join(self.VISION_CACHE_POINTS)}), got {point!r}: "
+                "3-D images are cached vision features, which only a vision feature cache set up on this model "
+                "hands in (run.vision_feature_cache)"
+            )
+        return point
 
     # -- text ----------------------------------------------------------------------------------
     def _tokenize(self, texts: List[str]) -> List[List[int]]:
@@ -229,9 +315,38 @@ class MiniGPTBase(BaseModel):
             images = images.to(device)
         with self.maybe_autocast():
             emb = self.embed(batch, images)
-            out = self.llm(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"])
+            loss = self.answer_loss(emb, batch["attention_mask"], batch["labels"])
         n_tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
-        return {"loss": out.loss, "n_tokens": n_tokens}
+        return {"loss": loss, "n_tokens": n_tokens}
+
+    def answer_loss(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean next-token cross-entropy over the positions whose next token carries a label.
+
+        ``inputs_embeds`` is ``[B, T, D]``, ``attention_mask`` and ``labels`` ``[B, T]`` (IGNORE_INDEX
+        where no loss is taken). With ``loss_on_label_positions`` the LM head runs only at the
+        positions ``t`` whose label ``t + 1`` counts (transformers' ``logits_to_keep`` with a boolean
+        mask): answers are a small part of a sequence that is mostly image and prompt tokens, so most
+        of the ``[B, T, vocab]`` logits a causal LM computes would be thrown away. The value is the
+        full-logits loss's: the same mean over the same tokens, with the logits in float32.
+        """
+        if not (self.loss_on_label_positions and self.llm.supports_logits_mask):
+            return self.llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels).loss
+        has_label = labels[:, 1:] != IGNORE_INDEX  # [B, T-1]: position t predicts token t+1
+        keep = torch.nn.functional.pad(has_label, (0, 1), value=False)  # [B, T]
+        out = self.llm(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep
+        )
+        targets = labels[:, 1:][has_label]  # [n], in the order the mask gathers the positions
+        logits = out.logits
+        if logits.dim() != 2 or logits.shape[0] != targets.shape[0]:
+            raise RuntimeError(
+                f"{type(self.llm.model).__name__} returned logits of shape {tuple(logits.shape)} for a boolean "
+                f"logits_to_keep selecting {targets.shape[0]} positions; set the model config key "
+                "loss_on_label_positions: false to compute logits at every position"
+            )
+        return torch.nn.functional.cross_entropy(logits.float(), targets)
 
     # -- inference -----------------------------------------------------------------------------
     def build_generation_inputs(
@@ -362,6 +477,60 @@ class MiniGPTBase(BaseModel):
         with self.maybe_autocast():  # autocast is per thread: entered where generate runs
             return self.llm.generate(**kwargs)
 
+    def lean_decode_blocker(
+        self, num_beams: int, use_cache: bool, generate_kwargs: Dict[str, Any]
+    ) -> Optional[str]:
+        """Why ``generate`` hands these settings to transformers' ``generate``; None when its own loop runs."""
+        from minigpt.models.generation import decode_unsupported
+
+        if not self.lean_generate:
+            return "lean_generate is off"
+        if num_beams != 1:
+            return "beam search"
+        if not use_cache:
+            return "use_cache=False"
+        if not self.llm.supports_logits_mask:
+            return "the LLM's forward takes no logits_to_keep"
+        return decode_unsupported(self.llm.causal_lm.generation_config, generate_kwargs)
+
+    def _stop_string_criteria(self, stops: Tuple[str, ...]) -> Any:
+        # built once per set of stop strings: its tables cover the whole vocabulary
+        criteria = self._stop_criteria_cache.get(stops)
+        if criteria is None:
+            from transformers import StopStringCriteria
+
+            criteria = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stops))
+            self._stop_criteria_cache[stops] = criteria
+        return criteria
+
+    def _run_lean_decode(self, kwargs: Dict[str, Any]) -> torch.Tensor:
+        """``_generate_kwargs``' arguments decoded by :func:`minigpt.models.generation.decode`."""
+        from minigpt.models.generation import decode, generation_setting
+
+        gen_cfg = self.llm.causal_lm.generation_config
+        criteria = list(kwargs.get("stopping_criteria") or [])
+        if kwargs.get("stop_strings"):
+            criteria.insert(0, self._stop_string_criteria(tuple(kwargs["stop_strings"])))
+        do_sample = bool(kwargs["do_sample"])
+        min_new = kwargs.get("min_new_tokens", generation_setting(gen_cfg, "min_new_tokens"))
+        with self.maybe_autocast():
+            return decode(
+                self.llm,
+                kwargs["inputs_embeds"],
+                kwargs["attention_mask"],
+                max_new_tokens=int(kwargs["max_new_tokens"]),
+                eos_token_ids=kwargs["eos_token_id"],
+                pad_token_id=kwargs["pad_token_id"],
+                do_sample=do_sample,
+                temperature=float(kwargs.get("temperature", 1.0)) if do_sample else 1.0,
+                top_k=kwargs.get("top_k", generation_setting(gen_cfg, "top_k")),
+                top_p=float(kwargs.get("top_p", 1.0)) if do_sample else 1.0,
+                repetition_penalty=float(kwargs.get("repetition_penalty") or 1.0),
+                min_new_tokens=int(min_new or 0),
+                logits_processor=kwargs.get("logits_processor"),
+                stopping_criteria=criteria,
+            )
+
     @torch.no_grad()
     def generate(
         self,
@@ -387,6 +556,12 @@ class MiniGPTBase(BaseModel):
         the answer is cut before the stop string and stripped. Sampling draws from torch's global
         generator: ``torch.manual_seed`` first to reproduce it. Other keyword arguments go to
         transformers' ``generate``.
+
+        Greedy and sampling run this library's decode loop
+        (:func:`minigpt.models.generation.decode`: the tokens transformers' ``generate`` returns,
+        with less work per token) unless ``lean_decode_blocker`` names a reason not to (beams,
+        ``use_cache=False``, ``lean_generate: false``, arguments or generation-config settings the
+        loop does not implement); then transformers' ``generate`` runs.
         """
         if not prompts:
             return []
@@ -395,7 +570,10 @@ class MiniGPTBase(BaseModel):
             images, prompts, history, stops, max_new_tokens, num_beams, do_sample, temperature, top_p,
             repetition_penalty, use_cache, generate_kwargs,
         )
-        out = self._run_llm_generate(kwargs)
+        if self.lean_decode_blocker(num_beams, use_cache, generate_kwargs) is None:
+            out = self._run_lean_decode(kwargs)
+        else:
+            out = self._run_llm_generate(kwargs)
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [self.template.cut_at_stop(t, stops) for t in texts]
 

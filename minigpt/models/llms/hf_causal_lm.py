@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any, Dict, List, Optional
@@ -263,6 +264,20 @@ class HFCausalLM(nn.Module):
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)
+
+    @property
+    def causal_lm(self) -> nn.Module:
+        """The transformers causal LM itself (inside peft's wrapper when LoRA is on; LoRA layers included)."""
+        get_base = getattr(self.model, "get_base_model", None)
+        return get_base() if callable(get_base) else self.model
+
+    @property
+    def supports_logits_mask(self) -> bool:
+        """Whether the causal LM's forward takes ``logits_to_keep`` (a boolean ``[B, T]`` mask selects positions)."""
+        if not hasattr(self, "_supports_logits_mask"):
+            params = inspect.signature(self.causal_lm.forward).parameters
+            self._supports_logits_mask = "logits_to_keep" in params
+        return self._supports_logits_mask
 
     def forward(self, **kwargs):
         return self.model(**kwargs)
