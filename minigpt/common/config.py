@@ -45,6 +45,11 @@ PIPELINE_KEYS = ("name", "output_dir", "data", "options", "stages", "eval")
 DATASET_COMMON_DEFAULTS: Dict[str, Any] = {"type": "default", "sample_ratio": 1.0}
 DATASET_COMMON_SOURCE = "minigpt.common.config.DATASET_COMMON_DEFAULTS"
 
+# run.vision_feature_cache choices (minigpt/runners/vision_cache.py) and the image processors it refuses
+VISION_CACHE_STORAGES = ("memory", "disk")
+VISION_CACHE_DTYPES = (None, "float32", "float16", "bfloat16")
+RANDOM_IMAGE_PROCESSORS = ("image_train",)
+
 # run key -> registry kind; the named component must exist before we start any work.
 _RUN_REGISTRY_KEYS = (("task", "task"), ("runner", "runner"), ("lr_sched", "lr_scheduler"))
 _ABSENT = object()
@@ -795,3 +800,46 @@ class Config:
                     f"{self._shown(f'datasets.{name}.sample_ratio', ratio)} must be > 0 "
                     "(it weighs how often the mixer draws from this dataset)"
                 )
+        if "length_group_batches" in run and self._number(run, "run", "length_group_batches") < 1:
+            raise ConfigError(
+                f"{self._shown('run.length_group_batches', run.length_group_batches)} must be >= 1 "
+                "(batches sorted by length together)"
+            )
+        self._check_vision_cache(config)
+
+    def _check_vision_cache(self, config: DictConfig) -> None:
+        """``run.vision_feature_cache``: valid settings, a frozen encoder, deterministic image processors."""
+        block = config.run.get("vision_feature_cache")
+        if not block or not block.get("enabled"):
+            return
+        prefix = "run.vision_feature_cache"
+        on = self._shown(f"{prefix}.enabled", True)
+        choices = {"storage": VISION_CACHE_STORAGES, "dtype": VISION_CACHE_DTYPES}
+        for key, allowed in choices.items():
+            if key in block and block.get(key) not in allowed:
+                shown = ", ".join("null" if v is None else str(v) for v in allowed)
+                raise ConfigError(f"{self._shown(f'{prefix}.{key}', block.get(key))} must be one of {shown}")
+        if "shard_size" in block and self._number(block, prefix, "shard_size") < 1:
+            raise ConfigError(f"{self._shown(f'{prefix}.shard_size', block.shard_size)} must be >= 1")
+        venc = config.model.get("vision_encoder") or {}
+        if not venc.get("freeze", False):
+            shown = self._shown("model.vision_encoder.freeze", venc.get("freeze")) if "freeze" in venc else (
+                "model.vision_encoder.freeze is not set")
+            raise ConfigError(
+                f"{on} needs a frozen vision encoder, but {shown}: the features of an encoder that trains change "
+                "every step; set model.vision_encoder.freeze=true or turn the cache off"
+            )
+        splits = list(config.run.get("train_splits") or [])
+        for name, dblock in config.datasets.items():
+            if dblock.get("data_type", "images") == "text":
+                continue
+            for split in splits:
+                which = "train" if split == "train" else "eval"
+                proc = ((dblock.get("vis_processor") or {}).get(which) or {})
+                if proc.get("name") in RANDOM_IMAGE_PROCESSORS:
+                    dotted = f"datasets.{name}.vis_processor.{which}.name"
+                    raise ConfigError(
+                        f"{on} needs deterministic image processors, but {self._shown(dotted, proc.get('name'))} "
+                        "is a random augmentation (each epoch would need other features); use image_eval for "
+                        "this dataset or turn the cache off"
+                    )

@@ -6,6 +6,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from minigpt.datasets.image_source import IMAGE_KEY, IMAGE_PIXEL_ROWS, IMAGE_PIXELS, ImageRef, split_refs
+
 # the key SkippingDataset and skipping streams attach to samples (base_dataset.READ_STATS_KEY); spelled
 # out here so collating does not import the readers
 READ_STATS_KEY = "_read_stats"
@@ -26,7 +28,9 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     samples and ``None`` (or nothing) in others is an error naming the samples on each side,
     as is a shape mismatch. Every other key becomes a list with one entry per sample; samples
     that lack a key (batches mixing datasets with different evaluation keys) contribute
-    ``None`` there. Read reports that skipping datasets attach (``_read_stats``) are not batched
+    ``None`` there. Images handed out as :class:`~minigpt.datasets.image_source.ImageRef` (the
+    vision feature cache's data path) become ``image_key``/``image_pixels``/``image_pixel_rows``
+    (see :func:`_collate_image_refs`). Read reports that skipping datasets attach (``_read_stats``) are not batched
     but summed into ``batch["data_stats"]`` (see :func:`read_stats`).
     """
     if not samples:
@@ -44,6 +48,9 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     batch: Dict[str, Any] = {}
     for key in keys:
         values = [sample.get(key) for sample in samples]
+        if key == "image" and any(isinstance(v, ImageRef) for v in values):
+            batch.update(_collate_image_refs(samples, values))
+            continue
         tensors = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
         if not tensors:
             batch[key] = None if all(v is None for v in values) else values
@@ -66,6 +73,33 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     if stats is not None:
         batch["data_stats"] = stats
     return batch
+
+
+def _collate_image_refs(samples: List[Dict[str, Any]], values: List[Any]) -> Dict[str, Any]:
+    """The image column of a batch read through the vision feature cache's image source.
+
+    ``image`` is None (the cache puts the features there); ``image_key`` lists every sample's cache
+    key; ``image_pixels`` stacks the pixels of the samples whose features are not cached yet (None
+    when all are) and ``image_pixel_rows`` says which samples those are.
+    """
+    refs, others = split_refs(values)
+    if others:
+        raise ValueError(
+            f"cannot batch 'image': samples {_ids(samples, refs)} hold images but samples "
+            f"{_ids(samples, others)} hold {type(values[others[0]]).__name__} (e.g. image and text-only "
+            "samples in one batch); keep them in separate batches"
+        )
+    rows = [i for i, v in enumerate(values) if v.pixels is not None]
+    pixels = [values[i].pixels for i in rows]
+    shapes = {tuple(p.shape) for p in pixels}
+    if len(shapes) > 1:
+        raise ValueError(f"cannot stack 'image': tensor shapes differ ({sorted(shapes)}) in samples {_ids(samples, rows)}")
+    return {
+        "image": None,
+        IMAGE_KEY: [v.key for v in values],
+        IMAGE_PIXELS: torch.stack(pixels) if pixels else None,
+        IMAGE_PIXEL_ROWS: rows,
+    }
 
 
 def read_stats(samples: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:

@@ -10,6 +10,10 @@ a resumed run draw the same batches the uninterrupted run would have.
 Sharding: a map-style dataset goes through a ``DistributedSampler`` (each rank a disjoint part of
 each epoch's permutation; DataLoader workers then share that rank's batches), a webdataset stream
 splits its shards across ranks (``wds.split_by_node``) and then workers.
+
+With ``run.group_by_length`` a map-style dataset's batches come from a
+:class:`~minigpt.runners.length_grouping.LengthGroupedBatchSampler` instead (similar lengths, one
+modality per batch); its position is kept the same way (epoch and batches handed out).
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from minigpt.common.dist_utils import get_rank, get_world_size
+from minigpt.runners.length_grouping import LengthFn, LengthGroupedBatchSampler, scan_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +76,9 @@ class InfiniteLoader:
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
         skip_bad: bool = True,
+        lengths: Optional[Sequence[int]] = None,
+        has_image: Optional[Sequence[bool]] = None,
+        group_batches: int = 50,
     ) -> None:
         from minigpt.datasets.datasets.base_dataset import skip_bad_samples
 
@@ -87,6 +95,8 @@ class InfiniteLoader:
         self._pending_counts = {"samples": 0, "skipped": 0}
         self.last_error: Optional[str] = None
         self.sampler: Optional[ResumableSampler] = None
+        # run.group_by_length: batches of similar length and one modality (minigpt/runners/length_grouping.py)
+        self.batch_sampler: Optional[LengthGroupedBatchSampler] = None
         kwargs: Dict[str, Any] = dict(
             batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate, drop_last=True
         )
@@ -101,10 +111,20 @@ class InfiniteLoader:
                     f"dataset {self.name} has {len(self.dataset)} samples, "
                     f"fewer than one global batch ({self.batch_size} x {world} ranks)"
                 )
-            self.sampler = ResumableSampler(
-                self.dataset, num_replicas=world, rank=get_rank() if rank is None else int(rank), seed=seed
-            )
-            self.loader = DataLoader(self.dataset, sampler=self.sampler, **kwargs)
+            rank = get_rank() if rank is None else int(rank)
+            if lengths is not None:
+                if len(lengths) != len(self.dataset):
+                    raise ValueError(f"dataset {self.name}: {len(lengths)} lengths for {len(self.dataset)} samples")
+                self.batch_sampler = LengthGroupedBatchSampler(
+                    lengths, has_image if has_image is not None else [True] * len(lengths), self.batch_size,
+                    num_replicas=world, rank=rank, seed=seed, group_batches=group_batches,
+                )
+                for key in ("batch_size", "drop_last"):
+                    kwargs.pop(key)
+                self.loader = DataLoader(self.dataset, batch_sampler=self.batch_sampler, **kwargs)
+            else:
+                self.sampler = ResumableSampler(self.dataset, num_replicas=world, rank=rank, seed=seed)
+                self.loader = DataLoader(self.dataset, sampler=self.sampler, **kwargs)
         self._it: Optional[Iterator] = None
 
     # -- iteration ------------------------------------------------------------------------------
@@ -114,6 +134,9 @@ class InfiniteLoader:
                 if self.sampler is not None:
                     self.sampler.set_epoch(self.epoch)
                     self.sampler.start = self.offset * self.batch_size
+                if self.batch_sampler is not None:
+                    self.batch_sampler.set_epoch(self.epoch)
+                    self.batch_sampler.start = self.offset
                 self._it = iter(self.loader)
             try:
                 batch = next(self._it)
@@ -158,7 +181,8 @@ class InfiniteLoader:
                 "positions": {int(w): list(p) for w, p in self.stream_positions.items()},
                 "next_worker": self.next_worker,
             }
-        return {"kind": "map", "epoch": self.epoch, "offset": self.offset, "batch_size": self.batch_size}
+        return {"kind": "map", "epoch": self.epoch, "offset": self.offset, "batch_size": self.batch_size,
+                "grouped": self.batch_sampler is not None}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state_dict()``; call before the first batch is drawn."""
@@ -190,6 +214,13 @@ class InfiniteLoader:
             raise ValueError(
                 f"loader {self.name}: the checkpoint was written with batch size {state.get('batch_size')}, "
                 f"this run uses {self.batch_size}; the data position cannot be carried over"
+            )
+        grouped = self.batch_sampler is not None
+        if bool(state.get("grouped", False)) != grouped:
+            logger.warning(
+                "loader %s: run.group_by_length changed since the checkpoint; the current epoch continues at batch %s "
+                "of a differently ordered epoch (some of its samples are seen twice or not at all this epoch)",
+                self.name, state.get("offset"),
             )
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
 
@@ -254,19 +285,46 @@ class MixedLoader:
         self.draws = int(state.get("draws", 0))
 
 
-def build_train_loader(datasets: Dict[str, Dict[str, Dataset]], ratios: Dict[str, float], run_cfg) -> MixedLoader:
+def build_train_loader(
+    datasets: Dict[str, Dict[str, Dataset]],
+    ratios: Dict[str, float],
+    run_cfg,
+    attach: Optional[Callable[[str, Dataset], Dataset]] = None,
+    length_of: Optional[LengthFn] = None,
+) -> MixedLoader:
+    """The training stream of a run: one :class:`InfiniteLoader` per (dataset, train split), mixed by ratio.
+
+    ``attach(name, dataset)`` may return a dataset reading its images another way (the vision
+    feature cache's :meth:`~minigpt.runners.vision_cache.VisionFeatureCache.attach`). With
+    ``run.group_by_length`` each map-style dataset's lengths are scanned first (``length_of``:
+    samples -> lengths, e.g. :func:`~minigpt.runners.length_grouping.token_lengths`; characters
+    by default) and its batches grouped (:class:`LengthGroupedBatchSampler`).
+    """
     split_names = list(run_cfg.train_splits)
+    group = bool(run_cfg.get("group_by_length", False))
     loaders = {}
     for name, splits in datasets.items():
         for split in split_names:
             if split in splits:
                 key = name if len(split_names) == 1 else f"{name}/{split}"
+                dataset = splits[split]
+                scanned = None
+                if group and isinstance(dataset, IterableDataset):
+                    logger.info("run.group_by_length: %s is a stream (no random access); its batches are not grouped",
+                                key)
+                elif group:
+                    scanned = scan_lengths(dataset, length_of, key)
+                if attach is not None:
+                    dataset = attach(key, dataset)
                 loaders[key] = InfiniteLoader(
-                    splits[split],
+                    dataset,
                     batch_size=int(run_cfg.batch_size_train),
                     num_workers=int(run_cfg.num_workers),
                     seed=int(run_cfg.seed) + 7919 * len(loaders),
                     name=key,
+                    lengths=scanned[0] if scanned else None,
+                    has_image=scanned[1] if scanned else None,
+                    group_batches=int(run_cfg.get("length_group_batches", 50)),
                 )
                 ratios = {**ratios, key: ratios[name]}
     return MixedLoader(loaders, ratios, seed=int(run_cfg.seed) + 1)

@@ -30,7 +30,9 @@ from minigpt.runners.checkpointing import (
     save_checkpoint,
 )
 from minigpt.runners.data import MixedLoader, build_train_loader
+from minigpt.runners.length_grouping import token_lengths
 from minigpt.runners.observability import BestTracker, SampleProbe, ScalarSinks, link_best, memory_mb
+from minigpt.runners.vision_cache import VisionFeatureCache
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,9 @@ class RunnerIter:
     step and the batch's sample ids. CUDA out-of-memory raises :class:`TrainingOutOfMemory` with advice.
     Precision: ``run.precision`` bf16/fp16 autocast (fp16 with a GradScaler, CUDA only);
     ``run.grad_checkpointing``; ``run.distributed`` ddp or fsdp (torch's ``fully_shard``).
+    Speed: ``run.vision_feature_cache`` (frozen image-path outputs stored per image,
+    :mod:`minigpt.runners.vision_cache`) and ``run.group_by_length``
+    (:mod:`minigpt.runners.length_grouping`).
     """
 
     def __init__(self, cfg, task, model, datasets, device: torch.device) -> None:
@@ -141,6 +146,7 @@ class RunnerIter:
                 logger.warning("run.grad_checkpointing=true but no part of this model supports it")
         self.loader: Optional[MixedLoader] = None
         self.skips: Optional[SkipTracker] = None
+        self.vision_cache: Optional[VisionFeatureCache] = None
         # evaluation during training (run.eval_every) and the best checkpoint (run.best_metric)
         self.best: Optional[BestTracker] = (
             BestTracker(str(rc.best_metric), str(rc.get("best_mode", "max"))) if rc.get("best_metric") else None
@@ -179,7 +185,13 @@ class RunnerIter:
         rc = self.run_cfg
         max_iters, accum = self._max_iters(), int(rc.accum_grad_iters)
         ratios = {name: float(self.cfg.datasets_cfg[name].get("sample_ratio", 1.0)) for name in self.datasets}
-        loader = self.loader = build_train_loader(self.datasets, ratios, rc)
+        # run.vision_feature_cache: the frozen image path's output stored per image (minigpt/runners/vision_cache.py)
+        cache = self.vision_cache = VisionFeatureCache.from_run_config(rc, self.model, self.output_dir, self._autocast)
+        tokenizer = getattr(self.model, "tokenizer", None)
+        loader = self.loader = build_train_loader(
+            self.datasets, ratios, rc, attach=cache.attach if cache is not None else None,
+            length_of=token_lengths(tokenizer) if tokenizer is not None else None,
+        )
         skips = self.skips = self._skip_tracker(loader)
         resume_path = self._resume_path()
         if resume_path:
@@ -192,6 +204,8 @@ class RunnerIter:
             self._resume(resume_path, optimizer, sched)
         net = self._wrapped()
         self.model.train()
+        if cache is not None:
+            cache.open()  # fingerprints the frozen weights as loaded (model.ckpt, resume) before the first batch
         os.makedirs(self.output_dir, exist_ok=True)
         main = dist_utils.is_main_process()
         metrics_path = os.path.join(self.output_dir, "metrics.jsonl")
@@ -235,6 +249,8 @@ class RunnerIter:
             try:
                 for micro in range(accum):
                     samples = next(loader)
+                    if cache is not None:
+                        samples = cache.apply(samples)  # cached features in place of pixels
                     sample_ids.extend(str(i) for i in samples.get("sample_id") or ())
                     sync = micro == accum - 1 or not isinstance(net, DistributedDataParallel)
                     ctx = net.no_sync() if not sync else contextlib.nullcontext()
@@ -343,6 +359,9 @@ class RunnerIter:
         # evaluation (or runner_epoch's epoch end) already wrote it, it is not written twice
         self._on_step_end(max_iters, optimizer, sched, mlog, sinks, probe)
         ckpt = self._saved_path(max_iters) or self._save(max_iters, optimizer, sched)
+        if cache is not None:
+            cache.flush()
+            logger.info("vision feature cache: %s", cache.stats())
         summary = {
             "stage": rc.get("stage_name"),
             "steps": max_iters - self.start_step,
@@ -355,6 +374,8 @@ class RunnerIter:
         }
         if self.best is not None:
             summary.update(best_checkpoint=self.best_checkpoint, best_step=self.best.step, best_value=self.best.value)
+        if cache is not None:
+            summary["vision_feature_cache"] = cache.stats()
         for name, row in summary["data"].items():
             if row["skipped"] or row.get("malformed_records"):
                 logger.warning(
@@ -511,6 +532,9 @@ class RunnerIter:
 
     def _save(self, step: int, optimizer, sched) -> Optional[str]:
         path = None
+        if self.vision_cache is not None:
+            # the features computed so far go to disk with the checkpoint, so a run resumed from it finds them
+            self.vision_cache.flush()
         extra: Dict[str, Any] = {
             "skipped_steps": self.skipped_steps,
             "consecutive_nonfinite": self.consecutive_nonfinite,

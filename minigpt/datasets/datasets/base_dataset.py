@@ -127,6 +127,9 @@ class BaseDataset(Dataset):
     """
 
     task: str = ""
+    # set on a copy by the training data path (minigpt.datasets.image_source): load_image hands it the
+    # image's path and a read() callable, so cached or scanned images are never decoded
+    image_source: Optional[Callable[[str, Callable[[], Any]], Any]] = None
 
     def __init__(
         self,
@@ -196,8 +199,10 @@ class BaseDataset(Dataset):
         """The processed image at ``images_root/rel_path`` (``None`` when images are not read)."""
         if not self.read_images:
             return None
-        image = open_image(resolve_path(self.images_root, rel_path), self.name, sample_id)
-        return self.process_image(image)
+        path = resolve_path(self.images_root, rel_path)
+        if self.image_source is not None:
+            return self.image_source(path, lambda: self.process_image(open_image(path, self.name, sample_id)))
+        return self.process_image(open_image(path, self.name, sample_id))
 
     def process_image(self, image):
         return self.vis_processor(image) if self.vis_processor is not None else image

@@ -225,6 +225,9 @@ class CaptionWebDataset(IterableDataset):
     """
 
     task = "caption"
+    # set on a copy by the training data path (minigpt.datasets.image_source): to_sample hands it
+    # "<shard>#<member>" and a read() callable, so cached or scanned images are never decoded
+    image_source = None
 
     def __init__(
         self,
@@ -343,8 +346,12 @@ class CaptionWebDataset(IterableDataset):
                     f"dataset {self.name!r}, sample {sample_id!r}: no image member "
                     f"({'/'.join(IMAGE_EXTENSIONS)}) in shard {url}; members: {members}"
                 )
-            image = decode_image(raw[ext], f"{url}:{key}.{ext}", self.name, sample_id)
-            image = self.vis_processor(image) if self.vis_processor is not None else image
+
+            def read():
+                image = decode_image(raw[ext], f"{url}:{key}.{ext}", self.name, sample_id)
+                return self.vis_processor(image) if self.vis_processor is not None else image
+
+            image = self.image_source(f"{url}#{key}.{ext}", read) if self.image_source is not None else read()
         caption = _caption_of(raw, self.name, sample_id, url)
         prompt = pick(self.prompts, sample_id) if self.prompts else ""
         answer = (

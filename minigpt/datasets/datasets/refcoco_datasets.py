@@ -121,14 +121,19 @@ class RefCOCODataset(BaseDataset):
         if not self.read_images:
             return None
         path = resolve_path(self.images_root, record["image"])
-        image = open_image(path, self.name, sample_id)
-        if tuple(image.size) != tuple(record["size"]):
-            # the box text is relative to the annotated size; a different file would misplace it
-            raise DatasetError(
-                f"dataset {self.name!r}, sample {sample_id!r}: image {path} is {image.size[0]}x{image.size[1]} "
-                f"but the instances file says {record['size'][0]}x{record['size'][1]}"
-            )
-        return self.process_image(image)
+
+        def read():
+            image = open_image(path, self.name, sample_id)
+            if tuple(image.size) != tuple(record["size"]):
+                # the box text is relative to the annotated size; a different file would misplace it
+                raise DatasetError(
+                    f"dataset {self.name!r}, sample {sample_id!r}: image {path} is {image.size[0]}x{image.size[1]} "
+                    f"but the instances file says {record['size'][0]}x{record['size'][1]}"
+                )
+            return self.process_image(image)
+
+        # an image source (minigpt.datasets.image_source) may answer without decoding the file
+        return self.image_source(path, read) if self.image_source is not None else read()
 
     def instruction_and_answer(self, record: Dict[str, Any], index: int) -> List[str]:
         expression = self.text(record["expression"])

@@ -172,7 +172,24 @@ class QFormerLinearProjector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, N, in_dim]`` -> ``[B, num_query_token, out_dim]``."""
+        return self.trainable_suffix(self.frozen_prefix(x))
+
+    def frozen_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """``ln_vision`` and the Q-Former: ``[B, N, in_dim]`` -> ``[B, num_query_token, qformer hidden]``."""
         feats = self.ln_vision(x)
         queries = self.query_tokens.expand(x.shape[0], -1, -1)  # [B, Q, 768]
-        out = self.qformer(query_embeds=queries, encoder_hidden_states=feats).last_hidden_state  # [B, Q, 768]
-        return self.proj(out.to(self.proj[0].weight.dtype))
+        return self.qformer(query_embeds=queries, encoder_hidden_states=feats).last_hidden_state  # [B, Q, 768]
+
+    def trainable_suffix(self, queries: torch.Tensor) -> torch.Tensor:
+        """The linear layers: ``[B, num_query_token, qformer hidden]`` -> ``[B, num_query_token, out_dim]``."""
+        return self.proj(queries.to(self.proj[0].weight.dtype))
+
+    def has_frozen_prefix(self) -> bool:
+        """True when :meth:`frozen_prefix` is frozen and deterministic (``freeze_qformer``), so its output may be cached."""
+        prefix = [self.ln_vision, self.qformer]
+        return (
+            self.freeze_qformer
+            and not self.query_tokens.requires_grad
+            and not any(p.requires_grad for m in prefix for p in m.parameters())
+            and not any(m.training for m in prefix)
+        )
