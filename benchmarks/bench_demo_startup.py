@@ -28,12 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from minigpt.demo.serving import wait_for_server  # noqa: E402  (after the repo is on sys.path)
 
 DEFAULT_CFG = os.path.join("eval_configs", "quickstart_demo.yaml")
 
@@ -42,21 +42,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_for_page(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"demo.py exited with {process.returncode} before serving")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"demo.py did not serve {url} within {timeout} s")
 
 
 def _cpu_seconds(pid: int) -> Optional[float]:
@@ -87,7 +72,7 @@ def one_run(
         process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             try:
-                _wait_for_page(url, process, timeout)
+                wait_for_server(url, process, timeout)
             except RuntimeError:
                 log.seek(0)
                 sys.stderr.write(log.read().decode(errors="replace")[-4000:])

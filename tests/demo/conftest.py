@@ -14,14 +14,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List
 
 import pytest
+
+from minigpt.demo.serving import ServerNotUp, wait_for_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "eval_configs" / "quickstart_demo.yaml"
@@ -138,19 +137,11 @@ class DemoServer:
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
-    """Poll ``url`` until it answers; fail with the server's output if it exits or never comes up."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"demo.py exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"demo.py did not serve {url} within {timeout} s:\n{log_path.read_text()[-4000:]}")
+    """``wait_for_server``, failing the test with the server's output if it exits or never comes up."""
+    try:
+        wait_for_server(url, process, timeout, poll_s=0.5)
+    except ServerNotUp as exc:
+        raise AssertionError(f"{exc}:\n{log_path.read_text()[-4000:]}") from None
 
 
 @pytest.fixture(scope="session")

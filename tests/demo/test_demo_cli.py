@@ -87,3 +87,15 @@ def test_devices(caplog):
         assert resolve_device("auto", 0) == torch.device("cpu")
         with pytest.raises(DemoSetupError, match="no CUDA device is visible"):
             resolve_device("cuda", 0)
+
+
+def test_wait_for_server_reports_a_process_that_exits_before_serving():
+    import subprocess
+    import sys
+
+    from minigpt.demo.serving import ServerNotUp, wait_for_server
+
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    proc.wait()
+    with pytest.raises(ServerNotUp, match="exited with 3 before serving"):
+        wait_for_server("http://127.0.0.1:9/", proc, timeout=5)
