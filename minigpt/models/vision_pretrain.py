@@ -41,15 +41,13 @@ def region_targets(
     naming the sample.
     """
     index = {f: {name: i + 1 for i, name in enumerate(classes)} for f, classes in fields.items()}
-    out = {f: torch.full((len(regions), grid * grid), BACKGROUND, dtype=torch.long) for f in fields}
-    out[BOX_KEY] = torch.zeros(len(regions), grid * grid, 4)  # the box (fractions) each token falls in
-    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    # the boxes of the whole batch flattened to one list (Python only reads labels here), then one
+    # broadcast comparison against every token centre
+    owner, corners, labels = [], [], {f: [] for f in fields}
     for b, boxes in enumerate(regions):
         for region in boxes or ():
-            x1, y1, x2, y2 = (float(v) for v in region["box"])
-            inside_x = (centres >= x1) & (centres < x2)
-            inside_y = (centres >= y1) & (centres < y2)
-            mask = (inside_y[:, None] & inside_x[None, :]).flatten()
+            owner.append(b)
+            corners.append([float(v) for v in region["box"]])
             for f in fields:
                 name = region.get(f)
                 if name not in index[f]:
@@ -58,8 +56,29 @@ def region_targets(
                         f"sample {sid}: region label {f}={name!r} is not one of model.label_fields.{f} "
                         f"({', '.join(fields[f])})"
                     )
-                out[f][b, mask] = index[f][name]
-            out[BOX_KEY][b, mask] = torch.tensor([x1, y1, x2, y2])
+                labels[f].append(index[f][name])
+    n_img, n_tok = len(regions), grid * grid
+    out = {f: torch.full((n_img, n_tok), BACKGROUND, dtype=torch.long) for f in fields}
+    out[BOX_KEY] = torch.zeros(n_img, n_tok, 4)  # the box (fractions) each token falls in
+    if not owner:
+        return out
+    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    cy, cx = (c.flatten() for c in torch.meshgrid(centres, centres, indexing="ij"))  # [T] row-major
+    box = torch.tensor(corners)  # [R, 4]
+    inside = (
+        (cx >= box[:, 0:1]) & (cx < box[:, 2:3]) & (cy >= box[:, 1:2]) & (cy < box[:, 3:4])
+    )  # [R, T]
+    # a later box wins where boxes overlap: for each (image, token) keep the last region covering it
+    owner_t = torch.tensor(owner)
+    same_image = owner_t[:, None] == torch.arange(n_img)[None, :]  # [R, B]
+    covered = same_image[:, :, None] & inside[:, None, :]  # [R, B, T]
+    order = torch.arange(1, len(owner) + 1)[:, None, None]
+    winner = (covered * order).amax(0)  # [B, T]: 1-based region index, 0 = background
+    hit = winner > 0
+    pick = (winner - 1).clamp(min=0)
+    for f in fields:
+        out[f] = torch.where(hit, torch.tensor(labels[f])[pick], out[f])
+    out[BOX_KEY] = torch.where(hit[..., None], box[pick], out[BOX_KEY])
     return out
 
 
