@@ -9,7 +9,7 @@ figures. Prints one JSON object (and writes it to ``--out`` when given). Run fro
 
     python benchmarks/bench_demo_startup.py [--cfg-path eval_configs/quickstart_demo.yaml] [--runs 3]
 
-With the default config the model is the quickstart's (``output/quickstart/stage1..4``). When those
+With the default config the model is the quickstart's (``output/quickstart``, all its stages). When those
 checkpoints are missing, ``--random-if-missing`` serves a freshly saved random-init checkpoint of the
 same model instead (same loading work, noise answers) and says so in the output.
 """

@@ -1,7 +1,7 @@
 """Evaluate a trained checkpoint on the test splits an eval config names; print and save the metrics.
 
     python eval_scripts/evaluate.py --cfg-path eval_configs/quickstart_eval.yaml \\
-        --options model.ckpt=output/quickstart/stage4 run.max_eval_samples=200
+        --options model.ckpt=output/quickstart run.max_eval_samples=200
 
 The config is composed like a training config (see README.md), with ``run.evaluate_only`` forced on,
 so no optimizer step runs whatever the YAML says. The metrics table goes to stdout and
@@ -43,7 +43,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override config keys, e.g. model.ckpt=output/quickstart/stage4 run.max_eval_samples=100",
+        help="override config keys, e.g. model.ckpt=output/quickstart run.max_eval_samples=100",
     )
     return p.parse_args(argv)
 

@@ -19,7 +19,8 @@ def test_quickstart_learns_on_held_out_images(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30 * 60)
     assert proc.returncode == 0, proc.stderr[-4000:]
     metrics = json.loads((tmp_path / "output" / "quickstart" / "metrics.json").read_text())
-    assert len(metrics["stages"]) == 4
+    stages = ["stage0", "stage1", "stage2", "stage3", "grounding", "stage4"]
+    assert [s["stage"] for s in metrics["stages"]] == stages
     assert metrics["vqa_accuracy"] >= 0.80, metrics
     assert metrics["grounding_acc@0.5"] >= 0.30, metrics
     assert metrics["wall_time_s"] <= 15 * 60, metrics

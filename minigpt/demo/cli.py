@@ -64,7 +64,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override config keys, e.g. model.ckpt=output/quickstart/stage4 run.device=cpu",
+        help="override config keys, e.g. model.ckpt=output/quickstart run.device=cpu",
     )
     p.add_argument(
         "--concurrency",
@@ -101,12 +101,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def check_checkpoints(cfg: Config) -> None:
     """Stop with advice when ``model.ckpt`` names a checkpoint that is not there."""
-    from omegaconf import ListConfig
-
-    from minigpt.models.checkpoint import resolve_checkpoint_file
+    from minigpt.models.checkpoint import expand_checkpoints, resolve_checkpoint_file
 
     ckpt = cfg.model_cfg.get("ckpt")
-    paths = list(ckpt) if isinstance(ckpt, (list, tuple, ListConfig)) else [ckpt] if ckpt else []
+    try:
+        paths = expand_checkpoints(ckpt)
+    except (FileNotFoundError, ValueError) as exc:
+        raise DemoSetupError(f"model.ckpt (from {cfg.source_of('model.ckpt')}): {exc}") from exc
     for path in paths:
         try:
             resolve_checkpoint_file(str(path))
@@ -115,7 +116,7 @@ def check_checkpoints(cfg: Config) -> None:
                 f"model.ckpt (from {cfg.source_of('model.ckpt')}) names {path}, which holds no checkpoint: {exc}.\n"
                 "The demo serves a trained model. Train it first: for eval_configs/quickstart_demo.yaml that is "
                 "the quickstart, `python train.py --cfg-path train_configs/quickstart.yaml`, which writes "
-                "output/quickstart/stage1..stage4 (start the demo from the folder that holds output/), "
+                "output/quickstart (start the demo from the folder that holds output/), "
                 "or point to a checkpoint with --options model.ckpt=PATH.\n"
                 "To serve a randomly initialised model on purpose (its answers are noise), "
                 "add --options model.ckpt=null."

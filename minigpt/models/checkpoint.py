@@ -9,9 +9,10 @@ key mapping in :mod:`minigpt.models.released`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from typing import Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -19,6 +20,10 @@ from safetensors.torch import load_file, save_file
 TRAINED_FILE = "trained.safetensors"
 # Released checkpoints of the original projects (torch.save of {"model": state_dict, ...})
 RELEASED_SUFFIXES = (".pth", ".pt")
+
+# Written by a pipeline (minigpt/runners/pipeline.py) into its output directory after each stage: the
+# stages finished so far, in order, so that the directory can stand for the pipeline's model.
+PIPELINE_FILE = "pipeline.json"
 
 # Names under which a stage-0 ``vision_pretrain`` checkpoint keeps its per-token label heads: the
 # families load such a checkpoint for its ``vision_encoder.*`` and leave these out on purpose.
@@ -82,6 +87,40 @@ def resolve_checkpoint_file(path: str) -> str:
             f"checkpoint not found: {given} (looked for {TRAINED_FILE} or a checkpoints/latest pointer)"
         )
     return path
+
+
+def pipeline_stage_dirs(path: str) -> List[str] | None:
+    """The finished stages' output directories of the pipeline whose output directory is ``path``, in
+    order; None when ``path`` is not such a directory (it holds no ``pipeline.json``)."""
+    manifest = os.path.join(path, PIPELINE_FILE)
+    if not os.path.isfile(manifest):
+        return None
+    try:
+        with open(manifest) as fh:
+            stages = json.load(fh)["stages"]
+        dirs = [os.path.join(path, str(s["dir"])) for s in stages]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{manifest} is not a pipeline manifest ({type(exc).__name__}: {exc})") from exc
+    if not dirs:
+        raise FileNotFoundError(f"{manifest}: the pipeline has no finished stage yet, so no checkpoint to load")
+    return dirs
+
+
+def expand_checkpoints(ckpt: Any) -> List[str]:
+    """``model.ckpt`` (None, one path or a list of paths) -> the checkpoints to load, in order.
+
+    A pipeline's output directory (``output/quickstart``) stands for the checkpoints of all its
+    finished stages in stage order, later stages over earlier ones: the model the pipeline trained,
+    whichever stages froze which parts. Any other path is kept as given.
+    """
+    if not ckpt:
+        return []
+    paths = [ckpt] if isinstance(ckpt, (str, os.PathLike)) else list(ckpt)
+    out: List[str] = []
+    for path in paths:
+        stages = pipeline_stage_dirs(str(path)) if os.path.isdir(str(path)) else None
+        out.extend(stages if stages is not None else [str(path)])
+    return out
 
 
 def load_trained(model: torch.nn.Module, path: str, strict: bool = False) -> Tuple[List[str], List[str]]:

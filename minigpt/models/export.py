@@ -37,7 +37,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from minigpt.models.checkpoint import canonical_name, copy_into_model
+from minigpt.models.checkpoint import canonical_name, copy_into_model, expand_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -338,8 +338,8 @@ def load_exported(
             f"e.g. {missing[:5]}"
         )
     if ckpt:
-        for p in ckpt if isinstance(ckpt, (list, tuple)) or OmegaConf.is_list(ckpt) else [ckpt]:
-            model.load_checkpoint(str(p))
+        for p in expand_checkpoints(ckpt):
+            model.load_checkpoint(p)
         cfg.ckpt = ckpt
     if is_eval:
         model.eval()

@@ -6,12 +6,12 @@ import logging
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from minigpt.common.registry import registry
 from minigpt.models.base_model import BaseModel
-from minigpt.models.checkpoint import STAGE0_HEADS_PREFIX, load_trained
+from minigpt.models.checkpoint import STAGE0_HEADS_PREFIX, expand_checkpoints, load_trained
 from minigpt.models.conversation import get_template
 
 logger = logging.getLogger(__name__)
@@ -116,10 +116,8 @@ class MiniGPTBase(BaseModel):
             lean_generate=bool(cfg.get("lean_generate", True)),
         )
         model.cfg = cfg
-        ckpt = cfg.get("ckpt")
-        if ckpt:
-            for path in ckpt if isinstance(ckpt, (list, ListConfig)) else [ckpt]:
-                model.load_checkpoint(path)
+        for path in expand_checkpoints(cfg.get("ckpt")):
+            model.load_checkpoint(path)
         return model
 
     def load_checkpoint(self, path: str) -> List[str]:

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from minigpt.common import dist_utils
 from minigpt.common.config import Config
+from minigpt.models.checkpoint import PIPELINE_FILE
 from minigpt.runners.stage import run_stage
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,23 @@ def _ensure_synthetic_data(data_cfg, data_root: str) -> Optional[str]:
                                        num_workers=int(s.get("num_workers", 2)), **kw)
     dist_utils.barrier()
     return root
+
+
+def write_manifest(out_root: str, name: str, cfg_path: str, stage_dirs: Dict[str, str]) -> None:
+    """``<out_root>/pipeline.json``: the stages finished so far, in order, with their folders relative
+    to ``out_root``, so ``model.ckpt=<out_root>`` loads the pipeline's model (models/checkpoint.py)."""
+    if not dist_utils.is_main_process():
+        return
+    os.makedirs(out_root, exist_ok=True)
+    manifest = {
+        "pipeline": name,
+        "config": os.path.abspath(cfg_path),
+        "stages": [{"name": n, "dir": os.path.relpath(d, out_root)} for n, d in stage_dirs.items()],
+    }
+    path = os.path.join(out_root, PIPELINE_FILE)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(manifest, fh, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def headline_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
@@ -63,6 +81,8 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
     stage_dirs: Dict[str, str] = {}
     summaries = []
     data_ready = False
+    pipe_name = str(pipe.get("name", "pipeline"))
+    write_manifest(out_root, pipe_name, path, stage_dirs)  # a rerun starts with no finished stage
     for stage in pipe.stages:
         name = str(stage.name)
         ckpts = [os.path.abspath(stage_dirs[n]) for n in stage_dirs]
@@ -77,6 +97,7 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
         logger.info("stage %s: %s (starts from %s)", name, stage.cfg, ", ".join(stage_dirs) or "random init")
         summaries.append(run_stage(cfg))
         stage_dirs[name] = str(cfg.run_cfg.output_dir)
+        write_manifest(out_root, pipe_name, path, stage_dirs)
     metrics: Dict[str, float] = {}
     if pipe.get("eval"):
         ckpts = [os.path.abspath(d) for d in stage_dirs.values()]

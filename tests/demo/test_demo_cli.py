@@ -36,10 +36,9 @@ def test_bad_arguments_are_named(argv, culprit, capsys):
     assert culprit in capsys.readouterr().err
 
 
-def test_the_quickstart_config_finds_all_four_stages_by_name():
+def test_the_quickstart_config_names_the_pipeline_folder():
     cfg = Config(DEMO_CONFIG)
-    ckpt = [str(p) for p in cfg.model_cfg.ckpt]
-    assert ckpt == [f"output/quickstart/stage{i}" for i in range(1, 5)]
+    assert cfg.model_cfg.ckpt == "output/quickstart"  # stands for all its stages (pipeline.json)
     assert cfg.run_cfg.device == "cpu"
 
 
@@ -47,19 +46,37 @@ def test_without_the_quickstart_model_the_demo_says_how_to_get_one(tmp_path, mon
     monkeypatch.chdir(tmp_path)  # no output/quickstart here
     assert main(["--cfg-path", str(DEMO_CONFIG)]) == 2
     err = capsys.readouterr().err
-    assert "output/quickstart/stage1" in err and "holds no checkpoint" in err
+    assert "output/quickstart" in err and "holds no checkpoint" in err
     assert "python train.py --cfg-path train_configs/quickstart.yaml" in err
     assert "--options model.ckpt=null" in err
+
+
+def _manifest(root, stages):
+    import json
+
+    from minigpt.models.checkpoint import PIPELINE_FILE
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / PIPELINE_FILE).write_text(json.dumps({"stages": [{"name": s, "dir": s} for s in stages]}))
 
 
 def test_a_partly_trained_quickstart_names_the_missing_stage(tmp_path, monkeypatch):
     from minigpt.models.checkpoint import TRAINED_FILE
 
-    for i in (1, 2, 3):  # stage 4 never finished
-        (tmp_path / f"output/quickstart/stage{i}").mkdir(parents=True)
-        (tmp_path / f"output/quickstart/stage{i}/{TRAINED_FILE}").write_bytes(b"")
+    out = tmp_path / "output/quickstart"
+    for s in ("stage0", "stage1"):
+        (out / s).mkdir(parents=True)
+    (out / f"stage0/{TRAINED_FILE}").write_bytes(b"")  # stage1's folder exists, its checkpoint does not
+    _manifest(out, ["stage0", "stage1"])
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DemoSetupError, match=r"names output/quickstart/stage4, which holds no checkpoint"):
+    with pytest.raises(DemoSetupError, match=r"names output/quickstart/stage1, which holds no checkpoint"):
+        check_checkpoints(Config(DEMO_CONFIG))
+
+
+def test_a_pipeline_that_finished_no_stage_is_named(tmp_path, monkeypatch):
+    _manifest(tmp_path / "output/quickstart", [])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DemoSetupError, match=r"pipeline.json: the pipeline has no finished stage yet"):
         check_checkpoints(Config(DEMO_CONFIG))
 
 

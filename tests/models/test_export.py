@@ -186,7 +186,8 @@ def test_command_line_exports_a_trained_checkpoint(repo_root, tmp_path, keep_lor
     from minigpt.common.registry import registry
 
     cfg_path = str(repo_root / "train_configs" / "quickstart_stage1.yaml")
-    options = ["model.llm.lora_r=4", "model.llm.lora_dropout=0.0"]
+    # the encoder trains too, so the checkpoint holds the whole model (stage 1 alone freezes a random one)
+    options = ["model.llm.lora_r=4", "model.llm.lora_dropout=0.0", "model.vision_encoder.freeze=false"]
     model_cfg = Config(cfg_path, options).model_cfg
     source = registry.get_model_class(model_cfg.arch).from_config(model_cfg).eval()
     with torch.no_grad():  # stands in for training: LoRA that changes the outputs

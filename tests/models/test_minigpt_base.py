@@ -90,6 +90,47 @@ def test_checkpoint_names_survive_adding_lora(tmp_path):
     assert torch.allclose(plain(s)["loss"], lora(s)["loss"], atol=1e-6)
 
 
+def test_a_pipeline_folder_loads_every_stage_in_order(tmp_path):
+    """model.ckpt=<pipeline output folder>: the stages' checkpoints, in order, give the whole model even
+    where a stage froze a part (its checkpoint lacks it) and where stages overlap (the later wins)."""
+    from minigpt.models.checkpoint import PIPELINE_FILE, expand_checkpoints
+    from minigpt.runners.pipeline import write_manifest
+
+    torch.manual_seed(0)
+    trained = load_model("tinygptv", "tiny")
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01)
+    out = tmp_path / "pipe"
+    # stage0 holds only the encoder (and a stale LLM tensor that stage1 overrides), stage1 the rest
+    for name, keep in (("stage0", lambda n: n.startswith("vision_encoder.")), ("stage1", lambda n: not n.startswith("vision_encoder."))):
+        for n, p in trained.named_parameters():
+            p.requires_grad_(keep(n))
+        save_trained(trained, str(out / name))
+    head = next(n for n, _ in trained.named_parameters() if n.startswith("llm."))
+    stale = load_model("tinygptv", "tiny")
+    for n, p in stale.named_parameters():
+        p.requires_grad_(n == head or n.startswith("vision_encoder."))
+    with torch.no_grad():
+        dict(stale.named_parameters())[head].add_(5.0)
+        for n, p in stale.named_parameters():
+            if n.startswith("vision_encoder."):
+                p.copy_(dict(trained.named_parameters())[n])
+    save_trained(stale, str(out / "stage0"))
+    write_manifest(str(out), "p", "pipe.yaml", {"stage0": str(out / "stage0"), "stage1": str(out / "stage1")})
+
+    assert expand_checkpoints(str(out)) == [str(out / "stage0"), str(out / "stage1")]
+    assert expand_checkpoints([str(out / "stage1"), str(out)])[0] == str(out / "stage1")  # plain paths stay
+    loaded = load_model("tinygptv", "tiny", checkpoint=str(out))
+    ref = dict(trained.named_parameters())
+    for n, p in loaded.named_parameters():
+        assert torch.equal(p, ref[n]), n
+
+    (out / PIPELINE_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=r"pipeline.json is not a pipeline manifest"):
+        expand_checkpoints(str(out))
+
+
 def test_lora_and_freezing_policy():
     m = load_model("tinygptv", "tiny", overrides={"llm": {"freeze": True, "trainable_norms": True, "lora_r": 8},
                                                   "vision_encoder": {"freeze": True}})

@@ -17,7 +17,13 @@ from safetensors.torch import load_file
 from minigpt.cli import train as train_cli
 from minigpt.common.config import Config
 from minigpt.common.registry import registry
-from minigpt.models.checkpoint import STAGE0_HEADS_PREFIX, resolve_checkpoint_file, trained_state_dict
+from minigpt.models.checkpoint import (
+    PIPELINE_FILE,
+    STAGE0_HEADS_PREFIX,
+    expand_checkpoints,
+    resolve_checkpoint_file,
+    trained_state_dict,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE1 = REPO / "train_configs" / "quickstart_stage1.yaml"
@@ -182,7 +188,8 @@ def test_print_config_of_a_pipeline_prints_one_document_per_stage(capsys, monkey
     cfg = REPO / "train_configs" / "quickstart.yaml"
     assert train_cli.main(["--cfg-path", str(cfg), "--print-config", "--options", "run.max_iters=7"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["run"]["stage_name"] for d in docs] == [f"quickstart_stage{k}" for k in (0, 1, 2, 3, 4)]
+    names = [f"quickstart_stage{k}" for k in (0, 1, 2, 3)] + ["quickstart_grounding", "quickstart_stage4"]
+    assert [d["run"]["stage_name"] for d in docs] == names
     assert all(d["run"]["max_iters"] == 7 for d in docs)
 
 
@@ -198,7 +205,7 @@ def _segments(stderr: str, names: List[str]) -> Dict[str, str]:
 def test_quickstart_pipeline_chains_stages_and_evaluates(run_cli, tmp_path):
     data = tmp_path / "data"
     out = tmp_path / "pipeline"
-    stages = [f"stage{k}" for k in (0, 1, 2, 3, 4)]
+    stages = ["stage0", "stage1", "stage2", "stage3", "grounding", "stage4"]
     pipe = {
         "pipeline": {
             "name": "quickstart_test",
@@ -237,6 +244,10 @@ def test_quickstart_pipeline_chains_stages_and_evaluates(run_cli, tmp_path):
     assert eval_ckpt == [str(out / s) for s in stages]
     # stage 4's checkpoint is read once: by the evaluation
     assert proc.stderr.count(f"tensors from {out / 'stage4'}") == 1
+    # the output folder lists its stages, so model.ckpt=<output folder> loads the pipeline's model
+    manifest = json.loads((out / PIPELINE_FILE).read_text())
+    assert [(s["name"], s["dir"]) for s in manifest["stages"]] == [(s, s) for s in stages]
+    assert expand_checkpoints(str(out)) == [str(out / s) for s in stages]
 
 
 # -- evaluate.py ---------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def build_parser(family: str, default_datasets: Optional[str]) -> argparse.Argum
     p.add_argument("--split", type=_comma_list, default=None,
                    help="comma-separated splits (default: the benchmark's standard evaluation split(s))")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. model.ckpt=output/quickstart/stage4 run.batch_size_eval=32")
+                   help="override config keys, e.g. model.ckpt=output/quickstart run.batch_size_eval=32")
     p.add_argument("--data-root", default=None, help="benchmark data root (default: run.data_root)")
     p.add_argument("--path", nargs="+", action="extend", default=[], metavar="NAME.KEY=PATH",
                    help="move one benchmark file, e.g. okvqa.images=/data/coco/val2014 (relative to the data root)")
