@@ -102,27 +102,26 @@ def test_a_pipeline_folder_loads_every_stage_in_order(tmp_path):
         for p in trained.parameters():
             p.add_(0.01)
     out = tmp_path / "pipe"
-    # stage0 holds only the encoder (and a stale LLM tensor that stage1 overrides), stage1 the rest
-    for name, keep in (("stage0", lambda n: n.startswith("vision_encoder.")), ("stage1", lambda n: not n.startswith("vision_encoder."))):
-        for n, p in trained.named_parameters():
-            p.requires_grad_(keep(n))
-        save_trained(trained, str(out / name))
+    is_vision = lambda n: n.startswith("vision_encoder.")  # noqa: E731
+    for n, p in trained.named_parameters():  # stage1 froze the encoder: its checkpoint lacks it
+        p.requires_grad_(not is_vision(n))
+    save_trained(trained, str(out / "stage1"))
+    # stage0 holds the encoder and a stale copy of one LLM tensor, which stage1 overrides
     head = next(n for n, _ in trained.named_parameters() if n.startswith("llm."))
     stale = load_model("tinygptv", "tiny")
-    for n, p in stale.named_parameters():
-        p.requires_grad_(n == head or n.startswith("vision_encoder."))
+    ref = dict(trained.named_parameters())
     with torch.no_grad():
-        dict(stale.named_parameters())[head].add_(5.0)
         for n, p in stale.named_parameters():
-            if n.startswith("vision_encoder."):
-                p.copy_(dict(trained.named_parameters())[n])
+            p.requires_grad_(n == head or is_vision(n))
+            if is_vision(n):
+                p.copy_(ref[n])
+        dict(stale.named_parameters())[head].add_(5.0)
     save_trained(stale, str(out / "stage0"))
     write_manifest(str(out), "p", "pipe.yaml", {"stage0": str(out / "stage0"), "stage1": str(out / "stage1")})
 
     assert expand_checkpoints(str(out)) == [str(out / "stage0"), str(out / "stage1")]
     assert expand_checkpoints([str(out / "stage1"), str(out)])[0] == str(out / "stage1")  # plain paths stay
     loaded = load_model("tinygptv", "tiny", checkpoint=str(out))
-    ref = dict(trained.named_parameters())
     for n, p in loaded.named_parameters():
         assert torch.equal(p, ref[n]), n
 
