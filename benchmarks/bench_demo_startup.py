@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from minigpt.demo.serving import wait_for_server  # noqa: E402  (after the repo is on sys.path)
+from minigpt.demo.serving import stop_server, wait_for_server  # noqa: E402  (after the repo is on sys.path)
 
 DEFAULT_CFG = os.path.join("eval_configs", "quickstart_demo.yaml")
 
@@ -89,12 +89,7 @@ def one_run(
             cpu = _cpu_seconds(process.pid)
             client.close()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_server(process)
     answer = chat[-1]["content"] if chat else None  # HTML-escaped for the page
     if isinstance(answer, list):
         answer = "".join(part.get("text", "") for part in answer if isinstance(part, dict))

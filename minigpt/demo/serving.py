@@ -1,4 +1,4 @@
-"""Waiting for a ``demo.py`` launched in another process to serve its page (benchmarks, tests, scripts)."""
+"""Waiting for a ``demo.py`` launched in another process to serve its page, and stopping it (benchmarks, tests, scripts)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,13 @@ def wait_for_server(url: str, process: subprocess.Popen, timeout: float, poll_s:
             pass  # not listening yet
         time.sleep(poll_s)
     raise ServerNotUp(f"demo.py did not serve {url} within {timeout} s")
+
+
+def stop_server(process: subprocess.Popen, grace_s: float = 20.0) -> int:
+    """Ask ``process`` to exit (SIGTERM), kill it if it has not within ``grace_s``; return its exit code."""
+    process.terminate()
+    try:
+        return process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()

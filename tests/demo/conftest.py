@@ -20,7 +20,7 @@ from typing import Iterator, List
 
 import pytest
 
-from minigpt.demo.serving import ServerNotUp, wait_for_server
+from minigpt.demo.serving import ServerNotUp, stop_server, wait_for_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "eval_configs" / "quickstart_demo.yaml"
@@ -165,9 +165,4 @@ def demo_server(
         wait_until_serving(url, process, log_path, SERVER_START_TIMEOUT)
         yield DemoServer(url, port, process, log_path, taught_checkpoint)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)

@@ -116,3 +116,21 @@ def test_wait_for_server_reports_a_process_that_exits_before_serving():
     proc.wait()
     with pytest.raises(ServerNotUp, match="exited with 3 before serving"):
         wait_for_server("http://127.0.0.1:9/", proc, timeout=5)
+
+
+def test_stop_server_terminates_and_kills_a_process_that_ignores_sigterm():
+    import signal
+    import subprocess
+    import sys
+
+    from minigpt.demo.serving import stop_server
+
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert stop_server(polite, grace_s=10) == -signal.SIGTERM
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         "print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert stubborn.stdout.readline().strip() == "ready"  # the handler is in place before SIGTERM comes
+    assert stop_server(stubborn, grace_s=0.5) == -signal.SIGKILL
