@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from transformers import LogitsProcessor, LogitsProcessorList
+from shared_helpers import ForceTokens
+from transformers import LogitsProcessorList
 
 from minigpt.models import load_model
 from minigpt.models.chat import Chat
@@ -24,25 +25,11 @@ def image():
     return torch.randn(3, 64, 64)
 
 
-class Force(LogitsProcessor):
-    """Makes the model emit ``ids`` one by one, then the last one forever."""
-
-    def __init__(self, ids):
-        self.ids, self.calls = list(ids), 0
-
-    def __call__(self, input_ids, scores):
-        target = self.ids[min(self.calls, len(self.ids) - 1)]
-        self.calls += 1
-        forced = torch.full_like(scores, -1e9)
-        forced[:, target] = 0.0
-        return forced
-
-
 def _say(model, text):
     """Generation arguments that make the model answer exactly ``text``."""
     tok = model.tokenizer
     ids = tok(" " + text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return {"logits_processor": LogitsProcessorList([Force(ids)])}
+    return {"logits_processor": LogitsProcessorList([ForceTokens(ids)])}
 
 
 def test_second_turn_prompt_holds_the_first_turn_and_one_image(model, image):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 import torch
+from shared_helpers import ForceTokens
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from minigpt.models import load_model
@@ -33,22 +33,6 @@ def model():
 def images():
     torch.manual_seed(1)
     return torch.randn(len(PROMPTS), 3, 64, 64)
-
-
-class Force(LogitsProcessor):
-    """Makes the model emit ``ids`` one by one (then the last one forever); counts the steps it was asked."""
-
-    def __init__(self, ids, delay: float = 0.0):
-        self.ids, self.calls, self.delay = list(ids), 0, delay
-
-    def __call__(self, input_ids, scores):
-        target = self.ids[min(self.calls, len(self.ids) - 1)]
-        self.calls += 1
-        if self.delay:
-            time.sleep(self.delay)
-        forced = torch.full_like(scores, -1e9)
-        forced[:, target] = 0.0
-        return forced
 
 
 def _ids(tok, text):
@@ -150,7 +134,7 @@ def test_generation_stops_at_the_templates_stop_string(model, images, template, 
     saved = model.template
     model.template = get_template(template)
     try:
-        force = Force(answer + stop + _ids(tok, " and more words after it"))
+        force = ForceTokens(answer + stop + _ids(tok, " and more words after it"))
         out = model.generate(
             images[:1], PROMPTS[:1], max_new_tokens=30, logits_processor=LogitsProcessorList([force])
         )
@@ -163,12 +147,12 @@ def test_generation_stops_at_the_templates_stop_string(model, images, template, 
 def test_generation_stops_at_eos_and_beams_stop_too(model, images):
     tok = model.tokenizer
     answer = _ids(tok, " red circle")
-    force = Force(answer + [tok.eos_token_id] + _ids(tok, " more"))
+    force = ForceTokens(answer + [tok.eos_token_id] + _ids(tok, " more"))
     out = model.generate(
         images[:1], PROMPTS[:1], max_new_tokens=30, logits_processor=LogitsProcessorList([force])
     )
     assert out == ["red circle"] and force.calls == len(answer) + 1
-    force = Force(answer + _chars(tok, "###") + _ids(tok, " more"))
+    force = ForceTokens(answer + _chars(tok, "###") + _ids(tok, " more"))
     out = model.generate(
         images[:1], PROMPTS[:1], max_new_tokens=30, num_beams=3, logits_processor=LogitsProcessorList([force])
     )
@@ -190,7 +174,7 @@ def test_streaming_joins_to_the_non_streamed_greedy_answer(model, images):
 
 def test_streaming_cuts_the_stop_string(model, images):
     tok = model.tokenizer
-    force = Force(_ids(tok, " red circle is") + _chars(tok, "###") + _ids(tok, " more"))
+    force = ForceTokens(_ids(tok, " red circle is") + _chars(tok, "###") + _ids(tok, " more"))
     pieces = list(
         model.stream_generate(
             images[0], PROMPTS[0], max_new_tokens=30, logits_processor=LogitsProcessorList([force])
@@ -202,7 +186,7 @@ def test_streaming_cuts_the_stop_string(model, images):
 
 def test_closing_a_stream_stops_the_generation(model, images):
     tok = model.tokenizer
-    force = Force(_ids(tok, " red") * 3, delay=0.01)
+    force = ForceTokens(_ids(tok, " red") * 3, delay=0.01)
     stream = model.stream_generate(
         images[0],
         PROMPTS[0],

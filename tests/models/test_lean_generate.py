@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from shared_helpers import ForceTokens
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from minigpt.models import load_model
@@ -102,20 +103,6 @@ def test_repetition_penalty_without_padding(model, images):
     assert torch.equal(lean, hf)
 
 
-class Force(LogitsProcessor):
-    """Makes every row emit ``ids`` one by one (the last one forever)."""
-
-    def __init__(self, ids):
-        self.ids, self.calls = list(ids), 0
-
-    def __call__(self, input_ids, scores):
-        target = self.ids[min(self.calls, len(self.ids) - 1)]
-        self.calls += 1
-        forced = torch.full_like(scores, -1e9)
-        forced[:, target] = 0.0
-        return forced
-
-
 @pytest.mark.parametrize("split", [False, True])
 def test_stop_string_ends_rows_like_generate(model, images, split):
     tok = model.tokenizer
@@ -126,7 +113,7 @@ def test_stop_string_ends_rows_like_generate(model, images, split):
         stop = tok("###", add_special_tokens=False)["input_ids"]
     assert len(stop) == (3 if split else 1)
     more = tok(" and more", add_special_tokens=False)["input_ids"]
-    lean, hf = _both(model, images, max_new_tokens=20, processors=lambda: [Force(words + stop + more)])
+    lean, hf = _both(model, images, max_new_tokens=20, processors=lambda: [ForceTokens(words + stop + more)])
     n = len(words) + len(stop)
     assert lean.tolist() == [words + stop] * len(PROMPTS)  # every row stopped on the stop string's last token
     assert torch.equal(lean, hf) and lean.shape[1] == n

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from shared_helpers import record_train_batches
 from torch.utils.data import Dataset
 
 from minigpt.common.registry import registry
@@ -22,7 +23,6 @@ from minigpt.runners.length_grouping import (
     token_lengths,
 )
 from minigpt.runners.stage import run_stage
-from minigpt.tasks.base_task import BaseTask
 
 
 def _data(n: int, seed: int = 0):
@@ -206,14 +206,7 @@ def test_the_runner_resumes_a_grouped_run_on_the_same_sequence(stage_from_yaml, 
         "run: {stage_name: grouped, warmup_steps: 0, lr_sched: constant_lr, group_by_length: true,"
         " length_group_batches: 4}\n"
     )
-    seen: List[List[str]] = []
-    original = BaseTask.train_step
-
-    def recording(self, model, samples):
-        seen.append(list(samples["sample_id"]))
-        return original(self, model, samples)
-
-    monkeypatch.setattr(BaseTask, "train_step", recording)
+    seen = record_train_batches(monkeypatch)
 
     def stage(out: Path, steps: int, *extra: str) -> Dict:
         return run_stage(stage_from_yaml(yaml, out, steps, "run.test_splits=[]", "run.num_workers=0", *extra))

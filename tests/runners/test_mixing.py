@@ -8,6 +8,7 @@ from typing import Dict, List
 
 import pytest
 import torch
+from shared_helpers import record_train_batches
 from torch.utils.data import Dataset
 
 from minigpt.common.config import Config
@@ -22,7 +23,6 @@ from minigpt.runners.checkpointing import (
 )
 from minigpt.runners.data import InfiniteLoader, MixedLoader
 from minigpt.runners.stage import run_stage
-from minigpt.tasks.base_task import BaseTask
 
 RATIOS = {"a": 0.5, "b": 0.3, "c": 0.2}
 
@@ -138,14 +138,7 @@ def test_the_runner_resumes_the_same_sample_sequence(tmp_path, tiny_options, mon
         "  synthetic_vqa: {sample_ratio: 0.4}\n"
         "run: {stage_name: mix, warmup_steps: 0}\n"
     )
-    seen: List[List[str]] = []
-    original = BaseTask.train_step
-
-    def recording(self, model, samples):
-        seen.append(list(samples["sample_id"]))
-        return original(self, model, samples)
-
-    monkeypatch.setattr(BaseTask, "train_step", recording)
+    seen = record_train_batches(monkeypatch)
 
     def stage(out: Path, steps: int, *extra: str) -> Dict:
         opts = [*tiny_options(out, steps), "run.test_splits=[]", "run.num_workers=2", *extra]

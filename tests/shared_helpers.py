@@ -1,0 +1,43 @@
+"""Helpers several test modules use (importable because pytest puts tests/, where conftest.py is, on sys.path)."""
+
+from __future__ import annotations
+
+import time
+from typing import List, Sequence
+
+import torch
+from transformers import LogitsProcessor
+
+
+class ForceTokens(LogitsProcessor):
+    """Makes every row emit ``ids`` one by one (then the last one forever); ``calls`` counts the steps asked.
+
+    ``delay`` sleeps that many seconds per step, for tests that need generation to take a while.
+    """
+
+    def __init__(self, ids: Sequence[int], delay: float = 0.0):
+        self.ids, self.calls, self.delay = list(ids), 0, delay
+
+    def __call__(self, input_ids, scores):
+        target = self.ids[min(self.calls, len(self.ids) - 1)]
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        forced = torch.full_like(scores, -1e9)
+        forced[:, target] = 0.0
+        return forced
+
+
+def record_train_batches(monkeypatch) -> List[List[str]]:
+    """From now on (for the test), the sample ids of every batch ``BaseTask.train_step`` trains on, in order."""
+    from minigpt.tasks.base_task import BaseTask
+
+    seen: List[List[str]] = []
+    original = BaseTask.train_step
+
+    def recording(self, model, samples):
+        seen.append(list(samples["sample_id"]))
+        return original(self, model, samples)
+
+    monkeypatch.setattr(BaseTask, "train_step", recording)
+    return seen
