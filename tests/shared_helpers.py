@@ -1,4 +1,7 @@
-"""Helpers several test modules use (importable because pytest puts tests/, where conftest.py is, on sys.path)."""
+"""Helpers several test modules use.
+
+Importable because pytest puts tests/, where conftest.py is, on sys.path.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ class ForceTokens(LogitsProcessor):
 
 
 def record_train_batches(monkeypatch) -> List[List[str]]:
-    """From now on (for the test), the sample ids of every batch ``BaseTask.train_step`` trains on, in order."""
+    """The sample ids of each batch ``BaseTask.train_step`` trains on from now on, in order."""
     from minigpt.tasks.base_task import BaseTask
 
     seen: List[List[str]] = []

@@ -1,4 +1,7 @@
-"""Waiting for a ``demo.py`` launched in another process to serve its page, and stopping it (benchmarks, tests, scripts)."""
+"""Waiting for a ``demo.py`` launched in another process to serve its page, and stopping it.
+
+Used by benchmarks, tests and scripts.
+"""
 
 from __future__ import annotations
 

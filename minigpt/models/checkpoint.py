@@ -102,7 +102,7 @@ def pipeline_stage_dirs(path: str) -> List[str] | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{manifest} is not a pipeline manifest ({type(exc).__name__}: {exc})") from exc
     if not dirs:
-        raise FileNotFoundError(f"{manifest}: the pipeline has no finished stage yet, so no checkpoint to load")
+        raise FileNotFoundError(f"{manifest}: the pipeline has no finished stage yet, so no checkpoint")
     return dirs
 
 
@@ -118,7 +118,7 @@ def expand_checkpoints(ckpt: Any) -> List[str]:
     paths = [ckpt] if isinstance(ckpt, (str, os.PathLike)) else list(ckpt)
     out: List[str] = []
     for path in paths:
-        stages = pipeline_stage_dirs(str(path)) if os.path.isdir(str(path)) else None
+        stages = pipeline_stage_dirs(str(path))
         out.extend(stages if stages is not None else [str(path)])
     return out
 
