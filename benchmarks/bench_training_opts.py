@@ -14,6 +14,10 @@ settings draw the same datasets in the same order), a setting's figure the media
    "warm": every image's features already on disk from an earlier run (disk storage), so no image
    is decoded and the encoder does not run. Also the parts of a step without the cache (data,
    vision encoder, the rest), and the same for a heavier-vision shape of the tiny preset.
+   Then the same step counted in FLOPs (``torch.utils.flop_counter``), without and with the cache, on
+   the tiny preset and on real-size TinyGPT-V stage 1 (counted at one and two encoder blocks and
+   LLM layers, and extended to the real depths): the no-cache / warm-cache FLOP ratio is the most the
+   cache can speed a step up on a machine where every FLOP costs the same.
 2. ``run.group_by_length`` on the synthetic stage-4 mixture (quickstart stage 4's datasets, ratios
    and template): the batches' padding fraction and the step time.
 3. ``run.grad_checkpointing`` on the same stage-4 training: step time and peak RSS (and the peak
@@ -21,7 +25,7 @@ settings draw the same datasets in the same order), a setting's figure the media
 
 Run from the repository root (``nice`` on a shared machine)::
 
-    python benchmarks/bench_training_opts.py [--repeats 3] [--steps 16] [--only cache,grouping,ckpt]
+    python benchmarks/bench_training_opts.py [--repeats 3] [--steps 16] [--only cache,flops,grouping,ckpt]
 
 prints the results object and writes ``benchmarks/results/bench_training_opts.json``.
 """
@@ -68,6 +72,7 @@ HEAVY_VISION = [
     "model.vision_encoder.depth=4",
     "datasets.synthetic_caption_wds.vis_processor.train.image_size=128",
 ]
+PARTS = ("cache", "flops", "grouping", "ckpt")
 THREADS: List[str] = []  # ["run.num_threads=N"] when --threads is given
 
 
@@ -197,6 +202,124 @@ def breakdown(spec: Dict[str, Any]) -> Dict[str, Any]:
         torch_threads=torch.get_num_threads(),
     )
     return out
+
+
+# -- FLOPs: the most the cache can save --------------------------------------------------------------
+# a stage-1 sample: the first alignment prompt and a caption of a typical length (for the tiny preset,
+# a synthetic caption: its tokenizer is fitted to the synthetic vocabulary)
+FLOP_PROMPT = "Describe this image in detail."
+FLOP_CAPTION = "a brown dog runs across a grassy field with a red frisbee in its mouth on a sunny afternoon"
+REAL_STAGE1 = REPO / "train_configs" / "tinygptv_stage1.yaml"
+# real-size parts built without weight files and in float32 (a FLOP count does not depend on precision)
+NO_WEIGHTS = {
+    "vision_encoder": {"pretrained": None, "precision": "fp32"},
+    "projector": {"pretrained": None},
+    "llm": {"pretrained": None, "torch_dtype": "float32"},
+}
+
+
+def model_overrides(yaml_text: str, *more: Dict[str, Any]) -> Dict[str, Any]:
+    """A stage YAML's ``model:`` section without ``arch``/``model_type``, with ``more`` merged over it."""
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.create(yaml_text).model
+    merged = OmegaConf.merge({k: v for k, v in model.items() if k not in ("arch", "model_type")}, *more)
+    return OmegaConf.to_container(merged)
+
+
+def step_flops(
+    model_type: str, overrides: Dict[str, Any], caption: str = FLOP_CAPTION, batch: int = 2
+) -> Dict[str, Any]:
+    """FLOPs per sample of one training step (forward + backward) of ``tinygptv`` at ``model_type``.
+
+    Counted by torch's ``FlopCounterMode`` (matrix products, convolutions, attention) over a real
+    step on random weights, random pixels and ``caption``: ``no_cache`` from pixels; ``warm_cache`` from what
+    the vision feature cache stores (``vision_prefix`` at the model's ``vision_cache_point``);
+    ``prefix``, the work that a warm cache skips.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from minigpt.datasets.datasets.base_dataset import make_instruction
+    from minigpt.models import load_model
+
+    torch.manual_seed(0)
+    model = load_model("tinygptv", model_type, overrides=overrides)
+    model.train()
+    point = model.vision_cache_point()
+    if point is None:
+        raise ValueError(
+            f"tinygptv {model_type} with {overrides}: the vision encoder trains, nothing to cache"
+        )
+    size = model.vision_encoder.image_size
+    pixels = torch.randn(batch, 3, size, size)
+    samples = {"instruction_input": [make_instruction(FLOP_PROMPT)] * batch, "answer": [caption] * batch}
+
+    def count(fn) -> float:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops() / batch
+
+    def step(images) -> None:
+        model({**samples, "image": images})["loss"].backward()
+
+    feats = model.vision_prefix(pixels, point)
+    out: Dict[str, Any] = {
+        "no_cache": count(lambda: step(pixels)),
+        "prefix": count(lambda: model.vision_prefix(pixels, point)),
+    }
+    model.vision_feature_point = point
+    out["warm_cache"] = count(lambda: step(feats))
+    ids = model.build_inputs(samples["instruction_input"], samples["answer"], model.num_image_tokens())
+    out.update(
+        point=point,
+        feature_shape=list(feats.shape[1:]),
+        seq_len=int(ids["input_ids"].shape[1]),
+        label_tokens=int((ids["labels"][0] != -100).sum()),
+        image_tokens=model.num_image_tokens(),
+    )
+    return out
+
+
+def extrapolated_step_flops(
+    model_type: str, overrides: Dict[str, Any], vision_depth: int, llm_layers: int, batch: int = 2
+) -> Dict[str, Any]:
+    """:func:`step_flops` at ``vision_depth`` encoder blocks and ``llm_layers`` LLM layers, from small builds.
+
+    Every encoder block (and every LLM layer) does the same work whatever the depth, so each count
+    is linear in the two depths: counted at 1 and 2 blocks of each and extended exactly. This is how
+    a real-size model is counted on a CPU without building its billions of parameters.
+    """
+    from omegaconf import OmegaConf
+
+    def at(vision: int, llm: int) -> Dict[str, Any]:
+        depths = {"vision_encoder": {"depth": vision}, "llm": {"config": {"num_hidden_layers": llm}}}
+        merged = OmegaConf.to_container(OmegaConf.merge(overrides, depths))
+        return step_flops(model_type, merged, batch=batch)
+
+    base, vision2, llm2 = at(1, 1), at(2, 1), at(1, 2)
+    out = dict(base, vision_depth=vision_depth, llm_layers=llm_layers)
+    for key in ("no_cache", "warm_cache", "prefix"):
+        per_block, per_layer = vision2[key] - base[key], llm2[key] - base[key]
+        out[key] = base[key] + (vision_depth - 1) * per_block + (llm_layers - 1) * per_layer
+        out[f"{key}_per_vision_block"], out[f"{key}_per_llm_layer"] = per_block, per_layer
+    return out
+
+
+def bench_flops() -> Dict[str, Any]:
+    """Stage-1 step FLOPs without and with the cache: the tiny preset, and real-size TinyGPT-V stage 1."""
+    from minigpt.datasets.synthetic.scenes import make_example
+    from minigpt.models import load_model
+
+    tiny = step_flops("tiny", model_overrides(STAGE1), make_example(0, "train", 0, render=False).caption)
+    real = model_overrides(REAL_STAGE1.read_text(), NO_WEIGHTS)
+    shapes = load_model("tinygptv", "stage1_2_3", device="meta", overrides=real)
+    depth, layers = shapes.vision_encoder.depth, shapes.llm.model.config.num_hidden_layers
+    del shapes
+    return {
+        "tiny": tiny,
+        "real_size_stage1": extrapolated_step_flops("stage1_2_3", real, depth, layers),
+    }
 
 
 # -- driver ----------------------------------------------------------------------------------------
@@ -338,6 +461,10 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else float("nan")
 
 
+def _gflop(flops: float) -> float:
+    return float(f"{flops / 1e9:.4g}")
+
+
 def rows_of(raw: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The docs-table figures of a run of :func:`main`."""
     rows: List[Dict[str, Any]] = []
@@ -378,6 +505,43 @@ def rows_of(raw: Dict[str, Any]) -> List[Dict[str, Any]]:
                 f"fwd/bwd + optimizer {p['rest_ms']} ms (CPU time: {p['data_cpu_ms']} / "
                 f"{p['vision_encoder_cpu_ms']} / {p['rest_cpu_ms']} ms); {p['vision_params']:,} vision and "
                 f"{p['llm_params']:,} LLM parameters, {p['image_tokens']} image tokens",
+            ),
+        ]
+    flops = raw.get("flops") or {}
+    for shape, f in flops.items():
+        if shape == "tiny":
+            what = "tiny tinygptv, encoder + LLM frozen as in the timed rows"
+        else:
+            what = (
+                "tinygptv stage1_2_3 as train_configs/tinygptv_stage1.yaml sets it "
+                f"({f['vision_depth']}-block EVA ViT-g, Q-Former, {f['llm_layers']}-layer Phi-2, LoRA), "
+                "random weights; counted at 1 and 2 blocks and extended (exact: each block does the same "
+                "work)"
+            )
+        sample = (
+            f"{f['seq_len']} positions ({f['image_tokens']} image, {f['label_tokens']} labelled), "
+            f"cache point {f['point']} {tuple(f['feature_shape'])}"
+        )
+        rows += [
+            row(
+                f"stage-1 step FLOPs, no cache [{shape}]",
+                _gflop(f["no_cache"]),
+                "GFLOP/sample",
+                f"{what}; forward + backward, torch's FlopCounterMode; {sample}",
+            ),
+            row(
+                f"stage-1 step FLOPs, warm cache [{shape}]",
+                _gflop(f["warm_cache"]),
+                "GFLOP/sample",
+                f"the cache skips {_gflop(f['prefix'])} GFLOP/sample (encoder forward"
+                + (" + frozen Q-Former)" if f["point"] == "projector_prefix" else ")"),
+            ),
+            row(
+                f"vision feature cache FLOP ceiling [{shape}]",
+                _ratio(f["no_cache"], f["warm_cache"]),
+                "x",
+                "no-cache / warm-cache FLOPs: the most the cache can speed a step up where every FLOP costs "
+                "the same time (decoding, which the cache also skips, not counted); machine-independent",
             ),
         ]
     if raw.get("grouping"):
@@ -465,9 +629,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         default=None,
         help="torch threads per run (run.num_threads; default: torch's own choice)",
     )
-    p.add_argument(
-        "--only", default="cache,grouping,ckpt", help="comma-separated subset of cache,grouping,ckpt"
-    )
+    p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument(
         "--out", default=None, help="results file (default benchmarks/results/bench_training_opts.json)"
     )
@@ -483,8 +645,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         print(json.dumps(fn(json.loads(args.worker or args.breakdown))))
         return {}
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
-    if wanted - {"cache", "grouping", "ckpt"}:
-        p.error(f"--only: unknown part(s) {sorted(wanted - {'cache', 'grouping', 'ckpt'})}")
+    if wanted - set(PARTS):
+        p.error(f"--only: unknown part(s) {sorted(wanted - set(PARTS))}")
     if args.threads:
         THREADS.append(f"run.num_threads={args.threads}")
     from minigpt.datasets.synthetic import generate_synthetic_dataset
@@ -515,6 +677,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             raw["grouping"] = bench_grouping(root, work, args)
         if "ckpt" in wanted:
             raw["grad_checkpointing"] = bench_ckpt(root, work, args)
+    if "flops" in wanted:
+        raw["flops"] = bench_flops()
     raw["wall_s"] = round(time.time() - t0, 1)
     report = results("bench_training_opts", machine, rows_of(raw), raw)
     print(json.dumps(report, indent=2))
