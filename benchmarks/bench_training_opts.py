@@ -461,6 +461,15 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else float("nan")
 
 
+def _trained(yaml_text: str) -> str:
+    """Which parts of the tiny preset (where every part trains by default) a stage YAML freezes."""
+    model = model_overrides(yaml_text)
+    frozen = [
+        part for part in ("vision_encoder", "projector", "llm") if (model.get(part) or {}).get("freeze")
+    ]
+    return f"{' and '.join(frozen)} frozen, the rest trains" if frozen else "every part trains"
+
+
 def _gflop(flops: float) -> float:
     return float(f"{flops / 1e9:.4g}")
 
@@ -584,7 +593,7 @@ def rows_of(raw: Dict[str, Any]) -> List[Dict[str, Any]]:
     if raw.get("grad_checkpointing"):
         s = raw["grad_checkpointing"]["summary"]
         off, on = s["off"], s["on"]
-        note = f"synthetic stage-4 training of the tiny tinygptv (every part trains), batch {bs}, {threads}"
+        note = f"synthetic stage-4 training of the tiny tinygptv ({_trained(STAGE4)}), batch {bs}, {threads}"
         rows += [
             row(
                 "stage-4 step, grad checkpointing off",

@@ -94,3 +94,9 @@ def test_rows_report_the_ceiling_as_the_count_ratio():
     assert rows["stage-1 step FLOPs, no cache [real_size_stage1]"]["value"] == 3.0
     assert "39-block EVA ViT-g" in rows["stage-1 step FLOPs, no cache [real_size_stage1]"]["note"]
     assert "Q-Former" in rows["stage-1 step FLOPs, warm cache [real_size_stage1]"]["note"]
+
+
+def test_row_notes_name_the_frozen_parts_from_the_stage_yaml():
+    assert bench._trained(bench.STAGE1) == "vision_encoder and llm frozen, the rest trains"
+    assert bench._trained(bench.STAGE4) == "vision_encoder frozen, the rest trains"  # quickstart stage 4
+    assert bench._trained("model: {arch: tinygptv, model_type: tiny}") == "every part trains"
