@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -65,6 +66,31 @@ def machine_label(machine: Dict[str, Any]) -> str:
     load = machine.get("load_avg_1m_before")
     tail = f", load {load}" if load is not None else ""
     return f"{where} ({machine.get('device', 'cpu')}, torch {machine.get('torch', '?')}{tail})"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MiB.
+
+    ``VmHWM`` of ``/proc/self/status`` where there is one: ``ru_maxrss`` is carried over from the
+    parent across fork and exec, so a child of a large process would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def model_overrides(yaml_text: str, *more: Dict[str, Any]) -> Dict[str, Any]:
+    """A stage YAML's ``model:`` section without ``arch``/``model_type``, with ``more`` merged over it."""
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.create(yaml_text).model
+    merged = OmegaConf.merge({k: v for k, v in model.items() if k not in ("arch", "model_type")}, *more)
+    return OmegaConf.to_container(merged)
 
 
 def row(metric: str, value: Any, unit: str = "", note: str = "") -> Dict[str, Any]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,14 @@ from typing import Any, Dict, List, Optional, Sequence
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_common import machine_info, results, row, write_results  # noqa: E402
+from benchmarks.bench_common import (  # noqa: E402
+    machine_info,
+    model_overrides,
+    peak_rss_mb,
+    results,
+    row,
+    write_results,
+)
 
 STAGE1 = """
 model:
@@ -133,7 +139,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     RunnerIter.train = train
     summary = run_stage(Config(cfg_path, spec["options"]))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_rss_mb()  # VmHWM: ru_maxrss would carry the parent's peak over into this child
     out: Dict[str, Any] = {
         "step_ms": [round(1000 * (b[0] - a[0]), 2) for a, b in zip(marks, marks[1:])],
         "step_cpu_ms": [round(1000 * (b[1] - a[1]), 2) for a, b in zip(marks, marks[1:])],
@@ -216,15 +222,6 @@ NO_WEIGHTS = {
     "projector": {"pretrained": None},
     "llm": {"pretrained": None, "torch_dtype": "float32"},
 }
-
-
-def model_overrides(yaml_text: str, *more: Dict[str, Any]) -> Dict[str, Any]:
-    """A stage YAML's ``model:`` section without ``arch``/``model_type``, with ``more`` merged over it."""
-    from omegaconf import OmegaConf
-
-    model = OmegaConf.create(yaml_text).model
-    merged = OmegaConf.merge({k: v for k, v in model.items() if k not in ("arch", "model_type")}, *more)
-    return OmegaConf.to_container(merged)
 
 
 def step_flops(

@@ -37,7 +37,6 @@ import dataclasses
 import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.bench_common import machine_info, results, row, write_results  # noqa: E402
+from benchmarks.bench_common import machine_info, peak_rss_mb, results, row, write_results  # noqa: E402
 
 NAME = "bench_vs_llava"
 TOLERANCE = 1e-4  # fp32 logits/loss of the two sides, absolute
@@ -516,22 +515,6 @@ def train_step_flops(shape: Shape, batch: int, seq_len: int) -> Dict[str, float]
 
 
 # -- memory (child processes) ------------------------------------------------------------------------
-def _rss_mb() -> float:
-    """This process's peak RSS in MiB.
-
-    ``VmHWM`` of ``/proc/self/status`` where there is one: ``ru_maxrss`` is carried over from the
-    parent across fork and exec, so a child of a large process would report the parent's peak.
-    """
-    try:
-        with open("/proc/self/status", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def memory_child(side: str, shape: Shape, inputs_file: str, steps: int = 2) -> Dict[str, Any]:
     """Peak memory of one side: build, ``steps`` training steps, one generation at the largest batch.
 
@@ -545,7 +528,7 @@ def memory_child(side: str, shape: Shape, inputs_file: str, steps: int = 2) -> D
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     saved = torch.load(inputs_file, weights_only=True)
     gc.collect()
-    rss_start = _rss_mb()
+    rss_start = peak_rss_mb()
     images, prompts = gen_prompts(shape, max(shape.gen_batches))
     if side == "llava":
         model = build_llava(shape, saved["token_ids"]).to(device)
@@ -566,7 +549,7 @@ def memory_child(side: str, shape: Shape, inputs_file: str, steps: int = 2) -> D
         step()
     model.eval()
     generate()
-    out = {"side": side, "rss_after_imports_mb": round(rss_start, 1), "peak_rss_mb": round(_rss_mb(), 1)}
+    out = {"side": side, "rss_after_imports_mb": round(rss_start, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
     if device.type == "cuda":
         out["peak_gpu_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out

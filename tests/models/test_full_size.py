@@ -29,6 +29,7 @@ import pytest
 import torch
 
 from minigpt.models import load_model
+from minigpt.models.random_weights import materialize_random
 
 PHI2 = 2_779_683_840
 HIDDEN, LAYERS, HEADS, LORA_R = 2560, 32, 32, 64
@@ -62,41 +63,6 @@ def available_gib() -> float:
     return float("inf")
 
 
-def _pseudo_random_fill(model: torch.nn.Module, std: float = 0.02) -> None:
-    """Norm weights 1 and norm biases 0; every other tensor from one repeated random block.
-
-    ``normal_`` over 4 B elements takes minutes on 2 cores; copying a random block of a prime
-    length (so its period lines up with no weight's rows) is memory-bound and takes seconds.
-    """
-    block = torch.randn(1_000_003, generator=torch.Generator().manual_seed(0)) * std
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            lname = name.lower()
-            if p.ndim == 1 and ("norm" in lname or "ln_vision" in lname):
-                p.fill_(1.0 if name.endswith("weight") else 0.0)
-                continue
-            flat = p.view(-1)
-            for start in range(0, flat.numel(), block.numel()):
-                n = min(block.numel(), flat.numel() - start)
-                flat[start : start + n].copy_(block[:n])
-
-
-def _rebuild_buffers(model: torch.nn.Module) -> None:
-    """Values of the buffers ``to_empty`` left uninitialised: none of them are in a checkpoint."""
-    for mod_name, module in model.named_modules():
-        own = dict(module.named_buffers(recurse=False))
-        if not own:
-            continue
-        if "inv_freq" in own:  # rotary tables: computed from the config, as the module's __init__ does
-            fresh = type(module)(config=module.config)
-            for name, value in fresh.named_buffers(recurse=False):
-                getattr(module, name).copy_(value)
-        elif set(own) == {"k_bias"}:  # EVA's fixed zero key bias (q and v have learned ones)
-            module.k_bias.zero_()
-        else:
-            raise AssertionError(f"{mod_name}: don't know how to initialise buffers {sorted(own)}")
-
-
 @pytest.mark.slow
 def test_full_size_tinygptv_generates_8_tokens_in_bf16_on_cpu(tmp_path, monkeypatch):
     if available_gib() < NEEDED_GIB:
@@ -110,9 +76,7 @@ def test_full_size_tinygptv_generates_8_tokens_in_bf16_on_cpu(tmp_path, monkeypa
         overrides={"vision_encoder": {"precision": "bf16"}, "llm": {"torch_dtype": "bfloat16"}},
     )
     t_meta = time.perf_counter() - t0
-    model.to_empty(device="cpu")
-    _pseudo_random_fill(model)
-    _rebuild_buffers(model)
+    materialize_random(model, "cpu")
     model.eval()
     build_s = time.perf_counter() - t0
 

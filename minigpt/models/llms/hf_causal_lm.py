@@ -192,7 +192,8 @@ class HFCausalLM(nn.Module):
                         unexpected[:5],
                     )
         if model.get_input_embeddings().num_embeddings < len(self.tokenizer):
-            model.resize_token_embeddings(len(self.tokenizer))
+            # mean resizing reads the old rows' values, which a meta build has not got
+            model.resize_token_embeddings(len(self.tokenizer), mean_resizing=not on_meta)
         if ordinal_grid_init and not pretrained:
             init_grid_embeddings(model, self.tokenizer)
         if freeze:
