@@ -15,9 +15,11 @@ Python process of its own so that one part's peak memory holds nothing of the ot
   answer tokens the loss is on), and peak memory.
 - ``infer``: the model section of ``eval_configs/tinygptv_benchmark_eval.yaml`` (the ``stage4``
   preset at 448 px, its checkpoint not loaded) under that config's precision (fp16 autocast on a
-  GPU), generating ``--new-tokens`` tokens greedily with the KV cache for ``--gen-batch`` images.
+  GPU, as the eval scripts set it), generating ``--new-tokens`` tokens greedily with the KV cache for ``--gen-batch`` images.
   Reported: generation tokens/s and peak memory.
 
+Each part also reports the autocast in force where the LLM is called (``llm_autocast``): on a GPU
+the model's own autocast (``maybe_autocast``, bf16) stands inside the one ``run.precision`` asks for.
 Peak memory is ``torch.cuda.max_memory_allocated`` over the whole process on a GPU (weights,
 optimizer state, activations; ``max_memory_reserved`` in the note), the peak RSS on a CPU.
 ``--size tiny`` runs the same code on the ``tiny`` preset with the quickstart's stage-3 and eval
@@ -156,6 +158,21 @@ def _autocast(device, precision: str):
     return torch.autocast("cuda", dtype=getattr(torch, AMP[precision]))
 
 
+def record_llm_autocast(model, device) -> Dict[str, Any]:
+    """Fills ``{"llm_autocast": ...}`` at the LLM's calls: the autocast actually in force there (the
+    model's own autocast, ``maybe_autocast``, can stand inside the one ``run.precision`` asks for)."""
+    import torch
+
+    seen: Dict[str, Any] = {}
+
+    def hook(_module, _args, _kwargs):
+        on = torch.is_autocast_enabled(device.type)
+        seen["llm_autocast"] = str(torch.get_autocast_dtype(device.type)).replace("torch.", "") if on else "off"
+
+    model.llm.register_forward_pre_hook(hook, with_kwargs=True)
+    return seen
+
+
 # -- in a child process: one part ------------------------------------------------------------------------
 def train_child(size: str, device_name: str, steps: int, warmup: int, batch_size: Optional[int]) -> Dict[str, Any]:
     """Build the stage-3 model with random weights on the device and time ``steps`` optimizer steps."""
@@ -181,6 +198,7 @@ def train_child(size: str, device_name: str, steps: int, warmup: int, batch_size
     optimizer = torch.optim.AdamW(model.param_groups(st["weight_decay"]), lr=st["init_lr"])
     trainable = [p for p in model.parameters() if p.requires_grad]
     clip = st["grad_clip"]
+    autocast_seen = record_llm_autocast(model, device)
 
     def step() -> Dict[str, float]:
         with _autocast(device, st["precision"]):
@@ -211,6 +229,7 @@ def train_child(size: str, device_name: str, steps: int, warmup: int, batch_size
         "preset": st["preset"],
         "config": st["config"],
         "precision": st["precision"],
+        **autocast_seen,
         "batch_size": batch,
         "image_size": size_px,
         "image_tokens": model.num_image_tokens(),
@@ -249,6 +268,7 @@ def infer_child(size: str, device_name: str, new_tokens: int, gen_batch: int) ->
     size_px = model.vision_encoder.image_size
     images = torch.rand(gen_batch, 3, size_px, size_px, generator=torch.Generator().manual_seed(1)).to(device)
     prompts = [make_instruction(PROMPT)] * gen_batch
+    autocast_seen = record_llm_autocast(model, device)
 
     def generate(n: int) -> float:
         _sync(device)
@@ -266,6 +286,7 @@ def infer_child(size: str, device_name: str, new_tokens: int, gen_batch: int) ->
         "preset": st["preset"],
         "config": st["config"],
         "precision": st["precision"],
+        **autocast_seen,
         "gen_batch": gen_batch,
         "image_size": size_px,
         "image_tokens": model.num_image_tokens(),
@@ -308,7 +329,8 @@ def rows_of(raw: Dict[str, Any], device_type: str) -> List[Dict[str, Any]]:
         t = raw["train"]
         shape = (
             f"tinygptv {t['preset']} as {t['config']}, batch {t['batch_size']}, {t['positions_per_step']} positions "
-            f"({t['image_tokens']} image tokens a sample, max_txt_len {t['max_txt_len']}), {t['precision']}"
+            f"({t['image_tokens']} image tokens a sample, max_txt_len {t['max_txt_len']}), run.precision "
+            f"{t['precision']}, LLM autocast {t.get('llm_autocast', '?')}"
         )
         rows += [
             row("stage-3 training step", t["step_s_median"], "s",
@@ -328,7 +350,7 @@ def rows_of(raw: Dict[str, Any], device_type: str) -> List[Dict[str, Any]]:
         rows += [
             row("inference tokens/s", g["tokens_per_s"], "tokens/s",
                 f"tinygptv {g['preset']} as {g['config']} ({g['image_size']} px, {g['image_tokens']} image tokens), "
-                f"{g['precision']}, batch {g['gen_batch']}, greedy, {g['new_tokens']} new tokens, KV cache; timed from "
+                f"run.precision {g['precision']}, LLM autocast {g.get('llm_autocast', '?')}, batch {g['gen_batch']}, greedy, {g['new_tokens']} new tokens, KV cache; timed from "
                 f"pixels to the last token (image encoding and prefill included)"),
             row("inference peak memory", _gib(g[mem_key]), "GiB",
                 f"{mem_what}, whole process; weights {_gib(g['weight_mb'])} GiB"

@@ -43,12 +43,13 @@ def test_train_part_runs_the_recipe_s_longest_sequences_and_learns(tiny_report):
     assert t["samples_per_s"] == pytest.approx(4 / t["step_s_median"], rel=0.01)
     assert t["trainable_parameters"] < t["parameters"] and t["optimizer_state_mb"] > 0
     assert t["peak_rss_mb"] > 100
+    assert t["llm_autocast"] == "off"  # fp32 on a CPU: the recorded state, not the config's word
 
 
 def test_infer_part_generates_every_token(tiny_report):
     report, _ = tiny_report
     g = report["raw"]["infer"]
-    assert (g["gen_batch"], g["new_tokens"], g["preset"]) == (2, 5, "tiny")
+    assert (g["gen_batch"], g["new_tokens"], g["preset"], g["llm_autocast"]) == (2, 5, "tiny", "off")
     assert g["tokens_per_s"] == pytest.approx(10 / g["generate_s"], rel=0.01)
 
 
@@ -64,6 +65,21 @@ def test_report_rows_and_results_file(tiny_report):
     memory = {r["metric"]: r for r in saved["rows"]}
     assert "peak RSS" in memory["inference peak memory"]["note"] and "8 GB" in memory["inference peak memory"]["note"]
     assert memory["stage-3 training peak memory"]["value"] == round(report["raw"]["train"]["peak_rss_mb"] / 1024, 2)
+
+
+def test_the_llm_autocast_seen_is_recorded():
+    import torch
+
+    from minigpt.models import load_model
+
+    model = load_model("tinygptv", "tiny")
+    seen = bench.record_llm_autocast(model, torch.device("cpu"))
+    samples = {"image": torch.rand(1, 3, 64, 64), "instruction_input": ["<Img><ImageHere></Img> hi"], "answer": ["a"]}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(samples)
+    assert seen == {"llm_autocast": "bfloat16"}
+    model(samples)
+    assert seen == {"llm_autocast": "off"}
 
 
 def test_gpu_rows_read_the_allocator_peaks():
