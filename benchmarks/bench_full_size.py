@@ -6,7 +6,7 @@ build, then ``to_empty`` on the device and a pseudo-random fill) and measures, e
 Python process of its own so that one part's peak memory holds nothing of the other's:
 
 - ``train``: the model section of ``train_configs/tinygptv_stage3.yaml`` over the ``stage1_2_3``
-  preset (EVA ViT-g and the Q-Former frozen in half precision, Phi-2 in float16 with LoRA r=64 and
+  preset (EVA ViT-g frozen in fp16, the Q-Former frozen in float32, Phi-2 in float16 with LoRA r=64 and
   trainable norms, the projection layers training), at that config's batch size (6), precision
   (bf16 autocast) and ``max_txt_len`` (160): every answer is long enough to be cut there, so each
   step runs the recipe's longest sequences. A step is what the runner does: forward under
@@ -15,7 +15,8 @@ Python process of its own so that one part's peak memory holds nothing of the ot
   answer tokens the loss is on), and peak memory.
 - ``infer``: the model section of ``eval_configs/tinygptv_benchmark_eval.yaml`` (the ``stage4``
   preset at 448 px, its checkpoint not loaded) under that config's precision (fp16 autocast on a
-  GPU, as the eval scripts set it), generating ``--new-tokens`` tokens greedily with the KV cache for ``--gen-batch`` images.
+  GPU, as the eval scripts set it), generating ``--new-tokens`` tokens greedily with the KV cache
+  for ``--gen-batch`` images.
   Reported: generation tokens/s and peak memory.
 
 Each part also reports the autocast in force where the LLM is called (``llm_autocast``): on a GPU
@@ -88,7 +89,10 @@ def resolve_device(name: str):
 
 
 def stage_settings(part: str, size: str) -> Dict[str, Any]:
-    """The preset, model overrides and run settings ``part`` takes from its config (no checkpoint, no weight file)."""
+    """The preset, model overrides and run settings ``part`` takes from its config.
+
+    The checkpoint is dropped (``ckpt: None``): nothing is read from disk but the config itself.
+    """
     from omegaconf import OmegaConf
 
     preset, path = SIZES[size][part]
@@ -107,7 +111,7 @@ def stage_settings(part: str, size: str) -> Dict[str, Any]:
 
 
 def long_answer(tokenizer, n_tokens: int) -> str:
-    """Synthetic captions joined until the text has at least ``n_tokens`` tokens (then ``max_txt_len`` cuts it)."""
+    """Synthetic captions joined until the text has ``n_tokens`` tokens or more (``max_txt_len`` cuts it)."""
     from minigpt.datasets.synthetic.scenes import make_example
 
     words: List[str] = []
@@ -167,14 +171,18 @@ def record_llm_autocast(model, device) -> Dict[str, Any]:
 
     def hook(_module, _args, _kwargs):
         on = torch.is_autocast_enabled(device.type)
-        seen["llm_autocast"] = str(torch.get_autocast_dtype(device.type)).replace("torch.", "") if on else "off"
+        seen["llm_autocast"] = (
+            str(torch.get_autocast_dtype(device.type)).replace("torch.", "") if on else "off"
+        )
 
     model.llm.register_forward_pre_hook(hook, with_kwargs=True)
     return seen
 
 
 # -- in a child process: one part ------------------------------------------------------------------------
-def train_child(size: str, device_name: str, steps: int, warmup: int, batch_size: Optional[int]) -> Dict[str, Any]:
+def train_child(
+    size: str, device_name: str, steps: int, warmup: int, batch_size: Optional[int]
+) -> Dict[str, Any]:
     """Build the stage-3 model with random weights on the device and time ``steps`` optimizer steps."""
     import torch
 
@@ -192,7 +200,11 @@ def train_child(size: str, device_name: str, steps: int, warmup: int, batch_size
     size_px = model.vision_encoder.image_size
     images = torch.rand(batch, 3, size_px, size_px, generator=torch.Generator().manual_seed(1)).to(device)
     answer = long_answer(model.tokenizer, model.max_txt_len)
-    samples = {"image": images, "instruction_input": [make_instruction(PROMPT)] * batch, "answer": [answer] * batch}
+    samples = {
+        "image": images,
+        "instruction_input": [make_instruction(PROMPT)] * batch,
+        "answer": [answer] * batch,
+    }
     shapes = model.build_inputs(samples["instruction_input"], samples["answer"], model.num_image_tokens())
     positions = int(shapes["attention_mask"].sum())
     optimizer = torch.optim.AdamW(model.param_groups(st["weight_decay"]), lr=st["init_lr"])
@@ -245,14 +257,21 @@ def train_child(size: str, device_name: str, steps: int, warmup: int, batch_size
         "losses": [round(x, 4) for x in losses],
         **_weights(model),
         "optimizer_state_mb": round(
-            sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
-                if torch.is_tensor(t)) / 2**20, 1),
+            sum(
+                t.numel() * t.element_size()
+                for s in optimizer.state.values()
+                for t in s.values()
+                if torch.is_tensor(t)
+            )
+            / 2**20,
+            1,
+        ),
         **_memory(device),
     }
 
 
 def infer_child(size: str, device_name: str, new_tokens: int, gen_batch: int) -> Dict[str, Any]:
-    """Build the benchmark-eval model with random weights and time greedy generation of ``new_tokens`` tokens."""
+    """Build the benchmark-eval model with random weights; time greedy generation of ``new_tokens`` tokens."""
     import torch
 
     from minigpt.datasets.datasets.base_dataset import make_instruction
@@ -301,16 +320,33 @@ def infer_child(size: str, device_name: str, new_tokens: int, gen_batch: int) ->
 
 def run_child(part: str, args) -> Dict[str, Any]:
     """One part in a fresh Python process; its JSON line, or an error with the end of its stderr."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", part, "--size", args.size, "--device", args.device,
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--new-tokens", str(args.new_tokens),
-           "--gen-batch", str(args.gen_batch)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        part,
+        "--size",
+        args.size,
+        "--device",
+        args.device,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--new-tokens",
+        str(args.new_tokens),
+        "--gen-batch",
+        str(args.gen_batch),
+    ]
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"bench_full_size: the {part} part failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"bench_full_size: the {part} part failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -328,34 +364,56 @@ def rows_of(raw: Dict[str, Any], device_type: str) -> List[Dict[str, Any]]:
     if "train" in raw:
         t = raw["train"]
         shape = (
-            f"tinygptv {t['preset']} as {t['config']}, batch {t['batch_size']}, {t['positions_per_step']} positions "
+            f"tinygptv {t['preset']} as {t['config']}, batch {t['batch_size']}, "
+            f"{t['positions_per_step']} positions "
             f"({t['image_tokens']} image tokens a sample, max_txt_len {t['max_txt_len']}), run.precision "
             f"{t['precision']}, LLM autocast {t.get('llm_autocast', '?')}"
         )
         rows += [
-            row("stage-3 training step", t["step_s_median"], "s",
+            row(
+                "stage-3 training step",
+                t["step_s_median"],
+                "s",
                 f"{shape}; median of {len(t['step_s'])} steps; {t['trainable_parameters']:,} of "
-                f"{t['parameters']:,} parameters train"),
+                f"{t['parameters']:,} parameters train",
+            ),
             row("stage-3 training samples/s", t["samples_per_s"], "samples/s", shape),
-            row("stage-3 training tokens/s", t["tokens_per_s"], "tokens/s",
-                f"every position; {t['answer_tokens_per_s']} answer tokens/s"),
-            row("stage-3 training peak memory", _gib(t[mem_key]), "GiB",
+            row(
+                "stage-3 training tokens/s",
+                t["tokens_per_s"],
+                "tokens/s",
+                f"every position; {t['answer_tokens_per_s']} answer tokens/s",
+            ),
+            row(
+                "stage-3 training peak memory",
+                _gib(t[mem_key]),
+                "GiB",
                 f"{mem_what}, whole process; weights {_gib(t['weight_mb'])} GiB, AdamW state "
                 f"{_gib(t['optimizer_state_mb'])} GiB"
                 + (f"; reserved {_gib(t['peak_gpu_reserved_mb'])} GiB" if gpu else "")
-                + f"; TinyGPT-V states {PUBLISHED_GB['train']} GB for training"),
+                + f"; TinyGPT-V states {PUBLISHED_GB['train']} GB for training",
+            ),
         ]
     if "infer" in raw:
         g = raw["infer"]
         rows += [
-            row("inference tokens/s", g["tokens_per_s"], "tokens/s",
-                f"tinygptv {g['preset']} as {g['config']} ({g['image_size']} px, {g['image_tokens']} image tokens), "
-                f"run.precision {g['precision']}, LLM autocast {g.get('llm_autocast', '?')}, batch {g['gen_batch']}, greedy, {g['new_tokens']} new tokens, KV cache; timed from "
-                f"pixels to the last token (image encoding and prefill included)"),
-            row("inference peak memory", _gib(g[mem_key]), "GiB",
+            row(
+                "inference tokens/s",
+                g["tokens_per_s"],
+                "tokens/s",
+                f"tinygptv {g['preset']} as {g['config']} ({g['image_size']} px, {g['image_tokens']} image "
+                f"tokens), run.precision {g['precision']}, LLM autocast {g.get('llm_autocast', '?')}, "
+                f"batch {g['gen_batch']}, greedy, {g['new_tokens']} new tokens, KV cache; timed from "
+                f"pixels to the last token (image encoding and prefill included)",
+            ),
+            row(
+                "inference peak memory",
+                _gib(g[mem_key]),
+                "GiB",
                 f"{mem_what}, whole process; weights {_gib(g['weight_mb'])} GiB"
                 + (f"; reserved {_gib(g['peak_gpu_reserved_mb'])} GiB" if gpu else "")
-                + f"; TinyGPT-V states {PUBLISHED_GB['infer']} GB for inference"),
+                + f"; TinyGPT-V states {PUBLISHED_GB['infer']} GB for inference",
+            ),
         ]
     return rows
 
@@ -365,12 +423,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto (cuda when torch sees one), cpu, cuda or cuda:N")
     ap.add_argument("--size", choices=sorted(SIZES), default="full")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    ap.add_argument("--steps", type=int, default=10, help="timed training steps (after --warmup untimed ones)")
+    ap.add_argument(
+        "--steps", type=int, default=10, help="timed training steps (after --warmup untimed ones)"
+    )
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=None, help="default: the stage config's batch_size_train")
+    ap.add_argument(
+        "--batch-size", type=int, default=None, help="default: the stage config's batch_size_train"
+    )
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--gen-batch", type=int, default=1)
-    ap.add_argument("--out", default=None, help="results file (default with --size full: benchmarks/results/)")
+    ap.add_argument(
+        "--out", default=None, help="results file (default with --size full: benchmarks/results/)"
+    )
     ap.add_argument("--child", choices=PARTS, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     for name in ("steps", "new_tokens", "gen_batch"):

@@ -4,8 +4,9 @@ A real-size preset built on the meta device (``load_model(name, type, device="me
 shape and dtype of the real model but no storage. :func:`materialize_random` allocates it on a
 device with ``to_empty`` and fills it: norm weights 1 and norm biases 0, every other parameter from
 one repeated pseudo-random block, and the buffers (rotary tables, EVA's fixed zero key bias,
-BatchNorm statistics) set as a fresh build sets them. The result runs the real code paths at the real sizes and dtypes;
-its outputs mean nothing. :func:`build_random` does both steps for a registered model name.
+BatchNorm statistics) set as a fresh build sets them. The result runs the real code paths at the
+real sizes and dtypes; its outputs mean nothing. :func:`build_random` does both steps for a
+registered model name.
 
 Used by the full-size slow test (``tests/models/test_full_size.py``) and
 ``benchmarks/bench_full_size.py``.
@@ -23,10 +24,12 @@ _BLOCK = 1_000_003
 
 
 def _norm_parameters(model: nn.Module) -> set:
-    """Names of the 1-D parameters of normalisation layers (LayerNorm, RMSNorm, BatchNorm, ``ln_vision``...)."""
+    """Names of the 1-D parameters of normalisation layers (LayerNorm, RMSNorm, BatchNorm, ``ln_vision``)."""
     names = set()
     for mod_name, module in model.named_modules():
-        is_norm = "norm" in type(module).__name__.lower() or "norm" in mod_name.lower() or "ln_vision" in mod_name
+        is_norm = (
+            "norm" in type(module).__name__.lower() or "norm" in mod_name.lower() or "ln_vision" in mod_name
+        )
         for p_name, p in module.named_parameters(recurse=False):
             full = f"{mod_name}.{p_name}" if mod_name else p_name
             if p.ndim == 1 and (is_norm or "norm" in p_name.lower()):
@@ -59,7 +62,7 @@ def fill_pseudo_random(model: nn.Module, std: float = 0.02, seed: int = 0) -> No
 
 
 def rebuild_buffers(model: nn.Module) -> None:
-    """Values of the buffers ``to_empty`` left uninitialised; an unknown buffer is an error naming its module."""
+    """Set the buffers ``to_empty`` left uninitialised; an unknown buffer is an error naming its module."""
     for mod_name, module in model.named_modules():
         own = dict(module.named_buffers(recurse=False))
         if not own:

@@ -17,14 +17,39 @@ from minigpt.models.random_weights import (
 # TinyGPT-V's real composition (EVA ViT with its fixed key bias -> Q-Former -> linears -> Phi with
 # rotary tables, LoRA and TinyGPT-V's norms) at toy widths, built without any weight file
 TOY_REAL = {
-    "vision_encoder": {"pretrained": None, "precision": "fp32", "image_size": 28, "width": 32, "num_heads": 4,
-                       "mlp_dim": 48, "depth": 2},
-    "projector": {"pretrained": None, "num_query_token": 4, "hidden_dims": [24],
-                  "qformer": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-                              "intermediate_size": 24}},
-    "llm": {"pretrained": None, "torch_dtype": "float32", "lora_r": 4,
-            "config": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
-                       "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 600}},
+    "vision_encoder": {
+        "pretrained": None,
+        "precision": "fp32",
+        "image_size": 28,
+        "width": 32,
+        "num_heads": 4,
+        "mlp_dim": 48,
+        "depth": 2,
+    },
+    "projector": {
+        "pretrained": None,
+        "num_query_token": 4,
+        "hidden_dims": [24],
+        "qformer": {
+            "hidden_size": 16,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 24,
+        },
+    },
+    "llm": {
+        "pretrained": None,
+        "torch_dtype": "float32",
+        "lora_r": 4,
+        "config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "num_hidden_layers": 2,
+            "vocab_size": 600,
+        },
+    },
 }
 
 
@@ -38,7 +63,9 @@ def _samples(model, n: int = 2):
 
 
 @pytest.mark.parametrize("model_type,overrides", [("tiny", {}), ("stage1_2_3", TOY_REAL)])
-def test_build_random_gives_a_working_model_with_the_meta_build_shapes(model_type, overrides, tmp_path, monkeypatch):
+def test_build_random_gives_a_working_model_with_the_meta_build_shapes(
+    model_type, overrides, tmp_path, monkeypatch
+):
     monkeypatch.setenv("MINIGPT_MODEL_ROOT", str(tmp_path))  # empty: no weight file can be read
     shapes = load_model("tinygptv", model_type, device="meta", overrides=overrides)
     model = build_random("tinygptv", model_type, "cpu", overrides)
@@ -94,7 +121,9 @@ def test_an_unknown_buffer_is_an_error_naming_its_module():
             self.register_buffer("running_thing", torch.zeros(3))
 
     model = nn.Sequential(nn.Linear(2, 2), WithState())
-    with pytest.raises(ValueError, match=r"^1: no rule to initialise buffers \['running_thing'\] of a meta-built WithState"):
+    with pytest.raises(
+        ValueError, match=r"^1: no rule to initialise buffers \['running_thing'\] of a meta-built WithState"
+    ):
         rebuild_buffers(model)
 
 
@@ -103,4 +132,8 @@ def test_materialize_random_allocates_a_meta_module():
         lin = nn.Linear(4, 5)
     assert lin.weight.is_meta
     materialize_random(lin, "cpu")
-    assert lin.weight.device.type == "cpu" and torch.isfinite(lin.weight).all() and float(lin.weight.detach().abs().sum()) > 0
+    assert (
+        lin.weight.device.type == "cpu"
+        and torch.isfinite(lin.weight).all()
+        and float(lin.weight.detach().abs().sum()) > 0
+    )
