@@ -459,9 +459,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     for part in args.parts:
         raw[part] = run_child(part, args)
     report = results(f"full_size_{device.type}", machine, rows_of(raw, device.type), raw)
-    out = args.out or (None if args.size != "full" else "")
-    if out is not None:
-        report["written_to"] = write_results(report, out or None)
+    if args.out or args.size == "full":  # the tiny check writes only where --out says
+        report["written_to"] = write_results(report, args.out)
     print(json.dumps(report, indent=2))
     return report
 

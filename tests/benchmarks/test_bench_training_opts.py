@@ -9,37 +9,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from shared_helpers import TOY_REAL_WIDTHS  # noqa: E402
+
 from benchmarks import bench_training_opts as bench  # noqa: E402
 
 # TinyGPT-V's stage-1 composition (EVA ViT -> frozen Q-Former -> linear layers -> Phi with LoRA) at toy
 # widths: train_configs/tinygptv_stage1.yaml's model section with the real preset's parts made small
-TOY_REAL = bench.model_overrides(
-    bench.REAL_STAGE1.read_text(),
-    bench.NO_WEIGHTS,
-    {
-        "vision_encoder": {"image_size": 28, "width": 32, "num_heads": 4, "mlp_dim": 48},
-        "projector": {
-            "num_query_token": 4,
-            "hidden_dims": [24],
-            "qformer": {
-                "hidden_size": 16,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "intermediate_size": 24,
-            },
-        },
-        "llm": {
-            "lora_r": 4,
-            "config": {
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_attention_heads": 2,
-                "num_key_value_heads": 2,
-                "vocab_size": 600,
-            },
-        },
-    },
-)
+TOY_REAL = bench.model_overrides(bench.REAL_STAGE1.read_text(), bench.NO_WEIGHTS, TOY_REAL_WIDTHS)
 
 
 def _with_depths(overrides, vision: int, llm: int):

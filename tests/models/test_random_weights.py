@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+from shared_helpers import TOY_REAL_WIDTHS
 from torch import nn
 
 from minigpt.models import load_model
@@ -15,42 +17,17 @@ from minigpt.models.random_weights import (
 )
 
 # TinyGPT-V's real composition (EVA ViT with its fixed key bias -> Q-Former -> linears -> Phi with
-# rotary tables, LoRA and TinyGPT-V's norms) at toy widths, built without any weight file
-TOY_REAL = {
-    "vision_encoder": {
-        "pretrained": None,
-        "precision": "fp32",
-        "image_size": 28,
-        "width": 32,
-        "num_heads": 4,
-        "mlp_dim": 48,
-        "depth": 2,
-    },
-    "projector": {
-        "pretrained": None,
-        "num_query_token": 4,
-        "hidden_dims": [24],
-        "qformer": {
-            "hidden_size": 16,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 24,
+# rotary tables, LoRA and TinyGPT-V's norms) at toy widths and two blocks each, built without any weight file
+TOY_REAL = OmegaConf.to_container(
+    OmegaConf.merge(
+        TOY_REAL_WIDTHS,
+        {
+            "vision_encoder": {"pretrained": None, "precision": "fp32", "depth": 2},
+            "projector": {"pretrained": None},
+            "llm": {"pretrained": None, "torch_dtype": "float32", "config": {"num_hidden_layers": 2}},
         },
-    },
-    "llm": {
-        "pretrained": None,
-        "torch_dtype": "float32",
-        "lora_r": 4,
-        "config": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "num_hidden_layers": 2,
-            "vocab_size": 600,
-        },
-    },
-}
+    )
+)
 
 
 def _samples(model, n: int = 2):
