@@ -6,11 +6,11 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from minigpt.common.constants import READ_STATS_KEY
 from minigpt.datasets.image_source import IMAGE_KEY, IMAGE_PIXEL_ROWS, IMAGE_PIXELS, ImageRef, split_refs
 
-# the key SkippingDataset and skipping streams attach to samples (base_dataset.READ_STATS_KEY); spelled
-# out here so collating does not import the readers
-READ_STATS_KEY = "_read_stats"
+# columns holding each sample's media: one tensor, several (a list), or None for a text-only sample
+MEDIA_KEYS = ("image",)
 MAX_REPORTED_ERRORS = 64  # skip records carried per batch (for the log); the counts are always complete
 
 
@@ -24,8 +24,10 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     """One batch dict from a list of sample dicts.
 
     Tensors under a key are stacked (``image``: ``[B, 3, H, W]``). A key that is ``None`` in
-    every sample (text-only samples' ``image``) stays ``None``; a key holding tensors in some
-    samples and ``None`` (or nothing) in others is an error naming the samples on each side,
+    every sample (text-only samples' ``image``) stays ``None``. A media column (``image``) that
+    mixes text-only samples (``None``), one-image samples and several-image samples (a list of
+    tensors) stays a list with one entry per sample, which the model reads as such; any other key
+    holding tensors in some samples and not in others is an error naming the samples on each side,
     as is a shape mismatch. Every other key becomes a list with one entry per sample; samples
     that lack a key (batches mixing datasets with different evaluation keys) contribute
     ``None`` there. Images handed out as :class:`~minigpt.datasets.image_source.ImageRef` (the
@@ -52,6 +54,11 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
             batch.update(_collate_image_refs(samples, values))
             continue
         tensors = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
+        if key in MEDIA_KEYS and any(v is None or isinstance(v, (list, tuple)) for v in values) and (
+            not all(v is None for v in values)
+        ):
+            batch[key] = _media_column(samples, key, values)
+            continue
         if not tensors:
             batch[key] = None if all(v is None for v in values) else values
             continue
@@ -73,6 +80,22 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     if stats is not None:
         batch["data_stats"] = stats
     return batch
+
+
+def _media_column(samples: List[Dict[str, Any]], key: str, values: List[Any]) -> List[Any]:
+    """A media column kept per sample: None, a tensor, or a list of tensors; every tensor of one shape."""
+    shapes: Dict[tuple, List[int]] = {}
+    for i, v in enumerate(values):
+        for t in v if isinstance(v, (list, tuple)) else [v]:
+            if t is None:
+                continue
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"cannot batch {key!r}: sample {_ids(samples, [i])} holds a {type(t).__name__}")
+            shapes.setdefault(tuple(t.shape), []).append(i)
+    if len(shapes) > 1:
+        detail = "; ".join(f"{list(s)}: {_ids(samples, idx)}" for s, idx in shapes.items())
+        raise ValueError(f"cannot stack {key!r}: tensor shapes differ ({detail})")
+    return [list(v) if isinstance(v, tuple) else v for v in values]
 
 
 def _collate_image_refs(samples: List[Dict[str, Any]], values: List[Any]) -> Dict[str, Any]:

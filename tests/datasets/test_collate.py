@@ -37,9 +37,27 @@ def test_all_text_only_gives_none_image():
     assert batch["sample_id"] == ["ds:0", "ds:1"]
 
 
-def test_mixing_image_and_text_only_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"'image'.*ds:0.*ds:1"):
-        collate_samples([_sample(0), _sample(1, image=False)])
+def test_image_and_text_only_samples_mix_as_a_per_sample_list():
+    batch = collate_samples([_sample(0), _sample(1, image=False)])
+    assert isinstance(batch["image"], list) and batch["image"][1] is None
+    assert batch["image"][0].eq(0).all()
+
+
+def test_several_images_in_one_sample_stay_a_list():
+    two = _sample(2)
+    two["image"] = [torch.zeros(3, 4, 4), torch.ones(3, 4, 4)]
+    batch = collate_samples([_sample(0), two, _sample(1, image=False)])
+    assert len(batch["image"][1]) == 2 and batch["image"][1][1].eq(1).all()
+    odd = _sample(3)
+    odd["image"] = [torch.zeros(3, 8, 8)]
+    with pytest.raises(ValueError, match=r"shapes differ.*\[3, 8, 8\]: ds:3"):
+        collate_samples([two, odd])
+
+
+def test_mixing_tensors_and_other_values_outside_media_columns_is_a_clear_error():
+    a, b = _sample(0, extra=torch.zeros(2)), _sample(1, extra="x")
+    with pytest.raises(ValueError, match=r"'extra'.*ds:0.*ds:1"):
+        collate_samples([a, b])
 
 
 def test_shape_mismatch_names_samples():

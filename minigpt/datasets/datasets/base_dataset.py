@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import grounding
+from minigpt.common.constants import IMAGE_PLACEHOLDER, IMAGE_TOKEN, READ_STATS_KEY
 from minigpt.datasets.datasets.io import (
     DatasetError,
     SkipRateExceeded,
@@ -37,7 +38,6 @@ from minigpt.datasets.datasets.io import (
 
 logger = logging.getLogger(__name__)
 
-IMAGE_PLACEHOLDER = "<Img><ImageHere></Img>"
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 Processor = Callable[[Any], Any]
@@ -56,7 +56,7 @@ def load_prompts(prompt_file: Optional[str], slot: bool = False) -> List[str]:
     if not prompts:
         raise DatasetError(f"prompt file {path} holds no prompts")
     for n, prompt in enumerate(prompts, 1):
-        if IMAGE_PLACEHOLDER in prompt or "<ImageHere>" in prompt:
+        if IMAGE_PLACEHOLDER in prompt or IMAGE_TOKEN in prompt:
             raise DatasetError(
                 f"prompt file {path}, prompt {n}: {prompt!r} contains the image placeholder; "
                 "the dataset adds it, prompt files hold only the text"
@@ -212,14 +212,13 @@ class BaseDataset(Dataset):
 
 
 # -- bad samples ---------------------------------------------------------------------------------
-READ_STATS_KEY = "_read_stats"
-"""Key of the read report a skipping dataset attaches to every sample it returns.
-
-Its value is ``{"dataset": name, "skipped": [skip records], "stream": (worker, epoch, position)}``
-(``stream`` only from streaming readers). :func:`minigpt.datasets.collate.collate_samples` pops
-it from the samples and sums it into the batch's ``"data_stats"``, which is how the counts made
-in DataLoader worker processes reach the training loop.
-"""
+# READ_STATS_KEY: key of the read report a skipping dataset attaches to every sample it returns.
+#
+# Its value is ``{"dataset": name, "skipped": [skip records], "stream": (worker, epoch, position)}``
+# (``stream`` only from streaming readers). :func:`minigpt.datasets.collate.collate_samples` pops
+# it from the samples and sums it into the batch's ``"data_stats"``, which is how the counts made
+# in DataLoader worker processes reach the training loop.
+#
 
 DEFAULT_MAX_ATTEMPTS = 20
 

@@ -1,0 +1,20 @@
+"""Names and values that several layers share, defined once.
+
+Datasets write prompts with these placeholders, the model finds its media slots by them, and the
+collate step and the readers agree on the read-report key through this module only.
+"""
+
+from __future__ import annotations
+
+# The single token an image slot is written with; the model expands it to the image's embeddings.
+IMAGE_TOKEN = "<ImageHere>"
+# How a prompt carries an image in the MiniGPT-4 / TinyGPT-V / MiniGPT-v2 formats.
+IMAGE_PLACEHOLDER = f"<Img>{IMAGE_TOKEN}</Img>"
+# The tokens a tokenizer must hold as single special tokens for the image placeholder.
+IMAGE_SPECIAL_TOKENS = ("<Img>", "</Img>", IMAGE_TOKEN)
+
+# Label value that takes a position out of the loss (PyTorch cross-entropy's default ignore_index).
+IGNORE_INDEX = -100
+
+# The key skipping readers attach to each sample with what was read and skipped; collate sums them.
+READ_STATS_KEY = "_read_stats"
