@@ -27,6 +27,8 @@ KINDS = (
     "vision_encoder",
     "projector",
     "llm",
+    "adapter",
+    "head",
 )
 
 # kind -> name -> "module:attribute". The module registers the name when imported;
@@ -105,6 +107,10 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
     "llm": {
         "hf_causal_lm": "minigpt.models.llms.hf_causal_lm:HFCausalLM",
     },
+    "adapter": {
+        "bottleneck": "minigpt.models.composition.adapters:BottleneckAdapter",
+    },
+    "head": {},
 }
 
 
@@ -120,7 +126,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._classes: Dict[str, Dict[str, Any]] = {k: {} for k in KINDS}
-        self._lazy: Dict[str, Dict[str, str]] = {k: dict(v) for k, v in _BUILTIN.items()}
+        self._lazy: Dict[str, Dict[str, str]] = {k: dict(_BUILTIN.get(k, {})) for k in KINDS}
         self._paths: Dict[str, str] = {}
         self._plugins_loaded = False
         self._lock = threading.RLock()
@@ -128,7 +134,7 @@ class Registry:
     # -- registration ---------------------------------------------------------------------
     def _register(self, kind: str, name: str, override: bool = False) -> Callable:
         if kind not in self._classes:
-            raise RegistryError(f"unknown registry kind {kind!r}; kinds are {', '.join(KINDS)}")
+            raise RegistryError(f"unknown registry kind {kind!r}; kinds are {', '.join(self._classes)}")
 
         def wrap(cls):
             with self._lock:
@@ -188,6 +194,30 @@ class Registry:
     def register_llm(self, name: str, override: bool = False) -> Callable:
         return self._register("llm", name, override)
 
+    def register_adapter(self, name: str, override: bool = False) -> Callable:
+        return self._register("adapter", name, override)
+
+    def register_head(self, name: str, override: bool = False) -> Callable:
+        return self._register("head", name, override)
+
+    def add_kind(self, kind: str) -> None:
+        """A new kind of component (a plugin's); then ``register(kind, name)``, ``get_class``, ``list`` serve it.
+
+        Adding an existing kind is a no-op, so a plugin loaded twice does no harm.
+        """
+        if not kind.isidentifier():
+            raise RegistryError(f"a registry kind is an identifier, got {kind!r}")
+        with self._lock:
+            self._classes.setdefault(kind, {})
+            self._lazy.setdefault(kind, {})
+
+    def register(self, kind: str, name: str, override: bool = False) -> Callable:
+        """Decorator registering a class under ``name`` for any kind, including plugin-added ones."""
+        return self._register(kind, name, override)
+
+    def kinds(self) -> List[str]:
+        return list(self._classes)
+
     def unregister(self, kind: str, name: str) -> None:
         """Remove a name registered at run time (tests and interactive sessions use this)."""
         with self._lock:
@@ -220,8 +250,10 @@ class Registry:
         return sorted(set(self._classes[kind]) | set(self._lazy[kind]))
 
     def get_class(self, kind: str, name: str) -> Any:
+        if kind not in self._classes and not self._plugins_loaded:
+            self.load_plugins()  # a plugin may add the kind
         if kind not in self._classes:
-            raise RegistryError(f"unknown registry kind {kind!r}; kinds are {', '.join(KINDS)}")
+            raise RegistryError(f"unknown registry kind {kind!r}; kinds are {', '.join(self._classes)}")
         if not isinstance(name, str):
             raise RegistryError(f"{kind} name must be a string, got {name!r}")
         with self._lock:
@@ -251,6 +283,8 @@ class Registry:
 
     def list(self, kind: str) -> List[str]:
         self.load_plugins()
+        if kind not in self._classes:
+            raise RegistryError(f"unknown registry kind {kind!r}; kinds are {', '.join(self._classes)}")
         return self._names(kind)
 
     def get_model_class(self, name: str):
@@ -308,6 +342,18 @@ class Registry:
 
     def list_llms(self) -> List[str]:
         return self.list("llm")
+
+    def get_adapter_class(self, name: str):
+        return self.get_class("adapter", name)
+
+    def get_head_class(self, name: str):
+        return self.get_class("head", name)
+
+    def list_adapters(self) -> List[str]:
+        return self.list("adapter")
+
+    def list_heads(self) -> List[str]:
+        return self.list("head")
 
     # -- named paths (e.g. the data root) -------------------------------------------------
     def register_path(self, name: str, path: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from typing import Any, Dict, Sequence
@@ -57,12 +56,6 @@ class BaseModel(nn.Module):
         for p in self.parameters():
             return p.device
         return torch.device("cpu")
-
-    def maybe_autocast(self, dtype: torch.dtype = torch.bfloat16):
-        """Autocast on GPU; plain fp32 on CPU, where autocast gains nothing for these sizes."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

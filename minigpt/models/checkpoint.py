@@ -53,12 +53,22 @@ def trained_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return out
 
 
-def save_trained(model: torch.nn.Module, directory: str, metadata: Dict[str, str] | None = None) -> str:
-    """Write the trained parameters to ``directory/trained.safetensors`` (via a temp file + rename)."""
+def save_trained(
+    model: torch.nn.Module,
+    directory: str,
+    metadata: Dict[str, str] | None = None,
+    only_prefix: str | None = None,
+) -> str:
+    """Write the trained parameters to ``directory/trained.safetensors`` (via a temp file + rename).
+
+    ``only_prefix`` keeps the names starting with it (e.g. ``adapters.``: one part saved alone).
+    """
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, TRAINED_FILE)
     tmp = path + ".tmp"
     state = trained_state_dict(model)
+    if only_prefix is not None:
+        state = {k: v for k, v in state.items() if k.startswith(only_prefix)}
     # safetensors refuses tensors that share storage; tied weights are saved once per name
     state = {k: v.clone() for k, v in state.items()}
     save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})

@@ -1,7 +1,7 @@
 """Conversation templates, defined once and used by training, evaluation and chat alike.
 
-A preset names its template with the ``template:`` key of its YAML; ``MiniGPTBase.build_inputs``
-lays training samples out with it, ``MiniGPTBase.generate`` builds prompts and stops with it, and
+A preset names its template with the ``template:`` key of its YAML; ``MultimodalLLM.build_inputs``
+lays training samples out with it, ``MultimodalLLM.generate`` builds prompts and stops with it, and
 :class:`minigpt.models.chat.Chat` holds conversations in it. What the original code used, per preset:
 
 * MiniGPT-4 (Vicuna v0) and TinyGPT-V stages 1-3 train with ``'###Human: {} ###Assistant: '`` and

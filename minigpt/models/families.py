@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from minigpt.common.registry import registry
-from minigpt.models.minigpt_base import MiniGPTBase
+from minigpt.models.composition.mllm import MultimodalLLM
 
 
 @registry.register_model("tinygptv")
-class TinyGPTV(MiniGPTBase):
+class TinyGPTV(MultimodalLLM):
     """TinyGPT-V: a vision encoder, projection layers and Phi-2. YAML name ``tinygptv``."""
 
     PRETRAINED_MODEL_CONFIG_DICT = {
@@ -19,7 +19,7 @@ class TinyGPTV(MiniGPTBase):
 
 
 @registry.register_model("minigpt4")
-class MiniGPT4(MiniGPTBase):
+class MiniGPT4(MultimodalLLM):
     """MiniGPT-4: vision encoder + Q-Former, one linear layer, a Vicuna/Llama LLM. YAML name ``minigpt4``."""
 
     PRETRAINED_MODEL_CONFIG_DICT = {
@@ -30,7 +30,7 @@ class MiniGPT4(MiniGPTBase):
 
 
 @registry.register_model("minigpt_v2")
-class MiniGPTv2(MiniGPTBase):
+class MiniGPTv2(MultimodalLLM):
     """MiniGPT-v2: 4 adjacent visual tokens concatenated, one linear layer, Llama-2 chat. YAML name ``minigpt_v2``."""
 
     PRETRAINED_MODEL_CONFIG_DICT = {

@@ -5,7 +5,7 @@ template's stop strings, which transformers' ``StopStringCriteria`` matches on t
 vocabulary (a stop string may be split over several tokens or share a token with other text).
 TinyGPT-V's demo stopped on the LLaMA id ``2``, which in Phi-2's vocabulary is ``#``.
 
-:func:`decode` is the greedy/sampling loop ``MiniGPTBase.generate`` uses instead of transformers'
+:func:`decode` is the greedy/sampling loop ``MultimodalLLM.generate`` uses instead of transformers'
 ``generate`` when it can (no beams, settings it implements): the same tokens, one causal-LM call
 per new token with the KV cache and nothing else per step but a few tensor operations.
 """
@@ -28,6 +28,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from minigpt.models.composition.layout import position_ids_from_mask
 
 # keyword arguments of transformers' generate that decode() implements as generate does
 DECODE_KWARGS = frozenset({"min_new_tokens", "top_k", "logits_processor", "stopping_criteria"})
@@ -322,7 +324,7 @@ def decode(
     )
     criteria = StoppingCriteriaList(stopping_criteria or [])
     mask = attention_mask.to(device=device, dtype=torch.long)
-    position_ids = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 0)
+    position_ids = position_ids_from_mask(mask)
     next_position = position_ids[:, -1:] + 1
     padded = bool((mask == 0).any())
     ids = torch.empty((batch, 0), dtype=torch.long, device=device)

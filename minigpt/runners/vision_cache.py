@@ -3,7 +3,7 @@
 In stages where the vision encoder is frozen (and, deeper, a frozen Q-Former or a frozen
 projector), its output for an image never changes, yet without a cache it is recomputed every time
 the image comes round. With ``run.vision_feature_cache.enabled`` the runner stores that output
-(:meth:`MiniGPTBase.vision_prefix`, up to :meth:`MiniGPTBase.vision_cache_point`) per image and
+(:meth:`MultimodalLLM.vision_prefix`, up to :meth:`MultimodalLLM.vision_cache_point`) per image and
 hands the model the stored features instead of pixels; a cached image is not even decoded (the
 readers' image-source hook, :mod:`minigpt.datasets.image_source`).
 
@@ -117,7 +117,7 @@ class VisionFeatureCache:
     (after any checkpoint is loaded, before the first batch), :meth:`apply` turns each collated
     batch into one whose ``image`` holds features, :meth:`flush` writes pending features (disk).
 
-    ``model`` must have a frozen vision encoder (:meth:`MiniGPTBase.vision_cache_point` not None);
+    ``model`` must have a frozen vision encoder (:meth:`MultimodalLLM.vision_cache_point` not None);
     the cache sets ``model.vision_feature_point`` so that the model reads 3-D ``image`` tensors as
     these features. ``autocast`` is the runner's autocast context factory: features are computed
     under the same precision the model's own forward would use.
@@ -232,9 +232,8 @@ class VisionFeatureCache:
     def _amp(self) -> str:
         device = self.model.device
         with self.autocast():
-            with self.model.maybe_autocast():
-                enabled = torch.is_autocast_enabled(device.type)
-                dtype = torch.get_autocast_dtype(device.type) if enabled else None
+            enabled = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if enabled else None
         return f"{device.type}:{dtype}" if enabled else f"{device.type}:none"
 
     def open(self) -> None:
@@ -386,8 +385,7 @@ class VisionFeatureCache:
         """The frozen prefix's output for ``[K, 3, H, W]`` pixels, under the training precision."""
         model = self.model
         with self.autocast():
-            with model.maybe_autocast():
-                return model.vision_prefix(pixels.to(model.device), self.point)
+            return model.vision_prefix(pixels.to(model.device), self.point)
 
     def apply(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         """A collated batch with ``image`` holding each sample's cached features (computing and storing new ones).

@@ -49,8 +49,8 @@ def test_second_turn_prompt_holds_the_first_turn_and_one_image(model, image):
     assert text.endswith("###Human: and the square? ###Assistant:")  # ends where the answer starts
 
     inputs = chat.model_inputs()
-    assert int(inputs["image_mask"].sum()) == model.num_image_tokens()  # exactly one image's slots
-    ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool() & ~inputs["image_mask"][0]]
+    assert int(inputs["media_mask"].sum()) == model.num_image_tokens()  # exactly one image's slots
+    ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool() & ~inputs["media_mask"][0]]
     decoded = tok.decode(ids)
     for s in ("what colour is the circle?", "bright red", "and the square?"):
         assert s in decoded
@@ -71,7 +71,7 @@ def test_reset_clears_image_and_turns(model, image):
     assert chat.history == [] and chat.image is None and not chat.pending
     chat.ask("a question without an image")  # allowed: the models also train on text-only samples
     assert IMAGE_PROMPT not in chat.prompt_text()
-    assert not chat.model_inputs()["image_mask"].any()
+    assert not chat.model_inputs()["media_mask"].any()
     chat.upload_image(image)  # a new conversation may have its image again
 
 
@@ -136,7 +136,7 @@ def test_an_overlong_conversation_leaves_out_the_oldest_turns_but_not_the_image(
     text = chat.prompt_text()
     assert "question second" not in text and "answer 1" not in text  # the oldest droppable turn went
     assert IMAGE_PROMPT + " question first" in text and "question third" in text and "last question" in text
-    assert int(chat.model_inputs()["image_mask"].sum()) == model.num_image_tokens()
+    assert int(chat.model_inputs()["media_mask"].sum()) == model.num_image_tokens()
     assert len(chat.history) == 4  # the history keeps everything
     chat.max_context_tokens = 10
     with pytest.raises(ValueError, match="does not fit the model's context"):

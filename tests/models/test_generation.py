@@ -77,7 +77,7 @@ def test_history_is_laid_out_as_training_lays_out_a_conversation(model):
     # the prompt is the training sample up to where the last answer starts
     assert train_ids[: len(gen_ids)] == gen_ids
     assert train_ids[len(gen_ids) :] == _ids(tok, " " + answers[1]) + [tok.eos_token_id]
-    assert gen["image_mask"].sum() == model.num_image_tokens()
+    assert gen["media_mask"].sum() == model.num_image_tokens()
 
 
 def test_history_must_hold_one_answer_per_earlier_turn(model):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from minigpt.common.constants import IGNORE_INDEX
 from minigpt.models import load_model, load_model_and_preprocess, model_zoo
 from minigpt.models.checkpoint import canonical_name, load_trained, save_trained
-from minigpt.models.minigpt_base import IGNORE_INDEX
 
 PROMPT = "<Img><ImageHere></Img> [vqa] what color is the circle?"
 
@@ -38,8 +38,8 @@ def test_labels_cover_only_answer_tokens_and_eos(model):
             expected += tok(" " + a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         assert supervised == expected
     # the one placeholder became 16 image slots, never supervised
-    assert batch["image_mask"].sum(1).tolist() == [16, 16]
-    assert (labels[batch["image_mask"]] == IGNORE_INDEX).all()
+    assert batch["media_mask"].sum(1).tolist() == [16, 16]
+    assert (labels[batch["media_mask"]] == IGNORE_INDEX).all()
 
 
 def test_image_embeddings_land_in_the_image_slots(model):
@@ -48,7 +48,7 @@ def test_image_embeddings_land_in_the_image_slots(model):
     emb = model.embed(batch, images)
     img = model.encode_images(images)
     for i in range(2):
-        assert torch.allclose(emb[i][batch["image_mask"][i]], img[i])
+        assert torch.allclose(emb[i][batch["media_mask"][i]], img[i])
 
 
 def test_loss_depends_on_the_image(model):

@@ -253,7 +253,7 @@ def test_real_size_parameter_count_on_meta(tmp_path):
 def test_tinygptv_presets_projector_block_builds_on_meta(preset, monkeypatch, tmp_path):
     monkeypatch.setenv("MINIGPT_MODEL_ROOT", str(tmp_path))
     block = OmegaConf.to_container(OmegaConf.load(PRESETS / preset).model.projector, resolve=True)
-    kwargs = {k: v for k, v in block.items() if k not in ("name", "freeze")}  # as MiniGPTBase passes them
+    kwargs = {k: v for k, v in block.items() if k not in ("name", "freeze")}  # as MultimodalLLM passes them
     with torch.device("meta"):
         proj = registry.get_projector_class(block["name"])(in_dim=1408, out_dim=2560, **kwargs)
     assert proj.num_output_tokens(257) == 32 and len(proj.proj) == 2

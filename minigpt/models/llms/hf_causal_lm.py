@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from minigpt.common.constants import IMAGE_SPECIAL_TOKENS
 from minigpt.common.registry import registry
 from minigpt.models.llms.tinygptv_phi import (
     PHI_VARIANTS,
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 SHIPPED_TOKENIZER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tokenizer")
 
 # Added tokens the multimodal wrapper relies on; a tokenizer that lacks them gets them added.
-IMAGE_TOKENS = ["<Img>", "</Img>", "<ImageHere>"]
+IMAGE_TOKENS = list(IMAGE_SPECIAL_TOKENS)
 
 _NORM_TYPES = (nn.LayerNorm,)
 

@@ -1,0 +1,1 @@
+"""The composition every family uses: layout, media, image path, adapters, heads, generation."""

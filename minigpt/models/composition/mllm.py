@@ -1,0 +1,272 @@
+"""MultimodalLLM: a causal LM plus registered parts — a vision encoder and projector, adapters, output heads.
+
+Every family (``tinygptv``, ``minigpt4``, ``minigpt_v2``) is this composition with its own presets.
+A batch is ``{"image", "instruction_input", "answer"}``; ``image`` may give each sample one image,
+several or none (see :mod:`minigpt.models.composition.media`), so text-only, single-image and
+multi-image samples mix in one batch. :class:`~minigpt.models.composition.layout.PromptLayout` lays
+out the text for training and generation alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from minigpt.common.constants import IGNORE_INDEX
+from minigpt.common.registry import registry
+from minigpt.models.base_model import BaseModel
+from minigpt.models.checkpoint import STAGE0_HEADS_PREFIX, expand_checkpoints, load_trained, save_trained
+from minigpt.models.composition.adapters import place_adapters
+from minigpt.models.composition.generating import GenerationMixin
+from minigpt.models.composition.heads import build_heads, zero_touch
+from minigpt.models.composition.layout import PromptLayout, Turns
+from minigpt.models.composition.media import MediaBatch, gather_media
+from minigpt.models.composition.vision_path import VisionPathMixin
+from minigpt.models.conversation import get_template
+
+logger = logging.getLogger(__name__)
+
+ADAPTERS_PREFIX = "adapters."
+
+
+def _part_kwargs(cfg: Any) -> Dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in dict(cfg).items() if k not in ("name", "freeze")}
+
+
+class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
+    """An LLM plus a vision encoder joined by a projector, each a registered part with its own YAML block.
+
+    ``forward(samples)`` returns the loss on answer tokens (plus each output head's weighted loss)
+    as ``{"loss", "lm_loss", "n_tokens", "<head>_loss"...}``. ``generate`` decodes batched prompts
+    with left padding and the KV cache. The model never picks a compute dtype: callers enter
+    ``minigpt.common.precision.autocast`` with the run's precision.
+    """
+
+    def __init__(
+        self,
+        vision_encoder: nn.Module,
+        projector: nn.Module,
+        llm: nn.Module,
+        template: str = "human_assistant",
+        max_txt_len: int = 160,
+        freeze_vision: bool = False,
+        freeze_projector: bool = False,
+        loss_on_label_positions: bool = True,
+        lean_generate: bool = True,
+        adapters: Optional[List[Any]] = None,
+        heads: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        super().__init__()
+        self.vision_encoder = vision_encoder
+        self.projector = projector
+        self.llm = llm
+        self.tokenizer = llm.tokenizer
+        self.template = get_template(template)
+        self.layout = PromptLayout(self.tokenizer, self.template, max_txt_len)
+        self.max_txt_len = self.layout.max_txt_len
+        self.freeze_vision = freeze_vision
+        if freeze_vision:
+            for p in self.vision_encoder.parameters():
+                p.requires_grad_(False)
+            self.vision_encoder.eval()
+        if freeze_projector:
+            for p in self.projector.parameters():
+                p.requires_grad_(False)
+        self.image_token_id = self.layout.media_token_id
+        self.pad_token_id = self.layout.pad_token_id
+        self.eos_token_id = self.layout.eos_token_id
+        # the LM head and cross-entropy only where a label is (see answer_loss); False: logits everywhere
+        self.loss_on_label_positions = bool(loss_on_label_positions)
+        # greedy/sampling through minigpt.models.generation.decode (see generate); False: transformers' generate
+        self.lean_generate = bool(lean_generate)
+        self._stop_criteria_cache: Dict[Tuple[str, ...], Any] = {}
+        parts = {"llm": llm, "vision_encoder": vision_encoder, "projector": projector}
+        self.adapters = place_adapters(parts, adapters)
+        self.output_heads = build_heads(llm.hidden_size, heads)
+        self.cfg: Optional[DictConfig] = None
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "MultimodalLLM":
+        if not isinstance(cfg, DictConfig):
+            cfg = OmegaConf.create(cfg)
+        venc_cfg, proj_cfg, llm_cfg = cfg.vision_encoder, cfg.projector, cfg.llm
+        venc = registry.get_vision_encoder_class(venc_cfg.name).from_config(venc_cfg)
+        llm = registry.get_llm_class(llm_cfg.name).from_config(llm_cfg)
+        proj = registry.get_projector_class(proj_cfg.name)(
+            in_dim=venc.out_dim, out_dim=llm.hidden_size, **_part_kwargs(proj_cfg)
+        )
+        model = cls(
+            venc,
+            proj,
+            llm,
+            template=cfg.template,
+            max_txt_len=cfg.max_txt_len,
+            freeze_vision=bool(venc_cfg.get("freeze", False)),
+            freeze_projector=bool(proj_cfg.get("freeze", False)),
+            loss_on_label_positions=bool(cfg.get("loss_on_label_positions", True)),
+            lean_generate=bool(cfg.get("lean_generate", True)),
+            adapters=cfg.get("adapters"),
+            heads=cfg.get("heads"),
+        )
+        model.cfg = cfg
+        for path in expand_checkpoints(cfg.get("ckpt")):
+            model.load_checkpoint(path)
+        return model
+
+    def load_checkpoint(self, path: str) -> List[str]:
+        loaded, unexpected = load_trained(self, str(path))
+        # a stage-0 checkpoint (vision_pretrain) also holds its label heads, which no family has
+        heads = [k for k in unexpected if k.startswith(STAGE0_HEADS_PREFIX)]
+        if heads:
+            logger.info("checkpoint %s: %d stage-0 label-head tensors not used by this model", path, len(heads))
+        unexpected = [k for k in unexpected if not k.startswith(STAGE0_HEADS_PREFIX)]
+        if unexpected:
+            logger.warning("checkpoint %s: %d keys not in this model, e.g. %s", path, len(unexpected), unexpected[:5])
+        logger.info("loaded %d tensors from %s", len(loaded), path)
+        return loaded
+
+    def save_adapters(self, directory: str) -> str:
+        """Write the adapters' weights alone (``load_checkpoint`` reads the folder back)."""
+        if not len(self.adapters):
+            raise ValueError("this model has no adapters to save (model.adapters is empty)")
+        return save_trained(self, directory, only_prefix=ADAPTERS_PREFIX)
+
+    def train(self, mode: bool = True) -> "MultimodalLLM":
+        super().train(mode)
+        if self.freeze_vision:
+            self.vision_encoder.eval()  # frozen BatchNorm statistics stay as trained
+        return self
+
+    # -- layout ------------------------------------------------------------------------------
+    def build_inputs(
+        self,
+        instructions: Sequence[Turns],
+        answers: Optional[Sequence[Turns]],
+        n_image_tokens: int,
+        padding_side: str = "right",
+    ) -> Dict[str, torch.Tensor]:
+        """A training batch's layout (answers supervised, cut at ``max_txt_len``); see :class:`PromptLayout`."""
+        return self.layout.build(
+            instructions, answers, n_image_tokens, padding_side=padding_side, truncate=answers is not None
+        )
+
+    def build_generation_inputs(
+        self,
+        prompts: Sequence[Turns],
+        history: Optional[Sequence[Optional[Sequence[str]]]] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Left-padded inputs for prompts whose answers start where they end.
+
+        ``history[i]`` holds the answers to all but the last instruction of ``prompts[i]``; the
+        conversation is laid out token for token as a training sample is.
+        """
+        if history is not None and not any(history):
+            history = None
+        return self.layout.build(prompts, None, self.num_image_tokens(), padding_side="left", history=history)
+
+    def embed(self, batch: Dict[str, torch.Tensor], images: Any) -> torch.Tensor:
+        """Token embeddings with the media slots filled by the media's embeddings, in slot order."""
+        media = gather_media(images, batch["media_counts"].tolist())
+        return self.embed_media(batch, media)
+
+    def embed_media(self, batch: Dict[str, torch.Tensor], media: MediaBatch) -> torch.Tensor:
+        ids = batch["input_ids"].masked_fill(batch["media_mask"], self.pad_token_id)
+        emb = self.llm.embed_tokens(ids)
+        if media.items is not None:
+            img = self.encode_images(media.items.to(emb.device))  # [M, N, D]
+            emb = emb.masked_scatter(batch["media_mask"].unsqueeze(-1), img.to(emb.dtype))
+        return emb
+
+    # -- training ------------------------------------------------------------------------------
+    def forward(self, samples: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        device = self.device
+        batch = self.build_inputs(samples["instruction_input"], samples["answer"], self.num_image_tokens())
+        batch = {k: v.to(device) for k, v in batch.items()}
+        media = gather_media(samples.get("image"), batch["media_counts"].tolist())
+        for adapter in self.adapters.values():
+            adapter.set_context(has_media=batch["has_media"])
+        emb = self.embed_media(batch, media)
+        hidden_needed = len(self.output_heads) > 0
+        loss, hidden = self.answer_loss(emb, batch, output_hidden=hidden_needed)
+        out: Dict[str, torch.Tensor] = {"lm_loss": loss.detach()}
+        for name, head in self.output_heads.items():
+            head_loss = head.loss(hidden, batch, samples)
+            if head_loss is None:
+                touch = zero_touch(head)
+                head_loss = touch if touch is not None else loss.new_zeros(())
+            out[f"{name}_loss"] = head_loss.detach()
+            loss = loss + head.weight * head_loss
+        if self.training and media.items is None:
+            # no media this step: the image path's trainable parameters still take part (zero
+            # gradients), so data-parallel training with text-only micro-batches never stalls
+            for part in (self.vision_encoder, self.projector):
+                touch = zero_touch(part)
+                if touch is not None:
+                    loss = loss + touch
+        out["loss"] = loss
+        out["n_tokens"] = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+        return out
+
+    def answer_loss(
+        self, inputs_embeds: torch.Tensor, batch: Dict[str, torch.Tensor], output_hidden: bool = False
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Mean next-token cross-entropy over the positions whose next token carries a label.
+
+        ``inputs_embeds`` is ``[B, T, D]``; ``batch`` the layout (``attention_mask``, ``position_ids``,
+        ``labels`` ``[B, T]``). With ``loss_on_label_positions`` the LM head runs only at the
+        positions ``t`` whose label ``t + 1`` counts (transformers' ``logits_to_keep`` with a boolean
+        mask): answers are a small part of a sequence that is mostly image and prompt tokens. The
+        value is the full-logits loss's: the same mean over the same tokens, logits in float32.
+        Returns ``(loss, last hidden states [B, T, D] or None)``.
+        """
+        labels = batch["labels"]
+        common = dict(
+            inputs_embeds=inputs_embeds,
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+            output_hidden_states=output_hidden,
+        )
+        if not (self.loss_on_label_positions and self.llm.supports_logits_mask):
+            out = self.llm(labels=labels, **common)
+            return out.loss, (out.hidden_states[-1] if output_hidden else None)
+        has_label = labels[:, 1:] != IGNORE_INDEX  # [B, T-1]: position t predicts token t+1
+        keep = torch.nn.functional.pad(has_label, (0, 1), value=False)  # [B, T]
+        out = self.llm(use_cache=False, logits_to_keep=keep, **common)
+        targets = labels[:, 1:][has_label]  # [n], in the order the mask gathers the positions
+        logits = out.logits
+        if logits.dim() != 2 or logits.shape[0] != targets.shape[0]:
+            raise RuntimeError(
+                f"{type(self.llm.model).__name__} returned logits of shape {tuple(logits.shape)} for a boolean "
+                f"logits_to_keep selecting {targets.shape[0]} positions; set the model config key "
+                "loss_on_label_positions: false to compute logits at every position"
+            )
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+        return loss, (out.hidden_states[-1] if output_hidden else None)
+
+    # -- optimisation helpers --------------------------------------------------------------------
+    def param_groups(self, weight_decay: float, projector_lr_scale: float = 1.0) -> List[Dict[str, Any]]:
+        """AdamW groups: no decay on biases/norms/embeddings of positions; the projector may get its own lr scale."""
+        groups: Dict[Tuple[bool, bool], List[nn.Parameter]] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            no_decay = p.ndim < 2 or "norm" in name or name.endswith(".bias") or "pos_embed" in name
+            is_proj = name.startswith("projector.")
+            groups.setdefault((no_decay, is_proj), []).append(p)
+        out = []
+        for (no_decay, is_proj), params in groups.items():
+            out.append(
+                {
+                    "params": params,
+                    "weight_decay": 0.0 if no_decay else weight_decay,
+                    "lr_scale": projector_lr_scale if is_proj else 1.0,
+                }
+            )
+        return out
