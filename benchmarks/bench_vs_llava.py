@@ -165,7 +165,7 @@ def build_ours(
     """Our composition (``clip_vit`` -> ``mlp`` -> ``hf_causal_lm`` Phi) from config, random weights."""
     from omegaconf import OmegaConf
 
-    from minigpt.models.minigpt_base import MiniGPTBase
+    from minigpt.models.composition.mllm import MultimodalLLM
 
     cfg = OmegaConf.create(
         {
@@ -189,7 +189,7 @@ def build_ours(
         }
     )
     torch.manual_seed(seed)
-    model = MiniGPTBase.from_config(cfg)
+    model = MultimodalLLM.from_config(cfg)
     model.vision_encoder.model.set_attn_implementation(attn)
     with torch.no_grad():
         model.llm.causal_lm.lm_head.bias.zero_()  # LLaVA's LM head has none
@@ -318,7 +318,7 @@ def check_identity(ours, llava, samples: Dict[str, Any], tol: float = TOLERANCE)
         "loss_llava": float(out.loss),
         "abs_loss_diff": loss_diff,
         "tolerance": tol,
-        "image_tokens": int(batch["image_mask"].sum()) // samples["image"].shape[0],
+        "image_tokens": int(batch["media_mask"].sum()) // samples["image"].shape[0],
         "labelled_tokens": int((batch["labels"][:, 1:] != -100).sum()),
     }
     if not (diff <= tol and loss_diff <= tol):
@@ -523,7 +523,7 @@ def memory_child(side: str, shape: Shape, inputs_file: str, steps: int = 2) -> D
     """
     from transformers import LlavaForConditionalGeneration  # noqa: F401 - both sides import the same
 
-    from minigpt.models.minigpt_base import MiniGPTBase  # noqa: F401
+    from minigpt.models.composition.mllm import MultimodalLLM  # noqa: F401
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     saved = torch.load(inputs_file, weights_only=True)
