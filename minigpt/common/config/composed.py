@@ -71,6 +71,7 @@ class Config:
         composer.check_deferred(self.config)
         rules = RuleChecker(self.cfg_path, self.source_of)
         rules.check_registry_names(self.config)
+        rules.check_run_schema(self.config)
         rules.check_rules(self.config)
 
     @classmethod

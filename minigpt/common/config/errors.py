@@ -88,3 +88,8 @@ def suggest_key(dotted: str, keys: Sequence[str]) -> str:
     if not close:  # a misspelt parent (`runn.max_iters`): whole keys, strictly, as prefixes inflate the ratio
         close = difflib.get_close_matches(dotted, list(keys), n=3, cutoff=0.8)
     return f" — did you mean {quoted_list(close)}?" if close else ""
+
+
+def shown(dotted: str, value: Any, source: str) -> str:
+    """``run.min_lr = 0.5 (from --options)``: a value as rule messages show it."""
+    return f"{dotted} = {value!r} (from {source})"

@@ -1,27 +1,24 @@
-"""The rules a composed config must satisfy beyond its keys' types: registry names and cross-key rules.
+"""The rules a composed config must satisfy beyond each key's own type and range.
 
-They run on the resolved config, after composition, so every message can show each value with the
-file it came from (``run.min_lr = 0.5 (from --options)``).
+Each key's type, choices and range are the run schema's (:mod:`.run_schema`); what is here relates
+keys to each other or to the registry: ``run.task``/``runner``/``lr_sched`` name registered
+components, ``min_lr <= init_lr``, every dataset's ``sample_ratio > 0``, and the feature cache's
+needs from the model and the datasets. They run on the resolved config, after composition, so every
+message can show each value with the file it came from (``run.min_lr = 0.5 (from --options)``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from minigpt.common.config.errors import ConfigError, did_you_mean, is_number, type_name
+from minigpt.common.config.errors import ConfigError, is_number, shown, type_name
+from minigpt.common.config.run_schema import check_run, registered_keys
 from minigpt.common.registry import RegistryError, registry
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-# run.vision_feature_cache choices (minigpt/runners/vision_cache.py) and the image processors it refuses
-VISION_CACHE_STORAGES = ("memory", "disk")
-VISION_CACHE_DTYPES = (None, "float32", "float16", "bfloat16")
+# image processors whose output differs each epoch, which run.vision_feature_cache refuses
 RANDOM_IMAGE_PROCESSORS = ("image_train",)
-
-# run key -> registry kind; the named component must exist before we start any work.
-_RUN_REGISTRY_KEYS = (("task", "task"), ("runner", "runner"), ("lr_sched", "lr_scheduler"))
 
 
 class RuleChecker:
@@ -34,8 +31,8 @@ class RuleChecker:
     def check_registry_names(self, config: DictConfig) -> None:
         """``run.task``, ``run.runner`` and ``run.lr_sched`` name registered components."""
         run = config.run
-        for key, kind in _RUN_REGISTRY_KEYS:
-            dotted = f"run.{key}"
+        for dotted, kind in registered_keys():
+            key = dotted.partition(".")[2]
             name = run.get(key)
             src = self._source_of(dotted) if key in run else self.cfg_path
             if not isinstance(name, str):
@@ -58,34 +55,19 @@ class RuleChecker:
         return value
 
     def _shown(self, dotted: str, value: Any) -> str:
-        return f"{dotted} = {value!r} (from {self._source_of(dotted)})"
+        return shown(dotted, value, self._source_of(dotted))
+
+    def check_run_schema(self, config: DictConfig) -> None:
+        """Every ``run:`` key against its type, choices and range (:class:`.run_schema.RunSchema`)."""
+        check_run(OmegaConf.to_container(config.run, resolve=True), self._source_of)
 
     def check_rules(self, config: DictConfig) -> None:
-        """The rules that relate keys to each other or bound their values."""
+        """The rules that relate keys to each other (run after :meth:`check_run_schema`)."""
         run = config.run
-        init_lr = self._number(run, "run", "init_lr")
-        min_lr = self._number(run, "run", "min_lr")
-        warmup_lr = self._number(run, "run", "warmup_lr")
-        if min_lr > init_lr:
+        if run.min_lr > run.init_lr:
             raise ConfigError(
-                f"{self._shown('run.min_lr', min_lr)} must be <= {self._shown('run.init_lr', init_lr)}: "
+                f"{self._shown('run.min_lr', run.min_lr)} must be <= {self._shown('run.init_lr', run.init_lr)}: "
                 "the schedule decays from init_lr down to min_lr"
-            )
-        if warmup_lr < 0:
-            raise ConfigError(f"{self._shown('run.warmup_lr', warmup_lr)} must be >= 0")
-        max_iters = self._number(run, "run", "max_iters")
-        if max_iters <= 0:
-            raise ConfigError(f"{self._shown('run.max_iters', max_iters)} must be > 0 (optimizer steps to run)")
-        accum = self._number(run, "run", "accum_grad_iters")
-        if accum < 1:
-            raise ConfigError(
-                f"{self._shown('run.accum_grad_iters', accum)} must be >= 1 (micro-batches per optimizer step)"
-            )
-        precision = run.get("precision")
-        if precision not in PRECISIONS:
-            raise ConfigError(
-                f"{self._shown('run.precision', precision)} must be one of {', '.join(PRECISIONS)}"
-                f"{did_you_mean(str(precision), PRECISIONS)}"
             )
         for name, block in config.datasets.items():
             ratio = self._number(block, f"datasets.{name}", "sample_ratio")
@@ -94,33 +76,21 @@ class RuleChecker:
                     f"{self._shown(f'datasets.{name}.sample_ratio', ratio)} must be > 0 "
                     "(it weighs how often the mixer draws from this dataset)"
                 )
-        if "length_group_batches" in run and self._number(run, "run", "length_group_batches") < 1:
-            raise ConfigError(
-                f"{self._shown('run.length_group_batches', run.length_group_batches)} must be >= 1 "
-                "(batches sorted by length together)"
-            )
         self.check_vision_cache(config)
 
     def check_vision_cache(self, config: DictConfig) -> None:
-        """``run.vision_feature_cache``: valid settings, a frozen encoder, deterministic image processors."""
+        """``run.vision_feature_cache`` on needs a frozen vision encoder and deterministic image processors."""
         block = config.run.get("vision_feature_cache")
         if not block or not block.get("enabled"):
             return
         prefix = "run.vision_feature_cache"
         on = self._shown(f"{prefix}.enabled", True)
-        choices = {"storage": VISION_CACHE_STORAGES, "dtype": VISION_CACHE_DTYPES}
-        for key, allowed in choices.items():
-            if key in block and block.get(key) not in allowed:
-                shown = ", ".join("null" if v is None else str(v) for v in allowed)
-                raise ConfigError(f"{self._shown(f'{prefix}.{key}', block.get(key))} must be one of {shown}")
-        if "shard_size" in block and self._number(block, prefix, "shard_size") < 1:
-            raise ConfigError(f"{self._shown(f'{prefix}.shard_size', block.shard_size)} must be >= 1")
         venc = config.model.get("vision_encoder") or {}
         if not venc.get("freeze", False):
-            shown = self._shown("model.vision_encoder.freeze", venc.get("freeze")) if "freeze" in venc else (
+            setting = self._shown("model.vision_encoder.freeze", venc.get("freeze")) if "freeze" in venc else (
                 "model.vision_encoder.freeze is not set")
             raise ConfigError(
-                f"{on} needs a frozen vision encoder, but {shown}: the features of an encoder that trains change "
+                f"{on} needs a frozen vision encoder, but {setting}: the features of an encoder that trains change "
                 "every step; set model.vision_encoder.freeze=true or turn the cache off"
             )
         splits = list(config.run.get("train_splits") or [])
