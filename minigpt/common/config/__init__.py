@@ -14,14 +14,16 @@ reads it, and the training entry point composes each stage's own config.
 
 The modules, one concern each: :mod:`.yaml_io` (strict YAML reading), :mod:`.errors` (the error
 and its wording), :mod:`.composer` (merging over defaults with type checks), :mod:`.sections` (which
-defaults each section uses), :mod:`.options` (``--options``), :mod:`.pipeline_file` (pipeline
-files), :mod:`.run_schema` (the ``run:`` keys' types, choices and ranges), :mod:`.rules` (registry names
-and cross-key rules), :mod:`.composed` (:class:`Config`).
+defaults each section uses), :mod:`.presets` (model presets and their ``base:``), :mod:`.options`
+(``--options``), :mod:`.pipeline_file` (pipeline files), :mod:`.run_schema` (the ``run:`` keys'
+types, choices and ranges), :mod:`.rules` (registry names and cross-key rules), :mod:`.composed`
+(:class:`Config`).
 """
 
 from minigpt.common.config.composed import Config
 from minigpt.common.config.errors import MISSING, OPTIONS_SOURCE, ConfigError
 from minigpt.common.config.pipeline_file import PIPELINE_KEYS
+from minigpt.common.config.presets import load_model_preset
 from minigpt.common.config.rules import RANDOM_IMAGE_PROCESSORS
 from minigpt.common.config.run_schema import PRECISIONS, VISION_CACHE_DTYPES, VISION_CACHE_STORAGES, RunSchema
 from minigpt.common.config.sections import DATASET_COMMON_DEFAULTS, DATASET_COMMON_SOURCE, DEFAULT_RUN_PATH
@@ -43,5 +45,6 @@ __all__ = [
     "SECTIONS",
     "VISION_CACHE_DTYPES",
     "VISION_CACHE_STORAGES",
+    "load_model_preset",
     "load_yaml",
 ]

@@ -1,9 +1,10 @@
 """Which defaults each section is laid over: the model preset, each dataset's defaults, the run defaults.
 
 ``model:`` is laid over the preset YAML picked by ``model.arch`` and ``model.model_type`` (the
-family's ``PRETRAINED_MODEL_CONFIG_DICT``); each ``datasets.<name>:`` over its builder's default YAML
-for the dataset's ``type``; ``run:`` over ``minigpt/configs/default_run.yaml``. The names are looked
-up in the registry, so a misspelt family, preset, dataset or type is an error with the close ones.
+family's ``PRETRAINED_MODEL_CONFIG_DICT``; a preset may inherit from a sibling, see :mod:`.presets`);
+each ``datasets.<name>:`` over its builder's default YAML for the dataset's ``type``; ``run:`` over
+``minigpt/configs/default_run.yaml``. The names are looked up in the registry, so a misspelt family,
+preset, dataset or type is an error with the close ones.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from minigpt.common.config.errors import (
     one_line,
     type_name,
 )
+from minigpt.common.config.presets import load_model_preset_with_sources
 from minigpt.common.config.yaml_io import load_defaults
 from minigpt.common.registry import RegistryError, registry
 
@@ -96,11 +98,15 @@ def compose_model(composer: Composer, user_model: Any, options: Dict[str, Any]) 
             f"{type_src}: model.model_type: model {arch!r} has no preset for {model_type!r}: {one_line(exc)}"
         ) from exc
 
-    preset = load_defaults(preset_path, "model")
+    preset, preset_sources = load_model_preset_with_sources(preset_path)
     preset.pop("arch", None)
     preset.pop("model_type", None)
     defaults = {"arch": arch, "model_type": model_type, **preset}
     composer.register_defaults("model", defaults, preset_path)
+    for dotted, source in preset_sources.items():  # a key inherited through `base:` names the file that set it
+        if dotted in composer.schema:
+            composer.schema[dotted] = (composer.schema[dotted][0], source)
+            composer.sources[dotted] = source
     composer.sources["model.arch"] = arch_src
     composer.sources["model.model_type"] = type_src
     return composer.merge(copy.deepcopy(defaults), block, "model", composer.cfg_path)
