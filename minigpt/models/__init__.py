@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from minigpt.common.config.presets import load_model_preset
 from minigpt.common.registry import registry
 
 __all__ = [
@@ -41,7 +42,8 @@ def _is_path(name: str) -> bool:
 def _preset_config(name: str, model_type: Optional[str]) -> Tuple[Any, DictConfig]:
     model_cls = registry.get_model_class(name)
     model_type = model_type or model_cls.DEFAULT_MODEL_TYPE
-    cfg = OmegaConf.load(model_cls.default_config_path(model_type)).model
+    # presets may inherit (`base:`); minigpt.common.config reads them for load_model and the config alike
+    cfg = OmegaConf.create(load_model_preset(model_cls.default_config_path(model_type)))
     return model_cls, cfg
 
 

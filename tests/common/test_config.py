@@ -360,9 +360,12 @@ def test_float_strings_are_converted_where_a_float_is_expected(user_yaml):
 
 
 def test_null_is_allowed_anywhere_and_null_defaults_take_any_type(user_yaml):
-    cfg = Config(user_yaml(MINIMAL + "  grad_clip: null\n  num_threads: 4\n  max_eval_samples: all\n"))
+    cfg = Config(user_yaml(MINIMAL + "  grad_clip: null\n  num_threads: 4\n"), ["model.ckpt=all"])
     assert cfg.run_cfg.grad_clip is None and cfg.run_cfg.num_threads == 4
-    assert cfg.run_cfg.max_eval_samples == "all"
+    assert cfg.model_cfg.ckpt == "all"
+    # run: keys are typed by the run schema even where their default is null (int('all') would crash later)
+    message = config_error(user_yaml(MINIMAL + "  max_eval_samples: all\n"))
+    assert "run.max_eval_samples must be a number" in message and "str 'all'" in message
 
 
 # -- required values -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from minigpt.common.config import load_model_preset
 from minigpt.common.registry import registry
 from minigpt.models.vision_encoders.eva_vit import EVAViTEncoder
 
@@ -281,7 +282,7 @@ def test_real_size_parameter_counts_on_meta(tmp_path):
 @pytest.mark.parametrize("preset", ["stage1_2_3.yaml", "stage4.yaml"])
 def test_tinygptv_presets_vision_block_builds_on_meta(preset, monkeypatch, tmp_path):
     monkeypatch.setenv("MINIGPT_MODEL_ROOT", str(tmp_path))  # no weights there: meta must not look
-    block = OmegaConf.load(PRESETS / preset).model.vision_encoder
+    block = OmegaConf.create(load_model_preset(PRESETS / preset)).vision_encoder  # stage4 inherits (base:)
     with torch.device("meta"):
         enc = registry.get_vision_encoder_class(block.name).from_config(block)
     assert enc.num_tokens == (257 if block.image_size == 224 else 1025)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from minigpt.common.config import load_model_preset
 from minigpt.common.registry import registry
 from minigpt.models.projectors.qformer import QFormerLinearProjector
 
@@ -252,7 +253,8 @@ def test_real_size_parameter_count_on_meta(tmp_path):
 @pytest.mark.parametrize("preset", ["stage1_2_3.yaml", "stage4.yaml"])
 def test_tinygptv_presets_projector_block_builds_on_meta(preset, monkeypatch, tmp_path):
     monkeypatch.setenv("MINIGPT_MODEL_ROOT", str(tmp_path))
-    block = OmegaConf.to_container(OmegaConf.load(PRESETS / preset).model.projector, resolve=True)
+    # stage4 inherits its projector from stage1_2_3 (base:)
+    block = OmegaConf.to_container(OmegaConf.create(load_model_preset(PRESETS / preset)).projector, resolve=True)
     kwargs = {k: v for k, v in block.items() if k not in ("name", "freeze")}  # as MultimodalLLM passes them
     with torch.device("meta"):
         proj = registry.get_projector_class(block["name"])(in_dim=1408, out_dim=2560, **kwargs)

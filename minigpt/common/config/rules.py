@@ -1,0 +1,109 @@
+"""The rules a composed config must satisfy beyond each key's own type and range.
+
+Each key's type, choices and range are the run schema's (:mod:`.run_schema`); what is here relates
+keys to each other or to the registry: ``run.task``/``runner``/``lr_sched`` name registered
+components, ``min_lr <= init_lr``, every dataset's ``sample_ratio > 0``, and the feature cache's
+needs from the model and the datasets. They run on the resolved config, after composition, so every
+message can show each value with the file it came from (``run.min_lr = 0.5 (from --options)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from minigpt.common.config.errors import ConfigError, is_number, shown, type_name
+from minigpt.common.config.run_schema import check_run, registered_keys
+from minigpt.common.registry import RegistryError, registry
+
+# image processors whose output differs each epoch, which run.vision_feature_cache refuses
+RANDOM_IMAGE_PROCESSORS = ("image_train",)
+
+
+class RuleChecker:
+    """Checks one composed config; ``source_of`` maps a dotted key to the file that set it."""
+
+    def __init__(self, cfg_path: str, source_of: Callable[[str], str]) -> None:
+        self.cfg_path = cfg_path
+        self._source_of = source_of
+
+    def check_registry_names(self, config: DictConfig) -> None:
+        """``run.task``, ``run.runner`` and ``run.lr_sched`` name registered components."""
+        run = config.run
+        for dotted, kind in registered_keys():
+            key = dotted.partition(".")[2]
+            name = run.get(key)
+            src = self._source_of(dotted) if key in run else self.cfg_path
+            if not isinstance(name, str):
+                raise ConfigError(
+                    f"{src}: {dotted} must name a registered {kind} ({', '.join(registry.list(kind))}), "
+                    f"got {type_name(name)} {name!r}"
+                )
+            if name in registry.list(kind):
+                continue
+            try:
+                registry.get_class(kind, name)
+            except RegistryError as exc:
+                raise ConfigError(f"{src}: {dotted}: {exc}") from exc
+
+    def _number(self, block: DictConfig, prefix: str, key: str) -> float:
+        value = block.get(key)
+        if not is_number(value):
+            src = self._source_of(f"{prefix}.{key}") if key in block else self.cfg_path
+            raise ConfigError(f"{src}: {prefix}.{key} must be a number, got {type_name(value)} {value!r}")
+        return value
+
+    def _shown(self, dotted: str, value: Any) -> str:
+        return shown(dotted, value, self._source_of(dotted))
+
+    def check_run_schema(self, config: DictConfig) -> None:
+        """Every ``run:`` key against its type, choices and range (:class:`.run_schema.RunSchema`)."""
+        check_run(OmegaConf.to_container(config.run, resolve=True), self._source_of)
+
+    def check_rules(self, config: DictConfig) -> None:
+        """The rules that relate keys to each other (run after :meth:`check_run_schema`)."""
+        run = config.run
+        if run.min_lr > run.init_lr:
+            raise ConfigError(
+                f"{self._shown('run.min_lr', run.min_lr)} must be <= {self._shown('run.init_lr', run.init_lr)}: "
+                "the schedule decays from init_lr down to min_lr"
+            )
+        for name, block in config.datasets.items():
+            ratio = self._number(block, f"datasets.{name}", "sample_ratio")
+            if ratio <= 0:
+                raise ConfigError(
+                    f"{self._shown(f'datasets.{name}.sample_ratio', ratio)} must be > 0 "
+                    "(it weighs how often the mixer draws from this dataset)"
+                )
+        self.check_vision_cache(config)
+
+    def check_vision_cache(self, config: DictConfig) -> None:
+        """``run.vision_feature_cache`` on needs a frozen vision encoder and deterministic image processors."""
+        block = config.run.get("vision_feature_cache")
+        if not block or not block.get("enabled"):
+            return
+        prefix = "run.vision_feature_cache"
+        on = self._shown(f"{prefix}.enabled", True)
+        venc = config.model.get("vision_encoder") or {}
+        if not venc.get("freeze", False):
+            setting = self._shown("model.vision_encoder.freeze", venc.get("freeze")) if "freeze" in venc else (
+                "model.vision_encoder.freeze is not set")
+            raise ConfigError(
+                f"{on} needs a frozen vision encoder, but {setting}: the features of an encoder that trains change "
+                "every step; set model.vision_encoder.freeze=true or turn the cache off"
+            )
+        splits = list(config.run.get("train_splits") or [])
+        for name, dblock in config.datasets.items():
+            if dblock.get("data_type", "images") == "text":
+                continue
+            for split in splits:
+                which = "train" if split == "train" else "eval"
+                proc = ((dblock.get("vis_processor") or {}).get(which) or {})
+                if proc.get("name") in RANDOM_IMAGE_PROCESSORS:
+                    dotted = f"datasets.{name}.vis_processor.{which}.name"
+                    raise ConfigError(
+                        f"{on} needs deterministic image processors, but {self._shown(dotted, proc.get('name'))} "
+                        "is a random augmentation (each epoch would need other features); use image_eval for "
+                        "this dataset or turn the cache off"
+                    )

@@ -1,0 +1,173 @@
+"""Which defaults each section is laid over: the model preset, each dataset's defaults, the run defaults.
+
+``model:`` is laid over the preset YAML picked by ``model.arch`` and ``model.model_type`` (the
+family's ``PRETRAINED_MODEL_CONFIG_DICT``; a preset may inherit from a sibling, see :mod:`.presets`);
+each ``datasets.<name>:`` over its builder's default YAML for the dataset's ``type``; ``run:`` over
+``minigpt/configs/default_run.yaml``. The names are looked up in the registry, so a misspelt family,
+preset, dataset or type is an error with the close ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Dict
+
+from minigpt.common.config.composer import Composer
+from minigpt.common.config.errors import (
+    ABSENT,
+    MISSING,
+    OPTIONS_SOURCE,
+    ConfigError,
+    did_you_mean,
+    one_line,
+    type_name,
+)
+from minigpt.common.config.presets import load_model_preset_with_sources
+from minigpt.common.config.yaml_io import load_defaults
+from minigpt.common.registry import RegistryError, registry
+
+DEFAULT_RUN_PATH = Path(__file__).resolve().parents[2] / "configs" / "default_run.yaml"
+
+# Keys every dataset block accepts even when its builder's default YAML does not list them:
+# `type` picks that default YAML, and the mixer needs a weight for every dataset.
+DATASET_COMMON_DEFAULTS: Dict[str, Any] = {"type": "default", "sample_ratio": 1.0}
+DATASET_COMMON_SOURCE = "minigpt.common.config.DATASET_COMMON_DEFAULTS"
+
+
+def section_block(composer: Composer, user: Any, name: str) -> Dict[Any, Any]:
+    """The user's ``name:`` block (``{}`` when absent); anything but a mapping is an error."""
+    if user is None:
+        return {}
+    if not isinstance(user, dict):
+        raise ConfigError(f"{composer.cfg_path}: {name} must be a mapping, got {type_name(user)} {user!r}")
+    return user
+
+
+def compose_model(composer: Composer, user_model: Any, options: Dict[str, Any]) -> Dict[Any, Any]:
+    """``model:``: the user's block over the preset of its arch and model_type (``options``: parsed --options)."""
+    if user_model is ABSENT and "model.arch" not in options:
+        raise ConfigError(
+            f"{composer.cfg_path}: no model: section; model.arch is required and names a registered "
+            f"model ({', '.join(registry.list_models())})"
+        )
+    block = section_block(composer, None if user_model is ABSENT else user_model, "model")
+
+    arch, arch_src = block.get("arch"), composer.cfg_path
+    if "model.arch" in options:
+        arch, arch_src = options["model.arch"], OPTIONS_SOURCE
+    if arch is None or arch == MISSING:
+        raise ConfigError(
+            f"{composer.cfg_path}: model.arch is required and names a registered model "
+            f"({', '.join(registry.list_models())})"
+        )
+    if not isinstance(arch, str):
+        raise ConfigError(f"{arch_src}: model.arch must be a model name (str), got {type_name(arch)} {arch!r}")
+    try:
+        model_cls = registry.get_model_class(arch)
+    except RegistryError as exc:
+        raise ConfigError(f"{arch_src}: model.arch: {exc}") from exc
+
+    model_type, type_src = block.get("model_type"), composer.cfg_path
+    if "model.model_type" in options:
+        model_type, type_src = options["model.model_type"], OPTIONS_SOURCE
+    if model_type is None:
+        model_type = getattr(model_cls, "DEFAULT_MODEL_TYPE", None)
+        type_src = f"{model_cls.__name__}.DEFAULT_MODEL_TYPE"
+        if model_type is None:
+            raise ConfigError(
+                f"{composer.cfg_path}: model.model_type is not set and model {arch!r} "
+                f"({model_cls.__name__}) has no DEFAULT_MODEL_TYPE; set model.model_type"
+            )
+    if not isinstance(model_type, str):
+        raise ConfigError(
+            f"{type_src}: model.model_type must be a preset name (str), got {type_name(model_type)} {model_type!r}"
+        )
+    presets = getattr(model_cls, "PRETRAINED_MODEL_CONFIG_DICT", None)
+    if isinstance(presets, Mapping) and model_type not in presets:
+        available = sorted(map(str, presets))
+        raise ConfigError(
+            f"{type_src}: model.model_type: model {arch!r} has no model_type {model_type!r}"
+            f"{did_you_mean(model_type, available) or '.'} Available model types: {', '.join(available) or '(none)'}"
+        )
+    try:
+        preset_path = str(model_cls.default_config_path(model_type))
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise ConfigError(
+            f"{type_src}: model.model_type: model {arch!r} has no preset for {model_type!r}: {one_line(exc)}"
+        ) from exc
+
+    preset, preset_sources = load_model_preset_with_sources(preset_path)
+    preset.pop("arch", None)
+    preset.pop("model_type", None)
+    defaults = {"arch": arch, "model_type": model_type, **preset}
+    composer.register_defaults("model", defaults, preset_path)
+    for dotted, source in preset_sources.items():  # a key inherited through `base:` names the file that set it
+        if dotted in composer.schema:
+            composer.schema[dotted] = (composer.schema[dotted][0], source)
+            composer.sources[dotted] = source
+    composer.sources["model.arch"] = arch_src
+    composer.sources["model.model_type"] = type_src
+    return composer.merge(copy.deepcopy(defaults), block, "model", composer.cfg_path)
+
+
+def compose_datasets(composer: Composer, user_datasets: Any, options: Dict[str, Any]) -> Dict[Any, Any]:
+    """``datasets:``: each named block over its builder's defaults for the block's ``type``."""
+    block = section_block(composer, user_datasets, "datasets")
+    composer.sources["datasets"] = composer.cfg_path
+    composed: Dict[Any, Any] = {}
+    for name, user_block in block.items():
+        dotted = f"datasets.{name}"
+        if user_block is None:  # `cc_sbu:` with nothing under it means "all defaults"
+            user_block = {}
+        if not isinstance(user_block, dict):
+            raise ConfigError(
+                f"{composer.cfg_path}: {dotted} must be a mapping of build options, "
+                f"got {type_name(user_block)} {user_block!r}"
+            )
+        try:
+            builder_cls = registry.get_builder_class(name)
+        except RegistryError as exc:
+            raise ConfigError(f"{composer.cfg_path}: {dotted}: {exc}") from exc
+
+        dtype, type_src = user_block.get("type", DATASET_COMMON_DEFAULTS["type"]), composer.cfg_path
+        if "type" not in user_block:
+            type_src = DATASET_COMMON_SOURCE
+        if f"{dotted}.type" in options:
+            dtype, type_src = options[f"{dotted}.type"], OPTIONS_SOURCE
+        if not isinstance(dtype, str):
+            raise ConfigError(f"{type_src}: {dotted}.type must be a str, got {type_name(dtype)} {dtype!r}")
+        known = getattr(builder_cls, "DATASET_CONFIG_DICT", None)
+        if isinstance(known, Mapping) and dtype not in known:
+            available = sorted(map(str, known))
+            raise ConfigError(
+                f"{type_src}: {dotted}.type: dataset {name!r} has no type {dtype!r}"
+                f"{did_you_mean(dtype, available) or '.'} Available types: {', '.join(available) or '(none)'}"
+            )
+        try:
+            defaults_path = str(builder_cls.default_config_path(dtype))
+        except (KeyError, ValueError, FileNotFoundError) as exc:
+            raise ConfigError(
+                f"{type_src}: {dotted}.type: dataset {name!r} has no defaults for type {dtype!r}: {one_line(exc)}"
+            ) from exc
+
+        defaults = load_defaults(defaults_path, "datasets", str(name))
+        common = [key for key in DATASET_COMMON_DEFAULTS if key not in defaults]
+        for key in common:
+            defaults[key] = DATASET_COMMON_DEFAULTS[key]
+        defaults["type"] = dtype
+        composer.register_defaults(dotted, defaults, defaults_path)
+        for key in common:
+            composer.register_defaults(f"{dotted}.{key}", defaults[key], DATASET_COMMON_SOURCE)
+        composer.sources[f"{dotted}.type"] = type_src
+        composed[name] = composer.merge(copy.deepcopy(defaults), user_block, dotted, composer.cfg_path)
+    return composed
+
+
+def compose_run(composer: Composer, user_run: Any) -> Dict[Any, Any]:
+    """``run:``: the user's block over ``default_run.yaml``."""
+    block = section_block(composer, user_run, "run")
+    defaults = load_defaults(DEFAULT_RUN_PATH, "run")
+    composer.register_defaults("run", defaults, str(DEFAULT_RUN_PATH))
+    return composer.merge(copy.deepcopy(defaults), block, "run", composer.cfg_path)
