@@ -45,6 +45,32 @@ def section_block(composer: Composer, user: Any, name: str) -> Dict[Any, Any]:
     return user
 
 
+# blocks of a model naming a registered part; a user block that names another part replaces the preset's
+PART_BLOCKS = ("vision_encoder", "projector", "llm")
+
+
+def swap_parts(preset: Dict[Any, Any], user: Mapping) -> None:
+    """Where the user's part block names a different registered part, its keys replace the preset's.
+
+    The preset documents the keys of the part it names; another part has other keys, which its
+    constructor checks (``strict_part_kwargs``), so the user's block is taken whole. A subclass of
+    the preset's part takes the preset's keys, so its block is merged over the preset's as usual.
+    """
+    for part in PART_BLOCKS:
+        mine = user.get(part) if isinstance(user, Mapping) else None
+        theirs = preset.get(part)
+        if not (isinstance(mine, Mapping) and isinstance(theirs, Mapping) and "name" in mine):
+            continue
+        if mine["name"] == theirs.get("name"):
+            continue
+        try:
+            new, old = registry.get_class(part, str(mine["name"])), registry.get_class(part, str(theirs["name"]))
+        except RegistryError:
+            new = old = None  # an unknown name is reported by the registry-name check with close matches
+        if not (isinstance(new, type) and isinstance(old, type) and issubclass(new, old)):
+            preset[part] = copy.deepcopy(dict(mine))
+
+
 def compose_model(composer: Composer, user_model: Any, options: Dict[str, Any]) -> Dict[Any, Any]:
     """``model:``: the user's block over the preset of its arch and model_type (``options``: parsed --options)."""
     if user_model is ABSENT and "model.arch" not in options:
@@ -101,6 +127,7 @@ def compose_model(composer: Composer, user_model: Any, options: Dict[str, Any]) 
     preset, preset_sources = load_model_preset_with_sources(preset_path)
     preset.pop("arch", None)
     preset.pop("model_type", None)
+    swap_parts(preset, block)
     defaults = {"arch": arch, "model_type": model_type, **preset}
     composer.register_defaults("model", defaults, preset_path)
     for dotted, source in preset_sources.items():  # a key inherited through `base:` names the file that set it
