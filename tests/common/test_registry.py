@@ -113,3 +113,26 @@ def test_third_party_plugin_is_found_through_its_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["minigpt_demo_plugin", "True"]
+
+
+def test_a_new_kind_is_served_like_the_built_in_ones():
+    reg = Registry()
+    with pytest.raises(RegistryError, match="unknown registry kind 'reward'"):
+        reg.get_class("reward", "brevity")
+    reg.add_kind("reward")
+    reg.add_kind("reward")  # twice is harmless
+
+    @reg.register("reward", "brevity")
+    class Brevity:
+        pass
+
+    assert reg.get_class("reward", "brevity") is Brevity and reg.list("reward") == ["brevity"]
+    with pytest.raises(RegistryError, match="Did you mean: brevity"):
+        reg.get_class("reward", "brevty")
+    with pytest.raises(RegistryError, match="identifier"):
+        reg.add_kind("not a kind")
+
+
+def test_adapters_and_heads_are_kinds():
+    assert "bottleneck" in registry.list_adapters()
+    assert registry.list_heads() == [] or all(isinstance(n, str) for n in registry.list_heads())

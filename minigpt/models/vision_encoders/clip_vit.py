@@ -27,9 +27,10 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from minigpt.common.precision import precision_dtype
 from minigpt.common.registry import registry
 from minigpt.models.base_model import building_on_meta, strict_part_kwargs
-from minigpt.models.vision_encoders.precision import PrecisionRunner, freeze_and_cast, parse_precision
+from minigpt.models.vision_encoders.precision import PrecisionRunner, freeze_and_cast
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class CLIPViTEncoder(nn.Module):
         freeze: bool = False,
     ) -> None:
         super().__init__()
-        dtype = parse_precision(precision, PART)
+        dtype = precision_dtype(precision, PART)
         on_meta = building_on_meta()
         if pretrained and not on_meta:
             path = os.path.expanduser(str(pretrained))

@@ -44,13 +44,13 @@ from timm.models.eva import Eva
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from minigpt.common.precision import precision_dtype
 from minigpt.common.registry import registry
 from minigpt.models.base_model import building_on_meta, strict_part_kwargs
 from minigpt.models.vision_encoders.precision import (
     FP32LayerNorm,
     PrecisionRunner,
     freeze_and_cast,
-    parse_precision,
 )
 from minigpt.models.weight_files import KeyMapping, LoadReport, load_converted, read_state_dict, strip_prefix
 
@@ -160,7 +160,7 @@ class EVAViTEncoder(nn.Module):
             raise ValueError(f"{PART}: image_size {image_size} is not a multiple of patch_size {patch_size}")
         if width % num_heads:
             raise ValueError(f"{PART}: width {width} is not divisible by num_heads {num_heads}")
-        dtype = parse_precision(precision, PART)
+        dtype = precision_dtype(precision, PART)
         # timm sizes the MLP as int(width * ratio); half a unit of slack makes int() land on mlp_dim exactly
         ratio = (mlp_dim + 0.5) / width if mlp_dim else mlp_ratio
         self.vit = Eva(

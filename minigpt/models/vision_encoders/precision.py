@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Dict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,17 +25,7 @@ from torch.func import functional_call
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS: Dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
 _MATMUL_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def parse_precision(precision: str, part: str) -> torch.dtype:
-    """``"fp16" | "bf16" | "fp32"`` -> dtype; anything else is an error naming the part."""
-    key = str(precision).lower()
-    if key not in PRECISIONS:
-        raise ValueError(f"{part}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return PRECISIONS[key]
 
 
 def cast_matmul_weights(module: nn.Module, dtype: torch.dtype) -> None:
