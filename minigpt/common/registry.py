@@ -97,6 +97,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "tiny_vit": "minigpt.models.vision_encoders.tiny_vit:TinyViTEncoder",
         "eva_vit_g": "minigpt.models.vision_encoders.eva_vit:EVAViTEncoder",
         "clip_vit": "minigpt.models.vision_encoders.clip_vit:CLIPViTEncoder",
+        "precomputed": "minigpt.models.vision_encoders.precomputed:PrecomputedFeatures",
     },
     "projector": {
         "linear": "minigpt.models.projectors:LinearProjector",

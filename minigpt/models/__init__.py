@@ -74,7 +74,11 @@ def load_model(
     model_cls, cfg = _preset_config(name, model_type)
     extra = overrides.pop("overrides", None)
     if extra:
-        cfg = OmegaConf.merge(cfg, OmegaConf.create(extra))
+        from minigpt.common.config.sections import swap_parts
+
+        preset = OmegaConf.to_container(cfg)
+        swap_parts(preset, extra)  # a part block naming another part replaces the preset's, as in a config file
+        cfg = OmegaConf.merge(OmegaConf.create(preset), OmegaConf.create(extra))
     if overrides:
         raise TypeError(f"load_model got unexpected arguments {sorted(overrides)}")
     if checkpoint is not None:

@@ -188,3 +188,22 @@ def test_the_runs_precision_alone_decides_the_dtype_at_the_llm(model, precision,
 def test_loss_only_on_answers(model):
     batch = model.build_inputs(["q?"], ["a b"], model.num_image_tokens())
     assert (batch["labels"] != IGNORE_INDEX).sum() == len(model.layout.tokenize([" a b"])[0]) + 1
+
+
+def test_precomputed_features_are_a_media_kind_and_mix_with_text_only_samples():
+    torch.manual_seed(0)
+    overrides = {
+        "vision_encoder": {"name": "precomputed", "dim": 32, "tokens": 4},
+        "projector": {"name": "linear", "out_norm": True},
+    }
+    model = load_model("tinygptv", "tiny", overrides=overrides)
+    assert model.num_image_tokens() == 4
+    feats = [torch.randn(4, 32), None, [torch.randn(4, 32), torch.randn(4, 32)]]
+    prompts = [f"{IMG} what moves?", "one plus one?", TWO]
+    out = model({"image": feats, "instruction_input": prompts, "answer": ["the circle", "two", "the first"]})
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.projector.proj.weight.grad.abs().sum() > 0
+    model.eval()
+    assert len(model.generate(feats, prompts, max_new_tokens=3)) == 3
+    with pytest.raises(ValueError, match=r"precomputed features must be \[B, 4, 32\]"):
+        model({"image": [torch.randn(5, 32)], "instruction_input": [prompts[0]], "answer": ["x"]})

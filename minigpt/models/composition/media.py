@@ -5,9 +5,10 @@ the demo):
 
 - a tensor ``[B, 3, H, W]``: one image per sample, used by the samples whose text holds a media
   slot (rows of text-only prompts are ignored); ``[B, N, C]`` is the same for image features the
-  vision feature cache computed (see ``MultimodalLLM.encode_images``);
+  vision feature cache computed, or precomputed features (the ``precomputed`` encoder);
 - a list with one entry per sample: ``None`` (text-only), one image ``[3, H, W]``, several images
-  as ``[k, 3, H, W]`` or a list of ``[3, H, W]`` tensors, in the order of the sample's slots.
+  as ``[k, 3, H, W]`` or a list of ``[3, H, W]`` tensors, in the order of the sample's slots; with
+  the ``precomputed`` encoder, one item's features ``[N, C]`` (or ``[C]``), or a list of them.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ def _sample_items(entry: Any, i: int) -> List[torch.Tensor]:
     if entry is None:
         return []
     if isinstance(entry, torch.Tensor):
-        if entry.dim() == 3:
+        if entry.dim() in (1, 2, 3):  # features [C] / [N, C], or one image [3, H, W]
             return [entry]
         if entry.dim() == 4:
             return list(entry.unbind(0))
-        raise ValueError(f"sample {i}: an image is [3, H, W] (several: [k, 3, H, W]), got shape {tuple(entry.shape)}")
+        raise ValueError(
+            f"sample {i}: an image is [3, H, W] (several: [k, 3, H, W]), features [N, C]; got shape {tuple(entry.shape)}"
+        )
     if isinstance(entry, (list, tuple)):
         items = []
         for item in entry:

@@ -37,7 +37,7 @@ class VisionPathMixin:
         feature cache hands those in, see ``minigpt/runners/vision_cache.py``): only the rest of the
         image path, :meth:`vision_suffix`, runs on it.
         """
-        if images.dim() == 3:
+        if images.dim() == 3 and not getattr(self.vision_encoder, "takes_features", False):
             return self.vision_suffix(images)
         if self.freeze_vision:
             with torch.no_grad():
