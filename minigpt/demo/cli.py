@@ -210,6 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         max_new_tokens=max_new_tokens,
         max_new_tokens_limit=MAX_NEW_TOKENS_LIMIT,
         num_beams=num_beams,
+        precision=str(cfg.run_cfg.precision),
     )
     examples_dir = tempfile.mkdtemp(prefix="minigpt-demo-examples-")
     atexit.register(shutil.rmtree, examples_dir, True)

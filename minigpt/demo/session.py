@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from PIL import Image
 
 from minigpt.common.grounding import TASK_TAGS, LabelledBox, draw_boxes, parse_boxes, split_task_tag
+from minigpt.common.precision import autocast
 from minigpt.demo.inputs import DemoInputError, UploadLimits, compose_prompt, image_key, load_image
 from minigpt.models.chat import Chat
 
@@ -92,12 +93,14 @@ class DemoChat:
         max_beams: int = 5,
         max_temperature: float = 2.0,
         num_beams: int = 1,
+        precision: str = "fp32",
     ) -> None:
         if not 1 <= max_new_tokens <= max_new_tokens_limit:
             raise ValueError(
                 f"max_new_tokens={max_new_tokens} must lie between 1 and max_new_tokens_limit={max_new_tokens_limit}"
             )
         self.model = model
+        self.precision = precision  # run.precision: the autocast answers are computed under
         self.limits = limits if limits is not None else UploadLimits()
         self.max_new_tokens = int(max_new_tokens)
         self.max_new_tokens_limit = int(max_new_tokens_limit)
@@ -209,12 +212,13 @@ class DemoChat:
             # no torch.no_grad() here: a front end may resume this generator on another thread, and
             # grad mode is per thread; generate and stream_generate switch gradients off themselves
             if gen["num_beams"] == 1:
-                for piece in chat.stream_answer(**gen):
+                for piece in chat.stream_answer(precision=self.precision, **gen):
                     text += piece
                     yield Reply(conversation, self.messages(conversation, (prompt, text)), done=False)
             else:
                 yield Reply(conversation, self.messages(conversation, (prompt, "")), done=False)
-                text = chat.answer(**gen)
+                with autocast(self.precision, self.model.device):
+                    text = chat.answer(**gen)
         except Exception as exc:  # noqa: BLE001 - the server keeps serving; the visitor gets the reason
             logger.exception("generation failed for %r", prompt)
             yield Reply(

@@ -207,3 +207,20 @@ def test_precomputed_features_are_a_media_kind_and_mix_with_text_only_samples():
     assert len(model.generate(feats, prompts, max_new_tokens=3)) == 3
     with pytest.raises(ValueError, match=r"precomputed features must be \[B, 4, 32\]"):
         model({"image": [torch.randn(5, 32)], "instruction_input": [prompts[0]], "answer": ["x"]})
+
+
+def test_streaming_runs_under_the_given_precision_in_its_thread(model):
+    seen = []
+    layer = model.llm.causal_lm.model.layers[0].mlp.fc1
+    handle = layer.register_forward_hook(lambda m, a, out: seen.append(out.dtype) and None)
+    try:
+        "".join(model.stream_generate(_images(1)[0], f"{IMG} colour?", max_new_tokens=2, precision="bf16"))
+        bf16 = set(seen)
+        seen.clear()
+        with autocast("bf16", "cpu"):  # no precision given: the caller's autocast carries into the thread
+            stream = model.stream_generate(_images(1)[0], f"{IMG} colour?", max_new_tokens=2)
+        "".join(stream)
+        carried = set(seen)
+    finally:
+        handle.remove()
+    assert bf16 == {torch.bfloat16} and carried == {torch.bfloat16}

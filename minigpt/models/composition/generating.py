@@ -6,7 +6,18 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from minigpt.common.precision import autocast
 from minigpt.models.composition.layout import Turns
+
+
+def with_autocast(fn: Any, precision: str, device: torch.device) -> Any:
+    """``fn`` wrapped to run under ``precision``'s autocast on ``device`` (in whichever thread calls it)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with autocast(precision, device):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def with_callers_autocast(fn: Any, device: torch.device) -> Any:
@@ -198,6 +209,7 @@ class GenerationMixin:
         repetition_penalty: float = 1.0,
         stop_strings: Optional[Sequence[str]] = None,
         timeout: Optional[float] = None,
+        precision: Optional[str] = None,
         **generate_kwargs: Any,
     ) -> Iterator[str]:
         """The answer to one prompt as text pieces while it is generated (for the demo).
@@ -206,6 +218,8 @@ class GenerationMixin:
         transformers' ``TextIteratorStreamer``; the pieces join to what ``generate`` returns for the
         same arguments (stop string cut, whitespace stripped). Closing the iterator early stops the
         generation; ``timeout`` (seconds) bounds the wait for each piece. Greedy or sampling only.
+        The thread computes under ``precision``'s autocast (``run.precision``) when given, else under
+        the autocast in force where this is called.
         """
         from minigpt.models.generation import stream_in_thread
 
@@ -221,8 +235,10 @@ class GenerationMixin:
             image, [prompt], None if history is None else [history], stops, max_new_tokens, 1, do_sample,
             temperature, top_p, repetition_penalty, True, generate_kwargs,
         )
-        # autocast is per thread: the decoding thread runs under the caller's (the run's precision)
-        return stream_in_thread(
-            with_callers_autocast(self._run_llm_generate, self.device), kwargs, self.tokenizer, stops, timeout=timeout
-        )
+        # autocast is per thread: the decoding thread enters the run's precision, or the caller's autocast
+        if precision is not None:
+            run = with_autocast(self._run_llm_generate, precision, self.device)
+        else:
+            run = with_callers_autocast(self._run_llm_generate, self.device)
+        return stream_in_thread(run, kwargs, self.tokenizer, stops, timeout=timeout)
 
