@@ -10,10 +10,10 @@ IoU >= 0.5 with the ground-truth box (Acc@0.5).
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Any, Dict, List
 
 from minigpt.common import grounding
+from minigpt.datasets.datasets.io import DatasetError, load_pickle
 from minigpt.evaluation import metrics as M
 from minigpt.evaluation.benchmarks.base import (
     Benchmark,
@@ -31,20 +31,12 @@ from minigpt.evaluation.benchmarks.base import (
 REFER_PROMPT = "[refer] give me the location of {}"
 
 
-class _RefsUnpickler(pickle.Unpickler):
-    """The refer pickles hold only lists, dicts, strings and numbers: refuse anything else."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a refer pickle")
-
-
 def _load_refs(path: str) -> List[Dict[str, Any]]:
+    # the one restricted pickle reader of the library (plain data only; Python 2 refs decode as latin1)
     try:
-        with open(path, "rb") as fh:
-            # written by Python 2: latin1 decodes its byte strings (as the training reader does)
-            return _RefsUnpickler(fh, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise BenchmarkDataError(f"{path}: not a refer pickle ({exc})") from exc
+        return load_pickle(path, "refer")
+    except DatasetError as exc:
+        raise BenchmarkDataError(str(exc)) from exc
 
 
 def read_refer(paths: Paths, split: str) -> List[EvalRecord]:
