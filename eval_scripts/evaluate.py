@@ -50,8 +50,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def evaluate(cfg_path: str, options: List[str]) -> Dict[str, Any]:
     """Compose the config with ``run.evaluate_only=true``, evaluate, write metrics.json; return its content."""
-    from minigpt.runners.pipeline import format_table, headline_metrics
+    from minigpt.runners.pipeline import headline_metrics
     from minigpt.runners.stage import run_stage
+    from minigpt.tasks.evaluation.table import format_metrics
 
     cfg = Config(cfg_path, list(options) + ["run.evaluate_only=true"])
     if not cfg.run_cfg.get("test_splits"):
@@ -74,7 +75,7 @@ def evaluate(cfg_path: str, options: List[str]) -> Dict[str, Any]:
         path = os.path.join(out_dir, METRICS_FILE)
         with open(path, "w") as fh:
             json.dump(result, fh, indent=2)
-        print(format_table(metrics))
+        print(format_metrics(metrics))
         print(f"\nmetrics written to {path}")
     return result
 

@@ -12,6 +12,7 @@ from minigpt.common import dist_utils
 from minigpt.common.config import Config
 from minigpt.models.checkpoint import PIPELINE_FILE
 from minigpt.runners.stage import run_stage
+from minigpt.tasks.evaluation.table import format_metrics as format_table  # the one results table module
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +64,6 @@ def headline_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
         if name.startswith(HEADLINE) and name not in out:
             out[name] = value
     return out
-
-
-def format_table(metrics: Dict[str, float]) -> str:
-    width = max((len(k) for k in metrics), default=10)
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
-    lines += [f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in metrics.items()]
-    return "\n".join(lines)
 
 
 def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:

@@ -13,7 +13,8 @@ from collections import Counter
 import pytest
 
 from minigpt.evaluation import metrics as M
-from minigpt.tasks.base_task import BaseTask
+from minigpt.tasks.evaluation.scorers import SAMPLES_SCORER
+from minigpt.tasks.evaluation.sources import sample_record
 
 
 @pytest.mark.parametrize(
@@ -120,28 +121,33 @@ def test_corpus_bleu4():
     assert 0.05 < partial < 1.0
 
 
-# -- how the task turns generations into rows and rows into metrics ------------------------------
+# -- how in-training evaluation turns generations into rows and rows into metrics -----------------------
 def _batch(task: str, answer: str, **extra):
-    return {"task": [task], "answer": [answer], "sample_id": ["s0"], **{k: [v] for k, v in extra.items()}}
+    """One dataset sample (what the training readers yield), as the evaluation loop's record."""
+    return sample_record("0", {"task": task, "answer": answer, "sample_id": "s0", "instruction_input": "q", **extra})
+
+
+def _score_row(record, prediction: str):
+    return SAMPLES_SCORER.score(record, prediction)
 
 
 def test_refer_row_counts_iou_of_exactly_half_as_a_hit():
     batch = _batch("refer", "{<0><0><50><100>}", image_size=(100, 100), gt_box=[0.0, 0.0, 50.0, 100.0])
-    row = BaseTask._score_row(batch, 0, "{<0><0><100><100>}")
+    row = _score_row(batch, "{<0><0><100><100>}")
     assert row["iou"] == 0.5 and row["score"] == 1.0
-    miss = BaseTask._score_row(batch, 0, "no box, sorry")
+    miss = _score_row(batch, "no box, sorry")
     assert miss["iou"] == 0.0 and miss["score"] == 0.0
 
 
 def test_vqa_rows_use_all_answers_and_aggregate_per_question_type():
-    rows = [
-        BaseTask._score_row(_batch("vqa", "2", answers=["2"] * 3 + ["3"] * 7, question_type="count"), 0, "two"),
-        BaseTask._score_row(_batch("vqa", "red", answers=["red"] * 10, question_type="color"), 0, "Red."),
-        BaseTask._score_row(_batch("caption", "a big red circle", captions=["a big red circle", "a disc"]), 0,
-                            "A big red circle."),
+    records = [
+        _batch("vqa", "2", answers=["2"] * 3 + ["3"] * 7, question_type="count"),
+        _batch("vqa", "red", answers=["red"] * 10, question_type="color"),
+        _batch("caption", "a big red circle", captions=["a big red circle", "a disc"]),
     ]
+    rows = [_score_row(r, p) for r, p in zip(records, ["two", "Red.", "A big red circle."])]
     assert rows[0]["score"] == pytest.approx(0.9)
-    out = BaseTask._aggregate(rows)
+    out = SAMPLES_SCORER.aggregate(records, rows)
     assert out["vqa_accuracy"] == pytest.approx(0.95)
     assert out["vqa_accuracy_count"] == pytest.approx(0.9)
     assert out["vqa_accuracy_color"] == pytest.approx(1.0)

@@ -107,14 +107,59 @@ def load_json(path: str, dataset: str) -> Any:
         raise DatasetError(f"dataset {dataset!r}: annotation file {path} is not valid JSON: {exc}") from exc
 
 
-def load_pickle(path: str, dataset: str) -> Any:
-    """A pickled annotation file (RefCOCO's ``refs(unc).p``). Only open files you trust."""
-    data = _read_bytes(path, dataset, "annotation file")
+# What an annotation pickle may name besides the opcodes for lists, dicts, tuples, strings and numbers:
+# the builtin containers and scalars that pickle reaches through a global (Python 2 spells builtins
+# ``__builtin__``; protocols 0-2 spell a Python 3 ``bytes`` as ``_codecs.encode(text, "latin1")``).
+# Anything else -- os.system, builtins.eval, a class to rebuild -- is refused.
+PLAIN_PICKLE_GLOBALS = frozenset(
+    [(module, name) for module in ("builtins", "__builtin__") for name in ("set", "frozenset", "complex", "bytearray")]
+    + [("_codecs", "encode")]
+)
+
+
+class UnsafePickleError(DatasetError):
+    """A pickle that names a global beyond plain containers and builtin scalars: refused, never run."""
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.qualname = f"{module}.{name}"
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Rebuilds plain data only: every global outside :data:`PLAIN_PICKLE_GLOBALS` is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in PLAIN_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise _RefusedGlobal(module, name)
+
+
+def loads_plain_pickle(data: bytes, path: str, dataset: str) -> Any:
+    """Unpickle ``data`` (read from ``path``) holding plain data only; the one pickle reader of the library.
+
+    Lists, dicts, tuples, sets, strings, bytes and numbers load -- including Python 2 pickles such as
+    RefCOCO's ``refs(unc).p``, whose byte strings are decoded as latin1. A pickle naming any other
+    global (a function to call, a class to rebuild) raises :class:`UnsafePickleError` naming the file
+    and the global, before anything it names is imported or called; a broken file raises
+    :class:`DatasetError`.
+    """
     try:
         # The RefCOCO refs files were written by Python 2; latin1 decodes their byte strings.
-        return pickle.loads(data, encoding="latin1")
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, ImportError) as exc:
+        return _PlainDataUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except _RefusedGlobal as exc:
+        raise UnsafePickleError(
+            f"dataset {dataset!r}: refusing to unpickle {path}: it names the global {exc.qualname}, and an "
+            "annotation pickle may hold only plain containers (list, dict, tuple, set) and builtin scalars"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError, KeyError) as exc:
         raise DatasetError(f"dataset {dataset!r}: cannot unpickle annotation file {path}: {exc}") from exc
+
+
+def load_pickle(path: str, dataset: str) -> Any:
+    """A pickled annotation file (RefCOCO's ``refs(unc).p``), plain data only (:func:`loads_plain_pickle`)."""
+    return loads_plain_pickle(_read_bytes(path, dataset, "annotation file"), path, dataset)
 
 
 def read_text_lines(path: str, what: str) -> List[str]:

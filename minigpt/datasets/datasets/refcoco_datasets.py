@@ -112,9 +112,9 @@ class RefCOCODataset(BaseDataset):
         # a malformed ref is logged, counted and left out; a file of nothing else is an error
         self.add_records(refs_path, refs, parse)
         if not self.records:
+            which = f"split {next(iter(wanted))!r}" if len(wanted) == 1 else f"splits {sorted(wanted)}"
             raise DatasetError(
-                f"dataset {name!r}: no refs of split(s) {sorted(wanted)} in {refs_path} "
-                f"(it has {sorted(map(str, seen_splits))})"
+                f"dataset {name!r}: no refs in {which} in {refs_path} (it has {sorted(map(str, seen_splits))})"
             )
 
     def load_record_image(self, record: Dict[str, Any], sample_id: str):

@@ -175,6 +175,9 @@ class GQADataset(QuestionAnswerDataset):
     * Official (``questions1.2/train_balanced_questions.json``):
       ``{"<question id>": {"imageId", "question", "answer", "fullAnswer", ...}}``; the image is
       ``{imageId}.jpg``. ``fullAnswer`` rides along in the sample as ``"full_answer"``.
+
+    In either form, an entry's ``types.structural`` (``query``, ``verify``, ...) rides along as
+    ``"structural"``: GQA's results are broken down by it.
     """
 
     def __init__(self, name: str, ann_paths: Sequence[str], *args: Any, **kwargs: Any) -> None:
@@ -201,6 +204,7 @@ class GQADataset(QuestionAnswerDataset):
             _text(entry["image"], name, path, where, "image"),
             _text(entry["question"], name, path, where, "question"),
             answer_list(entry["answer"], name, path, where),
+            **_structural(entry),
         )
 
     def _parse_official(self, path: str, i: int, item: Tuple[str, Any]) -> Dict[str, Any]:
@@ -209,6 +213,7 @@ class GQADataset(QuestionAnswerDataset):
         where = f"{qid!r}"
         require_keys(entry, ("imageId", "question", "answer"), name, path, where)
         extra = {"full_answer": entry["fullAnswer"]} if "fullAnswer" in entry else {}
+        extra.update(_structural(entry))
         return self.question(
             qid,
             f"{entry['imageId']}.jpg",
@@ -216,6 +221,11 @@ class GQADataset(QuestionAnswerDataset):
             answer_list(entry["answer"], name, path, where),
             **extra,
         )
+
+
+def _structural(entry: Dict[str, Any]) -> Dict[str, Any]:
+    types = entry.get("types")
+    return {"structural": types["structural"]} if isinstance(types, dict) and "structural" in types else {}
 
 
 # OCR-VQA's dataset.json marks each image's split with a number.

@@ -1,57 +1,43 @@
 """What every benchmark reader shares: the record, the benchmark description, file and image helpers.
 
 A benchmark is described once (:class:`Benchmark`): where its files sit under the data root, the
-splits it has, how its annotation files are read into :class:`EvalRecord` s, the prompt the
-original model was evaluated with, and how one prediction is scored and the scores summed up.
-The runner (:mod:`minigpt.evaluation.benchmarks.runner`) does the rest the same way for all.
+splits it has, how its annotation files are read into :class:`EvalRecord` s and the prompt the
+original model was evaluated with. Where a training dataset reader reads the same format, the
+benchmark reads through it (:func:`read_dataset`). Scoring is the benchmark's entry in the scorers
+table, and the runner (:mod:`minigpt.evaluation.benchmarks.runner`) hands the records to the one
+evaluation loop of :mod:`minigpt.tasks.evaluation`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from minigpt.datasets.datasets.io import DatasetError
+from minigpt.tasks.evaluation.records import BenchmarkDataError, EvalRecord, clean_answer, grouped_means, mean
+from minigpt.tasks.evaluation.scorers import SCORERS, Scorer
+
+__all__ = [
+    "Benchmark", "BenchmarkDataError", "EvalRecord", "Paths", "Reader", "check_unique_ids", "clean_answer",
+    "field_of", "find_image", "grouped_means", "load_json", "load_json_or_jsonl", "load_jsonl", "mean", "read_dataset",
+]
 
 Paths = Mapping[str, str]
 
 
-class BenchmarkDataError(ValueError):
-    """An annotation file or image of a benchmark is missing or not in the expected format."""
-
-
-@dataclass
-class EvalRecord:
-    """One evaluation question: an id unique in its benchmark split, the image, the prompt, the truth.
-
-    ``prompt`` is the instruction as the model reads it, task tag included, without the image slot
-    (``Chat.answer_batch`` puts ``<Img><ImageHere></Img>`` in front). ``target`` holds what scoring
-    needs (answers, label, box and image size, choices, reference captions), JSON-serialisable so
-    it can be written next to the prediction; ``meta`` holds grouping keys (question type, subject).
-    """
-
-    id: str
-    image: Optional[str]
-    prompt: str
-    target: Dict[str, Any]
-    meta: Dict[str, Any] = field(default_factory=dict)
-
-
 Reader = Callable[[Paths, str], List[EvalRecord]]
-Scorer = Callable[[EvalRecord, str], Dict[str, Any]]
-Aggregator = Callable[[List[EvalRecord], List[Dict[str, Any]]], Dict[str, float]]
 
 
 @dataclass
 class Benchmark:
-    """A benchmark the eval scripts know: files, splits, reader, prompt, scoring. Not registered.
+    """A benchmark the eval scripts know: files, splits, reader, prompt. Not registered.
 
     ``paths`` maps a key (``annotations``, ``images``, ...) to a path relative to the data root;
     ``--path NAME.KEY=PATH`` overrides one. ``prompt`` is a ``str.format`` template with one
-    ``{}`` slot (or none) and is recorded with the metrics. ``score(record, prediction)`` returns
-    at least ``{"score": float}`` for one sample; ``aggregate(records, rows)`` turns the rows (in
-    record order) into the metrics table, fractions in [0, 1] unless the metric says otherwise.
+    ``{}`` slot (or none) and is recorded with the metrics. How it is scored is its entry in the
+    scorers table (:data:`minigpt.tasks.evaluation.scorers.SCORERS`), :attr:`scorer`.
     """
 
     name: str
@@ -61,9 +47,12 @@ class Benchmark:
     paths: Dict[str, str]
     prompt: str
     read: Reader
-    score: Scorer
-    aggregate: Aggregator
     description: str = ""
+
+    @property
+    def scorer(self) -> Scorer:
+        """This benchmark's entry in the scorers table."""
+        return SCORERS[self.name]
 
     def resolve_paths(self, data_root: str, overrides: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
         """This benchmark's paths, each joined to ``data_root`` unless absolute; ``overrides`` win."""
@@ -140,26 +129,17 @@ def check_unique_ids(records: Sequence[EvalRecord], what: str) -> List[EvalRecor
     return list(records)
 
 
-# -- answers -------------------------------------------------------------------------------------
-def clean_answer(text: str) -> str:
-    """What MiniGPT-v2's eval scripts do to every generated answer before scoring: drop ``<unk>``, strip."""
-    return text.replace("<unk>", "").strip()
+def read_dataset(build: Callable[[], Any], what: str) -> Any:
+    """A training dataset reader built by ``build()``, strict as a benchmark must be.
 
-
-def mean(values: Iterable[float]) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else 0.0
-
-
-def grouped_means(rows: Sequence[Mapping[str, Any]], records: Sequence[EvalRecord], key: str, prefix: str) -> Dict[str, float]:
-    """``{prefix_<group>: mean score}`` over the records' ``meta[key]`` groups (sorted by group)."""
-    groups: Dict[str, List[float]] = {}
-    for rec, row in zip(records, rows):
-        g = rec.meta.get(key)
-        if g is not None:
-            groups.setdefault(str(g), []).append(float(row["score"]))
-    return {f"{prefix}_{_slug(g)}": mean(v) for g, v in sorted(groups.items())}
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()
+    A :class:`DatasetError` becomes a :class:`BenchmarkDataError`, and an entry the reader would leave
+    out as malformed (training tolerates a few) is an error naming it: a benchmark scores every question.
+    """
+    try:
+        ds = build()
+    except DatasetError as exc:
+        raise BenchmarkDataError(f"{what}: {exc}") from exc
+    bad = getattr(ds, "malformed_records", None)
+    if bad:
+        raise BenchmarkDataError(f"{what}: {len(bad)} malformed entries, the first: {bad[0]['error']}")
+    return ds

@@ -2,7 +2,8 @@
 
 Reads LAVIS's ``coco_karpathy_test.json`` (``[{image, caption: [refs...], image_id?}]``) or
 Karpathy's own ``dataset_coco.json`` (``{"images": [{filepath, filename, split, cocoid,
-sentences}]}``, its ``test`` entries). One record per image. The prompt is MiniGPT-v2's
+sentences}]}``, its ``test`` entries). One record per image; LAVIS's list is read by the training
+reader (``COCOCaptionDataset`` in eval mode). The prompt is MiniGPT-v2's
 ``[caption] please describe this image?`` (its ``EvalCaptionData``).
 """
 
@@ -12,17 +13,17 @@ import os
 import re
 from typing import Any, Dict, List
 
-from minigpt.evaluation import metrics as M
+from minigpt.datasets.datasets.caption_datasets import COCOCaptionDataset
 from minigpt.evaluation.benchmarks.base import (
     Benchmark,
     BenchmarkDataError,
     EvalRecord,
     Paths,
     check_unique_ids,
-    clean_answer,
     field_of,
     find_image,
     load_json,
+    read_dataset,
 )
 
 CAPTION_PROMPT = "[caption] please describe this image?"
@@ -46,56 +47,44 @@ def read_karpathy(paths: Paths, split: str) -> List[EvalRecord]:
                 continue
             image = os.path.join(im.get("filepath", ""), field_of(im, "filename", path, i))
             refs = [s.get("raw") or " ".join(s.get("tokens", [])) for s in field_of(im, "sentences", path, i)]
-            entries.append((i, im, image, refs))
-    elif isinstance(data, list):  # LAVIS
-        for i, e in enumerate(data):
-            refs = field_of(e, "caption", path, i)
-            entries.append((i, e, field_of(e, "image", path, i), [refs] if isinstance(refs, str) else list(refs)))
+            if not refs:
+                raise BenchmarkDataError(f"{path}: entry {i} ({image}) has no reference caption")
+            entries.append((i, _image_id(im, image), image, refs))
+    elif isinstance(data, list):  # LAVIS, read by the training reader
+        ds = read_dataset(
+            lambda: COCOCaptionDataset("caption", [path], None, None, paths["images"], eval_mode=True),
+            "caption annotations",
+        )
+        for i, r in enumerate(ds.records):
+            known = {"image_id": r["image_id"]} if r["image_id"] != r["image"] else {}  # the reader's stand-in
+            entries.append((i, _image_id(known, r["image"]), r["image"], list(r["captions"])))
     else:
         raise BenchmarkDataError(f"{path}: caption annotations must be a JSON list or object, got {type(data).__name__}")
-    records = []
-    for i, e, image, refs in entries:
-        if not refs:
-            raise BenchmarkDataError(f"{path}: entry {i} ({image}) has no reference caption")
-        records.append(
-            EvalRecord(
-                id=_image_id(e, image),
-                image=find_image(paths["images"], [image], f"{path} entry {i}"),
-                prompt=CAPTION_PROMPT,
-                target={"references": refs},
-            )
+    records = [
+        EvalRecord(
+            id=image_id,
+            image=find_image(paths["images"], [image], f"{path} entry {i}"),
+            prompt=CAPTION_PROMPT,
+            target={"references": refs},
         )
+        for i, image_id, image, refs in entries
+    ]
     if not records:
         raise BenchmarkDataError(f"{path}: no images in split {split!r}")
     return check_unique_ids(records, path)
-
-
-def score_caption(record: EvalRecord, prediction: str) -> Dict[str, Any]:
-    # CIDEr is a corpus statistic: the per-sample score is only whether a reference was matched exactly.
-    pred = " ".join(M.caption_tokens(clean_answer(prediction)))
-    refs = {" ".join(M.caption_tokens(r)) for r in record.target["references"]}
-    return {"score": float(pred in refs)}
-
-
-def aggregate_caption(records: List[EvalRecord], rows: List[Dict[str, Any]]) -> Dict[str, float]:
-    preds = {rec.id: clean_answer(row["prediction"]) for rec, row in zip(records, rows)}
-    refs = {rec.id: list(rec.target["references"]) for rec in records}
-    scores = dict(M.caption_scores(preds, refs))
-    scores["exact_match"] = sum(r["score"] for r in rows) / len(rows) if rows else 0.0
-    return scores
 
 
 BENCHMARKS = [
     Benchmark(
         "coco_caption", "caption", ["test", "val"], "test",
         {"annotations": "coco/annotations/coco_karpathy_test.json", "images": "coco/images"},
-        CAPTION_PROMPT, read_karpathy, score_caption, aggregate_caption,
+        CAPTION_PROMPT, read_karpathy,
         "COCO Karpathy test, CIDEr and BLEU-1..4",
     ),
     Benchmark(
         "synthetic_coco_caption", "caption", ["test"], "test",
         {"annotations": "synthetic/coco_caption/coco_karpathy_test.json", "images": "synthetic/images"},
-        CAPTION_PROMPT, read_karpathy, score_caption, aggregate_caption,
+        CAPTION_PROMPT, read_karpathy,
         "the quickstart's held-out synthetic shapes, CIDEr and BLEU-1..4",
     ),
 ]

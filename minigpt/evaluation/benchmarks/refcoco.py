@@ -10,45 +10,27 @@ IoU >= 0.5 with the ground-truth box (Acc@0.5).
 from __future__ import annotations
 
 import os
-import pickle
-from typing import Any, Dict, List
+from typing import List
 
-from minigpt.common import grounding
-from minigpt.evaluation import metrics as M
+from minigpt.datasets.datasets.refcoco_datasets import RefCOCODataset
 from minigpt.evaluation.benchmarks.base import (
     Benchmark,
     BenchmarkDataError,
     EvalRecord,
     Paths,
     check_unique_ids,
-    clean_answer,
     field_of,
     find_image,
     load_json,
-    mean,
+    read_dataset,
 )
 
 REFER_PROMPT = "[refer] give me the location of {}"
 
 
-class _RefsUnpickler(pickle.Unpickler):
-    """The refer pickles hold only lists, dicts, strings and numbers: refuse anything else."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a refer pickle")
-
-
-def _load_refs(path: str) -> List[Dict[str, Any]]:
-    try:
-        with open(path, "rb") as fh:
-            # written by Python 2: latin1 decodes its byte strings (as the training reader does)
-            return _RefsUnpickler(fh, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise BenchmarkDataError(f"{path}: not a refer pickle ({exc})") from exc
-
-
 def read_refer(paths: Paths, split: str) -> List[EvalRecord]:
-    """Every sentence of every ref in ``split``; the box is the ref's COCO annotation (xywh -> xyxy).
+    """Every sentence of every ref in ``split``, read by the training reader (:class:`RefCOCODataset`);
+    the box is the ref's COCO annotation (xywh -> xyxy).
 
     Without the refs pickle, MiniGPT-v2's ``<folder name>_<split>.json`` next to where it would be is read.
     """
@@ -60,36 +42,23 @@ def read_refer(paths: Paths, split: str) -> List[EvalRecord]:
         if os.path.isfile(json_path):
             return _read_minigptv2_json(json_path, paths["images"])
         raise BenchmarkDataError(f"refer annotations not found: neither {refs_path} nor {json_path} exists")
-    instances = load_json(inst_path, "refer instances")
-    images = {im["id"]: im for im in field_of(instances, "images", inst_path, "(top level)")}
-    anns = {a["id"]: a for a in field_of(instances, "annotations", inst_path, "(top level)")}
-    refs = _load_refs(refs_path)
-    present = sorted({str(r.get("split")) for r in refs})
+    ds = read_dataset(
+        # the expression is put into REFER_PROMPT here, so the reader's own template is the bare slot
+        lambda: RefCOCODataset("refer", refs_path, inst_path, [split], None, None, paths["images"], prompts=["{}"]),
+        "refer annotations",
+    )
     records = []
-    for i, ref in enumerate(refs):
-        if ref.get("split") != split:
-            continue
-        ann_id = field_of(ref, "ann_id", refs_path, i)
-        if ann_id not in anns:
-            raise BenchmarkDataError(f"{refs_path}: ref {ref.get('ref_id')} names ann_id {ann_id}, absent from {inst_path}")
-        ann = anns[ann_id]
-        im = images.get(ann["image_id"])
-        if im is None:
-            raise BenchmarkDataError(f"{inst_path}: annotation {ann_id} names image {ann['image_id']}, absent from images")
-        x, y, w, h = ann["bbox"]
-        image = find_image(paths["images"], [im["file_name"]], f"ref {ref.get('ref_id')}")
-        for s, sent in enumerate(field_of(ref, "sentences", refs_path, i)):
-            text = sent.get("sent") or sent.get("raw")
-            records.append(
-                EvalRecord(
-                    id=f"{ref.get('ref_id', i)}_{sent.get('sent_id', s)}",
-                    image=image,
-                    prompt=REFER_PROMPT.format(text),
-                    target={"box": [x, y, x + w, y + h], "width": im["width"], "height": im["height"]},
-                )
+    for r in ds.records:
+        ref_id, sent_id = str(r["key"]).rsplit(":", 1)
+        width, height = r["size"]
+        records.append(
+            EvalRecord(
+                id=f"{ref_id}_{sent_id}",
+                image=find_image(paths["images"], [r["image"]], f"ref {r['ref_id']}"),
+                prompt=REFER_PROMPT.format(r["expression"]),
+                target={"box": list(r["box"]), "width": width, "height": height},
             )
-    if not records:
-        raise BenchmarkDataError(f"{refs_path}: no refs in split {split!r}; the file has splits {', '.join(present)}")
+        )
     return check_unique_ids(records, refs_path)
 
 
@@ -111,22 +80,6 @@ def _read_minigptv2_json(path: str, image_root: str) -> List[EvalRecord]:
     return check_unique_ids(records, path)
 
 
-def score_refer(record: EvalRecord, prediction: str) -> Dict[str, Any]:
-    t = record.target
-    text = clean_answer(prediction)
-    box = grounding.parse_box(text)
-    iou = grounding.iou(grounding.grid_to_pixels(box, t["width"], t["height"]), t["box"]) if box else 0.0
-    return {"score": M.refcoco_hit(text, t["box"], t["width"], t["height"]), "iou": iou, "parsed": box is not None}
-
-
-def aggregate_refer(records: List[EvalRecord], rows: List[Dict[str, Any]]) -> Dict[str, float]:
-    return {
-        "acc@0.5": mean(r["score"] for r in rows),
-        "mean_iou": mean(r["iou"] for r in rows),
-        "box_parsed": mean(float(r["parsed"]) for r in rows),
-    }
-
-
 def _refer(name: str, folder: str, refs_file: str, splits: List[str], images: str, description: str) -> Benchmark:
     return Benchmark(
         name, "ref", splits, "val",
@@ -135,7 +88,7 @@ def _refer(name: str, folder: str, refs_file: str, splits: List[str], images: st
             "instances": f"{folder}/instances.json",
             "images": images,
         },
-        REFER_PROMPT, read_refer, score_refer, aggregate_refer, description,
+        REFER_PROMPT, read_refer, description,
     )
 
 

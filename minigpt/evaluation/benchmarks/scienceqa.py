@@ -11,20 +11,16 @@ model answers ``The answer is X.``, which ``scienceqa_accuracy`` reads.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Sequence
+from typing import List, Sequence
 
-from minigpt.evaluation import metrics as M
 from minigpt.evaluation.benchmarks.base import (
     Benchmark,
     BenchmarkDataError,
     EvalRecord,
     Paths,
-    clean_answer,
     field_of,
     find_image,
-    grouped_means,
     load_json,
-    mean,
 )
 
 OPTION_LETTERS = "ABCDE"
@@ -76,24 +72,11 @@ def read_scienceqa(paths: Paths, split: str) -> List[EvalRecord]:
     return records
 
 
-def score_scienceqa(record: EvalRecord, prediction: str) -> Dict[str, Any]:
-    t = record.target
-    return {"score": M.scienceqa_accuracy(clean_answer(prediction), t["answer"], t["choices"])}
-
-
-def aggregate_scienceqa(records: List[EvalRecord], rows: List[Dict[str, Any]]) -> Dict[str, float]:
-    out: Dict[str, Any] = {"accuracy": mean(r["score"] for r in rows)}
-    out.update(grouped_means(rows, records, "subject", "accuracy"))  # natural / social / language science
-    out.update(grouped_means(rows, records, "grade", "accuracy_grade"))
-    out.update(grouped_means(rows, records, "has_text", "accuracy_has_text"))
-    return out
-
-
 BENCHMARKS = [
     Benchmark(
         "scienceqa", "scienceqa", ["test", "val", "minival", "train"], "test",
         {"problems": "scienceqa/problems.json", "pid_splits": "scienceqa/pid_splits.json", "images": "scienceqa/images"},
-        SCIENCEQA_PROMPT, read_scienceqa, score_scienceqa, aggregate_scienceqa,
+        SCIENCEQA_PROMPT, read_scienceqa,
         "ScienceQA questions with an image (IMG), accuracy",
     ),
 ]

@@ -2,7 +2,8 @@
 Hateful Memes, and the quickstart's synthetic VQA.
 
 Each reader takes the benchmark's released annotation format (see ``eval_scripts/EVAL_README.md``
-for the layout under the data root). Prompts are the ones the released evaluation code used:
+for the layout under the data root); GQA and LAVIS's VQA list are read by the training readers
+(``minigpt.datasets.datasets.vqa_datasets``). Scoring: ``minigpt.tasks.evaluation.scorers``. Prompts are the ones the released evaluation code used:
 TinyGPT-V's ``minigpt4/datasets/datasets/vqa_datasets.py`` (``*EvalData`` classes), which MiniGPT-v2
 shares except for VizWiz and VSR, where TinyGPT-V's wording (with the ``[vqa]`` tag) is kept because
 the checkpoints this library targets were evaluated with it.
@@ -13,20 +14,18 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Sequence
 
-from minigpt.evaluation import metrics as M
+from minigpt.datasets.datasets.vqa_datasets import GQADataset, VQADataset
 from minigpt.evaluation.benchmarks.base import (
     Benchmark,
     BenchmarkDataError,
     EvalRecord,
     Paths,
     check_unique_ids,
-    clean_answer,
     field_of,
     find_image,
-    grouped_means,
     load_json,
     load_json_or_jsonl,
-    mean,
+    read_dataset,
 )
 
 SHORT_ANSWER_PROMPT = "[vqa] Based on the image, respond to this question with a short answer: {}"
@@ -141,25 +140,19 @@ def read_iconqa(paths: Paths, split: str) -> List[EvalRecord]:
 
 
 def read_gqa(paths: Paths, split: str) -> List[EvalRecord]:
-    """GQA's ``testdev_balanced_questions.json``: the release's ``{qid: {imageId, question, answer}}`` or
-    LAVIS's list ``[{question_id, image, question, answer}]``."""
+    """GQA's ``testdev_balanced_questions.json``, read by the training reader (:class:`GQADataset`): the
+    release's ``{qid: {imageId, question, answer, types}}`` or LAVIS's list ``[{question_id, image, question, answer}]``."""
     path = paths["annotations"]
-    data = load_json(path, "gqa questions")
-    if isinstance(data, dict):
-        items = [(qid, e, f"{field_of(e, 'imageId', path, qid)}.jpg") for qid, e in data.items()]
-    elif isinstance(data, list):
-        items = [(e.get("question_id", i), e, field_of(e, "image", path, i)) for i, e in enumerate(data)]
-    else:
-        raise BenchmarkDataError(f"{path}: GQA questions must be a JSON object or list, got {type(data).__name__}")
+    ds = read_dataset(lambda: GQADataset("gqa", [path], None, None, paths["images"]), "gqa questions")
     records = []
-    for qid, e, image_name in items:
+    for r in ds.records:
         records.append(
             EvalRecord(
-                id=str(qid),
-                image=find_image(paths["images"], [image_name], f"gqa question {qid}"),
-                prompt=SHORT_ANSWER_PROMPT.format(field_of(e, "question", path, qid)),
-                target={"answer": str(field_of(e, "answer", path, qid))},
-                meta={"structural": (e.get("types") or {}).get("structural")},
+                id=str(r["key"]),
+                image=find_image(paths["images"], [r["image"]], f"gqa question {r['key']}"),
+                prompt=SHORT_ANSWER_PROMPT.format(r["question"]),
+                target={"answer": r["answers"][0]},
+                meta={"structural": r["extra"].get("structural")},
             )
         )
     return check_unique_ids(records, path)
@@ -208,55 +201,22 @@ def read_hm(paths: Paths, split: str) -> List[EvalRecord]:
 
 
 def read_lavis_vqa(paths: Paths, split: str) -> List[EvalRecord]:
-    """LAVIS's VQA list ``[{question_id, question, answer: [...], image, question_type?}]``
-    (what the synthetic generator writes as ``vqa/vqa_test.json``)."""
+    """LAVIS's VQA list ``[{question_id, question, answer: [...], image, question_type?}]`` (what the
+    synthetic generator writes as ``vqa/vqa_test.json``), read by the training reader (:class:`VQADataset`)."""
     path = paths["annotations"]
+    ds = read_dataset(lambda: VQADataset("vqa", [path], None, None, paths["images"]), "vqa annotations")
     records = []
-    for i, e in enumerate(load_json_or_jsonl(path, "vqa annotations")):
-        answers = field_of(e, "answer", path, i)
-        answers = [answers] if isinstance(answers, str) else list(answers)
+    for i, r in enumerate(ds.records):
         records.append(
             EvalRecord(
-                id=str(e.get("question_id", i)),
-                image=find_image(paths["images"], [field_of(e, "image", path, i)], f"vqa entry {i}"),
-                prompt=SYNTHETIC_VQA_PROMPT.format(field_of(e, "question", path, i)),
-                target={"answers": answers},
-                meta={"question_type": e.get("question_type")},
+                id=str(r["key"]),
+                image=find_image(paths["images"], [r["image"]], f"vqa entry {i}"),
+                prompt=SYNTHETIC_VQA_PROMPT.format(r["question"]),
+                target={"answers": list(r["answers"])},
+                meta={"question_type": r["extra"].get("question_type")},
             )
         )
     return check_unique_ids(records, path)
-
-
-# -- scoring -------------------------------------------------------------------------------------
-def score_vqa(record: EvalRecord, prediction: str) -> Dict[str, Any]:
-    return {"score": M.vqa_accuracy(clean_answer(prediction), record.target["answers"])}
-
-
-def score_gqa(record: EvalRecord, prediction: str) -> Dict[str, Any]:
-    return {"score": M.gqa_accuracy(clean_answer(prediction), record.target["answer"])}
-
-
-def score_vsr(record: EvalRecord, prediction: str) -> Dict[str, Any]:
-    return {"score": M.vsr_accuracy(clean_answer(prediction), record.target["label"])}
-
-
-def score_iconqa(record: EvalRecord, prediction: str) -> Dict[str, Any]:
-    t = record.target
-    return {"score": M.iconqa_accuracy(clean_answer(prediction), t["answer"], t["choices"])}
-
-
-def score_hm(record: EvalRecord, prediction: str) -> Dict[str, Any]:
-    return {"score": M.hm_accuracy(clean_answer(prediction), record.target["label"])}
-
-
-def _accuracy_by(key: str):
-    def aggregate(records: List[EvalRecord], rows: List[Dict[str, Any]]) -> Dict[str, float]:
-        out = {"accuracy": mean(r["score"] for r in rows)}
-        if key:
-            out.update(grouped_means(rows, records, key, "accuracy"))
-        return out
-
-    return aggregate
 
 
 BENCHMARKS = [
@@ -267,43 +227,43 @@ BENCHMARKS = [
             "annotations": "okvqa/mscoco_val2014_annotations.json",
             "images": "coco/images/val2014",
         },
-        SHORT_ANSWER_PROMPT, read_okvqa, score_vqa, _accuracy_by("answer_type"),
+        SHORT_ANSWER_PROMPT, read_okvqa,
         "OK-VQA val, VQA accuracy",
     ),
     Benchmark(
         "vizwiz", "vqa", ["val"], "val",
         {"annotations": "vizwiz/val.json", "images": "vizwiz/val"},
-        VIZWIZ_PROMPT, read_vizwiz, score_vqa, _accuracy_by("answer_type"),
+        VIZWIZ_PROMPT, read_vizwiz,
         "VizWiz-VQA val, VQA accuracy",
     ),
     Benchmark(
         "iconvqa", "vqa", ["val", "test"], "val",
         {"annotations": "iconvqa/choose_text_val.json", "images": "iconvqa/iconvqa_images"},
-        SHORT_ANSWER_PROMPT, read_iconqa, score_iconqa, _accuracy_by(""),
+        SHORT_ANSWER_PROMPT, read_iconqa,
         "IconQA multiple-choice (text choices), accuracy",
     ),
     Benchmark(
         "gqa", "vqa", ["testdev"], "testdev",
         {"annotations": "gqa/testdev_balanced_questions.json", "images": "gqa/images"},
-        SHORT_ANSWER_PROMPT, read_gqa, score_gqa, _accuracy_by("structural"),
+        SHORT_ANSWER_PROMPT, read_gqa,
         "GQA test-dev balanced, exact-match accuracy",
     ),
     Benchmark(
         "vsr", "vqa", ["test"], "test",
         {"annotations": "vsr/test.jsonl", "images": "vsr/images"},
-        VSR_PROMPT, read_vsr, score_vsr, _accuracy_by(""),
+        VSR_PROMPT, read_vsr,
         "VSR zero-shot test, true/false accuracy",
     ),
     Benchmark(
         "hm", "vqa", ["dev"], "dev",
         {"annotations": "hateful_meme/dev.jsonl", "images": "hateful_meme"},
-        HM_PROMPT, read_hm, score_hm, _accuracy_by(""),
+        HM_PROMPT, read_hm,
         "Hateful Memes dev (seen), yes/no accuracy",
     ),
     Benchmark(
         "synthetic_vqa", "vqa", ["test"], "test",
         {"annotations": "synthetic/vqa/vqa_test.json", "images": "synthetic/images"},
-        SYNTHETIC_VQA_PROMPT, read_lavis_vqa, score_vqa, _accuracy_by("question_type"),
+        SYNTHETIC_VQA_PROMPT, read_lavis_vqa,
         "the quickstart's held-out synthetic shapes, VQA accuracy per question type",
     ),
 ]

@@ -1,0 +1,28 @@
+"""The results tables evaluation prints: per split (eval scripts) and flat ``dataset/split/metric`` (training)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from minigpt.tasks.evaluation.loop import SplitResult
+
+
+def format_table(results: Sequence[SplitResult]) -> str:
+    """One line per (benchmark, split, metric), each value x100 as papers print them."""
+    lines = [f"{'benchmark':<24} {'split':<8} {'metric':<28} {'x100':>8} {'samples':>8}"]
+    lines.append("-" * len(lines[0]))
+    for r in results:
+        if r.metrics is None:
+            lines.append(f"{r.benchmark:<24} {r.split:<8} {'(stopped early: rerun to finish)':<28}")
+            continue
+        for k, v in r.metrics.items():
+            lines.append(f"{r.benchmark:<24} {r.split:<8} {k:<28} {100 * v:>8.2f} {r.samples:>8}")
+    return "\n".join(lines)
+
+
+def format_metrics(metrics: Mapping[str, Any]) -> str:
+    """``metric  value`` lines for a flat results dict (``dataset/split/metric`` keys); floats to 4 decimals."""
+    width = max((len(k) for k in metrics), default=10)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  ------"]
+    lines += [f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in metrics.items()]
+    return "\n".join(lines)
