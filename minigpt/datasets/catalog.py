@@ -236,7 +236,7 @@ def render_sample(sample: Dict[str, Any]) -> str:
 
 def _image_paths(ds: Any) -> Optional[List[Tuple[str, str]]]:
     """(path, sample id) of each distinct image of a map-style reader, or None when it cannot tell."""
-    from minigpt.datasets.datasets.io import resolve_path
+    from minigpt.common.io import resolve_path
 
     records = getattr(ds, "records", None)
     root = getattr(ds, "images_root", None)
@@ -263,7 +263,7 @@ def check_dataset(
     """
     from tqdm import tqdm
 
-    from minigpt.datasets.datasets.io import DatasetError, open_image
+    from minigpt.common.io import DatasetError, open_image
 
     root = str(data_root or default_data_root())
     builder = registry.get_builder_class(name)(None, data_root=root)
@@ -355,7 +355,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
     """Run the catalogue CLI; returns the exit status (check: 1 when something is unreadable or missing)."""
-    from minigpt.datasets.datasets.io import DatasetError
+    from minigpt.common.io import DatasetError
 
     args = _parser().parse_args(argv)
     root = str(args.data_root or default_data_root())

@@ -21,8 +21,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torchvision import transforms
 
+from minigpt.common.io import DatasetError, MissingDataError, path_manager
 from minigpt.common.registry import registry
-from minigpt.datasets.datasets.io import DatasetError, MissingDataError, path_manager
 from minigpt.processors.base import BaseProcessor
 from minigpt.processors.image import ImageEvalProcessor, ImageTrainProcessor
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from torch.utils.data import Sampler
 
-from minigpt.datasets.datasets.io import DatasetError
+from minigpt.common.io import DatasetError
 from minigpt.datasets.image_source import ImageRef, ScanImageSource, supports_image_source, with_image_source
 
 logger = logging.getLogger(__name__)

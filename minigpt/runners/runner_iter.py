@@ -13,10 +13,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from minigpt.common import dist_utils
+from minigpt.common.io import SkipRateExceeded
 from minigpt.common.logger import MetricsLogger
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import SkipTracker
-from minigpt.datasets.datasets.io import SkipRateExceeded
 from minigpt.runners.checkpointing import (
     DATA_STATE,
     RNG_RANKS,

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from minigpt.common.config import Config
+from minigpt.common.io import DatasetError, SkipRateExceeded
 from minigpt.common.registry import registry
 from minigpt.datasets.collate import collate_samples
 from minigpt.datasets.datasets.base_dataset import (
@@ -25,7 +26,6 @@ from minigpt.datasets.datasets.base_dataset import (
     replacement_index,
     skip_bad_samples,
 )
-from minigpt.datasets.datasets.io import DatasetError, SkipRateExceeded
 from minigpt.datasets.synthetic import generate_synthetic_dataset
 from minigpt.runners.stage import run_stage
 

@@ -1,4 +1,4 @@
-"""The one restricted unpickler (``minigpt.datasets.datasets.io.load_pickle``) behind every pickle the library reads.
+"""The one restricted unpickler (``minigpt.common.io.load_pickle``) behind every pickle the library reads.
 
 A refs pickle whose unpickling would run code is refused, naming the file and the global, by all three
 readers of RefCOCO's ``refs(unc).p`` -- the training reader, ``python -m minigpt.datasets check`` and the
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from minigpt.common.io import DatasetError, UnsafePickleError, load_pickle
 from minigpt.datasets import catalog
-from minigpt.datasets.datasets.io import DatasetError, UnsafePickleError, load_pickle
 from minigpt.datasets.synthetic import generate_synthetic_dataset
 from minigpt.evaluation.benchmarks import get_benchmark
 from minigpt.evaluation.benchmarks.base import BenchmarkDataError

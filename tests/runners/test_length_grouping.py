@@ -11,8 +11,8 @@ import pytest
 from shared_helpers import record_train_batches
 from torch.utils.data import Dataset
 
+from minigpt.common.io import DatasetError
 from minigpt.common.registry import registry
-from minigpt.datasets.datasets.io import DatasetError
 from minigpt.models import load_model
 from minigpt.runners.checkpointing import DATA_STATE, load_training_state
 from minigpt.runners.data import InfiniteLoader, MixedLoader

@@ -14,9 +14,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
+from minigpt.common.io import resolve_path
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import PACKAGE_DIR, Processor, load_prompts
-from minigpt.datasets.datasets.io import resolve_path
 
 # build_info keys whose value maps a split name to something. A user who gives one replaces the
 # default mapping instead of merging into it, so listing only `train` does not keep the

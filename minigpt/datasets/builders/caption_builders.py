@@ -6,6 +6,7 @@ from typing import List
 
 from torch.utils.data import Dataset
 
+from minigpt.common.io import expand_shards
 from minigpt.common.registry import registry
 from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
 from minigpt.datasets.datasets.caption_datasets import (
@@ -14,7 +15,6 @@ from minigpt.datasets.datasets.caption_datasets import (
     COCOCaptionDataset,
     TextCapsDataset,
 )
-from minigpt.datasets.datasets.io import expand_shards
 
 
 class WebDatasetCaptionBuilder(BaseDatasetBuilder):

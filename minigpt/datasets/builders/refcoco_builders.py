@@ -13,9 +13,9 @@ from typing import List
 
 from torch.utils.data import Dataset
 
+from minigpt.common.io import as_list
 from minigpt.common.registry import registry
 from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
-from minigpt.datasets.datasets.io import as_list
 from minigpt.datasets.datasets.refcoco_datasets import InvRefCOCODataset, RefCOCODataset
 
 _REFER_FORMAT = "refer toolkit: {refs} + instances.json, COCO train2014 images"

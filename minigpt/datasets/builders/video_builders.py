@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
+from minigpt.common.io import as_list
 from minigpt.common.registry import registry
 from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
-from minigpt.datasets.datasets.io import as_list
 from minigpt.datasets.datasets.video_datasets import VideoInstructDataset
 
 

@@ -6,9 +6,9 @@ from typing import List
 
 from torch.utils.data import Dataset
 
+from minigpt.common.io import DatasetError, as_list
 from minigpt.common.registry import registry
 from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
-from minigpt.datasets.datasets.io import DatasetError, as_list
 from minigpt.datasets.datasets.vqa_datasets import (
     OCRVQA_SPLIT_CODES,
     AOKVQADataset,

@@ -1,9 +1,10 @@
 """Dataset readers for the real on-disk formats; each yields the one sample schema.
 
 See :mod:`minigpt.datasets.datasets.base_dataset` for the schema and
-:mod:`minigpt.datasets.datasets.io` for file access and the errors raised.
+:mod:`minigpt.common.io` for file access and the errors raised.
 """
 
+from minigpt.common.io import DatasetError, MissingDataError, path_manager
 from minigpt.datasets.datasets.base_dataset import (
     IMAGE_PLACEHOLDER,
     BaseDataset,
@@ -19,7 +20,6 @@ from minigpt.datasets.datasets.caption_datasets import (
     CCSBUAlignDataset,
     COCOCaptionDataset,
 )
-from minigpt.datasets.datasets.io import DatasetError, MissingDataError, path_manager
 from minigpt.datasets.datasets.llava_datasets import LlavaConversationDataset
 from minigpt.datasets.datasets.refcoco_datasets import InvRefCOCODataset, RefCOCODataset
 from minigpt.datasets.datasets.vqa_datasets import VQADataset

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import grounding
 from minigpt.common.constants import IMAGE_PLACEHOLDER, IMAGE_TOKEN, READ_STATS_KEY
-from minigpt.datasets.datasets.io import (
+from minigpt.common.io import (
     DatasetError,
     SkipRateExceeded,
     load_json,

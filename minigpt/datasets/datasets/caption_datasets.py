@@ -17,6 +17,14 @@ import webdataset as wds
 from torch.utils.data import IterableDataset
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from minigpt.common.io import (
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    MissingDataError,
+    decode_image,
+    load_json,
+    path_manager,
+)
 from minigpt.datasets.datasets.base_dataset import (
     READ_STATS_KEY,
     BaseDataset,
@@ -26,14 +34,6 @@ from minigpt.datasets.datasets.base_dataset import (
     pick,
     require_keys,
     skip_record,
-)
-from minigpt.datasets.datasets.io import (
-    IMAGE_EXTENSIONS,
-    DatasetError,
-    MissingDataError,
-    decode_image,
-    load_json,
-    path_manager,
 )
 
 logger = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from minigpt.common.grounding import GRID, format_phrase_boxes
+from minigpt.common.io import DatasetError
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
     Processor,
@@ -31,7 +32,6 @@ from minigpt.datasets.datasets.base_dataset import (
     pick,
     require_keys,
 )
-from minigpt.datasets.datasets.io import DatasetError
 
 _BOX_RE = re.compile(r"\{<(\d{1,3})><(\d{1,3})><(\d{1,3})><(\d{1,3})>\}")
 

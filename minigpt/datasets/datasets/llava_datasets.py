@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Sequence
 
+from minigpt.common.io import DatasetError
 from minigpt.datasets.datasets.base_dataset import (
     IMAGE_PLACEHOLDER,
     BaseDataset,
     load_json_list,
     require_keys,
 )
-from minigpt.datasets.datasets.io import DatasetError
 
 # LLaVA marks the image position with "<image>" at the start or end of the first human turn.
 _LLAVA_IMAGE_TOKEN = re.compile(r"\s*<image>\s*")

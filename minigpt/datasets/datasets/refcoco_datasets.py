@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
+from minigpt.common.io import DatasetError, load_json, load_pickle, open_image, resolve_path
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
     Processor,
@@ -22,7 +23,6 @@ from minigpt.datasets.datasets.base_dataset import (
     pick,
     require_keys,
 )
-from minigpt.datasets.datasets.io import DatasetError, load_json, load_pickle, open_image, resolve_path
 
 
 class RefCOCODataset(BaseDataset):

@@ -6,8 +6,8 @@ import json
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence
 
+from minigpt.common.io import DatasetError, MissingDataError, path_manager
 from minigpt.datasets.datasets.base_dataset import BaseDataset, Processor, load_json_list, require_keys
-from minigpt.datasets.datasets.io import DatasetError, MissingDataError, path_manager
 
 
 def load_json_records(path: str, dataset: str) -> List[Any]:

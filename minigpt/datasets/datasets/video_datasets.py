@@ -18,13 +18,13 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from minigpt.common.io import DatasetError, MissingDataError, path_manager, resolve_path
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
     Processor,
     load_json_list,
     require_keys,
 )
-from minigpt.datasets.datasets.io import DatasetError, MissingDataError, path_manager, resolve_path
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
 
@@ -37,7 +37,7 @@ class VideoInstructDataset(BaseDataset):
     ends in one of them is used as it is). The instruction is the placeholder, the task tag (if
     any) and ``q``; the answer is ``a`` as written (answers run to paragraphs: no text
     processor). Samples also carry ``"video_id"``. An unreadable or missing video raises the
-    :mod:`~minigpt.datasets.datasets.io` error naming the dataset, sample and path.
+    :mod:`~minigpt.common.io` error naming the dataset, sample and path.
     """
 
     task = "video_conversation"

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
+from minigpt.common.io import DatasetError, load_json
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
     load_json_list,
@@ -25,7 +26,6 @@ from minigpt.datasets.datasets.base_dataset import (
     pick,
     require_keys,
 )
-from minigpt.datasets.datasets.io import DatasetError, load_json
 
 
 def _where(name: str, path: str, entry: Any) -> str:

@@ -18,7 +18,6 @@ Texts can therefore be produced without rendering a single pixel (see :func:`ite
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -28,6 +27,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from minigpt.common import grounding
+from minigpt.datasets.synthetic.streams import balanced_coin as _balanced_coin
+from minigpt.datasets.synthetic.streams import choice as _choice
+from minigpt.datasets.synthetic.streams import randint as _randint
+from minigpt.datasets.synthetic.streams import sample as _sample
+from minigpt.datasets.synthetic.streams import shuffled as _shuffled
+from minigpt.datasets.synthetic.streams import stream_rng
 
 KINDS: Tuple[str, ...] = ("circle", "square", "triangle")
 
@@ -57,61 +62,6 @@ MIN_SIDE_FRAC, MAX_SIDE_FRAC = 0.20, 0.38
 BOX_GAP = 2  # pixels of background between any two boxes
 POSITION_MIN_DELTA = 4.0  # centres closer than this along an axis make "left of"/"above" ambiguous
 MIN_BACKGROUND_DISTANCE = 120.0  # RGB distance every background pixel keeps from every shape colour
-
-_SPLIT_IDS = {"train": 0, "test": 1}
-
-
-# -- random streams ------------------------------------------------------------------------------
-def _digest(*parts: Any) -> bytes:
-    return hashlib.sha256(":".join(str(p) for p in parts).encode("utf-8")).digest()
-
-
-def stream_rng(seed: int, split: str, index: int, stream: str) -> random.Random:
-    """A ``random.Random`` for one image's named stream; train and test never share a stream."""
-    if split not in _SPLIT_IDS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(_SPLIT_IDS)}")
-    return random.Random(
-        int.from_bytes(_digest("minigpt.synthetic_shapes", seed, split, index, stream), "big")
-    )
-
-
-def _balanced_coin(seed: int, split: str, index: int, tag: str) -> bool:
-    """A fair coin that comes out exactly balanced over each pair of consecutive images.
-
-    Images ``2j`` and ``2j+1`` get opposite answers, and which one gets "yes" is random, so yes/no
-    stays 50/50 over any run of images while staying unpredictable from the index.
-    """
-    pair_bit = _digest("minigpt.synthetic_shapes.coin", seed, split, index // 2, tag)[0] & 1
-    return bool(pair_bit ^ (index & 1))
-
-
-def _randint(rng: random.Random, lo: int, hi: int) -> int:
-    """Uniform integer in [lo, hi], built on ``random()`` alone so it never changes between Pythons."""
-    return lo + min(int(rng.random() * (hi - lo + 1)), hi - lo)
-
-
-def _choice(rng: random.Random, seq: Sequence[Any]) -> Any:
-    if not seq:
-        raise ValueError("cannot choose from an empty sequence")
-    return seq[_randint(rng, 0, len(seq) - 1)]
-
-
-def _shuffled(rng: random.Random, seq: Sequence[Any]) -> List[Any]:
-    out = list(seq)
-    for i in range(len(out) - 1, 0, -1):
-        j = _randint(rng, 0, i)
-        out[i], out[j] = out[j], out[i]
-    return out
-
-
-def _sample(rng: random.Random, seq: Sequence[Any], k: int) -> List[Any]:
-    """``k`` distinct items in random order (a partial Fisher-Yates shuffle)."""
-    out = list(seq)
-    for i in range(k):
-        j = _randint(rng, i, len(out) - 1)
-        out[i], out[j] = out[j], out[i]
-    return out[:k]
-
 
 # -- scenes --------------------------------------------------------------------------------------
 @dataclass

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from minigpt.datasets.datasets.io import DatasetError
+from minigpt.common.io import DatasetError
 from minigpt.tasks.evaluation.records import BenchmarkDataError, EvalRecord, clean_answer, grouped_means, mean
 from minigpt.tasks.evaluation.scorers import SCORERS, Scorer
 

@@ -1,4 +1,4 @@
-"""File access for the dataset readers.
+"""File access for every reader: annotations, images, shards (datasets, processors and evaluation alike).
 
 Every annotation file, image and tar shard is read through one iopath ``PathManager``
 (:data:`path_manager`), so a local path and a path served by a registered handler (e.g. a
