@@ -119,7 +119,7 @@ def _random_checkpoint(cfg_path: str, folder: str) -> str:
 
     from minigpt.common.config import Config
     from minigpt.common.registry import registry
-    from minigpt.models.checkpoint import save_trained
+    from minigpt.models.weights.checkpoint import save_trained
 
     torch.manual_seed(0)
     mc = Config(os.path.join(REPO, cfg_path), ["model.ckpt=null"]).model_cfg

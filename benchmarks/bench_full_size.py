@@ -1,7 +1,7 @@
 """Full-size TinyGPT-V with random weights: stage-3 training throughput and memory, inference memory.
 
 TinyGPT-V's authors report that the model trains on a 24 GB GPU and infers in 8 GB. This builds the
-published shapes without any weight file (:func:`minigpt.models.random_weights.build_random`: meta
+published shapes without any weight file (:func:`minigpt.models.weights.random_init.build_random`: meta
 build, then ``to_empty`` on the device and a pseudo-random fill) and measures, each part in a
 Python process of its own so that one part's peak memory holds nothing of the other's:
 
@@ -187,7 +187,7 @@ def train_child(
     import torch
 
     from minigpt.datasets.datasets.base_dataset import make_instruction
-    from minigpt.models.random_weights import build_random
+    from minigpt.models.weights.random_init import build_random
 
     device = resolve_device(device_name)
     st = stage_settings("train", size)
@@ -275,7 +275,7 @@ def infer_child(size: str, device_name: str, new_tokens: int, gen_batch: int) ->
     import torch
 
     from minigpt.datasets.datasets.base_dataset import make_instruction
-    from minigpt.models.random_weights import build_random
+    from minigpt.models.weights.random_init import build_random
 
     device = resolve_device(device_name)
     st = stage_settings("infer", size)

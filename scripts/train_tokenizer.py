@@ -1,4 +1,4 @@
-"""Train the small byte-level BPE tokenizer shipped in ``minigpt/models/tokenizer``.
+"""Train the small byte-level BPE tokenizer shipped in ``minigpt/models/parts/tokenizer``.
 
 The tiny models (and the offline quickstart) need a tokenizer that loads without the network,
 knows the multimodal markers as single tokens, and spends few ids on the synthetic shapes' words.
@@ -15,7 +15,7 @@ markers, MiniGPT-v2's task tags and the 101 box-grid tokens ``<0>`` ... ``<100>`
 
 Deterministic and re-runnable:
 
-    python scripts/train_tokenizer.py [--out minigpt/models/tokenizer]
+    python scripts/train_tokenizer.py [--out minigpt/models/parts/tokenizer]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from minigpt.datasets.synthetic import iter_texts  # noqa: E402
 
 VOCAB_SIZE = 1024
-DEFAULT_OUT = REPO_ROOT / "minigpt" / "models" / "tokenizer"
+DEFAULT_OUT = REPO_ROOT / "minigpt" / "models" / "parts" / "tokenizer"
 PROMPTS_DIR = REPO_ROOT / "minigpt" / "prompts"
 MODEL_MAX_LENGTH = 2048
 

@@ -94,19 +94,19 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "constant_lr": "minigpt.common.optims:ConstantLRScheduler",
     },
     "vision_encoder": {
-        "tiny_vit": "minigpt.models.vision_encoders.tiny_vit:TinyViTEncoder",
-        "eva_vit_g": "minigpt.models.vision_encoders.eva_vit:EVAViTEncoder",
-        "clip_vit": "minigpt.models.vision_encoders.clip_vit:CLIPViTEncoder",
-        "precomputed": "minigpt.models.vision_encoders.precomputed:PrecomputedFeatures",
+        "tiny_vit": "minigpt.models.parts.vision_encoders.tiny_vit:TinyViTEncoder",
+        "eva_vit_g": "minigpt.models.parts.vision_encoders.eva_vit:EVAViTEncoder",
+        "clip_vit": "minigpt.models.parts.vision_encoders.clip_vit:CLIPViTEncoder",
+        "precomputed": "minigpt.models.parts.vision_encoders.precomputed:PrecomputedFeatures",
     },
     "projector": {
-        "linear": "minigpt.models.projectors:LinearProjector",
-        "mlp": "minigpt.models.projectors:MLPProjector",
-        "concat_linear": "minigpt.models.projectors:ConcatLinearProjector",
-        "qformer_linear": "minigpt.models.projectors.qformer:QFormerLinearProjector",
+        "linear": "minigpt.models.parts.projectors:LinearProjector",
+        "mlp": "minigpt.models.parts.projectors:MLPProjector",
+        "concat_linear": "minigpt.models.parts.projectors:ConcatLinearProjector",
+        "qformer_linear": "minigpt.models.parts.projectors.qformer:QFormerLinearProjector",
     },
     "llm": {
-        "hf_causal_lm": "minigpt.models.llms.hf_causal_lm:HFCausalLM",
+        "hf_causal_lm": "minigpt.models.parts.llms.hf_causal_lm:HFCausalLM",
     },
     "adapter": {
         "bottleneck": "minigpt.models.composition.adapters:BottleneckAdapter",

@@ -101,7 +101,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def check_checkpoints(cfg: Config) -> None:
     """Stop with advice when ``model.ckpt`` names a checkpoint that is not there."""
-    from minigpt.models.checkpoint import expand_checkpoints, resolve_checkpoint_file
+    from minigpt.models.weights.checkpoint import expand_checkpoints, resolve_checkpoint_file
 
     ckpt = cfg.model_cfg.get("ckpt")
     try:

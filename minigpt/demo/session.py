@@ -23,7 +23,7 @@ from PIL import Image
 from minigpt.common.grounding import TASK_TAGS, LabelledBox, draw_boxes, parse_boxes, split_task_tag
 from minigpt.common.precision import autocast
 from minigpt.demo.inputs import DemoInputError, UploadLimits, compose_prompt, image_key, load_image
-from minigpt.models.chat import Chat
+from minigpt.models.generation.chat import Chat
 
 logger = logging.getLogger(__name__)
 

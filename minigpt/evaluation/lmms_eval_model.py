@@ -9,7 +9,7 @@ Installed with ``pip install 'minigpt[lmms]'``; lmms-eval finds it through its e
 
 ``pretrained`` is a registered architecture name (with ``model_type``, a preset of it) or the path
 of an export directory (``model_type`` left out); ``checkpoint`` optionally loads a training
-checkpoint on top. Requests are answered by :meth:`minigpt.models.chat.Chat.answer_batch`: the
+checkpoint on top. Requests are answered by :meth:`minigpt.models.generation.chat.Chat.answer_batch`: the
 first image of each request goes in front of its text as the chat's image slot, generation stops
 at the template's stop strings, the request's ``until`` strings and ``max_new_tokens``.
 Log-likelihood requests (multiple-choice tasks scored by likelihood) are not supported.
@@ -29,7 +29,7 @@ from lmms_eval.api.registry import register_model
 
 from minigpt.common import grounding
 from minigpt.models import load_model_and_preprocess
-from minigpt.models.chat import Chat
+from minigpt.models.generation.chat import Chat
 
 logger = logging.getLogger(__name__)
 
@@ -208,4 +208,4 @@ class MiniGPTLMMS(lmms):
         )
 
     def generate_until_multi_round(self, requests: List[Instance]) -> List[str]:
-        raise NotImplementedError("the minigpt lmms-eval model does not run multi-round tasks; use minigpt.models.chat.Chat")
+        raise NotImplementedError("the minigpt lmms-eval model does not run multi-round tasks; use minigpt.models.generation.chat.Chat")

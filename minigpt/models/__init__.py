@@ -2,7 +2,7 @@
 
 ``load_model_and_preprocess(name, model_type)`` builds a registered model from its preset YAML
 and returns it with the image and text processors its preset names. Wherever a registered name is
-accepted, the path of a directory written by :func:`minigpt.models.export.export_model` is too.
+accepted, the path of a directory written by :func:`minigpt.models.weights.export.export_model` is too.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # imported on first use, so `python -m minigpt.models.export` does not find its module pre-imported
+    # imported on first use, so `python -m minigpt.models.weights.export` does not find its module pre-imported
     if name in ("export_model", "load_exported"):
-        from minigpt.models import export
+        from minigpt.models.weights import export
 
         return getattr(export, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -59,11 +59,11 @@ def load_model(
 
     ``overrides`` are dotted keys merged over the preset (``llm.lora_r=8`` style keys as kwargs
     with ``__`` for dots is awkward, so pass a dict: ``overrides={"llm": {"lora_r": 8}}``).
-    ``name`` may instead be the path of an export directory (see :mod:`minigpt.models.export`),
+    ``name`` may instead be the path of an export directory (see :mod:`minigpt.models.weights.export`),
     which fixes the model type: ``model_type`` must then be None.
     """
     if _is_path(str(name)):
-        from minigpt.models.export import load_exported
+        from minigpt.models.weights.export import load_exported
 
         if model_type is not None:
             raise ValueError(f"{name} is an export directory, which fixes its model type; pass model_type=None")

@@ -133,14 +133,14 @@ class VisionPretrain(BaseModel):
         model = cls(encoder, fields, box_loss_weight=float(cfg.get("box_loss_weight", 0.0)))
         model.cfg = cfg
         if cfg.get("ckpt"):
-            from minigpt.models.checkpoint import expand_checkpoints, load_trained
+            from minigpt.models.weights.checkpoint import expand_checkpoints, load_trained
 
             for path in expand_checkpoints(cfg.ckpt):
                 load_trained(model, path)
         return model
 
     def load_checkpoint(self, path: str) -> List[str]:
-        from minigpt.models.checkpoint import load_trained
+        from minigpt.models.weights.checkpoint import load_trained
 
         loaded, _ = load_trained(self, str(path))
         return loaded

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from minigpt.common import dist_utils
-from minigpt.models.checkpoint import TRAINED_FILE, save_trained
+from minigpt.models.weights.checkpoint import TRAINED_FILE, save_trained
 
 logger = logging.getLogger(__name__)
 

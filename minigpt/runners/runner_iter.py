@@ -521,7 +521,7 @@ class RunnerIter:
         """FSDP: the full trained tensors and optimizer state, gathered on every rank (a collective)."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        from minigpt.models.checkpoint import trained_state_dict
+        from minigpt.models.weights.checkpoint import trained_state_dict
 
         trained = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v)
                    for k, v in trained_state_dict(self.model).items()}

@@ -36,7 +36,7 @@ def check_checkpoint_paths(cfg) -> None:
     from omegaconf import ListConfig
 
     from minigpt.common.config import ConfigError
-    from minigpt.models.checkpoint import resolve_checkpoint_file
+    from minigpt.models.weights.checkpoint import resolve_checkpoint_file
     from minigpt.runners.checkpointing import STATE_FILE
 
     ckpt = cfg.model_cfg.get("ckpt")

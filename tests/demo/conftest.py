@@ -55,9 +55,9 @@ def taught_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TaughtModel:
     from minigpt.common.registry import registry
     from minigpt.datasets.synthetic import make_example
     from minigpt.demo.inputs import compose_prompt
-    from minigpt.models.chat import Chat
-    from minigpt.models.checkpoint import save_trained
-    from minigpt.models.conversation import with_image
+    from minigpt.models.generation.chat import Chat
+    from minigpt.models.generation.conversation import with_image
+    from minigpt.models.weights.checkpoint import save_trained
 
     folder = tmp_path_factory.mktemp("taught")
     threads = torch.get_num_threads()

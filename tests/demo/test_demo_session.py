@@ -13,7 +13,7 @@ from minigpt.datasets.synthetic import make_example
 from minigpt.demo.cli import load_demo_model
 from minigpt.demo.inputs import compose_prompt
 from minigpt.demo.session import Conversation, DemoChat
-from minigpt.models.chat import Chat
+from minigpt.models.generation.chat import Chat
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "eval_configs" / "quickstart_demo.yaml"
 

@@ -17,8 +17,8 @@ lmms_eval = pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import Instance  # noqa: E402
 
 from minigpt.evaluation.lmms_eval_model import MiniGPTLMMS  # noqa: E402
-from minigpt.models.chat import Chat  # noqa: E402
-from minigpt.models.conversation import IMAGE_PROMPT  # noqa: E402
+from minigpt.models.generation.chat import Chat  # noqa: E402
+from minigpt.models.generation.conversation import IMAGE_PROMPT  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ from shared_helpers import ForceTokens
 from transformers import LogitsProcessorList
 
 from minigpt.models import load_model
-from minigpt.models.chat import Chat
-from minigpt.models.conversation import IMAGE_PROMPT
+from minigpt.models.generation.chat import Chat
+from minigpt.models.generation.conversation import IMAGE_PROMPT
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
 
 from minigpt.common.registry import registry
-from minigpt.models.vision_encoders.clip_vit import CLIPViTEncoder
+from minigpt.models.parts.vision_encoders.clip_vit import CLIPViTEncoder
 
 TINY = dict(
     hidden_size=32,

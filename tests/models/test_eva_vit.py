@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from minigpt.common.config import load_model_preset
 from minigpt.common.registry import registry
-from minigpt.models.vision_encoders.eva_vit import EVAViTEncoder
+from minigpt.models.parts.vision_encoders.eva_vit import EVAViTEncoder
 
 TINY = dict(image_size=28, patch_size=14, width=32, depth=2, num_heads=4, mlp_dim=48)
 PRESETS = Path(__file__).resolve().parents[2] / "minigpt" / "configs" / "models" / "tinygptv"
@@ -109,7 +109,7 @@ def test_lavis_checkpoint_loads_and_matches(tmp_path, caplog, fmt):
         from safetensors.torch import save_file
 
         save_file(sd, str(path))
-    with caplog.at_level(logging.INFO, logger="minigpt.models.weight_files"):
+    with caplog.at_level(logging.INFO, logger="minigpt.models.weights.files"):
         enc = EVAViTEncoder.from_config({"name": "eva_vit_g", **TINY, "pretrained": str(path)}).eval()
     report = enc.load_report
     assert report.missing == [] and report.unexpected == []

@@ -14,8 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from minigpt.models import load_model, load_model_and_preprocess
-from minigpt.models.checkpoint import save_trained
-from minigpt.models.export import (
+from minigpt.models.weights.checkpoint import save_trained
+from minigpt.models.weights.export import (
     CONFIG_FILE,
     LORA_FILE,
     MANIFEST_FILE,

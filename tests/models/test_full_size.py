@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from minigpt.models import load_model
-from minigpt.models.random_weights import materialize_random
+from minigpt.models.weights.random_init import materialize_random
 
 PHI2 = 2_779_683_840
 HIDDEN, LAYERS, HEADS, LORA_R = 2560, 32, 32, 64

@@ -10,8 +10,8 @@ from shared_helpers import ForceTokens
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from minigpt.models import load_model
-from minigpt.models.conversation import get_template
-from minigpt.models.generation import trim_stream
+from minigpt.models.generation.conversation import get_template
+from minigpt.models.generation.decode import trim_stream
 
 IMG = "<Img><ImageHere></Img>"
 PROMPTS = [

@@ -5,7 +5,8 @@ import torch
 
 from minigpt.common.constants import IGNORE_INDEX
 from minigpt.models import load_model, load_model_and_preprocess, model_zoo
-from minigpt.models.checkpoint import canonical_name, load_trained, save_trained
+from minigpt.models.weights.checkpoint import load_trained, save_trained
+from minigpt.models.weights.names import canonical_name
 
 PROMPT = "<Img><ImageHere></Img> [vqa] what color is the circle?"
 
@@ -93,7 +94,7 @@ def test_checkpoint_names_survive_adding_lora(tmp_path):
 def test_a_pipeline_folder_loads_every_stage_in_order(tmp_path):
     """model.ckpt=<pipeline output folder>: the stages' checkpoints, in order, give the whole model even
     where a stage froze a part (its checkpoint lacks it) and where stages overlap (the later wins)."""
-    from minigpt.models.checkpoint import PIPELINE_FILE, expand_checkpoints
+    from minigpt.models.weights.checkpoint import PIPELINE_FILE, expand_checkpoints
     from minigpt.runners.pipeline import write_manifest
 
     torch.manual_seed(0)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from minigpt.common.registry import registry
-from minigpt.models.projectors import ConcatLinearProjector
-from minigpt.models.vision_encoders.tiny_vit import TinyViTEncoder, sincos_2d
+from minigpt.models.parts.projectors import ConcatLinearProjector
+from minigpt.models.parts.vision_encoders.tiny_vit import TinyViTEncoder, sincos_2d
 
 
 def test_tiny_vit_tokens_and_position_code():

@@ -127,7 +127,7 @@ def test_minigpt_v2_llama2_chat_7b_has_the_published_size():
 
 
 def test_meta_build_without_config_block_or_weights_names_the_directory(tmp_path):
-    from minigpt.models.llms.hf_causal_lm import HFCausalLM
+    from minigpt.models.parts.llms.hf_causal_lm import HFCausalLM
 
     missing = str(tmp_path / "no-such-llm")
     with torch.device("meta"), pytest.raises(FileNotFoundError, match="no-such-llm"):
@@ -138,7 +138,7 @@ def test_meta_build_without_config_block_or_weights_names_the_directory(tmp_path
 
 
 def test_meta_build_falls_back_to_the_shipped_tokenizer():
-    from minigpt.models.llms.hf_causal_lm import load_tokenizer
+    from minigpt.models.parts.llms.hf_causal_lm import load_tokenizer
 
     m = load_model("tinygptv", "stage1_2_3", device="meta", overrides={"llm": {"lora_r": 0}})
     assert m.tokenizer.get_vocab() == load_tokenizer(None).get_vocab()
@@ -149,7 +149,7 @@ def test_meta_build_falls_back_to_the_shipped_tokenizer():
     reason="8-bit loading is possible on this machine",
 )
 def test_low_resource_is_a_clear_error_without_bitsandbytes_and_cuda(tmp_path):
-    from minigpt.models.llms.hf_causal_lm import SHIPPED_TOKENIZER, HFCausalLM
+    from minigpt.models.parts.llms.hf_causal_lm import SHIPPED_TOKENIZER, HFCausalLM
 
     with pytest.raises(RuntimeError, match="llm.low_resource"):
         HFCausalLM(pretrained=str(tmp_path), tokenizer=SHIPPED_TOKENIZER, low_resource=True)
@@ -158,7 +158,7 @@ def test_low_resource_is_a_clear_error_without_bitsandbytes_and_cuda(tmp_path):
 def test_meta_build_reads_only_the_config_of_an_existing_directory(tmp_path):
     from transformers import PhiConfig, PhiForCausalLM
 
-    from minigpt.models.llms.hf_causal_lm import HFCausalLM, load_tokenizer
+    from minigpt.models.parts.llms.hf_causal_lm import HFCausalLM, load_tokenizer
 
     cfg = PhiConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=1100

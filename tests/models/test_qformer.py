@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from minigpt.common.config import load_model_preset
 from minigpt.common.registry import registry
-from minigpt.models.projectors.qformer import QFormerLinearProjector
+from minigpt.models.parts.projectors.qformer import QFormerLinearProjector
 
 TINY_QF = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=24)
 VIS, LLM, NQ = 12, 20, 4
@@ -163,7 +163,7 @@ def test_lavis_checkpoint_loads_and_matches(tmp_path, caplog):
     sd = lavis_layout(src)
     path = tmp_path / "blip2_pretrained_flant5xxl.pth"
     torch.save({"model": sd, "epoch": 9}, path)  # LAVIS wraps weights in "model"
-    with caplog.at_level(logging.INFO, logger="minigpt.models.weight_files"):
+    with caplog.at_level(logging.INFO, logger="minigpt.models.weights.files"):
         proj = tiny(pretrained=str(path))
     report = proj.load_report
     assert report.missing == [] and report.unexpected == []

@@ -1,4 +1,4 @@
-"""Random-weight builds of meta-built models (minigpt/models/random_weights.py)."""
+"""Random-weight builds of meta-built models (minigpt/models/weights/random_init.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from shared_helpers import TOY_REAL_WIDTHS
 from torch import nn
 
 from minigpt.models import load_model
-from minigpt.models.random_weights import (
+from minigpt.models.weights.random_init import (
     build_random,
     fill_pseudo_random,
     materialize_random,

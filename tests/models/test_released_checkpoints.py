@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from minigpt.models import load_model
-from minigpt.models.checkpoint import canonical_name
+from minigpt.models.weights.names import canonical_name
 
 PROMPT = "<Img><ImageHere></Img> [vqa] what color is the circle?"
 
@@ -160,7 +160,7 @@ def test_tinygptv_stage1_without_lora(tmp_path):
     assert torch.allclose(outputs(target), outputs(source), atol=1e-5)
 
     # stage 2 starts from the stage-1 file with fresh LoRA (B = 0): same outputs, LoRA reported missing
-    from minigpt.models.released import load_released
+    from minigpt.models.weights.released import load_released
 
     with_lora = build("tinygptv", tinygptv_overrides(4))
     # LoRA's initialisation draws random numbers before the Q-Former is built: give it the source's frozen parts
@@ -190,7 +190,7 @@ def test_minigpt_v2_projection_and_lora(tmp_path, lora_infix):
     assert key in state and "llama_proj.weight" in state
     target = build("minigpt_v2", MINIGPT_V2)
     assert not torch.allclose(outputs(target), outputs(source), atol=1e-3)
-    from minigpt.models.released import load_released
+    from minigpt.models.weights.released import load_released
 
     report = load_released(target, str(tmp_path / "minigptv2_checkpoint.pth"))
     assert report.layout == "minigpt_v2" and not report.missing and not report.unexpected

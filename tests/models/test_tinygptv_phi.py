@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from minigpt.models.llms.hf_causal_lm import SHIPPED_TOKENIZER, HFCausalLM
-from minigpt.models.llms.tinygptv_phi import (
+from minigpt.models.parts.llms.hf_causal_lm import SHIPPED_TOKENIZER, HFCausalLM
+from minigpt.models.parts.llms.tinygptv_phi import (
     FUSED_LAYOUTS,
     HEADS_3_DIM,
     THREE_HEADS_DIM,

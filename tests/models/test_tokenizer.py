@@ -1,4 +1,4 @@
-"""The small BPE tokenizer shipped in minigpt/models/tokenizer and the script that trains it."""
+"""The small BPE tokenizer shipped in minigpt/models/parts/tokenizer and the script that trains it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from minigpt.datasets.synthetic import COLOURS, KINDS
 
 REPO = Path(__file__).resolve().parents[2]
-TOKENIZER_DIR = REPO / "minigpt" / "models" / "tokenizer"
+TOKENIZER_DIR = REPO / "minigpt" / "models" / "parts" / "tokenizer"
 IMAGE_TOKENS = ["<Img>", "</Img>", "<ImageHere>", "<image>"]
 TASK_TAGS = ["[caption]", "[vqa]", "[refer]", "[grounding]", "[identify]", "[detection]"]
 

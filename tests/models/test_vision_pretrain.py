@@ -14,8 +14,8 @@ from minigpt.common.registry import registry
 from minigpt.datasets.collate import collate_samples
 from minigpt.datasets.datasets.base_dataset import DatasetError
 from minigpt.datasets.datasets.region_label_datasets import SceneRegionDataset
-from minigpt.models.checkpoint import save_trained
 from minigpt.models.vision_pretrain import BACKGROUND, region_targets
+from minigpt.models.weights.checkpoint import save_trained
 
 FIELDS = {"kind": ["circle", "square"], "colour": ["red", "blue"]}
 

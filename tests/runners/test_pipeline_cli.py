@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from minigpt.cli import train as train_cli
 from minigpt.common.config import Config
 from minigpt.common.registry import registry
-from minigpt.models.checkpoint import (
+from minigpt.models.weights.checkpoint import (
     PIPELINE_FILE,
     STAGE0_HEADS_PREFIX,
     expand_checkpoints,

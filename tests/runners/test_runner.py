@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from minigpt.common.config import Config
 from minigpt.common.registry import registry
-from minigpt.models.checkpoint import resolve_checkpoint_file
+from minigpt.models.weights.checkpoint import resolve_checkpoint_file
 from minigpt.runners import checkpointing
 from minigpt.runners.checkpointing import (
     latest_checkpoint,

@@ -123,7 +123,7 @@ def evaluate(family: str, args: argparse.Namespace) -> List[SplitResult]:
     from minigpt.common import dist_utils
     from minigpt.common.config import Config
     from minigpt.common.registry import registry
-    from minigpt.models.chat import Chat
+    from minigpt.models.generation.chat import Chat
     from minigpt.runners.stage import check_checkpoint_paths, seed_everything
 
     for name in args.dataset:

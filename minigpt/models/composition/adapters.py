@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from minigpt.common.registry import registry
-from minigpt.models.checkpoint import canonical_name
+from minigpt.models.weights.names import canonical_name
 
 PLACEMENT_KEYS = ("name", "part", "targets", "where", "freeze")
 

@@ -102,7 +102,7 @@ class GenerationMixin:
         self, num_beams: int, use_cache: bool, generate_kwargs: Dict[str, Any]
     ) -> Optional[str]:
         """Why ``generate`` hands these settings to transformers' ``generate``; None when its own loop runs."""
-        from minigpt.models.generation import decode_unsupported
+        from minigpt.models.generation.decode import decode_unsupported
 
         if not self.lean_generate:
             return "lean_generate is off"
@@ -126,7 +126,7 @@ class GenerationMixin:
 
     def _run_lean_decode(self, kwargs: Dict[str, Any]) -> torch.Tensor:
         """``_generate_kwargs``' arguments decoded by :func:`minigpt.models.generation.decode`."""
-        from minigpt.models.generation import decode, generation_setting
+        from minigpt.models.generation.decode import decode, generation_setting
 
         gen_cfg = self.llm.causal_lm.generation_config
         criteria = list(kwargs.get("stopping_criteria") or [])
@@ -221,7 +221,7 @@ class GenerationMixin:
         The thread computes under ``precision``'s autocast (``run.precision``) when given, else under
         the autocast in force where this is called.
         """
-        from minigpt.models.generation import stream_in_thread
+        from minigpt.models.generation.decode import stream_in_thread
 
         if int(generate_kwargs.get("num_beams", 1)) != 1:
             raise ValueError("stream_generate decodes one sequence: num_beams must be 1 (generate has beams)")

@@ -19,14 +19,19 @@ from torch import nn
 from minigpt.common.constants import IGNORE_INDEX
 from minigpt.common.registry import registry
 from minigpt.models.base_model import BaseModel
-from minigpt.models.checkpoint import STAGE0_HEADS_PREFIX, expand_checkpoints, load_trained, save_trained
 from minigpt.models.composition.adapters import place_adapters
 from minigpt.models.composition.generating import GenerationMixin
 from minigpt.models.composition.heads import build_heads, zero_touch
 from minigpt.models.composition.layout import PromptLayout, Turns
 from minigpt.models.composition.media import MediaBatch, gather_media
 from minigpt.models.composition.vision_path import VisionPathMixin
-from minigpt.models.conversation import get_template
+from minigpt.models.generation.conversation import get_template
+from minigpt.models.weights.checkpoint import (
+    STAGE0_HEADS_PREFIX,
+    expand_checkpoints,
+    load_trained,
+    save_trained,
+)
 
 logger = logging.getLogger(__name__)
 

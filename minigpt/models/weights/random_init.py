@@ -78,7 +78,7 @@ def rebuild_buffers(model: nn.Module) -> None:
         else:
             raise ValueError(
                 f"{mod_name or '<model>'}: no rule to initialise buffers {sorted(own)} of a meta-built "
-                f"{type(module).__name__} (minigpt/models/random_weights.py rebuild_buffers)"
+                f"{type(module).__name__} (minigpt/models/weights/random_init.py rebuild_buffers)"
             )
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from minigpt.common.constants import IMAGE_SPECIAL_TOKENS
 from minigpt.common.registry import registry
-from minigpt.models.llms.tinygptv_phi import (
+from minigpt.models.parts.llms.tinygptv_phi import (
     PHI_VARIANTS,
     apply_tinygptv_phi,
     load_variant_extras_from_directory,
@@ -109,7 +109,7 @@ class HFCausalLM(nn.Module):
     ``lora_r > 0`` wraps the model with peft LoRA on ``lora_target_modules``; ``freeze`` freezes
     the base weights and ``trainable_norms`` unfreezes every norm (TinyGPT-V's recipe), keeping them
     in float32. ``phi_variant: tinygptv`` turns a Phi model into TinyGPT-V's variant
-    (:mod:`minigpt.models.llms.tinygptv_phi`). ``low_resource`` loads ``pretrained`` in 8 bits on GPU
+    (:mod:`minigpt.models.parts.llms.tinygptv_phi`). ``low_resource`` loads ``pretrained`` in 8 bits on GPU
     ``device_8bit`` (needs bitsandbytes and CUDA).
 
     Built on the meta device (``load_model(..., device="meta")``) no weight file is read: an existing

@@ -27,7 +27,7 @@ at 448 px, which ``concat_linear`` merges 4 at a time.
 
 With ``precision: fp16`` or ``bf16`` a frozen encoder stores its Linear/Conv weights in half
 precision; on an accelerator the forward runs under autocast in that dtype, and on a CPU it
-computes in float32 from the stored weights (see :mod:`minigpt.models.vision_encoders.precision`).
+computes in float32 from the stored weights (see :mod:`minigpt.models.parts.vision_encoders.precision`).
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ from torch.utils.checkpoint import checkpoint
 from minigpt.common.precision import precision_dtype
 from minigpt.common.registry import registry
 from minigpt.models.base_model import building_on_meta, strict_part_kwargs
-from minigpt.models.vision_encoders.precision import (
+from minigpt.models.parts.vision_encoders.precision import (
     FP32LayerNorm,
     PrecisionRunner,
     freeze_and_cast,
 )
-from minigpt.models.weight_files import KeyMapping, LoadReport, load_converted, read_state_dict, strip_prefix
+from minigpt.models.weights.files import KeyMapping, LoadReport, load_converted, read_state_dict, strip_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def convert_eva_vit_state_dict(state: Dict[str, torch.Tensor], depth: int = 39):
 
     Also accepts files holding the ViT under ``visual.`` (EVA-CLIP's CLIP model) or
     ``visual_encoder.`` (BLIP-2, MiniGPT-4); keys outside that prefix are reported as ignored.
-    Returns a :class:`~minigpt.models.weight_files.ConvertedState`.
+    Returns a :class:`~minigpt.models.weights.files.ConvertedState`.
     """
     outside = []
     if not any(k.startswith("blocks.") for k in state):

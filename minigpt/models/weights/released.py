@@ -14,10 +14,10 @@ state dict holds only what their stage trained (LAVIS's runner drops frozen para
   ``self_attn.{q,k}_layernorm``, ``post_layernorm``, ``input_layernorm`` and ``model.final_layernorm``.
   A stage trained without LoRA saves the LLM keys without peft's ``base_model.model.`` prefix.
 
-The file is read by :func:`minigpt.models.weight_files.read_state_dict` (``torch.load(weights_only=True)``,
+The file is read by :func:`minigpt.models.weights.files.read_state_dict` (``torch.load(weights_only=True)``,
 the ``{"model": ...}`` wrapper removed). Each key is renamed by the tables below onto this package's
-canonical parameter names (see :mod:`minigpt.models.checkpoint`); fused QKV tensors are split with
-:func:`minigpt.models.llms.tinygptv_phi.convert_fused_phi_state_dict`. The load reports what was
+canonical parameter names (see :mod:`minigpt.models.weights.checkpoint`); fused QKV tensors are split with
+:func:`minigpt.models.parts.llms.tinygptv_phi.convert_fused_phi_state_dict`. The load reports what was
 loaded, which trained parameters of the model the file did not provide (``missing``) and which
 file keys have no place in the model (``unexpected``).
 """
@@ -32,9 +32,9 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
-from minigpt.models.checkpoint import canonical_name, copy_into_model
-from minigpt.models.llms.tinygptv_phi import HEADS_3_DIM, convert_fused_phi_state_dict
-from minigpt.models.weight_files import read_state_dict
+from minigpt.models.parts.llms.tinygptv_phi import HEADS_3_DIM, convert_fused_phi_state_dict
+from minigpt.models.weights.files import read_state_dict
+from minigpt.models.weights.names import canonical_name, copy_into_model
 
 logger = logging.getLogger(__name__)
 

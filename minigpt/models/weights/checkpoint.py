@@ -1,21 +1,19 @@
-"""Trained-parameter checkpoints in safetensors, with names that survive adding or removing LoRA.
-
-peft wraps the LLM (``base_model.model.`` prefix, ``.base_layer`` infix), so the same weight has
-different names with and without LoRA. Checkpoints store canonical names (wrappers removed); on
-load the canonical names are mapped back onto whatever the current model calls them.
+"""Trained-parameter checkpoints in safetensors, under names that survive adding or removing LoRA
+(:mod:`minigpt.models.weights.names`).
 Released ``.pth`` files of TinyGPT-V / MiniGPT-4 / MiniGPT-v2 load through the same call, via the
-key mapping in :mod:`minigpt.models.released`.
+key mapping in :mod:`minigpt.models.weights.released`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from minigpt.models.weights.names import canonical_name, copy_into_model
 
 TRAINED_FILE = "trained.safetensors"
 # Released checkpoints of the original projects (torch.save of {"model": state_dict, ...})
@@ -28,16 +26,6 @@ PIPELINE_FILE = "pipeline.json"
 # Names under which a stage-0 ``vision_pretrain`` checkpoint keeps its per-token label heads: the
 # families load such a checkpoint for its ``vision_encoder.*`` and leave these out on purpose.
 STAGE0_HEADS_PREFIX = "heads."
-
-_PEFT_PREFIX = re.compile(r"(^|\.)base_model\.model\.")
-_BASE_LAYER = re.compile(r"\.base_layer(?=\.)")
-
-
-def canonical_name(name: str) -> str:
-    """Parameter name with peft's wrapper parts removed (LoRA's own weights keep theirs)."""
-    name = _PEFT_PREFIX.sub(r"\1", name)
-    return _BASE_LAYER.sub("", name)
-
 
 def trained_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """The parameters that require grad, plus buffers of trained modules (e.g. BatchNorm stats)."""
@@ -138,13 +126,13 @@ def load_trained(model: torch.nn.Module, path: str, strict: bool = False) -> Tup
 
     ``path`` is a ``trained.safetensors`` file, a checkpoint or run directory, or a released
     TinyGPT-V / MiniGPT-4 / MiniGPT-v2 ``.pth`` file, which goes through the explicit key mapping
-    of :mod:`minigpt.models.released` (its report of missing keys is logged there). Every name in
+    of :mod:`minigpt.models.weights.released` (its report of missing keys is logged there). Every name in
     the file must exist in the model unless ``strict`` is False, in which case the unexpected ones
     are returned (and the caller reports them).
     """
     file = resolve_checkpoint_file(path)
     if file.endswith(RELEASED_SUFFIXES):
-        from minigpt.models.released import load_released
+        from minigpt.models.weights.released import load_released
 
         report = load_released(model, file)
         loaded, unexpected = report.loaded, report.unexpected
@@ -160,35 +148,3 @@ def load_trained(model: torch.nn.Module, path: str, strict: bool = False) -> Tup
     if strict and unexpected:
         raise KeyError(f"{file}: keys not in the model: {unexpected[:10]}")
     return loaded, unexpected
-
-
-def copy_into_model(
-    model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str
-) -> Tuple[List[str], List[str]]:
-    """Copy tensors named by canonical names into ``model``; return (loaded names, names not in the model).
-
-    A tensor whose shape differs from the model's is an error naming ``source`` and the key.
-    """
-    current = {canonical_name(n): n for n, _ in _named_tensors(model)}
-    own = dict(_named_tensors(model))
-    loaded, unexpected = [], []
-    with torch.no_grad():
-        for cname, value in state.items():
-            target = current.get(cname)
-            if target is None:
-                unexpected.append(cname)
-                continue
-            dst = own[target]
-            if dst.shape != value.shape:
-                raise ValueError(
-                    f"{source}: tensor {cname!r} has shape {tuple(value.shape)} but the model expects "
-                    f"{tuple(dst.shape)} — was the checkpoint written by a different preset?"
-                )
-            dst.copy_(value.to(dtype=dst.dtype, device=dst.device))
-            loaded.append(cname)
-    return loaded, unexpected
-
-
-def _named_tensors(model: torch.nn.Module) -> Iterable[Tuple[str, torch.Tensor]]:
-    yield from model.named_parameters()
-    yield from model.named_buffers()

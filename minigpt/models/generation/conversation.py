@@ -2,7 +2,7 @@
 
 A preset names its template with the ``template:`` key of its YAML; ``MultimodalLLM.build_inputs``
 lays training samples out with it, ``MultimodalLLM.generate`` builds prompts and stops with it, and
-:class:`minigpt.models.chat.Chat` holds conversations in it. What the original code used, per preset:
+:class:`minigpt.models.generation.chat.Chat` holds conversations in it. What the original code used, per preset:
 
 * MiniGPT-4 (Vicuna v0) and TinyGPT-V stages 1-3 train with ``'###Human: {} ###Assistant: '`` and
   end answers with ``###`` -> ``human_assistant``.

@@ -30,7 +30,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 from minigpt.common.precision import precision_dtype
 from minigpt.common.registry import registry
 from minigpt.models.base_model import building_on_meta, strict_part_kwargs
-from minigpt.models.vision_encoders.precision import PrecisionRunner, freeze_and_cast
+from minigpt.models.parts.vision_encoders.precision import PrecisionRunner, freeze_and_cast
 
 logger = logging.getLogger(__name__)
 

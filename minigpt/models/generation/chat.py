@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from PIL import Image
 
-from minigpt.models.conversation import IMAGE_PROMPT, with_image
+from minigpt.models.generation.conversation import IMAGE_PROMPT, with_image
 
 logger = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 One small file per projector; this package imports them so the registry finds each by name.
 """
 
-from minigpt.models.projectors.concat import ConcatLinearProjector
-from minigpt.models.projectors.linear import LinearProjector
-from minigpt.models.projectors.mlp import MLPProjector
+from minigpt.models.parts.projectors.concat import ConcatLinearProjector
+from minigpt.models.parts.projectors.linear import LinearProjector
+from minigpt.models.parts.projectors.mlp import MLPProjector
 
 __all__ = ["ConcatLinearProjector", "LinearProjector", "MLPProjector"]

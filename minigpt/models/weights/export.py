@@ -7,7 +7,7 @@ An export directory holds everything needed to rebuild the model with no other f
                          full transformers config in ``llm.config``, ``llm.tokenizer: tokenizer``
                          (relative to the directory), the ``preprocess`` block of the processors
     model.safetensors    every parameter and persistent buffer, under the canonical names of
-                         :mod:`minigpt.models.checkpoint` (LoRA merged in, or without the LoRA tensors)
+                         :mod:`minigpt.models.weights.checkpoint` (LoRA merged in, or without the LoRA tensors)
     lora.safetensors     LoRA's own tensors, only when they are kept separate (``merge_lora=False``)
     tokenizer/           the tokenizer, with the image tokens the model added
 
@@ -18,7 +18,7 @@ training can go on from the export.
 
 Command line (a train or eval config names the model; ``--ckpt`` its trained checkpoint(s))::
 
-    python -m minigpt.models.export --cfg-path train_configs/quickstart_stage1.yaml \\
+    python -m minigpt.models.weights.export --cfg-path train_configs/quickstart_stage1.yaml \\
         --ckpt output/quickstart_stage1 --out exports/tiny [--keep-lora] [--options key=value ...]
 """
 
@@ -37,7 +37,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from minigpt.models.checkpoint import canonical_name, copy_into_model, expand_checkpoints
+from minigpt.models.weights.checkpoint import expand_checkpoints
+from minigpt.models.weights.names import canonical_name, copy_into_model
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def read_manifest(path: str) -> Dict[str, Any]:
     if not os.path.isfile(manifest_path):
         raise FileNotFoundError(
             f"{manifest_path} not found: {path} is not a minigpt export (write one with "
-            "minigpt.models.export.export_model or `python -m minigpt.models.export`)"
+            "minigpt.models.weights.export.export_model or `python -m minigpt.models.weights.export`)"
         )
     try:
         with open(manifest_path, encoding="utf-8") as fh:
@@ -349,7 +350,7 @@ def load_exported(
 # -- command line -----------------------------------------------------------------------------------
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m minigpt.models.export",
+        prog="python -m minigpt.models.weights.export",
         description="Export a trained model (LoRA merged or kept) with its tokenizer, processors and config.",
     )
     p.add_argument("--cfg-path", required=True, help="the train or eval config that names the model")

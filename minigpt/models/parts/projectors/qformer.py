@@ -33,8 +33,8 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
 from minigpt.common.registry import registry
 from minigpt.models.base_model import building_on_meta
-from minigpt.models.vision_encoders.precision import FP32LayerNorm
-from minigpt.models.weight_files import KeyMapping, LoadReport, load_converted, read_state_dict
+from minigpt.models.parts.vision_encoders.precision import FP32LayerNorm
+from minigpt.models.weights.files import KeyMapping, LoadReport, load_converted, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ BLIP2_QFORMER_KEY_MAPPING = KeyMapping(rules=_QFORMER_RULES, ignore=_QFORMER_IGN
 def convert_blip2_qformer_state_dict(state: Dict[str, torch.Tensor]):
     """Rename a BLIP-2 checkpoint (LAVIS layout) onto :class:`QFormerLinearProjector` 's names.
 
-    Returns a :class:`~minigpt.models.weight_files.ConvertedState`: tensors for ``query_tokens``,
+    Returns a :class:`~minigpt.models.weights.files.ConvertedState`: tensors for ``query_tokens``,
     ``ln_vision.*`` and ``qformer.*``; the text-only parts are in ``ignored``.
     """
     return BLIP2_QFORMER_KEY_MAPPING.convert(state)

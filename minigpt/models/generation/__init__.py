@@ -1,0 +1,1 @@
+"""Generation: the decode loop, conversation templates and the multi-turn chat."""

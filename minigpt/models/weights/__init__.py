@@ -1,0 +1,1 @@
+"""Weights: trained-parameter checkpoints, released checkpoints' key maps, weight files, export, random init."""
