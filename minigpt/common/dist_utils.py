@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from typing import Any, List
 
 import torch
 import torch.distributed as dist
@@ -59,6 +60,15 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value / get_world_size()
+
+
+def all_gather_objects(obj: Any) -> List[Any]:
+    """Every rank's ``obj`` in rank order (``[obj]`` in a single process); all ranks must call."""
+    if not is_dist():
+        return [obj]
+    parts: List[Any] = [None] * get_world_size()
+    dist.all_gather_object(parts, obj)
+    return parts
 
 
 def broadcast_object(obj):

@@ -41,7 +41,7 @@ CKPT_DIR = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "training_state.pt"
 DATA_STATE = "data"  # training_state key: {"world_size": W, "ranks": [MixedLoader.state_dict() of each rank]}
-RNG_RANKS = "rng_ranks"  # training_state key: [_rng_state() of each rank]
+RNG_RANKS = "rng_ranks"  # training_state key: [rng_state() of each rank]
 MANIFEST = "manifest.json"
 PAUSE_ENV, PAUSE_MARKER_ENV = "MINIGPT_TEST_PAUSE", "MINIGPT_TEST_PAUSE_MARKER"
 
@@ -64,7 +64,8 @@ def _fsync_file(path: str) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename inside ``path`` durable (skipped where the platform cannot open a directory)."""
     # makes a rename durable; not every platform/filesystem allows opening a directory
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -78,7 +79,8 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _rng_state() -> Dict[str, Any]:
+def rng_state() -> Dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU and this rank's CUDA device)."""
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
@@ -93,24 +95,13 @@ def _rng_state() -> Dict[str, Any]:
     return state
 
 
-def rng_state() -> Dict[str, Any]:
-    """This process's RNG states (python, numpy, torch CPU and this rank's CUDA device)."""
-    return _rng_state()
-
-
 def gather_rng_state() -> List[Dict[str, Any]]:
     """Every rank's :func:`rng_state`, for rank 0 to save (dropout and sampling differ per rank). All ranks call."""
-    state = _rng_state()
-    if not dist_utils.is_dist():
-        return [state]
-    import torch.distributed as dist
-
-    parts: list = [None] * dist_utils.get_world_size()
-    dist.all_gather_object(parts, state)
-    return parts
+    return dist_utils.all_gather_objects(rng_state())
 
 
 def restore_rng_state(state: Dict[str, Any]) -> None:
+    """Put back the RNG states :func:`rng_state` took (CUDA only where a CUDA device is visible)."""
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -120,6 +111,11 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
 
         kind, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+
+
+def checkpoint_dir(output_dir: str, step: int) -> str:
+    """Where the checkpoint of ``step`` lives: ``<output_dir>/checkpoints/step_<step, 6 digits>``."""
+    return os.path.join(output_dir, CKPT_DIR, f"step_{step:06d}")
 
 
 def save_checkpoint(
@@ -139,10 +135,9 @@ def save_checkpoint(
     ``trained_state``/``optimizer_state`` replace ``model``'s and ``optimizer``'s own when given
     (FSDP gathers full tensors on every rank before rank 0 writes).
     """
-    root = os.path.join(output_dir, CKPT_DIR)
+    final = checkpoint_dir(output_dir, step)
+    root, name = os.path.split(final)
     os.makedirs(root, exist_ok=True)
-    name = f"step_{step:06d}"
-    final = os.path.join(root, name)
     tmp = os.path.join(root, f".tmp_{name}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -161,7 +156,7 @@ def save_checkpoint(
         "step": step,
         "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": _rng_state(),
+        "rng": rng_state(),
         **(extra or {}),
     }
     torch.save(state, os.path.join(tmp, STATE_FILE))
@@ -175,12 +170,12 @@ def save_checkpoint(
         json.dump({"step": step, "files": files}, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     pause_for_test("ckpt_rename", step)
     if os.path.exists(final):
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     pause_for_test("ckpt_latest", step)
     pointer_tmp = os.path.join(root, f".{LATEST}.tmp")
     with open(pointer_tmp, "w") as fh:
@@ -188,7 +183,7 @@ def save_checkpoint(
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(pointer_tmp, os.path.join(root, LATEST))
-    _fsync_dir(root)
+    fsync_dir(root)
     if keep_last:
         prune_checkpoints(output_dir, int(keep_last))
     return final
@@ -257,6 +252,7 @@ def latest_checkpoint(output_dir: str) -> Optional[str]:
 
 
 def load_training_state(ckpt_dir: str) -> Dict[str, Any]:
+    """The ``training_state.pt`` of a checkpoint directory, loaded with ``weights_only=True``."""
     path = os.path.join(ckpt_dir, STATE_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no training state in checkpoint {ckpt_dir} (expected {STATE_FILE})")
@@ -268,14 +264,7 @@ def gather_data_state(state: Dict[str, Any]) -> Dict[str, Any]:
 
     Ranks read different shards of a stream, so each rank's position is kept.
     """
-    world = dist_utils.get_world_size()
-    if not dist_utils.is_dist():
-        return {"world_size": 1, "ranks": [state]}
-    import torch.distributed as dist
-
-    parts: list = [None] * world
-    dist.all_gather_object(parts, state)
-    return {"world_size": world, "ranks": parts}
+    return {"world_size": dist_utils.get_world_size(), "ranks": dist_utils.all_gather_objects(state)}
 
 
 def data_state_for_rank(saved: Optional[Dict[str, Any]], rank: int, world_size: int) -> Optional[Dict[str, Any]]:
