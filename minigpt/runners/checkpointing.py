@@ -14,10 +14,8 @@ partial write. A directory counts as complete when its manifest matches the file
 :func:`latest_checkpoint` falls back to the newest complete ``step_*`` when the pointer's target
 is not. ``keep_last`` removes older complete checkpoints after a successful write.
 
-Test hook: ``MINIGPT_TEST_PAUSE=<point>@<step>`` makes the process write the file named by
-``MINIGPT_TEST_PAUSE_MARKER`` and sleep at that point, so a test can ``kill -9`` it exactly there
-(points: ``step`` in the runner between backward and optimizer step, ``ckpt_files`` after the
-trained weights, ``ckpt_rename`` before the rename, ``ckpt_latest`` before the pointer moves).
+The write goes in phases, each a function: :func:`write_trained_weights` into the temporary
+directory, then the training state, config and manifest, :func:`move_into_place`, :func:`point_latest`.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import logging
 import os
 import random
 import shutil
-import time
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -43,20 +40,6 @@ STATE_FILE = "training_state.pt"
 DATA_STATE = "data"  # training_state key: {"world_size": W, "ranks": [MixedLoader.state_dict() of each rank]}
 RNG_RANKS = "rng_ranks"  # training_state key: [rng_state() of each rank]
 MANIFEST = "manifest.json"
-PAUSE_ENV, PAUSE_MARKER_ENV = "MINIGPT_TEST_PAUSE", "MINIGPT_TEST_PAUSE_MARKER"
-
-
-def pause_for_test(point: str, step: int) -> None:
-    """Block forever at ``point`` of ``step`` when ``MINIGPT_TEST_PAUSE`` asks for it (crash tests only)."""
-    want = os.environ.get(PAUSE_ENV)
-    if not want or want != f"{point}@{step}":
-        return
-    marker = os.environ.get(PAUSE_MARKER_ENV)
-    if marker:
-        with open(marker, "w") as fh:
-            fh.write(f"{point}@{step} pid {os.getpid()}\n")
-    while True:  # the test kills the process here
-        time.sleep(1)
 
 
 def _fsync_file(path: str) -> None:
@@ -118,6 +101,39 @@ def checkpoint_dir(output_dir: str, step: int) -> str:
     return os.path.join(output_dir, CKPT_DIR, f"step_{step:06d}")
 
 
+def write_trained_weights(
+    tmp: str, step: int, model: torch.nn.Module, trained_state: Optional[Dict[str, torch.Tensor]] = None
+) -> None:
+    """Write ``trained.safetensors`` (``trained_state`` when given, else ``model``'s trained part) into ``tmp``."""
+    if trained_state is None:
+        save_trained(model, tmp, metadata={"step": step})
+        return
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().clone() for k, v in trained_state.items()},
+              os.path.join(tmp, TRAINED_FILE), metadata={"step": str(step)})
+    _fsync_file(os.path.join(tmp, TRAINED_FILE))
+
+
+def move_into_place(tmp: str, final: str) -> None:
+    """Rename the finished temporary directory to its ``step_*`` name (replacing an older one)."""
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(os.path.dirname(final))
+
+
+def point_latest(root: str, name: str) -> None:
+    """Atomically make ``<root>/latest`` name the checkpoint directory ``name``."""
+    pointer_tmp = os.path.join(root, f".{LATEST}.tmp")
+    with open(pointer_tmp, "w") as fh:
+        fh.write(name + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(pointer_tmp, os.path.join(root, LATEST))
+    fsync_dir(root)
+
+
 def save_checkpoint(
     output_dir: str,
     step: int,
@@ -141,15 +157,7 @@ def save_checkpoint(
     tmp = os.path.join(root, f".tmp_{name}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    if trained_state is not None:
-        from safetensors.torch import save_file
-
-        save_file({k: v.detach().cpu().clone() for k, v in trained_state.items()},
-                  os.path.join(tmp, TRAINED_FILE), metadata={"step": str(step)})
-        _fsync_file(os.path.join(tmp, TRAINED_FILE))
-    else:
-        save_trained(model, tmp, metadata={"step": step})
-    pause_for_test("ckpt_files", step)
+    write_trained_weights(tmp, step, model, trained_state)
     if optimizer_state is None and optimizer is not None:
         optimizer_state = optimizer.state_dict()
     state = {
@@ -171,19 +179,8 @@ def save_checkpoint(
         fh.flush()
         os.fsync(fh.fileno())
     fsync_dir(tmp)
-    pause_for_test("ckpt_rename", step)
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    fsync_dir(root)
-    pause_for_test("ckpt_latest", step)
-    pointer_tmp = os.path.join(root, f".{LATEST}.tmp")
-    with open(pointer_tmp, "w") as fh:
-        fh.write(name + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(pointer_tmp, os.path.join(root, LATEST))
-    fsync_dir(root)
+    move_into_place(tmp, final)
+    point_latest(root, name)
     if keep_last:
         prune_checkpoints(output_dir, int(keep_last))
     return final

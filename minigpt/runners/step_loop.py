@@ -19,7 +19,6 @@ import torch
 from minigpt.common import dist_utils
 from minigpt.common.logger import MetricsLogger
 from minigpt.datasets.datasets.io import SkipRateExceeded
-from minigpt.runners.checkpointing import pause_for_test
 from minigpt.runners.data import count_reads
 from minigpt.runners.distributed import ParallelModel
 from minigpt.runners.observability import ScalarSinks, memory_mb
@@ -119,7 +118,6 @@ class StepLoop:
             # DDP has already averaged the gradients, so one rank's NaN reaches every rank; the
             # skip decision must be the same on all ranks, hence judged on the mean loss
             step_loss = float(dist_utils.all_reduce_mean(torch.tensor(step_loss, device=self.runner.device)))
-        pause_for_test("step", step + 1)
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         grad_norm = self.guard.clip_grads()
