@@ -1,9 +1,10 @@
-"""Process-group set-up for ``torchrun`` (gloo on CPU, nccl on GPU) and rank helpers."""
+"""Rank helpers for code that runs under ``torchrun`` (and in a single process alike).
+
+Joining and leaving the process group is :mod:`minigpt.common.launch`'s.
+"""
 
 from __future__ import annotations
 
-import datetime
-import os
 from typing import Any, List
 
 import torch
@@ -29,29 +30,6 @@ def is_main_process() -> bool:
 def barrier() -> None:
     if is_dist():
         dist.barrier()
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> this rank's GPU when there is one, else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("run.device is 'cuda' but no CUDA device is visible; use run.device=cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
-
-
-def init_distributed(device: torch.device, backend: str = "auto") -> bool:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); return whether distributed."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_dist():
-        return is_dist()
-    if backend == "auto":
-        backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
-    return True
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
