@@ -81,9 +81,9 @@ class RunnerEpoch(RunnerIter):
     def _max_iters(self) -> int:
         return self.max_epoch * self.steps_per_epoch
 
-    def _on_step_end(self, done: int) -> None:
+    def on_step_end(self, done: int) -> None:
         # evaluation first: a new best writes this step's checkpoint itself, with the best recorded in it
-        super()._on_step_end(done)
+        super().on_step_end(done)
         if done % self.steps_per_epoch == 0:
             epoch = done // self.steps_per_epoch
             self.state.save_once(done)

@@ -186,7 +186,7 @@ class RunnerIter:
         log.bar.close()
         # before the final checkpoint, so that it records the final evaluation's best; when that
         # evaluation (or runner_epoch's epoch end) already wrote it, it is not written twice
-        self._on_step_end(max_iters)
+        self.on_step_end(max_iters)
         ckpt = state.save_once(max_iters)
         if cache is not None:
             cache.flush()
@@ -231,7 +231,7 @@ class RunnerIter:
                 )
 
     # -- periodic work ---------------------------------------------------------------------------
-    def _on_step_end(self, done: int) -> None:
+    def on_step_end(self, done: int) -> None:
         """Sample generation (``run.sample_every``) and evaluation (``run.eval_every``) after step ``done``."""
         rc = self.run_cfg
         every = int(rc.get("sample_every") or 0)

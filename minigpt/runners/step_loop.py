@@ -142,7 +142,7 @@ class StepLoop:
         if rc.get("save_freq") and done % int(rc.save_freq) == 0 and done < max_iters:
             self.state.save(done)
         if done < max_iters:
-            self.runner._on_step_end(done)
+            self.runner.on_step_end(done)
 
     def accumulate(self, step: int) -> Tuple[float, List[str]]:
         """Forward and backward ``run.accum_grad_iters`` micro-batches; their summed scaled loss and sample ids."""
