@@ -2,7 +2,7 @@
 
 Layers, lowest first: ``common`` < ``processors``, ``datasets``, ``models`` < ``tasks``, ``runners`` <
 ``evaluation``, ``demo``, ``cli``. Every import counts, also one inside a function: a lazy import
-is still a dependency.
+is still a dependency. Only imports under ``if TYPE_CHECKING:`` (annotations, never run) are left out.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ def _imports(path: Path, module: str, known: Set[str]) -> Set[str]:
     tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     out: Set[str] = set()
+    for node in ast.walk(tree):  # drop `if TYPE_CHECKING:` bodies first
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            node.body = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]

@@ -147,7 +147,7 @@ def resolve_device(run_device: str, gpu_id: Optional[int]) -> torch.device:
 
 def load_demo_model(cfg: Config, device: torch.device) -> Any:
     """The config's model, built through the registry from ``model:`` (checkpoints included), in eval mode."""
-    from minigpt.runners.stage import seed_everything
+    from minigpt.common.launch import seed_everything
 
     rc, mc = cfg.run_cfg, cfg.model_cfg
     if rc.get("num_threads"):

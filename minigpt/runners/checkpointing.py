@@ -2,7 +2,7 @@
 
 Layout of ``<output_dir>/checkpoints/``::
 
-    step_000100/trained.safetensors   what was trained (canonical names, see models/checkpoint.py)
+    step_000100/trained.safetensors   what was trained (canonical names, see models/weights/checkpoint.py)
     step_000100/training_state.pt     optimizer, scheduler, step, RNG states, data position
     step_000100/config.yaml           the composed config that produced it
     step_000100/manifest.json         step + every file's name and size, written last
@@ -14,10 +14,8 @@ partial write. A directory counts as complete when its manifest matches the file
 :func:`latest_checkpoint` falls back to the newest complete ``step_*`` when the pointer's target
 is not. ``keep_last`` removes older complete checkpoints after a successful write.
 
-Test hook: ``MINIGPT_TEST_PAUSE=<point>@<step>`` makes the process write the file named by
-``MINIGPT_TEST_PAUSE_MARKER`` and sleep at that point, so a test can ``kill -9`` it exactly there
-(points: ``step`` in the runner between backward and optimizer step, ``ckpt_files`` after the
-trained weights, ``ckpt_rename`` before the rename, ``ckpt_latest`` before the pointer moves).
+The write goes in phases, each a function: :func:`write_trained_weights` into the temporary
+directory, then the training state, config and manifest, :func:`move_into_place`, :func:`point_latest`.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import logging
 import os
 import random
 import shutil
-import time
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -41,22 +38,8 @@ CKPT_DIR = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "training_state.pt"
 DATA_STATE = "data"  # training_state key: {"world_size": W, "ranks": [MixedLoader.state_dict() of each rank]}
-RNG_RANKS = "rng_ranks"  # training_state key: [_rng_state() of each rank]
+RNG_RANKS = "rng_ranks"  # training_state key: [rng_state() of each rank]
 MANIFEST = "manifest.json"
-PAUSE_ENV, PAUSE_MARKER_ENV = "MINIGPT_TEST_PAUSE", "MINIGPT_TEST_PAUSE_MARKER"
-
-
-def pause_for_test(point: str, step: int) -> None:
-    """Block forever at ``point`` of ``step`` when ``MINIGPT_TEST_PAUSE`` asks for it (crash tests only)."""
-    want = os.environ.get(PAUSE_ENV)
-    if not want or want != f"{point}@{step}":
-        return
-    marker = os.environ.get(PAUSE_MARKER_ENV)
-    if marker:
-        with open(marker, "w") as fh:
-            fh.write(f"{point}@{step} pid {os.getpid()}\n")
-    while True:  # the test kills the process here
-        time.sleep(1)
 
 
 def _fsync_file(path: str) -> None:
@@ -64,7 +47,8 @@ def _fsync_file(path: str) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename inside ``path`` durable (skipped where the platform cannot open a directory)."""
     # makes a rename durable; not every platform/filesystem allows opening a directory
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -78,7 +62,8 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _rng_state() -> Dict[str, Any]:
+def rng_state() -> Dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU and this rank's CUDA device)."""
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
@@ -93,24 +78,13 @@ def _rng_state() -> Dict[str, Any]:
     return state
 
 
-def rng_state() -> Dict[str, Any]:
-    """This process's RNG states (python, numpy, torch CPU and this rank's CUDA device)."""
-    return _rng_state()
-
-
 def gather_rng_state() -> List[Dict[str, Any]]:
     """Every rank's :func:`rng_state`, for rank 0 to save (dropout and sampling differ per rank). All ranks call."""
-    state = _rng_state()
-    if not dist_utils.is_dist():
-        return [state]
-    import torch.distributed as dist
-
-    parts: list = [None] * dist_utils.get_world_size()
-    dist.all_gather_object(parts, state)
-    return parts
+    return dist_utils.all_gather_objects(rng_state())
 
 
 def restore_rng_state(state: Dict[str, Any]) -> None:
+    """Put back the RNG states :func:`rng_state` took (CUDA only where a CUDA device is visible)."""
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -120,6 +94,44 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
 
         kind, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+
+
+def checkpoint_dir(output_dir: str, step: int) -> str:
+    """Where the checkpoint of ``step`` lives: ``<output_dir>/checkpoints/step_<step, 6 digits>``."""
+    return os.path.join(output_dir, CKPT_DIR, f"step_{step:06d}")
+
+
+def write_trained_weights(
+    tmp: str, step: int, model: torch.nn.Module, trained_state: Optional[Dict[str, torch.Tensor]] = None
+) -> None:
+    """Write ``trained.safetensors`` (``trained_state`` when given, else ``model``'s trained part) into ``tmp``."""
+    if trained_state is None:
+        save_trained(model, tmp, metadata={"step": step})
+        return
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().clone() for k, v in trained_state.items()},
+              os.path.join(tmp, TRAINED_FILE), metadata={"step": str(step)})
+    _fsync_file(os.path.join(tmp, TRAINED_FILE))
+
+
+def move_into_place(tmp: str, final: str) -> None:
+    """Rename the finished temporary directory to its ``step_*`` name (replacing an older one)."""
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(os.path.dirname(final))
+
+
+def point_latest(root: str, name: str) -> None:
+    """Atomically make ``<root>/latest`` name the checkpoint directory ``name``."""
+    pointer_tmp = os.path.join(root, f".{LATEST}.tmp")
+    with open(pointer_tmp, "w") as fh:
+        fh.write(name + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(pointer_tmp, os.path.join(root, LATEST))
+    fsync_dir(root)
 
 
 def save_checkpoint(
@@ -139,29 +151,20 @@ def save_checkpoint(
     ``trained_state``/``optimizer_state`` replace ``model``'s and ``optimizer``'s own when given
     (FSDP gathers full tensors on every rank before rank 0 writes).
     """
-    root = os.path.join(output_dir, CKPT_DIR)
+    final = checkpoint_dir(output_dir, step)
+    root, name = os.path.split(final)
     os.makedirs(root, exist_ok=True)
-    name = f"step_{step:06d}"
-    final = os.path.join(root, name)
     tmp = os.path.join(root, f".tmp_{name}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    if trained_state is not None:
-        from safetensors.torch import save_file
-
-        save_file({k: v.detach().cpu().clone() for k, v in trained_state.items()},
-                  os.path.join(tmp, TRAINED_FILE), metadata={"step": str(step)})
-        _fsync_file(os.path.join(tmp, TRAINED_FILE))
-    else:
-        save_trained(model, tmp, metadata={"step": step})
-    pause_for_test("ckpt_files", step)
+    write_trained_weights(tmp, step, model, trained_state)
     if optimizer_state is None and optimizer is not None:
         optimizer_state = optimizer.state_dict()
     state = {
         "step": step,
         "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": _rng_state(),
+        "rng": rng_state(),
         **(extra or {}),
     }
     torch.save(state, os.path.join(tmp, STATE_FILE))
@@ -175,20 +178,9 @@ def save_checkpoint(
         json.dump({"step": step, "files": files}, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
-    _fsync_dir(tmp)
-    pause_for_test("ckpt_rename", step)
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    pause_for_test("ckpt_latest", step)
-    pointer_tmp = os.path.join(root, f".{LATEST}.tmp")
-    with open(pointer_tmp, "w") as fh:
-        fh.write(name + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(pointer_tmp, os.path.join(root, LATEST))
-    _fsync_dir(root)
+    fsync_dir(tmp)
+    move_into_place(tmp, final)
+    point_latest(root, name)
     if keep_last:
         prune_checkpoints(output_dir, int(keep_last))
     return final
@@ -257,6 +249,7 @@ def latest_checkpoint(output_dir: str) -> Optional[str]:
 
 
 def load_training_state(ckpt_dir: str) -> Dict[str, Any]:
+    """The ``training_state.pt`` of a checkpoint directory, loaded with ``weights_only=True``."""
     path = os.path.join(ckpt_dir, STATE_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no training state in checkpoint {ckpt_dir} (expected {STATE_FILE})")
@@ -268,14 +261,7 @@ def gather_data_state(state: Dict[str, Any]) -> Dict[str, Any]:
 
     Ranks read different shards of a stream, so each rank's position is kept.
     """
-    world = dist_utils.get_world_size()
-    if not dist_utils.is_dist():
-        return {"world_size": 1, "ranks": [state]}
-    import torch.distributed as dist
-
-    parts: list = [None] * world
-    dist.all_gather_object(parts, state)
-    return {"world_size": world, "ranks": parts}
+    return {"world_size": dist_utils.get_world_size(), "ranks": dist_utils.all_gather_objects(state)}
 
 
 def data_state_for_rank(saved: Optional[Dict[str, Any]], rank: int, world_size: int) -> Optional[Dict[str, Any]]:

@@ -23,9 +23,11 @@ import logging
 import random
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
-from minigpt.common.dist_utils import get_rank, get_world_size
+from minigpt.common.dist_utils import get_rank, get_world_size, is_dist
+from minigpt.datasets.datasets.base_dataset import SkipTracker
 from minigpt.runners.length_grouping import LengthFn, LengthGroupedBatchSampler, scan_lengths
 
 logger = logging.getLogger(__name__)
@@ -328,3 +330,35 @@ def build_train_loader(
                 )
                 ratios = {**ratios, key: ratios[name]}
     return MixedLoader(loaders, ratios, seed=int(run_cfg.seed) + 1)
+
+
+def skip_tracker(loader: MixedLoader, run_cfg) -> SkipTracker:
+    """The run's count of unreadable samples per dataset (``run.max_skip_rate``, ``run.skip_rate_min_reads``).
+
+    A dataset whose annotations are mostly malformed stops the run here, before any step.
+    """
+    tracker = SkipTracker(
+        run_cfg.get("max_skip_rate", 0.1), int(run_cfg.get("skip_rate_min_reads", 200)), names=loader.names
+    )
+    for name, sub in loader.loaders.items():
+        malformed = getattr(sub.dataset, "malformed_records", None)
+        if malformed is not None and not sub.streaming:
+            tracker.set_records(name, len(sub.dataset), malformed)
+    tracker.check()
+    return tracker
+
+
+def count_reads(loader: MixedLoader, tracker: SkipTracker, device: torch.device) -> None:
+    """Add this step's per-dataset read counts (summed over ranks) and raise past the skip rate."""
+    counts = loader.take_read_counts()
+    names = loader.names
+    if is_dist():
+        # every rank must see the same totals, or one rank would stop while the others wait in a collective
+        import torch.distributed as dist
+
+        t = torch.tensor([[counts[n]["samples"], counts[n]["skipped"]] for n in names], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        counts = {n: {"samples": int(t[i, 0]), "skipped": int(t[i, 1])} for i, n in enumerate(names)}
+    for name in names:
+        tracker.add(name, counts[name]["samples"], counts[name]["skipped"], loader.loaders[name].last_error)
+    tracker.check()

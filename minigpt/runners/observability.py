@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import dist_utils
-from minigpt.runners.checkpointing import CKPT_DIR, _fsync_dir
+from minigpt.runners.checkpointing import CKPT_DIR, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def link_best(output_dir: str, ckpt_dir: str) -> str:
     tmp = os.path.join(root, f".tmp_{name}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(ckpt_dir, tmp, copy_function=_link_or_copy)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if os.path.isdir(target) and not os.path.islink(target):
         shutil.rmtree(target)
     os.replace(tmp, target)
@@ -257,7 +257,7 @@ def link_best(output_dir: str, ckpt_dir: str) -> str:
         os.remove(pointer_tmp)
     os.symlink(name, pointer_tmp, target_is_directory=True)
     os.replace(pointer_tmp, os.path.join(root, BEST))
-    _fsync_dir(root)
+    fsync_dir(root)
     for other in os.listdir(root):
         if other.startswith(f"{BEST}_") and other != name:
             shutil.rmtree(os.path.join(root, other), ignore_errors=True)

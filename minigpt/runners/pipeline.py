@@ -41,7 +41,7 @@ def _ensure_synthetic_data(data_cfg, data_root: str) -> Optional[str]:
 
 def write_manifest(out_root: str, name: str, cfg_path: str, stage_dirs: Dict[str, str]) -> None:
     """``<out_root>/pipeline.json``: the stages finished so far, in order, with their folders relative
-    to ``out_root``, so ``model.ckpt=<out_root>`` loads the pipeline's model (models/checkpoint.py)."""
+    to ``out_root``, so ``model.ckpt=<out_root>`` loads the pipeline's model (models/weights/checkpoint.py)."""
     if not dist_utils.is_main_process():
         return
     os.makedirs(out_root, exist_ok=True)

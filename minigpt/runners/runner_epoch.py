@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import dist_utils
-from minigpt.common.logger import MetricsLogger
 from minigpt.common.registry import registry
-from minigpt.runners.observability import SampleProbe, ScalarSinks
 from minigpt.runners.runner_iter import RunnerIter
 
 logger = logging.getLogger(__name__)
@@ -83,13 +81,11 @@ class RunnerEpoch(RunnerIter):
     def _max_iters(self) -> int:
         return self.max_epoch * self.steps_per_epoch
 
-    def _on_step_end(self, done: int, optimizer, sched, mlog: MetricsLogger, sinks: ScalarSinks,
-                     probe: Optional[SampleProbe]) -> None:
+    def on_step_end(self, done: int) -> None:
         # evaluation first: a new best writes this step's checkpoint itself, with the best recorded in it
-        super()._on_step_end(done, optimizer, sched, mlog, sinks, probe)
+        super().on_step_end(done)
         if done % self.steps_per_epoch == 0:
             epoch = done // self.steps_per_epoch
-            if self._saved_path(done) is None:
-                self._save(done, optimizer, sched)
-            mlog.log({"event": "epoch_end", "epoch": epoch, "step": done})
+            self.state.save_once(done)
+            self.log.mlog.log({"event": "epoch_end", "epoch": epoch, "step": done})
             logger.info("epoch %d of %d done (step %d)", epoch, self.max_epoch, done)

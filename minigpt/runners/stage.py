@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from typing import Any, Dict
 
-import numpy as np
-import torch
-
 from minigpt.common import dist_utils
+from minigpt.common.launch import set_up_process
 from minigpt.common.registry import registry
 
 logger = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def set_deterministic() -> None:
-    """Deterministic kernels everywhere (``run.deterministic``), so a run and its resume repeat bitwise."""
-    # cuBLAS needs this workspace setting for deterministic matmuls; it is read when CUDA initialises
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
 
 
 def check_checkpoint_paths(cfg) -> None:
@@ -57,13 +39,7 @@ def run_stage(cfg) -> Dict[str, Any]:
     """Train (unless ``run.evaluate_only``) and evaluate the stage ``cfg`` describes; return a summary."""
     check_checkpoint_paths(cfg)
     rc = cfg.run_cfg
-    device = dist_utils.resolve_device(str(rc.device))
-    dist_utils.init_distributed(device, str(rc.dist_backend))
-    if rc.get("num_threads"):
-        torch.set_num_threads(int(rc.num_threads))
-    if rc.get("deterministic"):
-        set_deterministic()
-    seed_everything(int(rc.seed) + dist_utils.get_rank())
+    device = set_up_process(rc, seed_per_rank=True)
     out_dir = str(rc.output_dir)
     if dist_utils.is_main_process():
         os.makedirs(out_dir, exist_ok=True)

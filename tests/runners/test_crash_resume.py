@@ -1,8 +1,9 @@
 """kill -9 a tiny training run mid-step and mid-checkpoint-write; the resumed run ends bitwise equal.
 
 Each run is a ``python train.py`` subprocess on CPU with deterministic settings (one thread,
-``run.deterministic``, no loader workers). ``MINIGPT_TEST_PAUSE=<point>@<step>`` (see
-minigpt/runners/checkpointing.py) parks the process at an exact point and writes a marker file;
+``run.deterministic``, no loader workers). A run to be killed starts through the test's own
+launcher, ``crash_launcher.py`` (next to this file): the same entry point as train.py, with the
+runner function at ``<point>@<step>`` wrapped to write a marker file and park the process there;
 the test then sends SIGKILL, so the crash lands where the test says rather than at a random time.
 """
 
@@ -24,24 +25,22 @@ from minigpt.runners.checkpointing import latest_checkpoint, load_training_state
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE1 = REPO / "train_configs" / "quickstart_stage1.yaml"
+LAUNCHER = Path(__file__).resolve().parent / "crash_launcher.py"
 MAX_ITERS = 6
 
 
-def _env(pause: Optional[str] = None, marker: Optional[Path] = None) -> Dict[str, str]:
+def _env() -> Dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env["OMP_NUM_THREADS"] = "1"
     env.pop("MINIGPT_DATA_ROOT", None)
-    env.pop("MINIGPT_TEST_PAUSE", None)
-    if pause:
-        env["MINIGPT_TEST_PAUSE"] = pause
-        env["MINIGPT_TEST_PAUSE_MARKER"] = str(marker)
     return env
 
 
-def _args(tiny_options, out: Path, resume: bool) -> List[str]:
+def _args(tiny_options, out: Path, resume: bool, launch: Optional[List[str]] = None) -> List[str]:
+    """The command line: ``python train.py ...``, or ``launch`` (e.g. the pausing launcher) in place of train.py."""
     return [
-        sys.executable, "train.py", "--cfg-path", str(STAGE1), "--options",
+        sys.executable, *(launch or ["train.py"]), "--cfg-path", str(STAGE1), "--options",
         *tiny_options(out, MAX_ITERS),
         "run.test_splits=[]", "run.save_freq=2", "run.keep_last=2", "run.deterministic=true",
         "run.num_workers=0", *(["run.resume_ckpt_path=auto"] if resume else []),
@@ -57,7 +56,8 @@ def _run(tiny_options, out: Path, resume: bool = False) -> None:
 def _run_and_kill_at(tiny_options, out: Path, pause: str, resume: bool, tmp_path: Path) -> None:
     """Start a run that parks at ``pause``; SIGKILL it once it is there."""
     marker = tmp_path / f"paused_{pause.replace('@', '_')}"
-    proc = subprocess.Popen(_args(tiny_options, out, resume), cwd=REPO, env=_env(pause, marker),
+    launch = [str(LAUNCHER), pause, str(marker)]
+    proc = subprocess.Popen(_args(tiny_options, out, resume, launch), cwd=REPO, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240

@@ -122,9 +122,10 @@ def evaluate(family: str, args: argparse.Namespace) -> List[SplitResult]:
     """Run every requested benchmark split of ``family``; returns one result per split."""
     from minigpt.common import dist_utils
     from minigpt.common.config import Config
+    from minigpt.common.launch import init_distributed, resolve_device, seed_everything
     from minigpt.common.registry import registry
     from minigpt.models.generation.chat import Chat
-    from minigpt.runners.stage import check_checkpoint_paths, seed_everything
+    from minigpt.runners.stage import check_checkpoint_paths
 
     for name in args.dataset:
         if get_benchmark(name).family != family:
@@ -138,8 +139,8 @@ def evaluate(family: str, args: argparse.Namespace) -> List[SplitResult]:
     plan = [(name, split) for name in args.dataset for split in _splits_for(name, args.split, family)]
     check_checkpoint_paths(cfg)
 
-    device = dist_utils.resolve_device(str(rc.device))
-    dist_utils.init_distributed(device, str(rc.dist_backend))
+    device = resolve_device(str(rc.device))
+    init_distributed(device, str(rc.dist_backend))
     if rc.get("num_threads"):
         torch.set_num_threads(int(rc.num_threads))
     # The same seed on every rank: a model with randomly initialised parts must be one model everywhere.
