@@ -28,8 +28,20 @@ def autocast_dtype(precision: str) -> Optional[torch.dtype]:
     return None if dtype is torch.float32 else dtype
 
 
+def check_precision_device(precision: str, device: Union[str, torch.device]) -> None:
+    """fp16 only on CUDA: it needs loss scaling, and CPU autocast gains nothing from it. Silently
+    computing in another precision than asked would make runs irreproducible, so this is an error."""
+    kind = torch.device(device).type
+    if precision_dtype(precision) is torch.float16 and kind != "cuda":
+        raise ValueError(
+            f"run.precision=fp16 needs a CUDA device (this run is on {kind}); use run.precision=bf16 "
+            "on CPU, or fp32"
+        )
+
+
 def autocast(precision: str, device: Union[str, torch.device]) -> ContextManager:
     """Autocast to ``precision`` on ``device`` (CPU included); a no-op context for fp32."""
+    check_precision_device(precision, device)
     dtype = autocast_dtype(precision)
     if dtype is None:
         return contextlib.nullcontext()

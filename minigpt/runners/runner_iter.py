@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -11,6 +10,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from minigpt.common import dist_utils
+from minigpt.common.precision import autocast, autocast_dtype, check_precision_device
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import SkipTracker
 from minigpt.runners.data import MixedLoader, build_train_loader, skip_tracker
@@ -24,7 +24,6 @@ from minigpt.runners.vision_cache import VisionFeatureCache
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # the errors a run stops with are part of the runner's API (defined with the step guard)
@@ -91,17 +90,10 @@ class RunnerIter:
         self.output_dir = str(self.run_cfg.output_dir)
         self.model = model.to(device)
         rc = self.run_cfg
-        precision = str(rc.get("precision", "fp32"))
-        if precision not in PRECISIONS:
-            raise ValueError(f"run.precision={precision!r}: expected one of {sorted(PRECISIONS)}")
-        if precision == "fp16" and device.type != "cuda":
-            # fp16 needs loss scaling, and CPU autocast gains nothing from fp16; silently training in
-            # another precision than asked would make runs irreproducible, so this is an error
-            raise ValueError(
-                f"run.precision=fp16 needs a CUDA device (this run is on {device.type}); use run.precision=bf16 "
-                "on CPU, or fp32"
-            )
-        self.amp_dtype = PRECISIONS[precision]
+        precision = str(rc.precision)
+        check_precision_device(precision, device)
+        self.precision = precision
+        self.amp_dtype = autocast_dtype(precision)
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.parallel = ParallelModel(self.model, device, str(rc.get("distributed", "ddp")))
         if rc.get("grad_checkpointing"):
@@ -126,9 +118,8 @@ class RunnerIter:
 
     # -- parts ---------------------------------------------------------------------------------
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        """The run's precision on the run's device (one owner: :mod:`minigpt.common.precision`)."""
+        return autocast(self.precision, self.device)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         rc = self.run_cfg
@@ -250,7 +241,8 @@ class RunnerIter:
                    else os.path.join(self.output_dir, "eval", f"step_{done:06d}"))
         # the RNG streams are put back afterwards, so evaluating does not change the training run
         with torch.random.fork_rng(devices=devices):
-            results = self.task.evaluate(self.model, self.datasets, list(rc.test_splits), rc, out_dir, progress=False)
+            with self._autocast():
+                results = self.task.evaluate(self.model, self.datasets, list(rc.test_splits), rc, out_dir, progress=False)
         self._last_eval = (done, results)
         row: Dict[str, Any] = {"event": "eval", "step": done, **results}
         improved = False
@@ -280,6 +272,7 @@ class RunnerIter:
         if self._last_eval is not None and self._last_eval[0] == self._max_iters():
             # the final step was just evaluated during training: the same weights, the same results
             return dict(self._last_eval[1])
-        return self.task.evaluate(
-            self.model, self.datasets, splits, self.run_cfg, self.output_dir, progress=self.run_cfg.get("progress", True)
-        )
+        with self._autocast():
+            return self.task.evaluate(
+                self.model, self.datasets, splits, self.run_cfg, self.output_dir, progress=self.run_cfg.get("progress", True)
+            )

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Union
 
 from minigpt.common.config.errors import ConfigError, did_you_mean, is_number, join, shown, type_name
+from minigpt.common.precision import PRECISIONS as DTYPES_OF_PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,10 @@ class Registered:
 
 
 # Choices that other modules import: each is defined here once.
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal[tuple(DTYPES_OF_PRECISIONS)]  # the names minigpt.common.precision defines
 CacheStorage = Literal["memory", "disk"]
 CacheDtype = Literal["float32", "float16", "bfloat16"]
-PRECISIONS: Tuple[str, ...] = typing.get_args(Precision)
+PRECISIONS: Tuple[str, ...] = tuple(DTYPES_OF_PRECISIONS)
 VISION_CACHE_STORAGES: Tuple[str, ...] = typing.get_args(CacheStorage)
 VISION_CACHE_DTYPES: Tuple[Optional[str], ...] = (None, *typing.get_args(CacheDtype))
 

@@ -13,7 +13,6 @@ NAME.KEY=PATH`` moves one of them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 from typing import Any, Dict, List, Optional, Sequence
@@ -123,6 +122,7 @@ def evaluate(family: str, args: argparse.Namespace) -> List[SplitResult]:
     from minigpt.common import dist_utils
     from minigpt.common.config import Config
     from minigpt.common.launch import init_distributed, resolve_device, seed_everything
+    from minigpt.common.precision import autocast, check_precision_device
     from minigpt.common.registry import registry
     from minigpt.models.generation.chat import Chat
     from minigpt.runners.stage import check_checkpoint_paths
@@ -156,15 +156,11 @@ def evaluate(family: str, args: argparse.Namespace) -> List[SplitResult]:
     max_new_tokens = int(args.max_new_tokens or rc.eval_max_new_tokens)
     num_beams = int(args.num_beams or rc.eval_num_beams)
     precision = str(rc.precision)
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-        if precision in ("bf16", "fp16") and device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    check_precision_device(precision, device)  # before any work
 
     @torch.no_grad()
     def answer(images: List[Optional[torch.Tensor]], prompts: List[str]) -> List[str]:
-        with autocast:
+        with autocast(precision, device):
             return chat.answer_batch(images, prompts, max_new_tokens=max_new_tokens, num_beams=num_beams)
 
     settings = EvalSettings(
