@@ -12,6 +12,7 @@ import atexit
 import datetime
 import os
 import random
+from typing import Optional
 
 import numpy as np
 import torch
@@ -20,15 +21,24 @@ import torch.distributed as dist
 from minigpt.common import dist_utils
 
 
-def resolve_device(name: str) -> torch.device:
-    """``run.device`` -> a device: ``auto`` is this rank's GPU (``LOCAL_RANK``) when there is one, else CPU."""
+def resolve_device(name: str, index: Optional[int] = None) -> torch.device:
+    """``run.device`` (auto | cpu | cuda) -> a device for training, evaluation and the demo alike.
+
+    ``auto`` is a GPU when there is one, else the CPU. The GPU is ``index`` when given (the demo's
+    ``--gpu-id``), else this rank's (``LOCAL_RANK``); one the machine lacks is an error.
+    """
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"run.device must be auto, cpu or cuda, got {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("run.device is 'cuda' but no CUDA device is visible; use run.device=cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("run.device is cuda but no CUDA device is visible; use run.device=cpu")
+    index = int(os.environ.get("LOCAL_RANK", 0)) if index is None else int(index)
+    if not 0 <= index < torch.cuda.device_count():
+        raise ValueError(f"CUDA device {index}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)
 
 
 def init_distributed(device: torch.device, backend: str = "auto") -> bool:

@@ -125,24 +125,14 @@ def check_checkpoints(cfg: Config) -> None:
 
 def resolve_device(run_device: str, gpu_id: Optional[int]) -> torch.device:
     """``run.device`` (auto | cpu | cuda) and ``--gpu-id`` -> the device the model is served on."""
-    if run_device == "cpu":
-        if gpu_id is not None:
-            logger.warning(
-                "--gpu-id %d ignored: the config serves on the CPU (set --options run.device=cuda)", gpu_id
-            )
-        return torch.device("cpu")
-    if run_device not in ("auto", "cuda"):
-        raise DemoSetupError(f"run.device must be auto, cpu or cuda, got {run_device!r}")
-    if not torch.cuda.is_available():
-        if run_device == "cuda":
-            raise DemoSetupError(
-                "run.device is cuda but no CUDA device is visible; use --options run.device=cpu"
-            )
-        return torch.device("cpu")
-    index = 0 if gpu_id is None else gpu_id
-    if not 0 <= index < torch.cuda.device_count():
-        raise DemoSetupError(f"--gpu-id {index}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device("cuda", index)
+    from minigpt.common.launch import resolve_device as run_device_of
+
+    if run_device == "cpu" and gpu_id is not None:
+        logger.warning("--gpu-id %d ignored: the config serves on the CPU (set --options run.device=cuda)", gpu_id)
+    try:
+        return run_device_of(run_device, 0 if gpu_id is None else gpu_id)
+    except (ValueError, RuntimeError) as exc:
+        raise DemoSetupError(f"{exc} (--options run.device=..., --gpu-id N)") from exc
 
 
 def load_demo_model(cfg: Config, device: torch.device) -> Any:
