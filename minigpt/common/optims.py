@@ -10,8 +10,6 @@ from typing import Any, Dict
 
 import torch
 
-from minigpt.common.registry import registry
-
 
 class _Schedule:
     def __init__(
@@ -67,7 +65,6 @@ class _Schedule:
         self.last_lr = state.get("last_lr", self.last_lr)
 
 
-@registry.register_lr_scheduler("linear_warmup_cosine_lr")
 class LinearWarmupCosineLRScheduler(_Schedule):
     """Linear warmup to ``init_lr``, then cosine decay to ``min_lr`` at ``max_iters``. YAML name ``linear_warmup_cosine_lr``."""
 
@@ -77,7 +74,6 @@ class LinearWarmupCosineLRScheduler(_Schedule):
         return self.min_lr + (self.init_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-@registry.register_lr_scheduler("linear_warmup_step_lr")
 class LinearWarmupStepLRScheduler(_Schedule):
     """Linear warmup, then ``init_lr * decay_rate ** (steps // step_every)``, floored at ``min_lr``. YAML name ``linear_warmup_step_lr``."""
 
@@ -90,7 +86,6 @@ class LinearWarmupStepLRScheduler(_Schedule):
         return max(self.min_lr, self.init_lr * self.decay_rate**k)
 
 
-@registry.register_lr_scheduler("constant_lr")
 class ConstantLRScheduler(_Schedule):
     """Linear warmup, then a constant ``init_lr``. YAML name ``constant_lr``."""
 

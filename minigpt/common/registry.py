@@ -1,10 +1,12 @@
 """The one registry that maps YAML names to classes.
 
 Every component a config can name — models, processors, dataset builders, tasks, runners,
-lr schedulers, and the model parts (vision encoders, projectors, LLMs) — is looked up here by
-its exact name. Names resolve lazily: the built-in table below says which module defines a
-name, and that module is imported only when the name is asked for, so ``import minigpt`` stays
-light. Third-party packages add components through the ``minigpt.plugins`` entry-point group.
+lr schedulers, the model parts (vision encoders, projectors, LLMs), adapters and output heads —
+is looked up here by its exact name. The built-in names live in one place, the table below
+(``name -> "module:Class"``); a module is imported only when one of its names is asked for, so
+``import minigpt`` stays light, and built-in classes carry no registration decorator. Third-party
+packages add components (and new kinds) through the ``minigpt.plugins`` entry-point group, with
+the ``register_<kind>`` decorators.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ KINDS = (
     "head",
 )
 
-# kind -> name -> "module:attribute". The module registers the name when imported;
-# tests/common/test_registry.py checks that every entry resolves to the class it names.
+# kind -> name -> "module:attribute": the one list of built-in names. tests/common/test_registry.py
+# checks that every entry resolves to a class and that no built-in module registers names itself.
 _BUILTIN: Dict[str, Dict[str, str]] = {
     "model": {
         "tinygptv": "minigpt.models.families:TinyGPTV",
@@ -264,12 +266,11 @@ class Registry:
             lazy = self._lazy[kind].get(name)
             if lazy is not None:
                 module, _, attr = lazy.partition(":")
-                importlib.import_module(module)
-                cls = self._classes[kind].get(name)
+                cls = getattr(importlib.import_module(module), attr, None)
                 if cls is None:
-                    raise RegistryError(
-                        f"{kind} {name!r}: module {module} did not register it (expected {attr})"
-                    )
+                    raise RegistryError(f"{kind} {name!r}: module {module} has no {attr}")
+                self._classes[kind][name] = cls
+                cls._registry_name = name
                 return cls
             if not self._plugins_loaded:
                 self.load_plugins()
@@ -281,6 +282,18 @@ class Registry:
         raise RegistryError(
             f"unknown {kind} name {name!r}.{hint} Registered {kind}s: {', '.join(names) or '(none)'}"
         )
+
+    def name_of(self, cls: Any) -> Optional[str]:
+        """The registered name of ``cls`` itself (not of a registered base class), or None."""
+        own = vars(cls).get("_registry_name") if isinstance(cls, type) else None
+        if own is not None:
+            return own
+        target = f"{getattr(cls, '__module__', '')}:{getattr(cls, '__qualname__', '')}"
+        for names in self._lazy.values():
+            for name, path in names.items():
+                if path == target:
+                    return name
+        return None
 
     def list(self, kind: str) -> List[str]:
         self.load_plugins()

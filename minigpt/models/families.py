@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from minigpt.common.registry import registry
 from minigpt.models.composition.mllm import MultimodalLLM
 
 
-@registry.register_model("tinygptv")
 class TinyGPTV(MultimodalLLM):
     """TinyGPT-V: a vision encoder, projection layers and Phi-2. YAML name ``tinygptv``."""
 
@@ -18,7 +16,6 @@ class TinyGPTV(MultimodalLLM):
     DEFAULT_MODEL_TYPE = "tiny"
 
 
-@registry.register_model("minigpt4")
 class MiniGPT4(MultimodalLLM):
     """MiniGPT-4: vision encoder + Q-Former, one linear layer, a Vicuna/Llama LLM. YAML name ``minigpt4``."""
 
@@ -29,7 +26,6 @@ class MiniGPT4(MultimodalLLM):
     DEFAULT_MODEL_TYPE = "tiny"
 
 
-@registry.register_model("minigpt_v2")
 class MiniGPTv2(MultimodalLLM):
     """MiniGPT-v2: 4 adjacent visual tokens concatenated, one linear layer, Llama-2 chat. YAML name ``minigpt_v2``."""
 

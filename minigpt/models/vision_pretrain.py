@@ -82,7 +82,6 @@ def region_targets(
     return out
 
 
-@registry.register_model("vision_pretrain")
 class VisionPretrain(BaseModel):
     """A vision encoder plus one linear head per label field over its tokens. YAML name ``vision_pretrain``.
 

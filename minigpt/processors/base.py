@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional
 
+from minigpt.common.registry import registry
+
 
 def config_to_dict(cfg: Any) -> Dict[str, Any]:
     """A plain dict from ``None``, a mapping or an omegaconf ``DictConfig`` (resolved)."""
@@ -36,7 +38,7 @@ class BaseProcessor:
         options.pop("name", None)  # the registry name that selected this class
         unknown = sorted(set(options) - set(cls.CONFIG_KEYS))
         if unknown:
-            registered = getattr(cls, "_registry_name", cls.__name__)
+            registered = registry.name_of(cls) or cls.__name__
             raise ValueError(
                 f"processor {registered!r} got unknown config key(s) {', '.join(map(repr, unknown))}; "
                 f"allowed keys: name, {', '.join(cls.CONFIG_KEYS)}"

@@ -9,7 +9,6 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
-from minigpt.common.registry import registry
 from minigpt.processors.base import BaseProcessor
 
 # The statistics the CLIP / EVA vision towers were trained with.
@@ -47,7 +46,6 @@ class _ImageProcessor(BaseProcessor):
         return self.transform(image)
 
 
-@registry.register_processor("image_train")
 class ImageTrainProcessor(_ImageProcessor):
     """Training-time image transform, registered as ``image_train``.
 
@@ -88,7 +86,6 @@ class ImageTrainProcessor(_ImageProcessor):
         )
 
 
-@registry.register_processor("image_eval")
 class ImageEvalProcessor(_ImageProcessor):
     """Deterministic image transform for evaluation, registered as ``image_eval``.
 

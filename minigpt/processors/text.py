@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from minigpt.common.registry import registry
 from minigpt.processors.base import BaseProcessor
 
 
-@registry.register_processor("caption_text")
 class CaptionTextProcessor(BaseProcessor):
     """Cleans a caption, question or expression; registered as ``caption_text``.
 

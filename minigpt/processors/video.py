@@ -22,7 +22,6 @@ import torch
 from torchvision import transforms
 
 from minigpt.common.io import DatasetError, MissingDataError, path_manager
-from minigpt.common.registry import registry
 from minigpt.processors.base import BaseProcessor
 from minigpt.processors.image import ImageEvalProcessor, ImageTrainProcessor
 
@@ -201,7 +200,6 @@ class _VideoProcessor(BaseProcessor):
         return self.transform(frames)
 
 
-@registry.register_processor("video_train")
 class VideoTrainProcessor(_VideoProcessor):
     """Training-time video transform, registered as ``video_train``.
 
@@ -240,7 +238,6 @@ class VideoTrainProcessor(_VideoProcessor):
         self.transform = frames_transform(self.image_processor.transform)
 
 
-@registry.register_processor("video_eval")
 class VideoEvalProcessor(_VideoProcessor):
     """Deterministic video transform for evaluation, registered as ``video_eval``.
 

@@ -10,7 +10,6 @@ from omegaconf import OmegaConf
 from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import dist_utils
-from minigpt.common.registry import registry
 from minigpt.runners.runner_iter import RunnerIter
 
 logger = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ def batches_per_epoch(datasets: Dict[str, Dict[str, Dataset]], run_cfg, world_si
     return out
 
 
-@registry.register_runner("runner_epoch")
 class RunnerEpoch(RunnerIter):
     """Train for ``run.max_epoch`` epochs; everything else as ``runner_iter``. YAML name ``runner_epoch``.
 

@@ -54,7 +54,6 @@ def enable_grad_checkpointing(model: torch.nn.Module) -> List[str]:
     return done
 
 
-@registry.register_runner("runner_iter")
 class RunnerIter:
     """Train for ``run.max_iters`` optimizer steps, checkpoint, then evaluate ``run.test_splits``.
 

@@ -43,6 +43,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from minigpt.common import dist_utils
+from minigpt.common.registry import registry
 from minigpt.datasets.image_source import (
     IMAGE_KEY,
     IMAGE_PIXEL_ROWS,
@@ -217,7 +218,7 @@ class VisionFeatureCache:
         if isinstance(proc, ImageTrainProcessor):
             CachedFeatureSource(self.known, proc, name)  # raises the error naming the dataset
         if not is_deterministic_processor(proc):
-            if str(getattr(type(proc), "_registry_name", "")).startswith("video_"):
+            if str(registry.name_of(type(proc)) or "").startswith("video_"):
                 return dataset  # video readers hand out frame stacks, never through an image source
             logger.warning(
                 "vision feature cache: dataset %s's image processor %s is not known to be deterministic (no "

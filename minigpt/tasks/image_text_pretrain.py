@@ -1,10 +1,8 @@
 """The task every TinyGPT-V / MiniGPT stage uses: next-token loss on answers, generation-based evaluation."""
 
-from minigpt.common.registry import registry
 from minigpt.tasks.base_task import BaseTask
 
 
-@registry.register_task("image_text_pretrain")
 class ImageTextPretrainTask(BaseTask):
     """Image-text training on the one sample schema (captions, VQA, grounding, conversations).
 

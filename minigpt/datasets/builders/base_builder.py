@@ -59,7 +59,7 @@ class BaseDatasetBuilder:
     # -- defaults ---------------------------------------------------------------------------
     @classmethod
     def name(cls) -> str:
-        return getattr(cls, "_registry_name", cls.__name__)
+        return registry.name_of(cls) or cls.__name__
 
     @classmethod
     def default_config_path(cls, type: str = "default") -> str:  # `type`: LAVIS's argument name

@@ -47,7 +47,6 @@ class Adapter(nn.Module):
         raise NotImplementedError
 
 
-@registry.register_adapter("bottleneck")
 class BottleneckAdapter(Adapter):
     """``x + scale * up(act(down(dropout(x))))``, ``up`` zero-initialised: the identity at start. YAML ``bottleneck``."""
 

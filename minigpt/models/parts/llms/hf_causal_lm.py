@@ -12,7 +12,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from minigpt.common.constants import IMAGE_SPECIAL_TOKENS
-from minigpt.common.registry import registry
 from minigpt.models.parts.llms.tinygptv_phi import (
     PHI_VARIANTS,
     apply_tinygptv_phi,
@@ -100,7 +99,6 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, _NORM_TYPES) or type(module).__name__.endswith("RMSNorm")
 
 
-@registry.register_llm("hf_causal_lm")
 class HFCausalLM(nn.Module):
     """A transformers ``AutoModelForCausalLM`` with its tokenizer. YAML name ``hf_causal_lm``.
 

@@ -8,10 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from minigpt.common.registry import registry
 
-
-@registry.register_projector("concat_linear")
 class ConcatLinearProjector(nn.Module):
     """Concatenate ``group`` adjacent tokens and project them. YAML name ``concat_linear``.
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minigpt.common.registry import registry
 
-
-@registry.register_projector("linear")
 class LinearProjector(nn.Module):
     """``Linear(in_dim -> out_dim)``, optionally followed by LayerNorm. YAML name ``linear``."""
 

@@ -7,10 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from minigpt.common.registry import registry
 
-
-@registry.register_projector("mlp")
 class MLPProjector(nn.Module):
     """``Linear -> GELU -> Linear`` (+ optional LayerNorm). YAML name ``mlp``."""
 

@@ -31,7 +31,6 @@ import torch
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-from minigpt.common.registry import registry
 from minigpt.models.base_model import building_on_meta
 from minigpt.models.parts.vision_encoders.precision import FP32LayerNorm
 from minigpt.models.weights.files import KeyMapping, LoadReport, load_converted, read_state_dict
@@ -104,7 +103,6 @@ def convert_blip2_qformer_state_dict(state: Dict[str, torch.Tensor]):
     return BLIP2_QFORMER_KEY_MAPPING.convert(state)
 
 
-@registry.register_projector("qformer_linear")
 class QFormerLinearProjector(nn.Module):
     """BLIP-2 Q-Former (32 queries) + Linear layers to the LLM width. YAML name ``qformer_linear``.
 

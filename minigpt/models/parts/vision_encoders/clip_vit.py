@@ -28,7 +28,6 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from minigpt.common.precision import precision_dtype
-from minigpt.common.registry import registry
 from minigpt.models.base_model import building_on_meta, strict_part_kwargs
 from minigpt.models.parts.vision_encoders.precision import PrecisionRunner, freeze_and_cast
 
@@ -58,7 +57,6 @@ def _check_image_size(wanted: Optional[int], actual: int, pretrained: str) -> No
         )
 
 
-@registry.register_vision_encoder("clip_vit")
 class CLIPViTEncoder(nn.Module):
     """CLIP vision tower returning one hidden layer's tokens. YAML name ``clip_vit``."""
 

@@ -45,7 +45,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from minigpt.common.precision import precision_dtype
-from minigpt.common.registry import registry
 from minigpt.models.base_model import building_on_meta, strict_part_kwargs
 from minigpt.models.parts.vision_encoders.precision import (
     FP32LayerNorm,
@@ -111,7 +110,6 @@ def convert_eva_vit_state_dict(state: Dict[str, torch.Tensor], depth: int = 39):
     return converted
 
 
-@registry.register_vision_encoder("eva_vit_g")
 class EVAViTEncoder(nn.Module):
     """EVA-CLIP ViT-g/14 (timm's ``Eva``) returning all tokens of its last block. YAML name ``eva_vit_g``.
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minigpt.common.registry import registry
 from minigpt.models.base_model import strict_part_kwargs
 
 
-@registry.register_vision_encoder("precomputed")
 class PrecomputedFeatures(nn.Module):
     """Passes precomputed features through: ``[B, tokens, dim]`` (or ``[B, dim]``, one token) in and out.
 

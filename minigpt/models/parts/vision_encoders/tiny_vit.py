@@ -9,8 +9,6 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from minigpt.common.registry import registry
-
 
 def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     """``[grid*grid, dim]`` sin-cos position code: half the channels for rows, half for columns."""
@@ -28,7 +26,6 @@ def sincos_2d(grid: int, dim: int) -> torch.Tensor:
     return torch.cat([code(rows), code(cols)], dim=1)  # [g*g, dim]
 
 
-@registry.register_vision_encoder("tiny_vit")
 class TinyViTEncoder(nn.Module):
     """Conv stem (stride-2 3x3 convs, BatchNorm) + timm transformer blocks. YAML name ``tiny_vit``.
 
