@@ -21,6 +21,7 @@ import logging
 import os
 import random
 from collections import Counter
+from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from torch.utils.data import Dataset, IterableDataset
@@ -184,6 +185,11 @@ class BaseDataset(Dataset):
         if bad and not added:
             raise first
         return added
+
+    def add_json_lists(self, ann_paths: Sequence[str]) -> None:
+        """:meth:`add_records` of each of ``ann_paths`` (a JSON list), entry by entry through ``self._parse(path, i, entry)``."""
+        for path in ann_paths:
+            self.add_records(path, load_json_list(path, self.name), partial(self._parse, path))
 
     def sample_id(self, key: Any) -> str:
         return f"{self.name}:{key}"
