@@ -17,6 +17,7 @@ the run once a dataset's skip rate passes ``run.max_skip_rate``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -108,6 +109,18 @@ def require_keys(entry: Any, keys: Sequence[str], dataset: str, path: str, index
             f"dataset {dataset!r}: entry {index} of {path} lacks key(s) {', '.join(missing)} "
             f"(has {', '.join(sorted(entry))})"
         )
+
+
+def parse_json_lines(lines: Iterable[str], error: Callable[[int, ValueError], Exception]) -> List[Any]:
+    """The values of the non-blank ``lines`` (JSON Lines); a bad line raises ``error(line number, exc)``."""
+    values = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                values.append(json.loads(line))
+            except ValueError as exc:
+                raise error(n, exc) from exc
+    return values
 
 
 def load_json_list(path: str, dataset: str) -> List[Any]:
