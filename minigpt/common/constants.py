@@ -18,3 +18,10 @@ IGNORE_INDEX = -100
 
 # The key skipping readers attach to each sample with what was read and skipped; collate sums them.
 READ_STATS_KEY = "_read_stats"
+
+# The on-disk layout of a run's output directory, shared by the runner that writes it and the
+# checkpoint loader that finds a stage's result by the stage's name.
+CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/checkpoints/step_<n>/
+LATEST_POINTER = "latest"  # <output_dir>/checkpoints/latest: the name of the newest complete step
+TRAINED_FILE = "trained.safetensors"  # what was trained, in a step folder
+PIPELINE_FILE = "pipeline.json"  # a pipeline's output directory: its finished stages in order

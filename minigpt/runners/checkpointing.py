@@ -30,12 +30,13 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from minigpt.common import dist_utils
-from minigpt.models.weights.checkpoint import TRAINED_FILE, save_trained
+from minigpt.common.constants import CHECKPOINTS_DIR, LATEST_POINTER, TRAINED_FILE
+from minigpt.models.weights.checkpoint import save_trained
 
 logger = logging.getLogger(__name__)
 
-CKPT_DIR = "checkpoints"
-LATEST = "latest"
+CKPT_DIR = CHECKPOINTS_DIR
+LATEST = LATEST_POINTER
 STATE_FILE = "training_state.pt"
 DATA_STATE = "data"  # training_state key: {"world_size": W, "ranks": [MixedLoader.state_dict() of each rank]}
 RNG_RANKS = "rng_ranks"  # training_state key: [rng_state() of each rank]

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from minigpt.common import dist_utils
 from minigpt.common.config import Config
-from minigpt.models.weights.checkpoint import PIPELINE_FILE
+from minigpt.common.constants import PIPELINE_FILE
 from minigpt.runners.stage import run_stage
 from minigpt.tasks.evaluation.table import format_metrics as format_table  # the one results table module
 

@@ -18,6 +18,32 @@ def test_every_builtin_name_resolves_to_the_class_the_table_names():
             cls = registry.get_class(kind, name)
             assert cls is getattr(importlib.import_module(module), attr), (kind, name)
             assert cls._registry_name == name
+            assert registry.name_of(cls) == name
+
+
+def test_built_in_names_are_listed_once_in_the_table_and_nowhere_else():
+    import pathlib
+    import re
+
+    package = pathlib.Path(importlib.import_module("minigpt").__file__).parent
+    pattern = re.compile(r"registry\.register(_[a-z_]+)?\(")
+    hits = [
+        f"{p.relative_to(package)}:{n}"
+        for p in package.rglob("*.py")
+        if p.name != "registry.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert hits == []  # decorators are for plugins; built-ins are the table's
+
+
+def test_name_of_a_subclass_is_its_own_not_its_bases():
+    from minigpt.datasets.builders.caption_builders import COCOCaptionBuilder
+
+    class Mine(COCOCaptionBuilder):
+        pass
+
+    assert registry.name_of(COCOCaptionBuilder) == "coco_caption" and registry.name_of(Mine) is None
 
 
 def test_families_listed_and_typo_suggests_the_right_name():

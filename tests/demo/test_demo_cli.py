@@ -54,14 +54,14 @@ def test_without_the_quickstart_model_the_demo_says_how_to_get_one(tmp_path, mon
 def _manifest(root, stages):
     import json
 
-    from minigpt.models.weights.checkpoint import PIPELINE_FILE
+    from minigpt.common.constants import PIPELINE_FILE
 
     root.mkdir(parents=True, exist_ok=True)
     (root / PIPELINE_FILE).write_text(json.dumps({"stages": [{"name": s, "dir": s} for s in stages]}))
 
 
 def test_a_partly_trained_quickstart_names_the_missing_stage(tmp_path, monkeypatch):
-    from minigpt.models.weights.checkpoint import TRAINED_FILE
+    from minigpt.common.constants import TRAINED_FILE
 
     out = tmp_path / "output/quickstart"
     for s in ("stage0", "stage1"):

@@ -94,7 +94,8 @@ def test_checkpoint_names_survive_adding_lora(tmp_path):
 def test_a_pipeline_folder_loads_every_stage_in_order(tmp_path):
     """model.ckpt=<pipeline output folder>: the stages' checkpoints, in order, give the whole model even
     where a stage froze a part (its checkpoint lacks it) and where stages overlap (the later wins)."""
-    from minigpt.models.weights.checkpoint import PIPELINE_FILE, expand_checkpoints
+    from minigpt.common.constants import PIPELINE_FILE
+    from minigpt.models.weights.checkpoint import expand_checkpoints
     from minigpt.runners.pipeline import write_manifest
 
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from minigpt.common.config.composer import Composer
 from minigpt.common.config.errors import (
@@ -110,19 +110,10 @@ def compose_model(composer: Composer, user_model: Any, options: Dict[str, Any]) 
         raise ConfigError(
             f"{type_src}: model.model_type must be a preset name (str), got {type_name(model_type)} {model_type!r}"
         )
-    presets = getattr(model_cls, "PRETRAINED_MODEL_CONFIG_DICT", None)
-    if isinstance(presets, Mapping) and model_type not in presets:
-        available = sorted(map(str, presets))
-        raise ConfigError(
-            f"{type_src}: model.model_type: model {arch!r} has no model_type {model_type!r}"
-            f"{did_you_mean(model_type, available) or '.'} Available model types: {', '.join(available) or '(none)'}"
-        )
-    try:
-        preset_path = str(model_cls.default_config_path(model_type))
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        raise ConfigError(
-            f"{type_src}: model.model_type: model {arch!r} has no preset for {model_type!r}: {one_line(exc)}"
-        ) from exc
+    preset_path = _default_yaml_of(
+        model_cls, "PRETRAINED_MODEL_CONFIG_DICT", model_type, f"{type_src}: model.model_type: model {arch!r}",
+        ("model_type", "model types", "preset for"),
+    )
 
     preset, preset_sources = load_model_preset_with_sources(preset_path)
     preset.pop("arch", None)
@@ -137,6 +128,26 @@ def compose_model(composer: Composer, user_model: Any, options: Dict[str, Any]) 
     composer.sources["model.arch"] = arch_src
     composer.sources["model.model_type"] = type_src
     return composer.merge(copy.deepcopy(defaults), block, "model", composer.cfg_path)
+
+
+def _default_yaml_of(cls: Any, table: str, chosen: str, where: str, words: Tuple[str, str, str]) -> str:
+    """The default YAML ``cls`` keeps for config type ``chosen``, its choices named by attribute ``table``.
+
+    ``where`` starts each error (the source and dotted key, then the owner); ``words`` are what
+    a choice is called, in the singular and the plural, and what lacking its file is called.
+    """
+    noun, nouns, no_file = words
+    known = getattr(cls, table, None)
+    if isinstance(known, Mapping) and chosen not in known:
+        available = sorted(map(str, known))
+        raise ConfigError(
+            f"{where} has no {noun} {chosen!r}"
+            f"{did_you_mean(chosen, available) or '.'} Available {nouns}: {', '.join(available) or '(none)'}"
+        )
+    try:
+        return str(cls.default_config_path(chosen))
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"{where} has no {no_file} {chosen!r}: {one_line(exc)}") from exc
 
 
 def compose_datasets(composer: Composer, user_datasets: Any, options: Dict[str, Any]) -> Dict[Any, Any]:
@@ -165,19 +176,10 @@ def compose_datasets(composer: Composer, user_datasets: Any, options: Dict[str, 
             dtype, type_src = options[f"{dotted}.type"], OPTIONS_SOURCE
         if not isinstance(dtype, str):
             raise ConfigError(f"{type_src}: {dotted}.type must be a str, got {type_name(dtype)} {dtype!r}")
-        known = getattr(builder_cls, "DATASET_CONFIG_DICT", None)
-        if isinstance(known, Mapping) and dtype not in known:
-            available = sorted(map(str, known))
-            raise ConfigError(
-                f"{type_src}: {dotted}.type: dataset {name!r} has no type {dtype!r}"
-                f"{did_you_mean(dtype, available) or '.'} Available types: {', '.join(available) or '(none)'}"
-            )
-        try:
-            defaults_path = str(builder_cls.default_config_path(dtype))
-        except (KeyError, ValueError, FileNotFoundError) as exc:
-            raise ConfigError(
-                f"{type_src}: {dotted}.type: dataset {name!r} has no defaults for type {dtype!r}: {one_line(exc)}"
-            ) from exc
+        defaults_path = _default_yaml_of(
+            builder_cls, "DATASET_CONFIG_DICT", dtype, f"{type_src}: {dotted}.type: dataset {name!r}",
+            ("type", "types", "defaults for type"),
+        )
 
         defaults = load_defaults(defaults_path, "datasets", str(name))
         common = [key for key in DATASET_COMMON_DEFAULTS if key not in defaults]

@@ -55,6 +55,7 @@ class BaseDatasetBuilder:
     """
 
     DATASET_CONFIG_DICT: Dict[str, str] = {}
+    SPLITS_KEY = "annotations"  # the build_info mapping whose keys are the splits
 
     # -- defaults ---------------------------------------------------------------------------
     @classmethod
@@ -169,12 +170,16 @@ class BaseDatasetBuilder:
             procs.append(registry.get_processor_class(block.name).from_config(block))
         return procs[0], procs[1]
 
-    def annotation_dataset(self, dataset_cls: type, split: str, **extra: Any) -> Dataset:
-        """``dataset_cls`` over this split's annotation files, with the arguments every JSON reader takes."""
+    def annotation_dataset(self, dataset_cls: type, split: str, *sources: Any, **extra: Any) -> Dataset:
+        """``dataset_cls`` over ``sources``, with the arguments every annotation reader takes.
+
+        ``sources`` are the reader's arguments between the dataset name and the processors; by
+        default this split's annotation files (``build_info.annotations.<split>``).
+        """
         vis, text = self.build_processors(split)
         return dataset_cls(
             self.name(),
-            self.split_paths("annotations", split),
+            *(sources or (self.split_paths("annotations", split),)),
             vis,
             text,
             self.images_root(),
@@ -191,8 +196,8 @@ class BaseDatasetBuilder:
 
     # -- the API ------------------------------------------------------------------------------
     def splits(self) -> List[str]:
-        """The splits this config can build."""
-        return [str(s) for s in (self.build_info.get("annotations") or {}).keys()]
+        """The splits this config can build: the keys of ``build_info.<SPLITS_KEY>``."""
+        return [str(s) for s in (self.build_info.get(self.SPLITS_KEY) or {}).keys()]
 
     def build_split(self, split: str) -> Dataset:
         raise NotImplementedError
@@ -215,3 +220,27 @@ class BaseDatasetBuilder:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name()!r}, data_root={self.data_root!r}, splits={self.splits()})"
+
+
+def default_yaml(name: str) -> Dict[str, str]:
+    """The ``DATASET_CONFIG_DICT`` of a builder registered as ``name``: ``configs/datasets/<name>/defaults.yaml``."""
+    return {"default": f"configs/datasets/{name}/defaults.yaml"}
+
+
+def declare_builder(module: str, class_name: str, base: type, name: str, summary: str, **attrs: Any) -> type:
+    """A builder that is ``base`` with other class attributes, listed in the registry as ``name``; one line a dataset.
+
+    Its docstring is ``summary`` plus the registered name, its default YAML :func:`default_yaml`,
+    and ``attrs`` (``TASK``, ``FORMAT``, ``APPROX_SIZE``, ``dataset_cls``, ...) override ``base``'s.
+    ``module`` and ``class_name`` are where the class is imported from (``__name__`` and the name it
+    is assigned to), which the registry's built-in table names.
+    """
+    namespace = {
+        "__module__": module,
+        "__qualname__": class_name,
+        "__doc__": f"{summary}, registered as ``{name}``.",
+        "DATASET_CONFIG_DICT": default_yaml(name),
+        "_registry_name": name,
+        **attrs,
+    }
+    return type(class_name, (base,), namespace)

@@ -2,93 +2,31 @@
 
 The synthetic generator (``minigpt.datasets.synthetic``) writes the real formats, so each
 builder here only swaps the default YAML: paths under ``synthetic/``, 64-pixel images, and
-``image_eval`` for every split (random crops would move the shapes the answers describe).
+``image_eval`` for every split (random crops would move the shapes the answers describe). The TASK
+of each is its real-format parent's.
 """
 
 from __future__ import annotations
 
 from torch.utils.data import Dataset
 
-from minigpt.common.registry import registry
-from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
+from minigpt.datasets.builders.base_builder import BaseDatasetBuilder, declare_builder, default_yaml
 from minigpt.datasets.builders.caption_builders import CCSBUAlignBuilder, CCSBUBuilder, COCOCaptionBuilder
 from minigpt.datasets.builders.llava_builders import LlavaConversationBuilder
 from minigpt.datasets.builders.refcoco_builders import InvRefCOCOBuilder, RefCOCOBuilder
 from minigpt.datasets.builders.vqa_builders import COCOVQABuilder
 from minigpt.datasets.datasets.region_label_datasets import SceneRegionDataset
 
-
-@registry.register_builder("synthetic_caption_wds")
-class SyntheticCaptionWdsBuilder(CCSBUBuilder):
-    """Synthetic image-caption tar shards (stage-1 alignment), registered as ``synthetic_caption_wds``."""
-
-    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_caption_wds/defaults.yaml"}
-    TASK = "caption"
-    FORMAT = "webdataset tar shards (cc_sbu format) under synthetic/cc_sbu/"
-    APPROX_SIZE = "one pair per generated image (default 20k train / 1k test)"
-
-
-@registry.register_builder("synthetic_cc_sbu_align")
-class SyntheticCCSBUAlignBuilder(CCSBUAlignBuilder):
-    """Synthetic detailed captions in the cc_sbu_align format, registered as ``synthetic_cc_sbu_align``."""
-
-    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_cc_sbu_align/defaults.yaml"}
-    TASK = "caption"
-    FORMAT = "filter_cap.json (cc_sbu_align format) under synthetic/"
-    APPROX_SIZE = "one description per generated train image (default 20k)"
+# Each reads with the real-format builder it extends; only the default YAML and the catalogue entry differ.
+SyntheticCaptionWdsBuilder = declare_builder(__name__, "SyntheticCaptionWdsBuilder", CCSBUBuilder, "synthetic_caption_wds", "Synthetic image-caption tar shards (stage-1 alignment)", FORMAT="webdataset tar shards (cc_sbu format) under synthetic/cc_sbu/", APPROX_SIZE="one pair per generated image (default 20k train / 1k test)")
+SyntheticCCSBUAlignBuilder = declare_builder(__name__, "SyntheticCCSBUAlignBuilder", CCSBUAlignBuilder, "synthetic_cc_sbu_align", "Synthetic detailed captions in the cc_sbu_align format", FORMAT="filter_cap.json (cc_sbu_align format) under synthetic/", APPROX_SIZE="one description per generated train image (default 20k)")
+SyntheticCOCOCaptionBuilder = declare_builder(__name__, "SyntheticCOCOCaptionBuilder", COCOCaptionBuilder, "synthetic_coco_caption", "Synthetic captions in the COCO Karpathy JSON", FORMAT="LAVIS Karpathy JSON under synthetic/coco_caption/", APPROX_SIZE="one caption per generated image (default 20k train / 1k test)")
+SyntheticVQABuilder = declare_builder(__name__, "SyntheticVQABuilder", COCOVQABuilder, "synthetic_vqa", "Synthetic questions in LAVIS's VQA JSON", FORMAT="LAVIS VQA JSON under synthetic/vqa/", APPROX_SIZE="up to 5 questions per generated image (default 20k train / 1k test images)")
+SyntheticRefCOCOBuilder = declare_builder(__name__, "SyntheticRefCOCOBuilder", RefCOCOBuilder, "synthetic_refcoco", "Synthetic referring expressions in the RefCOCO format", FORMAT="refs(unc).p + instances.json under synthetic/refcoco/", APPROX_SIZE="one expression per shape, 1-3 shapes per generated image")
+SyntheticInvRefCOCOBuilder = declare_builder(__name__, "SyntheticInvRefCOCOBuilder", InvRefCOCOBuilder, "synthetic_invrefcoco", "Synthetic box -> expression samples from the RefCOCO format", FORMAT="refs(unc).p + instances.json under synthetic/refcoco/", APPROX_SIZE="one box per shape, 1-3 shapes per generated image")
+SyntheticLlavaBuilder = declare_builder(__name__, "SyntheticLlavaBuilder", LlavaConversationBuilder, "synthetic_llava", "Synthetic multi-turn conversations in the LLaVA JSON", FORMAT="LLaVA conversation JSON under synthetic/llava/", APPROX_SIZE="one conversation per generated image (default 20k train / 1k test)")
 
 
-@registry.register_builder("synthetic_coco_caption")
-class SyntheticCOCOCaptionBuilder(COCOCaptionBuilder):
-    """Synthetic captions in the COCO Karpathy JSON, registered as ``synthetic_coco_caption``."""
-
-    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_coco_caption/defaults.yaml"}
-    TASK = "caption"
-    FORMAT = "LAVIS Karpathy JSON under synthetic/coco_caption/"
-    APPROX_SIZE = "one caption per generated image (default 20k train / 1k test)"
-
-
-@registry.register_builder("synthetic_vqa")
-class SyntheticVQABuilder(COCOVQABuilder):
-    """Synthetic questions in LAVIS's VQA JSON, registered as ``synthetic_vqa``."""
-
-    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_vqa/defaults.yaml"}
-    TASK = "vqa"
-    FORMAT = "LAVIS VQA JSON under synthetic/vqa/"
-    APPROX_SIZE = "up to 5 questions per generated image (default 20k train / 1k test images)"
-
-
-@registry.register_builder("synthetic_refcoco")
-class SyntheticRefCOCOBuilder(RefCOCOBuilder):
-    """Synthetic referring expressions in the RefCOCO format, registered as ``synthetic_refcoco``."""
-
-    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_refcoco/defaults.yaml"}
-    TASK = "refer"
-    FORMAT = "refs(unc).p + instances.json under synthetic/refcoco/"
-    APPROX_SIZE = "one expression per shape, 1-3 shapes per generated image"
-
-
-@registry.register_builder("synthetic_invrefcoco")
-class SyntheticInvRefCOCOBuilder(InvRefCOCOBuilder):
-    """Synthetic box -> expression samples from the RefCOCO format, registered as ``synthetic_invrefcoco``."""
-
-    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_invrefcoco/defaults.yaml"}
-    TASK = "identify"
-    FORMAT = "refs(unc).p + instances.json under synthetic/refcoco/"
-    APPROX_SIZE = "one box per shape, 1-3 shapes per generated image"
-
-
-@registry.register_builder("synthetic_llava")
-class SyntheticLlavaBuilder(LlavaConversationBuilder):
-    """Synthetic multi-turn conversations in the LLaVA JSON, registered as ``synthetic_llava``."""
-
-    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_llava/defaults.yaml"}
-    TASK = "conversation"
-    FORMAT = "LLaVA conversation JSON under synthetic/llava/"
-    APPROX_SIZE = "one conversation per generated image (default 20k train / 1k test)"
-
-
-@registry.register_builder("synthetic_scene_labels")
 class SyntheticSceneLabelsBuilder(BaseDatasetBuilder):
     """The synthetic scenes' labelled boxes (stage 0 of tiny presets), registered as ``synthetic_scene_labels``.
 
@@ -96,7 +34,7 @@ class SyntheticSceneLabelsBuilder(BaseDatasetBuilder):
     shape and its box, for :class:`minigpt.models.vision_pretrain.VisionPretrain`.
     """
 
-    DATASET_CONFIG_DICT = {"default": "configs/datasets/synthetic_scene_labels/defaults.yaml"}
+    DATASET_CONFIG_DICT = default_yaml("synthetic_scene_labels")
     TASK = "region_labels"
     FORMAT = "scenes_<split>.jsonl under synthetic/ (one {image, width, height, objects} a line)"
     APPROX_SIZE = "one line per generated image (default 20k train / 1k test)"

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
-from minigpt.common.registry import registry
 from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
 from minigpt.datasets.datasets.text_datasets import UnnaturalInstructionDataset
 
 
-@registry.register_builder("unnatural_instruction")
 class UnnaturalInstructionBuilder(BaseDatasetBuilder):
     """Unnatural Instructions, text-only instruction following; registered as ``unnatural_instruction``.
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from minigpt.common.io import as_list
-from minigpt.common.registry import registry
 from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
 from minigpt.datasets.datasets.video_datasets import VideoInstructDataset
 
 
-@registry.register_builder("video_instruct")
 class VideoInstructBuilder(BaseDatasetBuilder):
     """Video question answering / conversation (Video-ChatGPT's VideoInstruct-100K), as ``video_instruct``.
 

@@ -17,10 +17,12 @@ the run once a dataset's skip rate passes ``run.max_skip_rate``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 from collections import Counter
+from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from torch.utils.data import Dataset, IterableDataset
@@ -109,6 +111,18 @@ def require_keys(entry: Any, keys: Sequence[str], dataset: str, path: str, index
         )
 
 
+def parse_json_lines(lines: Iterable[str], error: Callable[[int, ValueError], Exception]) -> List[Any]:
+    """The values of the non-blank ``lines`` (JSON Lines); a bad line raises ``error(line number, exc)``."""
+    values = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                values.append(json.loads(line))
+            except ValueError as exc:
+                raise error(n, exc) from exc
+    return values
+
+
 def load_json_list(path: str, dataset: str) -> List[Any]:
     """A JSON annotation file that must hold a list."""
     data = load_json(path, dataset)
@@ -184,6 +198,11 @@ class BaseDataset(Dataset):
         if bad and not added:
             raise first
         return added
+
+    def add_json_lists(self, ann_paths: Sequence[str]) -> None:
+        """:meth:`add_records` of each of ``ann_paths`` (a JSON list), entry by entry through ``self._parse(path, i, entry)``."""
+        for path in ann_paths:
+            self.add_records(path, load_json_list(path, self.name), partial(self._parse, path))
 
     def sample_id(self, key: Any) -> str:
         return f"{self.name}:{key}"

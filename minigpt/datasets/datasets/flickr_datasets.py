@@ -20,15 +20,12 @@ good entry is an error naming its first bad one.
 from __future__ import annotations
 
 import re
-from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from minigpt.common.grounding import GRID, format_phrase_boxes
 from minigpt.common.io import DatasetError
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
-    Processor,
-    load_json_list,
     pick,
     require_keys,
 )
@@ -74,22 +71,12 @@ class _FlickrEntitiesDataset(BaseDataset):
     fields: Tuple[str, ...] = ()
     needs_prompts = False
 
-    def __init__(
-        self,
-        name: str,
-        ann_paths: Sequence[str],
-        vis_processor: Optional[Processor],
-        text_processor: Optional[Processor],
-        images_root: Optional[str],
-        task_tag: Optional[str] = None,
-        prompts: Optional[Sequence[str]] = None,
-        read_images: bool = True,
-    ) -> None:
-        super().__init__(name, vis_processor, text_processor, images_root, task_tag, prompts, read_images)
+    def __init__(self, name: str, ann_paths: Sequence[str], *args: Any, **kwargs: Any) -> None:
+        """``ann_paths``, then :class:`BaseDataset`'s arguments (processors, images root, options)."""
+        super().__init__(name, *args, **kwargs)
         if self.needs_prompts and not self.prompts:
             raise DatasetError(f"dataset {name!r}: a prompt file is required (prompt_file)")
-        for path in ann_paths:
-            self.add_records(path, load_json_list(path, name), partial(self._parse, path))
+        self.add_json_lists(ann_paths)
 
     def _parse(self, path: str, i: int, entry: Any) -> Dict[str, Any]:
         require_keys(entry, ("image_id",) + self.fields, self.name, path, i)

@@ -13,12 +13,11 @@ the ref's annotation.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from minigpt.common.io import DatasetError, load_json, load_pickle, open_image, resolve_path
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
-    Processor,
     box_to_grid_text,
     pick,
     require_keys,
@@ -43,15 +42,12 @@ class RefCOCODataset(BaseDataset):
         refs_path: str,
         instances_path: str,
         ref_splits: Sequence[str],
-        vis_processor: Optional[Processor],
-        text_processor: Optional[Processor],
-        images_root: Optional[str],
-        task_tag: Optional[str] = None,
-        prompts: Optional[Sequence[str]] = None,
-        read_images: bool = True,
+        *args: Any,
         sentence_key: str = "sent",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(name, vis_processor, text_processor, images_root, task_tag, prompts, read_images)
+        """The refer files and splits, then :class:`BaseDataset`'s arguments (processors, images root, options)."""
+        super().__init__(name, *args, **kwargs)
         if sentence_key not in ("sent", "raw"):
             raise ValueError(f"dataset {name!r}: sentence_key must be 'sent' or 'raw', got {sentence_key!r}")
         if not self.prompts:

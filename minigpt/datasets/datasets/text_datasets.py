@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence
 
 from minigpt.common.io import DatasetError, MissingDataError, path_manager
-from minigpt.datasets.datasets.base_dataset import BaseDataset, Processor, load_json_list, require_keys
+from minigpt.datasets.datasets.base_dataset import (
+    BaseDataset,
+    Processor,
+    load_json_list,
+    parse_json_lines,
+    require_keys,
+)
 
 
 def load_json_records(path: str, dataset: str) -> List[Any]:
@@ -19,15 +24,9 @@ def load_json_records(path: str, dataset: str) -> List[Any]:
             lines = f.read().splitlines()
     except FileNotFoundError as exc:
         raise MissingDataError(f"dataset {dataset!r}: annotation file not found: {path}") from exc
-    records = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError as exc:
-            raise DatasetError(f"dataset {dataset!r}: line {n} of {path} is not valid JSON: {exc}") from exc
-    return records
+    return parse_json_lines(
+        lines, lambda n, exc: DatasetError(f"dataset {dataset!r}: line {n} of {path} is not valid JSON: {exc}")
+    )
 
 
 class UnnaturalInstructionDataset(BaseDataset):

@@ -12,7 +12,6 @@ import io
 import os
 import struct
 from fractions import Fraction
-from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -22,7 +21,6 @@ from minigpt.common.io import DatasetError, MissingDataError, path_manager, reso
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
     Processor,
-    load_json_list,
     require_keys,
 )
 
@@ -58,9 +56,8 @@ class VideoInstructDataset(BaseDataset):
         self.video_extensions = [str(e).lstrip(".").lower() for e in video_extensions]
         if not self.video_extensions:
             raise ValueError(f"dataset {name!r}: video_extensions must list at least one extension")
-        for path in ann_paths:
-            # a malformed entry is logged, counted and left out; a file of nothing else is an error
-            self.add_records(path, load_json_list(path, name), partial(self._parse, path))
+        # a malformed entry is logged, counted and left out; a file of nothing else is an error
+        self.add_json_lists(ann_paths)
 
     def _parse(self, path: str, i: int, entry: Any) -> Dict[str, Any]:
         require_keys(entry, ("video_id", "q", "a"), self.name, path, i)

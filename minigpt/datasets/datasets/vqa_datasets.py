@@ -21,7 +21,6 @@ from urllib.parse import urlparse
 from minigpt.common.io import DatasetError, load_json
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
-    load_json_list,
     most_frequent,
     pick,
     require_keys,
@@ -107,8 +106,7 @@ class VQADataset(QuestionAnswerDataset):
 
     def __init__(self, name: str, ann_paths: Sequence[str], *args: Any, **kwargs: Any) -> None:
         super().__init__(name, *args, **kwargs)
-        for path in ann_paths:
-            self.add_records(path, load_json_list(path, name), partial(self._parse, path))
+        self.add_json_lists(ann_paths)
 
     def _parse(self, path: str, i: int, entry: Any) -> Dict[str, Any]:
         name = self.name
@@ -136,8 +134,7 @@ class AOKVQADataset(QuestionAnswerDataset):
 
     def __init__(self, name: str, ann_paths: Sequence[str], *args: Any, **kwargs: Any) -> None:
         super().__init__(name, *args, **kwargs)
-        for path in ann_paths:
-            self.add_records(path, load_json_list(path, name), partial(self._parse, path))
+        self.add_json_lists(ann_paths)
 
     def _parse(self, path: str, i: int, entry: Any) -> Dict[str, Any]:
         name = self.name

@@ -251,13 +251,9 @@ def _read_manifest(root: Path) -> Optional[Dict[str, Any]]:
         return None
 
 
-def is_complete(root: PathLike, n_train: int, n_test: int, seed: int, image_size: int = 64) -> bool:
-    """True when ``root`` holds a finished dataset generated with exactly these settings."""
-    root = Path(root)
-    m = _read_manifest(root)
-    if m is None:
-        return False
-    wanted = {
+def _settings(seed: int, image_size: int, n_train: int, n_test: int) -> Dict[str, Any]:
+    """The manifest keys a finished dataset must match to be reused as it is."""
+    return {
         "generator": GENERATOR_NAME,
         "version": GENERATOR_VERSION,
         "seed": seed,
@@ -265,6 +261,15 @@ def is_complete(root: PathLike, n_train: int, n_test: int, seed: int, image_size
         "n_train": n_train,
         "n_test": n_test,
     }
+
+
+def is_complete(root: PathLike, n_train: int, n_test: int, seed: int, image_size: int = 64) -> bool:
+    """True when ``root`` holds a finished dataset generated with exactly these settings."""
+    root = Path(root)
+    m = _read_manifest(root)
+    if m is None:
+        return False
+    wanted = _settings(seed, image_size, n_train, n_test)
     if any(m.get(k) != v for k, v in wanted.items()):
         return False
     for rel in m.get("files", {}).values():
@@ -359,12 +364,7 @@ def generate_synthetic_dataset(
     files["cc_sbu_train"] = [shard_name("train", i) for i in range(n_train_shards)]
     files["cc_sbu_test"] = [shard_name("test", i) for i in range(n_test_shards)]
     manifest: Dict[str, Any] = {
-        "generator": GENERATOR_NAME,
-        "version": GENERATOR_VERSION,
-        "seed": seed,
-        "image_size": image_size,
-        "n_train": n_train,
-        "n_test": n_test,
+        **_settings(seed, image_size, n_train, n_test),
         "shard_size": shard_size,
         "files": files,
         # Brace patterns as webdataset's WebDataset(urls) expands them.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from minigpt.common.io import DatasetError
+from minigpt.datasets.datasets.base_dataset import parse_json_lines
 from minigpt.tasks.evaluation.records import BenchmarkDataError, EvalRecord, clean_answer, grouped_means, mean
 from minigpt.tasks.evaluation.scorers import SCORERS, Scorer
 
@@ -79,16 +80,10 @@ def load_jsonl(path: str, what: str) -> List[Any]:
     """A JSON-lines file (blank lines skipped); errors name the file and line."""
     if not os.path.isfile(path):
         raise BenchmarkDataError(f"{what}: file not found: {path}")
-    rows = []
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise BenchmarkDataError(f"{what}: {path}:{lineno} is not valid JSON ({exc})") from exc
-    return rows
+        return parse_json_lines(
+            fh, lambda lineno, exc: BenchmarkDataError(f"{what}: {path}:{lineno} is not valid JSON ({exc})")
+        )
 
 
 def load_json_or_jsonl(path: str, what: str) -> List[Any]:

@@ -74,17 +74,7 @@ def read_karpathy(paths: Paths, split: str) -> List[EvalRecord]:
     return check_unique_ids(records, path)
 
 
-BENCHMARKS = [
-    Benchmark(
-        "coco_caption", "caption", ["test", "val"], "test",
-        {"annotations": "coco/annotations/coco_karpathy_test.json", "images": "coco/images"},
-        CAPTION_PROMPT, read_karpathy,
-        "COCO Karpathy test, CIDEr and BLEU-1..4",
-    ),
-    Benchmark(
-        "synthetic_coco_caption", "caption", ["test"], "test",
-        {"annotations": "synthetic/coco_caption/coco_karpathy_test.json", "images": "synthetic/images"},
-        CAPTION_PROMPT, read_karpathy,
-        "the quickstart's held-out synthetic shapes, CIDEr and BLEU-1..4",
-    ),
+BENCHMARKS = [  # name, family, splits, default split, paths under the data root, prompt, reader, what it scores
+    Benchmark("coco_caption", "caption", ["test", "val"], "test", {"annotations": "coco/annotations/coco_karpathy_test.json", "images": "coco/images"}, CAPTION_PROMPT, read_karpathy, "COCO Karpathy test, CIDEr and BLEU-1..4"),
+    Benchmark("synthetic_coco_caption", "caption", ["test"], "test", {"annotations": "synthetic/coco_caption/coco_karpathy_test.json", "images": "synthetic/images"}, CAPTION_PROMPT, read_karpathy, "the quickstart's held-out synthetic shapes, CIDEr and BLEU-1..4"),
 ]

@@ -219,51 +219,12 @@ def read_lavis_vqa(paths: Paths, split: str) -> List[EvalRecord]:
     return check_unique_ids(records, path)
 
 
-BENCHMARKS = [
-    Benchmark(
-        "okvqa", "vqa", ["val"], "val",
-        {
-            "questions": "okvqa/OpenEnded_mscoco_val2014_questions.json",
-            "annotations": "okvqa/mscoco_val2014_annotations.json",
-            "images": "coco/images/val2014",
-        },
-        SHORT_ANSWER_PROMPT, read_okvqa,
-        "OK-VQA val, VQA accuracy",
-    ),
-    Benchmark(
-        "vizwiz", "vqa", ["val"], "val",
-        {"annotations": "vizwiz/val.json", "images": "vizwiz/val"},
-        VIZWIZ_PROMPT, read_vizwiz,
-        "VizWiz-VQA val, VQA accuracy",
-    ),
-    Benchmark(
-        "iconvqa", "vqa", ["val", "test"], "val",
-        {"annotations": "iconvqa/choose_text_val.json", "images": "iconvqa/iconvqa_images"},
-        SHORT_ANSWER_PROMPT, read_iconqa,
-        "IconQA multiple-choice (text choices), accuracy",
-    ),
-    Benchmark(
-        "gqa", "vqa", ["testdev"], "testdev",
-        {"annotations": "gqa/testdev_balanced_questions.json", "images": "gqa/images"},
-        SHORT_ANSWER_PROMPT, read_gqa,
-        "GQA test-dev balanced, exact-match accuracy",
-    ),
-    Benchmark(
-        "vsr", "vqa", ["test"], "test",
-        {"annotations": "vsr/test.jsonl", "images": "vsr/images"},
-        VSR_PROMPT, read_vsr,
-        "VSR zero-shot test, true/false accuracy",
-    ),
-    Benchmark(
-        "hm", "vqa", ["dev"], "dev",
-        {"annotations": "hateful_meme/dev.jsonl", "images": "hateful_meme"},
-        HM_PROMPT, read_hm,
-        "Hateful Memes dev (seen), yes/no accuracy",
-    ),
-    Benchmark(
-        "synthetic_vqa", "vqa", ["test"], "test",
-        {"annotations": "synthetic/vqa/vqa_test.json", "images": "synthetic/images"},
-        SYNTHETIC_VQA_PROMPT, read_lavis_vqa,
-        "the quickstart's held-out synthetic shapes, VQA accuracy per question type",
-    ),
+BENCHMARKS = [  # name, family, splits, default split, paths under the data root, prompt, reader, what it scores
+    Benchmark("okvqa", "vqa", ["val"], "val", {"questions": "okvqa/OpenEnded_mscoco_val2014_questions.json", "annotations": "okvqa/mscoco_val2014_annotations.json", "images": "coco/images/val2014"}, SHORT_ANSWER_PROMPT, read_okvqa, "OK-VQA val, VQA accuracy"),
+    Benchmark("vizwiz", "vqa", ["val"], "val", {"annotations": "vizwiz/val.json", "images": "vizwiz/val"}, VIZWIZ_PROMPT, read_vizwiz, "VizWiz-VQA val, VQA accuracy"),
+    Benchmark("iconvqa", "vqa", ["val", "test"], "val", {"annotations": "iconvqa/choose_text_val.json", "images": "iconvqa/iconvqa_images"}, SHORT_ANSWER_PROMPT, read_iconqa, "IconQA multiple-choice (text choices), accuracy"),
+    Benchmark("gqa", "vqa", ["testdev"], "testdev", {"annotations": "gqa/testdev_balanced_questions.json", "images": "gqa/images"}, SHORT_ANSWER_PROMPT, read_gqa, "GQA test-dev balanced, exact-match accuracy"),
+    Benchmark("vsr", "vqa", ["test"], "test", {"annotations": "vsr/test.jsonl", "images": "vsr/images"}, VSR_PROMPT, read_vsr, "VSR zero-shot test, true/false accuracy"),
+    Benchmark("hm", "vqa", ["dev"], "dev", {"annotations": "hateful_meme/dev.jsonl", "images": "hateful_meme"}, HM_PROMPT, read_hm, "Hateful Memes dev (seen), yes/no accuracy"),
+    Benchmark("synthetic_vqa", "vqa", ["test"], "test", {"annotations": "synthetic/vqa/vqa_test.json", "images": "synthetic/images"}, SYNTHETIC_VQA_PROMPT, read_lavis_vqa, "the quickstart's held-out synthetic shapes, VQA accuracy per question type"),
 ]

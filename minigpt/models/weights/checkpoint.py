@@ -13,15 +13,11 @@ from typing import Any, Dict, List, Tuple
 import torch
 from safetensors.torch import load_file, save_file
 
+from minigpt.common.constants import CHECKPOINTS_DIR, LATEST_POINTER, PIPELINE_FILE, TRAINED_FILE
 from minigpt.models.weights.names import canonical_name, copy_into_model
 
-TRAINED_FILE = "trained.safetensors"
 # Released checkpoints of the original projects (torch.save of {"model": state_dict, ...})
 RELEASED_SUFFIXES = (".pth", ".pt")
-
-# Written by a pipeline (minigpt/runners/pipeline.py) into its output directory after each stage: the
-# stages finished so far, in order, so that the directory can stand for the pipeline's model.
-PIPELINE_FILE = "pipeline.json"
 
 # Names under which a stage-0 ``vision_pretrain`` checkpoint keeps its per-token label heads: the
 # families load such a checkpoint for its ``vision_encoder.*`` and leave these out on purpose.
@@ -74,10 +70,10 @@ def resolve_checkpoint_file(path: str) -> str:
     """
     given = path
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, TRAINED_FILE)):
-        pointer = os.path.join(path, "checkpoints", "latest")
+        pointer = os.path.join(path, CHECKPOINTS_DIR, LATEST_POINTER)
         if os.path.isfile(pointer):
             with open(pointer) as fh:
-                path = os.path.join(path, "checkpoints", fh.read().strip())
+                path = os.path.join(path, CHECKPOINTS_DIR, fh.read().strip())
     if os.path.isdir(path):
         path = os.path.join(path, TRAINED_FILE)
     if not os.path.isfile(path):
