@@ -13,7 +13,7 @@ import io
 import json
 import os
 import pickle
-from typing import Any, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
 
 from iopath.common.file_io import PathManager
 from PIL import Image, UnidentifiedImageError
@@ -209,3 +209,23 @@ def as_list(value: Union[None, str, Iterable[str]]) -> List[str]:
     if isinstance(value, str):
         return [value]
     return list(value)
+
+
+def write_atomically(path: str, write: Callable[[str], None], prefix: str = ".") -> None:
+    """``write(tmp)`` fills a temporary file beside ``path``, which is fsynced and renamed over ``path``.
+
+    A reader sees the old file or the whole new one, never a part; on any failure the temporary
+    file is removed and the error propagates. ``prefix`` starts the temporary name (hidden, and
+    outside any ``shard-*`` style pattern a reader globs for).
+    """
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f"{prefix}{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -110,18 +110,13 @@ def load_preprocess(cfg: DictConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return vis, txt
 
 
-def load_model_and_preprocess(
-    name: str,
-    model_type: Optional[str] = None,
-    is_eval: bool = False,
-    device: str = "cpu",
-    checkpoint: Optional[str] = None,
-):
+def load_model_and_preprocess(name: str, model_type: Optional[str] = None, **load_kwargs: Any):
     """Return ``(model, vis_processors, txt_processors)``; processors are dicts keyed train/eval.
 
-    ``name`` is a registered model name or the path of an export directory (then ``model_type`` is None).
+    ``name`` is a registered model name or the path of an export directory (then ``model_type`` is None);
+    ``load_kwargs`` are :func:`load_model`'s (``is_eval``, ``device``, ``checkpoint``, ``overrides``).
     """
-    model = load_model(name, model_type, is_eval=is_eval, device=device, checkpoint=checkpoint)
+    model = load_model(name, model_type, **load_kwargs)
     vis, txt = load_preprocess(model.cfg)
     return model, vis, txt
 

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import dist_utils
+from minigpt.datasets.splits import iter_splits
 from minigpt.runners.checkpointing import CKPT_DIR, fsync_dir
 
 logger = logging.getLogger(__name__)
@@ -135,17 +136,13 @@ class SampleProbe:
     @staticmethod
     def _pick(datasets, run_cfg, count: int):
         for splits in (list(run_cfg.get("test_splits") or []), list(run_cfg.train_splits)):
-            for name, by_split in datasets.items():
-                for split in splits:
-                    ds = by_split.get(split)
-                    if ds is None:
-                        continue
-                    if isinstance(ds, IterableDataset):
-                        items = list(islice(iter(ds), count))
-                    else:
-                        items = [ds[i] for i in range(min(count, len(ds)))]
-                    if items:
-                        return f"{name}/{split}", items
+            for name, split, ds in iter_splits(datasets, splits):
+                if isinstance(ds, IterableDataset):
+                    items = list(islice(iter(ds), count))
+                else:
+                    items = [ds[i] for i in range(min(count, len(ds)))]
+                if items:
+                    return f"{name}/{split}", items
         raise ValueError("run.sample_every is set but no dataset has a test or train split to draw samples from")
 
     @torch.no_grad()

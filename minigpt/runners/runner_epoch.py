@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import dist_utils
+from minigpt.datasets.splits import iter_splits
 from minigpt.runners.runner_iter import RunnerIter
 
 logger = logging.getLogger(__name__)
@@ -24,17 +25,13 @@ def batches_per_epoch(datasets: Dict[str, Dict[str, Dataset]], run_cfg, world_si
     bs = int(run_cfg.batch_size_train)
     splits = list(run_cfg.train_splits)
     out: Dict[str, int] = {}
-    for name, by_split in datasets.items():
-        for split in splits:
-            ds = by_split.get(split)
-            if ds is None:
-                continue
-            if isinstance(ds, IterableDataset):
-                raise ValueError(
-                    f"runner_epoch: dataset {name}/{split} is a stream with no length, so an epoch cannot be "
-                    "derived from it; set run.iters_per_epoch"
-                )
-            out[f"{name}/{split}"] = (len(ds) // world_size) // bs
+    for name, split, ds in iter_splits(datasets, splits):
+        if isinstance(ds, IterableDataset):
+            raise ValueError(
+                f"runner_epoch: dataset {name}/{split} is a stream with no length, so an epoch cannot be "
+                "derived from it; set run.iters_per_epoch"
+            )
+        out[f"{name}/{split}"] = (len(ds) // world_size) // bs
     return out
 
 

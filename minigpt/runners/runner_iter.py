@@ -169,7 +169,7 @@ class RunnerIter:
         log = self.log = TrainLog(rc, self.output_dir, state.start_step, max_iters, config)
         t_start = time.time()
         try:
-            StepLoop(self, net, optimizer, sched, state, guard, log).run(max_iters)
+            StepLoop(self, net, state, log).run(max_iters)
         except BaseException:
             log.close()
             raise

@@ -22,7 +22,6 @@ from minigpt.common.logger import MetricsLogger
 from minigpt.runners.data import count_reads
 from minigpt.runners.distributed import ParallelModel
 from minigpt.runners.observability import ScalarSinks, memory_mb
-from minigpt.runners.step_guard import StepGuard
 from minigpt.runners.train_state import TrainState
 
 if TYPE_CHECKING:
@@ -90,15 +89,9 @@ class StepLoop:
     skip rate, non-finite steps) leave a ``stopped`` row and propagate.
     """
 
-    def __init__(self, runner: "RunnerIter", net: torch.nn.Module, optimizer: torch.optim.Optimizer, sched: Any,
-                 state: TrainState, guard: StepGuard, log: TrainLog) -> None:
-        self.runner = runner
-        self.net = net
-        self.optimizer = optimizer
-        self.sched = sched
-        self.state = state
-        self.guard = guard
-        self.log = log
+    def __init__(self, runner: "RunnerIter", net: torch.nn.Module, state: TrainState, log: TrainLog) -> None:
+        self.runner, self.net, self.state, self.log = runner, net, state, log
+        self.optimizer, self.sched, self.guard = state.optimizer, state.sched, state.guard
         self.run_cfg = runner.run_cfg
         self.world = dist_utils.get_world_size()
 

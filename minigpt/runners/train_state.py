@@ -10,6 +10,7 @@ the best-metric bookkeeping. The directory layout and the atomic write are
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import torch
@@ -50,6 +51,7 @@ def resume_path(run_cfg, output_dir: str) -> Optional[str]:
     return str(path)
 
 
+@dataclass
 class TrainState:
     """Save and restore everything a resumed run needs; ``start_step`` and ``loss_ema`` live here.
 
@@ -58,35 +60,24 @@ class TrainState:
     it; rank 0 writes); :meth:`save_once` does not write the same step twice.
     """
 
-    def __init__(
-        self,
-        cfg,
-        run_cfg,
-        parallel: ParallelModel,
-        optimizer: torch.optim.Optimizer,
-        sched: Any,
-        scaler: Optional[Any],
-        guard: StepGuard,
-        loader: Optional[MixedLoader],
-        skips: Optional[SkipTracker],
-        best: Optional[BestTracker],
-        vision_cache: Optional[VisionFeatureCache],
-    ) -> None:
-        self.cfg = cfg
-        self.run_cfg = run_cfg
-        self.output_dir = str(run_cfg.output_dir)
-        self.parallel = parallel
-        self.optimizer = optimizer
-        self.sched = sched
-        self.scaler = scaler
-        self.guard = guard
-        self.loader = loader
-        self.skips = skips
-        self.best = best
-        self.vision_cache = vision_cache
-        self.start_step = 0
-        self.loss_ema: Optional[float] = None
-        self.saved_step: Optional[int] = None
+    cfg: Any
+    run_cfg: Any
+    parallel: ParallelModel
+    optimizer: torch.optim.Optimizer
+    sched: Any
+    scaler: Optional[Any]
+    guard: StepGuard
+    loader: Optional[MixedLoader]
+    skips: Optional[SkipTracker]
+    best: Optional[BestTracker]
+    vision_cache: Optional[VisionFeatureCache]
+    start_step: int = 0
+    loss_ema: Optional[float] = None
+    saved_step: Optional[int] = None
+
+    @property
+    def output_dir(self) -> str:
+        return str(self.run_cfg.output_dir)
 
     # -- saving ----------------------------------------------------------------------------------
     def saved_path(self, step: int) -> Optional[str]:

@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import uuid
 from collections import OrderedDict
@@ -43,6 +42,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from minigpt.common import dist_utils
+from minigpt.common.io import write_atomically
 from minigpt.common.registry import registry
 from minigpt.datasets.image_source import (
     IMAGE_KEY,
@@ -348,20 +348,8 @@ class VisionFeatureCache:
             return None
         name = f"shard-r{dist_utils.get_rank()}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.safetensors"
         path = os.path.join(self.directory, name)
-        tmp = os.path.join(self.directory, f".tmp-{name}")  # not matched by shard-*, never indexed
-        try:
-            save_file(
-                self._mem,
-                tmp,
-                metadata={"format": FORMAT, "fingerprint": str(self.fingerprint), "point": self.point},
-            )
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        metadata = {"format": FORMAT, "fingerprint": str(self.fingerprint), "point": self.point}
+        write_atomically(path, lambda tmp: save_file(self._mem, tmp, metadata=metadata), prefix=".tmp-")
         for key in self._mem:
             self._index[key] = path
         self._mem = {}
@@ -424,14 +412,8 @@ class VisionFeatureCache:
 
 
 def _write_atomically(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    write_atomically(path, write, prefix=".tmp-")

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import dist_utils
 from minigpt.common.registry import registry
+from minigpt.datasets.splits import iter_splits
 from minigpt.tasks.evaluation.loop import EvalSettings, evaluate_split
 from minigpt.tasks.evaluation.records import EvalRecord
 from minigpt.tasks.evaluation.scorers import SAMPLES_SCORER
@@ -86,22 +87,18 @@ class BaseTask:
         was_training = model.training
         model.eval()
         results: Dict[str, float] = {}
-        for name, by_split in datasets.items():
-            for split in splits:
-                ds = by_split.get(split)
-                if ds is None:
-                    continue
-                if isinstance(ds, IterableDataset):
-                    logger.info("skipping evaluation of streaming dataset %s/%s", name, split)
-                    continue
-                n = len(ds)
-                if run_cfg.get("max_eval_samples"):
-                    n = min(n, int(run_cfg.max_eval_samples))
-                if n == 0:
-                    continue
-                t0 = time.time()
-                result = evaluate_split(name, split, DatasetSource(ds, n), predict, SAMPLES_SCORER, settings)
-                part = {**result.metrics, "samples": result.samples, "seconds": round(time.time() - t0, 2)}
-                results.update({f"{name}/{split}/{k}": v for k, v in part.items()})
+        for name, split, ds in iter_splits(datasets, splits):
+            if isinstance(ds, IterableDataset):
+                logger.info("skipping evaluation of streaming dataset %s/%s", name, split)
+                continue
+            n = len(ds)
+            if run_cfg.get("max_eval_samples"):
+                n = min(n, int(run_cfg.max_eval_samples))
+            if n == 0:
+                continue
+            t0 = time.time()
+            result = evaluate_split(name, split, DatasetSource(ds, n), predict, SAMPLES_SCORER, settings)
+            part = {**result.metrics, "samples": result.samples, "seconds": round(time.time() - t0, 2)}
+            results.update({f"{name}/{split}/{k}": v for k, v in part.items()})
         model.train(was_training)
         return dist_utils.broadcast_object(results)  # rank 0's timings everywhere

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from minigpt.common.constants import CHECKPOINTS_DIR, LATEST_POINTER, PIPELINE_FILE, TRAINED_FILE
+from minigpt.common.io import write_atomically
 from minigpt.models.weights.names import canonical_name, copy_into_model
 
 # Released checkpoints of the original projects (torch.save of {"model": state_dict, ...})
@@ -49,16 +50,13 @@ def save_trained(
     """
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, TRAINED_FILE)
-    tmp = path + ".tmp"
     state = trained_state_dict(model)
     if only_prefix is not None:
         state = {k: v for k, v in state.items() if k.startswith(only_prefix)}
     # safetensors refuses tensors that share storage; tied weights are saved once per name
     state = {k: v.clone() for k, v in state.items()}
-    save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    write_atomically(path, lambda tmp: save_file(state, tmp, metadata=meta))
     return path
 
 
