@@ -10,6 +10,17 @@ from typing import Any, Dict
 
 import torch
 
+# schedule argument -> the run key it comes from (defaults live in default_run.yaml)
+RUN_KEYS = {
+    "max_iters": "max_iters",
+    "init_lr": "init_lr",
+    "min_lr": "min_lr",
+    "warmup_lr": "warmup_lr",
+    "warmup_steps": "warmup_steps",
+    "decay_rate": "decay_rate",
+    "step_every": "lr_step_every",
+}
+
 
 class _Schedule:
     def __init__(
@@ -32,16 +43,8 @@ class _Schedule:
 
     @classmethod
     def from_config(cls, optimizer: torch.optim.Optimizer, run_cfg) -> "_Schedule":
-        return cls(
-            optimizer,
-            max_iters=run_cfg.max_iters,
-            init_lr=run_cfg.init_lr,
-            min_lr=run_cfg.min_lr,
-            warmup_lr=run_cfg.warmup_lr,
-            warmup_steps=run_cfg.warmup_steps,
-            decay_rate=run_cfg.get("decay_rate", 0.9),
-            step_every=run_cfg.get("lr_step_every", 1000),
-        )
+        """The schedule ``run:`` describes (each argument read from its run key, see ``RUN_KEYS``)."""
+        return cls(optimizer, **{arg: run_cfg[key] for arg, key in RUN_KEYS.items() if key in run_cfg})
 
     def lr_at(self, step: int) -> float:
         raise NotImplementedError

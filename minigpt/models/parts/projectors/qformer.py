@@ -39,20 +39,10 @@ logger = logging.getLogger(__name__)
 
 PART = "qformer_linear"
 
-# BERT-base, as BLIP-2 initialises its Q-Former (LAVIS ``Blip2Base.init_Qformer``).
-QFORMER_DEFAULTS: Dict[str, Any] = dict(
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    hidden_act="gelu",
-    hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1,
-    layer_norm_eps=1e-12,
-    initializer_range=0.02,
-    cross_attention_frequency=2,
-    use_qformer_text_input=False,
-)
+# transformers' Blip2QFormerConfig defaults are BERT-base (768 wide, 12 layers and heads, cross-attention
+# every 2nd layer), as BLIP-2 initialises its Q-Former (LAVIS ``Blip2Base.init_Qformer``); the YAML
+# block overrides any of them. Only the text input, which BLIP-2's Q-Former has and MiniGPT-4 never uses, is off.
+QFORMER_DEFAULTS: Dict[str, Any] = dict(use_qformer_text_input=False)
 
 _LAYER = r"Qformer\.bert\.encoder\.layer\.(\d+)\."
 
