@@ -164,39 +164,35 @@ def read_vsr(paths: Paths, split: str) -> List[EvalRecord]:
     Images are COCO 2017 files, looked up in the image folder and its ``train2017``/``val2017``.
     """
     path = paths["annotations"]
-    records = []
-    for i, e in enumerate(load_json_or_jsonl(path, "vsr annotations")):
-        image_name = field_of(e, "image", path, i)
-        records.append(
-            EvalRecord(
-                id=str(i),
-                image=find_image(
-                    paths["images"],
-                    [image_name, os.path.join("train2017", image_name), os.path.join("val2017", image_name)],
-                    f"vsr line {i + 1}",
-                ),
-                prompt=VSR_PROMPT.format(field_of(e, "caption", path, i)),
-                target={"label": int(field_of(e, "label", path, i))},
-                meta={"relation": e.get("relation")},
-            )
+
+    def record(i: int, e: Dict[str, Any]) -> EvalRecord:
+        name = field_of(e, "image", path, i)
+        candidates = [name, os.path.join("train2017", name), os.path.join("val2017", name)]
+        return EvalRecord(
+            id=str(i),
+            image=find_image(paths["images"], candidates, f"vsr line {i + 1}"),
+            prompt=VSR_PROMPT.format(field_of(e, "caption", path, i)),
+            target={"label": int(field_of(e, "label", path, i))},
+            meta={"relation": e.get("relation")},
         )
-    return records
+
+    return [record(i, e) for i, e in enumerate(load_json_or_jsonl(path, "vsr annotations"))]
 
 
 def read_hm(paths: Paths, split: str) -> List[EvalRecord]:
     """Hateful Memes ``dev.jsonl``: ``{id, img: "img/42953.png", label, text}`` per line."""
     path = paths["annotations"]
-    records = []
-    for i, e in enumerate(load_json_or_jsonl(path, "hateful memes annotations")):
+
+    def record(i: int, e: Dict[str, Any]) -> EvalRecord:
         rel = field_of(e, "img", path, i)
-        records.append(
-            EvalRecord(
-                id=str(e.get("id", i)),
-                image=find_image(paths["images"], [rel, os.path.basename(rel)], f"hm line {i + 1}"),
-                prompt=HM_PROMPT.format(field_of(e, "text", path, i)),
-                target={"label": int(field_of(e, "label", path, i))},
-            )
+        return EvalRecord(
+            id=str(e.get("id", i)),
+            image=find_image(paths["images"], [rel, os.path.basename(rel)], f"hm line {i + 1}"),
+            prompt=HM_PROMPT.format(field_of(e, "text", path, i)),
+            target={"label": int(field_of(e, "label", path, i))},
         )
+
+    records = [record(i, e) for i, e in enumerate(load_json_or_jsonl(path, "hateful memes annotations"))]
     return check_unique_ids(records, path)
 
 
