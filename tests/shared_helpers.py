@@ -11,26 +11,10 @@ from typing import List, Sequence
 import torch
 from transformers import LogitsProcessor
 
-# TinyGPT-V's real-size parts (EVA ViT -> Q-Former -> linear layers -> Phi with LoRA) at toy widths: merged
-# over a real preset's model section, they build the real composition in milliseconds
-TOY_REAL_WIDTHS = {
-    "vision_encoder": {"image_size": 28, "width": 32, "num_heads": 4, "mlp_dim": 48},
-    "projector": {
-        "num_query_token": 4,
-        "hidden_dims": [24],
-        "qformer": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 24},
-    },
-    "llm": {
-        "lora_r": 4,
-        "config": {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "vocab_size": 600,
-        },
-    },
-}
+# TinyGPT-V's real-size parts (EVA ViT -> Q-Former -> linear layers -> Phi with LoRA) at toy widths: the
+# library's twin (minigpt/common/config/toy.py) at 28 px with 4 queries. Merged over a real preset's model
+# section, they build the real composition in milliseconds
+TOY_REAL_WIDTHS = {"scale": "toy", "vision_encoder": {"image_size": 28}, "projector": {"num_query_token": 4}}
 
 
 class ForceTokens(LogitsProcessor):

@@ -58,7 +58,8 @@ def load_model(
     """Build model ``name`` at preset ``model_type``; ``device="meta"`` builds shapes only.
 
     ``overrides`` are dotted keys merged over the preset (``llm.lora_r=8`` style keys as kwargs
-    with ``__`` for dots is awkward, so pass a dict: ``overrides={"llm": {"lora_r": 8}}``).
+    with ``__`` for dots is awkward, so pass a dict: ``overrides={"llm": {"lora_r": 8}}``);
+    ``overrides={"scale": "toy"}`` builds the preset's toy-width twin (:mod:`minigpt.common.config.toy`).
     ``name`` may instead be the path of an export directory (see :mod:`minigpt.models.weights.export`),
     which fixes the model type: ``model_type`` must then be None.
     """
@@ -75,9 +76,12 @@ def load_model(
     extra = overrides.pop("overrides", None)
     if extra:
         from minigpt.common.config.sections import swap_parts
+        from minigpt.common.config.toy import SCALE_KEY, check_scale, toy_twin
 
         preset = OmegaConf.to_container(cfg)
         swap_parts(preset, extra)  # a part block naming another part replaces the preset's, as in a config file
+        if SCALE_KEY in extra and check_scale(extra[SCALE_KEY], "load_model overrides") == "toy":
+            preset = toy_twin(preset)  # the preset's toy-width twin, as model.scale=toy in a config file
         cfg = OmegaConf.merge(OmegaConf.create(preset), OmegaConf.create(extra))
     if overrides:
         raise TypeError(f"load_model got unexpected arguments {sorted(overrides)}")

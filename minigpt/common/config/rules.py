@@ -3,7 +3,8 @@
 Each key's type, choices and range are the run schema's (:mod:`.run_schema`); what is here relates
 keys to each other or to the registry: ``run.task``/``runner``/``lr_sched`` name registered
 components, ``min_lr <= init_lr``, every dataset's ``sample_ratio > 0``, and the feature cache's
-needs from the model and the datasets. They run on the resolved config, after composition, so every
+needs from the model and the datasets, and every dataset's image processors resizing to the vision encoder's
+``image_size``. They run on the resolved config, after composition, so every
 message can show each value with the file it came from (``run.min_lr = 0.5 (from --options)``).
 """
 
@@ -76,7 +77,38 @@ class RuleChecker:
                     f"{self._shown(f'datasets.{name}.sample_ratio', ratio)} must be > 0 "
                     "(it weighs how often the mixer draws from this dataset)"
                 )
+        self.check_image_sizes(config)
         self.check_vision_cache(config)
+
+    def check_image_sizes(self, config: DictConfig) -> None:
+        """Each dataset's image processors the run uses resize to ``model.vision_encoder.image_size``.
+
+        ``train`` processors for the ``train`` split, ``eval`` ones for any other split of
+        ``run.train_splits`` and ``run.test_splits`` (the builders' choice).
+
+        A mismatch would otherwise surface at the first step, deep in the encoder's patch embedding
+        (timm: "Input height ... doesn't match model"), after the data and the model were loaded.
+        """
+        venc = config.model.get("vision_encoder") or {}
+        size = venc.get("image_size") if hasattr(venc, "get") else None
+        if size is None:
+            return
+        model_key = "model.vision_encoder.image_size"
+        splits = [*(config.run.get("train_splits") or []), *(config.run.get("test_splits") or [])]
+        used = sorted({"train" if split == "train" else "eval" for split in splits})  # as the builders pick them
+        for name, dblock in config.datasets.items():
+            if dblock.get("data_type", "images") == "text":
+                continue
+            for which in used:
+                got = (((dblock.get("vis_processor") or {}).get(which)) or {}).get("image_size")
+                if got is None or got == size:
+                    continue
+                dotted = f"datasets.{name}.vis_processor.{which}.image_size"
+                raise ConfigError(
+                    f"dataset {name!r} resizes images to {got} px but the vision encoder takes {size} px: "
+                    f"{self._shown(dotted, got)}, {self._shown(model_key, size)}; set "
+                    f"datasets.{name}.vis_processor.{which}.image_size={size} (or ${{{model_key}}})"
+                )
 
     def check_vision_cache(self, config: DictConfig) -> None:
         """``run.vision_feature_cache`` on needs a frozen vision encoder and deterministic image processors."""

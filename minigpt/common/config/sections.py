@@ -23,8 +23,10 @@ from minigpt.common.config.errors import (
     did_you_mean,
     one_line,
     type_name,
+    walk,
 )
 from minigpt.common.config.presets import load_model_preset_with_sources
+from minigpt.common.config.toy import SCALE_KEY, TOY_SOURCE, check_scale, toy_twin
 from minigpt.common.config.yaml_io import load_defaults
 from minigpt.common.registry import RegistryError, registry
 
@@ -119,6 +121,21 @@ def compose_model(composer: Composer, user_model: Any, options: Dict[str, Any]) 
     preset.pop("arch", None)
     preset.pop("model_type", None)
     swap_parts(preset, block)
+    scale, scale_src = preset.get(SCALE_KEY, "real"), preset_path
+    if SCALE_KEY in block:
+        scale, scale_src = block[SCALE_KEY], composer.cfg_path
+    if f"model.{SCALE_KEY}" in options:
+        scale, scale_src = options[f"model.{SCALE_KEY}"], OPTIONS_SOURCE
+    if check_scale(scale, scale_src) == "toy":  # the twin replaces the preset; the user's block still wins
+        real = dict(walk(preset, "model"))
+        preset = toy_twin(preset)
+        preset_sources.update(
+            {
+                dotted: TOY_SOURCE
+                for dotted, value in walk(preset, "model")
+                if not isinstance(value, dict) and real.get(dotted, ABSENT) != value
+            }
+        )
     defaults = {"arch": arch, "model_type": model_type, **preset}
     composer.register_defaults("model", defaults, preset_path)
     for dotted, source in preset_sources.items():  # a key inherited through `base:` names the file that set it

@@ -246,10 +246,16 @@ class HFCausalLM(nn.Module):
                     f"llm.config.{key}={cfg[key]!r} contradicts llm.phi_variant (needs {value!r})"
                 )
             cfg[key] = value
-        cfg.setdefault("vocab_size", len(self.tokenizer))
-        cfg.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        cfg.setdefault("eos_token_id", self.tokenizer.eos_token_id)
-        cfg.setdefault("bos_token_id", self.tokenizer.bos_token_id)
+        # absent or null: the tokenizer's (a toy-width twin of a real preset sets them null)
+        from_tokenizer = {
+            "vocab_size": len(self.tokenizer),
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.tokenizer.eos_token_id,
+            "bos_token_id": self.tokenizer.bos_token_id,
+        }
+        for key, value in from_tokenizer.items():
+            if cfg.get(key) is None:
+                cfg[key] = value
         return AutoConfig.for_model(model_type, **cfg)
 
     @classmethod

@@ -1,0 +1,67 @@
+"""Every shipped config (train_configs/, eval_configs/) composes, and its datasets fit its model.
+
+The runs of each shipped config at toy width are in tests/test_shipped_twins.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import pytest
+from conftest import EVAL_CONFIGS, STAGE_CONFIGS
+
+from minigpt.common.config import Config, ConfigError
+
+SHIPPED = sorted([*STAGE_CONFIGS.glob("*.yaml"), *EVAL_CONFIGS.glob("*.yaml")])
+
+
+def stage_files(path: Path) -> List[Path]:
+    """``path`` itself, or the stage configs of a pipeline file (in order)."""
+    if not Config.is_pipeline_file(path):
+        return [path]
+    return [Path(str(stage.cfg)) for stage in Config.load_pipeline(path).pipeline.stages]
+
+
+def test_the_shipped_configs_are_found():
+    names = {p.name for p in SHIPPED}
+    assert {"tinygptv_stage4.yaml", "quickstart.yaml", "tinygptv_benchmark_eval.yaml"} <= names
+
+
+@pytest.mark.parametrize("scale", ["real", "toy"])
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_dataset_resizes_images_to_the_encoder_size(path, scale):
+    for stage in stage_files(path):
+        cfg = Config(stage, [f"model.scale={scale}"])
+        size = cfg.model_cfg.vision_encoder.image_size
+        for name, block in cfg.datasets_cfg.items():
+            for which, proc in block.vis_processor.items():
+                assert proc.image_size == size, f"{stage.name}: datasets.{name}.vis_processor.{which}"
+
+
+def test_stage4_trains_at_448_px_on_every_dataset():
+    cfg = Config(STAGE_CONFIGS / "tinygptv_stage4.yaml")
+    assert cfg.model_cfg.vision_encoder.image_size == 448
+    assert {b.vis_processor.train.image_size for b in cfg.datasets_cfg.values()} == {448}
+    assert cfg.source_of("datasets.refcoco.vis_processor.train.image_size").endswith("tinygptv_stage4.yaml")
+
+
+def test_a_dataset_at_another_size_than_the_encoder_is_refused_naming_both(tmp_path):
+    path = tmp_path / "stage.yaml"
+    path.write_text("model: {arch: tinygptv, model_type: stage4}\ndatasets:\n  refcoco: {}\n")
+    with pytest.raises(ConfigError) as err:
+        Config(path)
+    msg = str(err.value)
+    assert msg.startswith("dataset 'refcoco' resizes images to 224 px but the vision encoder takes 448 px")
+    assert "datasets.refcoco.vis_processor.train.image_size = 224 (from " in msg
+    assert "refcoco/defaults.yaml" in msg and "tinygptv/stage4.yaml" in msg
+    train_only = Config(path, ["datasets.refcoco.vis_processor.train.image_size=448"])
+    assert train_only.datasets_cfg.refcoco.vis_processor.eval.image_size == 224  # no split of the run uses it
+    with pytest.raises(ConfigError, match=r"datasets.refcoco.vis_processor.eval.image_size = 224"):
+        Config(path, ["datasets.refcoco.vis_processor.train.image_size=448", "run.test_splits=[test]"])
+
+
+def test_a_text_only_dataset_is_not_held_to_the_encoder_size(tmp_path):
+    path = tmp_path / "stage.yaml"
+    path.write_text("model: {arch: tinygptv, model_type: stage4}\ndatasets:\n  refcoco: {data_type: text}\n")
+    assert Config(path).datasets_cfg.refcoco.vis_processor.train.image_size == 224
