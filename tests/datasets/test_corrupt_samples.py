@@ -15,10 +15,12 @@ from typing import Dict, List
 import pytest
 from PIL import Image
 
+from minigpt.common.config import Config
 from minigpt.common.io import (
     SKIP_KINDS,
     DatasetError,
     ReadLimits,
+    SkipRateExceeded,
     contained_path,
     default_read_limits,
     open_image,
@@ -26,6 +28,7 @@ from minigpt.common.io import (
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import READ_STATS_KEY, skip_bad_samples
 from minigpt.datasets.synthetic import generate_synthetic_dataset
+from minigpt.runners.stage import run_stage
 
 N_TRAIN = 20
 
@@ -228,3 +231,58 @@ def test_every_kind_is_skipped_with_its_sample_and_path(tmp_path):
         assert r["kind"] in ("placeholder_in_text",) or r["path"], r
     assert any(r["path"] == "/etc/hostname" and r["kind"] == "outside_data_root" for r in records)
     assert any(r["path"].endswith("bad/zero.jpg") and r["kind"] == "not_a_file" for r in records)
+
+
+# -- through the runner ---------------------------------------------------------------------------------
+def _stage(tmp_path: Path, root: Path, max_iters: int, *extra: str) -> Config:
+    cfg = tmp_path / "corrupt.yaml"
+    cfg.write_text(
+        "model: {arch: tinygptv, model_type: tiny}\n"
+        "datasets:\n"
+        "  synthetic_coco_caption: {sample_ratio: 0.6}\n"
+        "  synthetic_caption_wds: {sample_ratio: 0.3, build_info: {shuffle_buffer: 1}}\n"
+        "  synthetic_refcoco: {sample_ratio: 0.1}\n"
+        "run: {stage_name: corrupt, warmup_steps: 0}\n"
+    )
+    return Config(
+        cfg,
+        [
+            f"run.max_iters={max_iters}",
+            "run.batch_size_train=4",
+            f"run.data_root={root}",
+            f"run.output_dir={tmp_path / 'out'}",
+            "run.progress=false",
+            "run.log_freq=1",
+            "run.num_threads=1",
+            "run.test_splits=[]",
+            *extra,
+        ],
+    )
+
+
+def test_training_over_every_corruption_runs_to_the_end_counting_each_kind(tmp_path, caplog):
+    caplog.set_level("WARNING")
+    expected = _corrupt_root(tmp_path / "data")
+    summary = run_stage(_stage(tmp_path, tmp_path / "data", 40, "run.max_skip_rate=0.7", "run.num_workers=0"))
+    assert summary["steps"] == 40
+    data = summary["data"]
+    for name, want in expected.items():
+        if "skipped" in want:
+            assert set(data[name]["skipped_by_kind"]) == want["skipped"], name
+            assert sum(data[name]["skipped_by_kind"].values()) == data[name]["skipped"]
+        if "malformed" in want:
+            assert data[name]["malformed_by_kind"] == want["malformed"], name
+    assert "skipped and replaced (bad_text_encoding)" in caplog.text
+    assert "skipped and replaced (too_large)" in caplog.text and "huge_header.png" in caplog.text
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines() if line]
+    assert rows[-1]["event"] == "train_end" and rows[-1]["data"] == data
+
+
+def test_past_the_skip_rate_the_run_stops_naming_the_dataset_and_kinds(tmp_path):
+    _corrupt_root(tmp_path / "data")
+    cfg = _stage(tmp_path, tmp_path / "data", 40, "run.max_skip_rate=0.2", "run.skip_rate_min_reads=16")
+    with pytest.raises(SkipRateExceeded) as info:
+        run_stage(cfg)
+    message = str(info.value)
+    assert "'synthetic_coco_caption'" in message and "run.max_skip_rate=0.2" in message
+    assert "decode_error" in message and "outside_data_root" in message
