@@ -26,7 +26,7 @@ from minigpt.common.io import (
     open_image,
 )
 from minigpt.common.registry import registry
-from minigpt.datasets.datasets.base_dataset import READ_STATS_KEY, skip_bad_samples
+from minigpt.datasets.datasets.base_dataset import READ_STATS_KEY, BaseDataset, skip_bad_samples
 from minigpt.datasets.synthetic import generate_synthetic_dataset
 from minigpt.runners.stage import run_stage
 
@@ -141,6 +141,21 @@ def test_paths_must_stay_in_the_image_root_unless_the_config_allows(tmp_path):
     root.mkdir()
     os.symlink(tmp_path / "elsewhere", root / "linked")
     assert open_image(contained_path(str(root), "linked/x.png", strict, "ds", None), "ds").size == (16, 16)
+
+
+def test_a_parser_rejecting_fields_records_wrong_type_unless_it_names_a_kind():
+    def parse(index, entry):
+        if entry == "no kind":
+            raise DatasetError("entry has a list where text belongs")
+        if entry == "bad box":
+            raise DatasetError("box inverted", kind="bad_box")
+        return {"text": entry["text"].strip()}  # TypeError / KeyError / AttributeError on other shapes
+
+    ds = BaseDataset("lines", None, None, None)
+    ds.add_records("lines.json", [{"text": " a "}, "no kind", "bad box", {"text": 5}, {"txt": "b"}, 7], parse)
+    assert [r["text"] for r in ds.records] == ["a"]
+    assert [m["kind"] for m in ds.malformed_records] == ["wrong_type", "bad_box", "wrong_type", "wrong_type", "wrong_type"]
+    assert "AttributeError" in ds.malformed_records[2]["error"] and "entry 3 of lines.json" in ds.malformed_records[2]["error"]
 
 
 # -- a synthetic data root with every corruption -------------------------------------------------------

@@ -238,8 +238,10 @@ class BaseDataset(Dataset):
             except DatasetError as exc:
                 bad += 1
                 first = first or exc
+                # a parser that names no kind rejected the entry's fields: wrong_type
+                kind = "wrong_type" if exc.kind == DatasetError.default_kind else exc.kind
                 self.malformed_records.append(
-                    {"dataset": self.name, "path": path, "index": index, "kind": exc.kind, "error": str(exc)}
+                    {"dataset": self.name, "path": path, "index": index, "kind": kind, "error": str(exc)}
                 )
                 logger.warning("skipped malformed annotation record: %s", exc)
                 continue

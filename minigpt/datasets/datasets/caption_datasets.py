@@ -110,17 +110,15 @@ class CCSBUAlignDataset(CaptionDataset):
             data = load_json(path, name)
             if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
                 raise DatasetError(f'dataset {name!r}: {path} must hold {{"annotations": [...]}}')
-            for i, entry in enumerate(data["annotations"]):
-                require_keys(entry, ("image_id", "caption"), name, path, i)
-                image_id = str(entry["image_id"])
-                self.records.append(
-                    {
-                        "image": f"{image_id}.jpg",
-                        "captions": [entry["caption"]],
-                        "key": image_id,
-                        "image_id": image_id,
-                    }
-                )
+            self.add_records(path, data["annotations"], lambda i, e, p=path: self._parse(p, i, e))
+
+    def _parse(self, path: str, i: int, entry: Any) -> Dict[str, Any]:
+        require_keys(entry, ("image_id", "caption"), self.name, path, i)
+        if not isinstance(entry["caption"], str) or not isinstance(entry["image_id"], (str, int)):
+            raise DatasetError(f"dataset {self.name!r}: entry {i} of {path} needs an image_id and caption text: "
+                               f"{entry!r:.200}", kind="wrong_type")
+        image_id = str(entry["image_id"])
+        return {"image": f"{image_id}.jpg", "captions": [entry["caption"]], "key": image_id, "image_id": image_id}
 
 
 class TextCapsDataset(CaptionDataset):
@@ -346,7 +344,7 @@ class CaptionWebDataset(IterableDataset):
                 members = sorted(k for k in raw if not k.startswith("__"))
                 raise DatasetError(
                     f"dataset {self.name!r}, sample {sample_id!r}: no image member "
-                    f"({'/'.join(IMAGE_EXTENSIONS)}) in shard {url}; members: {members}"
+                    f"({'/'.join(IMAGE_EXTENSIONS)}) in shard {url}; members: {members}", "missing_file", url, sample_id
                 )
 
             def read():
