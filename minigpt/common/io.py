@@ -3,7 +3,10 @@
 Every annotation file, image and tar shard is read through one iopath ``PathManager``
 (:data:`path_manager`), so a local path and a path served by a registered handler (e.g. a
 remote store) read the same way. The helpers raise :class:`DatasetError` subclasses whose
-message names the dataset, the sample and the path, instead of returning ``None``.
+message names the dataset, the sample and the path, and whose ``kind`` (:data:`SKIP_KINDS`) says
+what was wrong, instead of returning ``None``. Images are read within :class:`ReadLimits` (bytes
+and pixels checked before anything is decoded; defaults in ``configs/datasets/read_limits.yaml``),
+and annotation paths stay inside their dataset's root (:func:`contained_path`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ import io
 import json
 import os
 import pickle
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
+import stat
+import struct
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 from iopath.common.file_io import PathManager
 from PIL import Image, UnidentifiedImageError
@@ -23,12 +31,52 @@ path_manager = PathManager()
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
 
 
+# What can be wrong with a sample: every skipped read and dropped annotation record is counted under
+# one of these kinds (skip records, the data_stats of a batch, the end-of-run summary).
+SKIP_KINDS: Dict[str, str] = {
+    "missing_file": "the image, video or shard does not exist",
+    "not_a_file": "a directory, device or pipe where a file was expected",
+    "empty_file": "a zero-byte file",
+    "too_large": "more bytes than read_limits.max_image_bytes, or more pixels than read_limits.max_image_pixels",
+    "decode_error": "a corrupt or truncated image, video or JSON member",
+    "bad_size": "an image side under read_limits.min_image_side, or a recorded width/height that is not positive",
+    "bad_box": "a box that is inverted, empty, not numeric or outside its image",
+    "bad_text_encoding": "text that is not UTF-8",
+    "placeholder_in_text": "annotation text holding the image placeholder the reader adds itself",
+    "outside_data_root": "a file path that is absolute or climbs out of the dataset's root with '..'",
+    "wrong_type": "an annotation entry or field that is missing or of the wrong JSON type",
+    "unreadable": "any other read failure",
+}
+
+
 class DatasetError(RuntimeError):
-    """A sample or annotation file that cannot be read; the message names dataset, sample and path."""
+    """A sample or annotation file that cannot be read; the message names dataset, sample and path.
+
+    ``kind`` (a key of :data:`SKIP_KINDS`) says what was wrong, ``path`` and ``sample_id`` where;
+    a skipped read is counted under its kind.
+    """
+
+    default_kind = "unreadable"
+
+    def __init__(
+        self, message: str = "", kind: Optional[str] = None, path: Optional[str] = None, sample_id: Optional[str] = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind or self.default_kind
+        if self.kind not in SKIP_KINDS:
+            raise ValueError(f"unknown bad-data kind {self.kind!r}; kinds: {', '.join(SKIP_KINDS)}")
+        self.path = path
+        self.sample_id = sample_id
+
+    def prefixed(self, prefix: str) -> "DatasetError":
+        """The same error (class, kind, path) with ``prefix`` in front of its message."""
+        return type(self)(f"{prefix}: {self}", kind=self.kind, path=self.path, sample_id=self.sample_id)
 
 
 class MissingDataError(DatasetError, FileNotFoundError):
     """An annotation file, shard or image that does not exist."""
+
+    default_kind = "missing_file"
 
 
 class SkipRateExceeded(DatasetError):
@@ -59,33 +107,182 @@ def _where(dataset: str, sample_id: Optional[str]) -> str:
     return f"dataset {dataset!r}" + (f", sample {sample_id!r}" if sample_id else "")
 
 
-def open_image(path: str, dataset: str, sample_id: Optional[str] = None) -> Image.Image:
-    """The image at ``path`` as a fully loaded RGB PIL image."""
+READ_LIMITS_YAML = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "datasets", "read_limits.yaml"
+)
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """The caps and path rule a reader applies to the files its annotations name (``read_limits`` block).
+
+    The defaults and their meaning are in ``configs/datasets/read_limits.yaml`` (:func:`default_read_limits`);
+    every dataset block can override them under ``datasets.<name>.read_limits``. ``None`` (or 0) for a cap
+    turns it off.
+    """
+
+    max_image_bytes: Optional[int]
+    max_image_pixels: Optional[int]
+    min_image_side: int
+    allow_outside_root: bool
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "ReadLimits":
+        """From a ``read_limits`` mapping holding every key of the default YAML."""
+        return cls(
+            max_image_bytes=_cap(cfg["max_image_bytes"]),
+            max_image_pixels=_cap(cfg["max_image_pixels"]),
+            min_image_side=int(cfg["min_image_side"] or 0),
+            allow_outside_root=bool(cfg["allow_outside_root"]),
+        )
+
+
+def _cap(value: Any) -> Optional[int]:
+    """A byte or pixel cap: ``None`` or 0 turn it off."""
+    if value is None:
+        return None
+    return int(value) or None
+
+
+@lru_cache(maxsize=1)
+def _load_read_limits_yaml() -> Dict[str, Any]:
+    import yaml
+
+    with open(READ_LIMITS_YAML, encoding="utf-8") as f:
+        return dict(yaml.safe_load(f)["read_limits"])
+
+
+def default_read_limits_config() -> Dict[str, Any]:
+    """The ``read_limits`` block of ``configs/datasets/read_limits.yaml`` (the one place defaults live), a copy."""
+    return dict(_load_read_limits_yaml())
+
+
+def default_read_limits() -> ReadLimits:
+    """:class:`ReadLimits` of ``configs/datasets/read_limits.yaml``, for readers built without a builder."""
+    return ReadLimits.from_config(default_read_limits_config())
+
+
+def contained_path(root: Optional[str], rel_path: str, limits: ReadLimits, dataset: str, sample_id: Optional[str]) -> str:
+    """``rel_path`` (from an annotation) resolved under ``root``; refused when it leaves ``root``.
+
+    The check is lexical: an absolute path, a ``~`` path, a URI or one whose ``..`` climbs above
+    ``root`` raises :class:`DatasetError` of kind ``outside_data_root`` unless
+    ``limits.allow_outside_root``. Symlinks inside ``root`` are followed, not judged: they are put
+    there by whoever set up the data root (a link to a disk of images), unlike annotation text.
+    """
+    text = str(rel_path)
+    if not limits.allow_outside_root and root is not None:
+        normal = os.path.normpath(text.replace("\\", "/"))
+        if os.path.isabs(text) or text.startswith("~") or _is_uri(text) or normal == ".." or normal.startswith("../"):
+            raise DatasetError(
+                f"{_where(dataset, sample_id)}: path {text!r} leaves the dataset root {root} "
+                "(set read_limits.allow_outside_root: true in the dataset's config to read it)",
+                kind="outside_data_root", path=text, sample_id=sample_id,
+            )
+    return resolve_path(root, text)
+
+
+def read_file_capped(
+    path: str, max_bytes: Optional[int], what: str, dataset: str, sample_id: Optional[str] = None
+) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes`` of them (``None``: no cap).
+
+    A local path is checked before it is opened: a directory, device or pipe (``/dev/zero``) is
+    ``not_a_file``, an empty file ``empty_file``, a larger one ``too_large``; the read itself stops
+    after ``max_bytes + 1`` bytes, so a file growing meanwhile (or a remote one) is never read whole.
+    """
+    where = _where(dataset, sample_id)
+
+    def error(message: str, kind: str) -> DatasetError:
+        return DatasetError(f"{where}: {what} {path} {message}", kind=kind, path=path, sample_id=sample_id)
+
+    if not _is_uri(path):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as exc:
+            raise MissingDataError(f"{where}: {what} not found: {path}", path=path, sample_id=sample_id) from exc
+        except OSError as exc:
+            raise error(f"cannot be read: {exc}", "unreadable") from exc
+        if stat.S_ISDIR(st.st_mode):
+            raise error("is a directory", "not_a_file")
+        if not stat.S_ISREG(st.st_mode):
+            raise error("is not a regular file (a device, pipe or socket)", "not_a_file")
+        if max_bytes and st.st_size > max_bytes:
+            raise error(f"holds {st.st_size} bytes, more than read_limits.max_image_bytes={max_bytes}", "too_large")
     try:
         with path_manager.open(path, "rb") as f:
-            data = f.read()
+            data = f.read(max_bytes + 1) if max_bytes else f.read()
     except FileNotFoundError as exc:
-        raise MissingDataError(f"{_where(dataset, sample_id)}: image file not found: {path}") from exc
+        raise MissingDataError(f"{where}: {what} not found: {path}", path=path, sample_id=sample_id) from exc
+    except IsADirectoryError as exc:
+        raise error("is a directory", "not_a_file") from exc
+    except MemoryError as exc:
+        raise error("does not fit in memory", "too_large") from exc
     except OSError as exc:
-        raise DatasetError(f"{_where(dataset, sample_id)}: cannot read image {path}: {exc}") from exc
-    return decode_image(data, path, dataset, sample_id)
+        raise error(f"cannot be read: {exc}", "unreadable") from exc
+    if max_bytes and len(data) > max_bytes:
+        raise error(f"holds more than read_limits.max_image_bytes={max_bytes} bytes", "too_large")
+    if not data:
+        raise error("is empty (0 bytes)", "empty_file")
+    return data
 
 
-def decode_image(data: bytes, path: str, dataset: str, sample_id: Optional[str] = None) -> Image.Image:
-    """Encoded image bytes (read from ``path``, named in errors) as an RGB PIL image."""
+def open_image(
+    path: str, dataset: str, sample_id: Optional[str] = None, limits: Optional[ReadLimits] = None
+) -> Image.Image:
+    """The image at ``path`` as a fully loaded RGB PIL image, within ``limits`` (default: the YAML's)."""
+    limits = limits or default_read_limits()
+    data = read_file_capped(path, limits.max_image_bytes, "image file", dataset, sample_id)
+    return decode_image(data, path, dataset, sample_id, limits)
+
+
+# what PIL raises for a corrupt file: OSError (truncated), SyntaxError (a broken PNG chunk),
+# struct.error / EOFError / ValueError / IndexError (headers that lie about their lengths)
+_DECODE_ERRORS = (OSError, SyntaxError, struct.error, EOFError, ValueError, IndexError)
+
+
+def decode_image(
+    data: bytes, path: str, dataset: str, sample_id: Optional[str] = None, limits: Optional[ReadLimits] = None
+) -> Image.Image:
+    """Encoded image bytes (read from ``path``, named in errors) as an RGB PIL image.
+
+    The size is checked from the header before any pixel is decoded: more than
+    ``limits.max_image_pixels`` is ``too_large``, a side under ``limits.min_image_side`` ``bad_size``.
+    """
+    limits = limits or default_read_limits()
+    where = _where(dataset, sample_id)
+
+    def error(message: str, kind: str) -> DatasetError:
+        return DatasetError(f"{where}: {message}", kind=kind, path=path, sample_id=sample_id)
+
+    if not data:
+        raise error(f"image {path} is empty (0 bytes)", "empty_file")
+    if limits.max_image_bytes and len(data) > limits.max_image_bytes:  # a member of a shard, read already
+        raise error(f"image {path} holds {len(data)} bytes, more than read_limits.max_image_bytes", "too_large")
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # the pixel cap below replaces PIL's bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if limits.max_image_pixels and width * height > limits.max_image_pixels:
+            raise error(
+                f"image {path} is {width}x{height}, more than read_limits.max_image_pixels="
+                f"{limits.max_image_pixels}", "too_large"
+            )
+        if min(width, height) < limits.min_image_side:
+            raise error(
+                f"image {path} is {width}x{height}, a side under read_limits.min_image_side={limits.min_image_side}",
+                "bad_size",
+            )
         image.load()  # decode now, so a truncated file fails here and not inside a transform
         return image.convert("RGB")
     except UnidentifiedImageError as exc:
         # PIL's own message names only the in-memory buffer
-        raise DatasetError(
-            f"{_where(dataset, sample_id)}: unreadable or corrupt image {path}: not a recognised image format"
-        ) from exc
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(
-            f"{_where(dataset, sample_id)}: unreadable or corrupt image {path}: {exc}"
-        ) from exc
+        raise error(f"unreadable or corrupt image {path}: not a recognised image format", "decode_error") from exc
+    except (Image.DecompressionBombError, MemoryError) as exc:
+        raise error(f"image {path} is too large to decode: {exc}", "too_large") from exc
+    except _DECODE_ERRORS as exc:
+        raise error(f"unreadable or corrupt image {path}: {type(exc).__name__}: {exc}", "decode_error") from exc
 
 
 def _read_bytes(path: str, dataset: str, what: str) -> bytes:

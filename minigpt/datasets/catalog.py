@@ -25,7 +25,7 @@ import glob
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, TextIO, Tuple
 
 import torch
 from torch.utils.data import IterableDataset
@@ -235,22 +235,25 @@ def render_sample(sample: Dict[str, Any]) -> str:
 
 
 def _image_paths(ds: Any) -> Optional[List[Tuple[str, str]]]:
-    """(path, sample id) of each distinct image of a map-style reader, or None when it cannot tell."""
+    """(annotated path, sample id) of each distinct image of a map-style reader, or None when it cannot tell."""
     from minigpt.common.io import resolve_path
 
     records = getattr(ds, "records", None)
     root = getattr(ds, "images_root", None)
     if not records or root is None or not getattr(ds, "read_images", False):
         return None
-    seen: Dict[str, str] = {}
+    seen: Set[str] = set()  # resolved paths already listed
+    pairs: List[Tuple[str, str]] = []
     for i, record in enumerate(records):
         rel = record.get("image") if isinstance(record, dict) else None
         if rel is None:
             continue  # a text-only sample (LLaVA entries without an image)
         if not isinstance(rel, str):
             return None
-        seen.setdefault(resolve_path(root, rel), ds.sample_id(record.get("key", i)) if hasattr(ds, "sample_id") else str(i))
-    return list(seen.items())
+        if resolve_path(root, rel) not in seen:
+            seen.add(resolve_path(root, rel))
+            pairs.append((rel, ds.sample_id(record.get("key", i)) if hasattr(ds, "sample_id") else str(i)))
+    return pairs
 
 
 def check_dataset(
@@ -263,7 +266,7 @@ def check_dataset(
     """
     from tqdm import tqdm
 
-    from minigpt.common.io import DatasetError, open_image
+    from minigpt.common.io import DatasetError, open_image, resolve_path
 
     root = str(data_root or default_data_root())
     builder = registry.get_builder_class(name)(None, data_root=root)
@@ -291,10 +294,13 @@ def check_dataset(
     report.samples = len(ds)
     images = _image_paths(ds)
     if images is not None:
-        for path, sample_id in tqdm(images, desc=f"reading {name}/{split} images", disable=not progress):
+        for rel, sample_id in tqdm(images, desc=f"reading {name}/{split} images", disable=not progress):
             report.checked += 1
-            try:
-                open_image(path, name, sample_id)
+            try:  # a BaseDataset applies its own rules: its image root and read limits
+                if hasattr(ds, "image_path"):
+                    ds.open_image(ds.image_path(rel, sample_id), sample_id)
+                else:
+                    open_image(resolve_path(ds.images_root, rel), name, sample_id)
                 report.readable += 1
             except DatasetError as exc:
                 report.unreadable.append(str(exc))

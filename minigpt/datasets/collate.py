@@ -128,8 +128,8 @@ def _collate_image_refs(samples: List[Dict[str, Any]], values: List[Any]) -> Dic
 def read_stats(samples: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """The samples' read reports (``_read_stats``, from skipping datasets) summed for one batch.
 
-    ``{"counts": {dataset: [samples, skipped]}, "skipped": [up to 64 skip records],
-    "stream": {dataset: {worker: [epoch, position]}}}``, or None when no sample carries a report.
+    ``{"counts": {dataset: [samples, skipped]}, "kinds": {dataset: {kind: skipped}},
+    "skipped": [up to 64 skip records], "stream": {dataset: {worker: [epoch, position]}}}``, or None when no sample carries a report.
     ``stream`` keeps the furthest position each stream worker reached, which is where a resumed
     run continues.
     """
@@ -137,6 +137,7 @@ def read_stats(samples: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     if all(r is None for r in reports):
         return None
     counts: Dict[str, List[int]] = {}
+    kinds: Dict[str, Dict[str, int]] = {}
     skipped: List[Dict[str, Any]] = []
     stream: Dict[str, Dict[int, List[int]]] = {}
     for report in reports:
@@ -147,9 +148,12 @@ def read_stats(samples: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
         entry[0] += 1
         entry[1] += len(report.get("skipped") or ())
         skipped.extend(report.get("skipped") or ())
+        for record in report.get("skipped") or ():
+            by_kind = kinds.setdefault(name, {})
+            by_kind[record.get("kind", "unreadable")] = by_kind.get(record.get("kind", "unreadable"), 0) + 1
         if report.get("stream") is not None:
             worker, epoch, position = (int(v) for v in report["stream"])
             best = stream.setdefault(name, {}).get(worker)
             if best is None or (epoch, position) > tuple(best):
                 stream[name][worker] = [epoch, position]
-    return {"counts": counts, "skipped": skipped[-MAX_REPORTED_ERRORS:], "stream": stream}
+    return {"counts": counts, "kinds": kinds, "skipped": skipped[-MAX_REPORTED_ERRORS:], "stream": stream}

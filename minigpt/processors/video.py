@@ -163,7 +163,7 @@ class _VideoProcessor(BaseProcessor):
         """
         path = os.fspath(path)
         if not path_manager.exists(path):
-            raise MissingDataError(f"video file not found: {path}")
+            raise MissingDataError(f"video file not found: {path}", path=path)
         try:
             import decord
         except ImportError as exc:  # decord has wheels for x86-64 only
@@ -176,20 +176,20 @@ class _VideoProcessor(BaseProcessor):
             num_frames = len(reader)
             fps = float(reader.get_avg_fps()) if num_frames else 0.0
         except errors as exc:
-            raise DatasetError(f"unreadable or corrupt video {path}: {exc}") from exc
+            raise DatasetError(f"unreadable or corrupt video {path}: {exc}", "decode_error", path) from exc
         if num_frames == 0:
-            raise DatasetError(f"video {path} holds no decodable frame")
+            raise DatasetError(f"video {path} holds no decodable frame", "decode_error", path)
         try:
             first, stop = clip_frame_range(
                 num_frames, fps, start, end, self.clip_duration, self.random_window
             )
         except ValueError as exc:
-            raise DatasetError(f"video {path} ({num_frames} frames at {fps:g} fps): {exc}") from exc
+            raise DatasetError(f"video {path} ({num_frames} frames at {fps:g} fps): {exc}", path=path) from exc
         indices = sample_frame_indices(first, stop, self.n_frms, self.sampling)
         try:
             frames = reader.get_batch(indices).asnumpy()  # [T, H, W, 3] uint8
         except errors as exc:
-            raise DatasetError(f"cannot decode frames {indices} of video {path}: {exc}") from exc
+            raise DatasetError(f"cannot decode frames {indices} of video {path}: {exc}", "decode_error", path) from exc
         return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), indices  # [T, 3, H, W]
 
     def __call__(

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from minigpt.common.dist_utils import get_rank, get_world_size, is_dist
+from minigpt.common.io import SKIP_KINDS
 from minigpt.datasets.datasets.base_dataset import SkipTracker
 from minigpt.runners.length_grouping import LengthFn, LengthGroupedBatchSampler, scan_lengths
 
@@ -160,8 +161,11 @@ class InfiniteLoader:
         for samples, skipped in stats.get("counts", {}).values():
             self._pending_counts["samples"] += int(samples)
             self._pending_counts["skipped"] += int(skipped)
+        for by_kind in stats.get("kinds", {}).values():  # kind -> skipped reads, next to samples/skipped
+            for kind, n in by_kind.items():
+                self._pending_counts[kind] = self._pending_counts.get(kind, 0) + int(n)
         for record in stats.get("skipped") or ():
-            logger.warning("skipped and replaced: %s", record.get("error"))
+            logger.warning("skipped and replaced (%s): %s", record.get("kind", "unreadable"), record.get("error"))
             self.last_error = str(record.get("error"))
         workers = max(1, self.num_workers)
         for positions in stats.get("stream", {}).values():
@@ -356,9 +360,11 @@ def count_reads(loader: MixedLoader, tracker: SkipTracker, device: torch.device)
         # every rank must see the same totals, or one rank would stop while the others wait in a collective
         import torch.distributed as dist
 
-        t = torch.tensor([[counts[n]["samples"], counts[n]["skipped"]] for n in names], device=device)
+        cols = ["samples", "skipped", *SKIP_KINDS]
+        t = torch.tensor([[counts[n].get(c, 0) for c in cols] for n in names], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        counts = {n: {"samples": int(t[i, 0]), "skipped": int(t[i, 1])} for i, n in enumerate(names)}
+        counts = {n: dict(zip(cols, map(int, t[i].tolist()))) for i, n in enumerate(names)}
     for name in names:
-        tracker.add(name, counts[name]["samples"], counts[name]["skipped"], loader.loaders[name].last_error)
+        kinds = {k: n for k, n in counts[name].items() if k in SKIP_KINDS}
+        tracker.add(name, counts[name]["samples"], counts[name]["skipped"], loader.loaders[name].last_error, kinds)
     tracker.check()

@@ -187,3 +187,20 @@ def test_malformed_entries_are_left_out_and_counted_and_a_bad_file_is_named(tmp_
         _build(tmp_path)
     with pytest.raises(KeyError, match="unknown key 'frames'"):
         _build(tmp_path, {"build_info": {"frames": 3}})
+
+
+def test_bad_videos_are_refused_by_kind_and_ids_stay_in_the_videos_root(tmp_path):
+    entries = _fixture(tmp_path)
+    entries += [
+        {"q": "Corrupt?", "a": "Yes.", "video_id": "v_corrupt"},
+        {"q": "Outside?", "a": "Yes.", "video_id": "../../outside"},
+    ]
+    (tmp_path / "video_instruct/videos/v_corrupt.avi").write_bytes(b"RIFF not really an avi")
+    (tmp_path / "video_instruct/VideoInstruct100K.json").write_text(json.dumps(entries))
+    ds = _build(tmp_path, splits=["train"])["train"]
+    kinds = {}
+    for i in (3, 4):
+        with pytest.raises(DatasetError) as info:
+            ds[i]
+        kinds[entries[i]["video_id"]] = info.value.kind
+    assert kinds == {"v_corrupt": "decode_error", "../../outside": "outside_data_root"}

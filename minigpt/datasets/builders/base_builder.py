@@ -2,7 +2,9 @@
 
 A builder's default YAML (``DATASET_CONFIG_DICT``) is both its defaults and its schema: the
 user's block is merged over it, and a key the YAML does not hold is rejected by name. Every path
-in a block is relative to the run's data root (``run.data_root``).
+in a block is relative to the run's data root (``run.data_root``). Every block also holds
+``read_limits`` (file size and pixel caps, the image-root rule), whose defaults are in
+``configs/datasets/read_limits.yaml`` for all datasets at once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from minigpt.common.io import resolve_path
+from minigpt.common.io import ReadLimits, default_read_limits_config, resolve_path
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import PACKAGE_DIR, Processor, load_prompts
 
@@ -82,7 +84,8 @@ class BaseDatasetBuilder:
         if not blocks or len(blocks) != 1:
             raise ValueError(f"{path} must hold exactly one block under 'datasets:'")
         (block,) = blocks.values()
-        return block
+        # the shared read limits under the dataset's own (a dataset YAML may set some of them)
+        return OmegaConf.merge({"read_limits": default_read_limits_config()}, block)
 
     # -- construction -----------------------------------------------------------------------
     def __init__(self, cfg: Any = None, data_root: Optional[str] = None) -> None:
@@ -106,8 +109,9 @@ class BaseDatasetBuilder:
             user = OmegaConf.create({k: v for k, v in user.items() if k != "type"})
         defaults = cls.default_config(config_type)
         _reject_unknown(user, defaults, where)
-        if "build_info" in user:
-            _reject_unknown(user.build_info, defaults.build_info, f"{where}.build_info")
+        for nested in ("build_info", "read_limits"):
+            if nested in user:
+                _reject_unknown(user[nested], defaults[nested], f"{where}.{nested}")
         merged = OmegaConf.merge(defaults, user)
         merged.type = config_type
         for key in SPLIT_MAPPINGS:
@@ -141,6 +145,11 @@ class BaseDatasetBuilder:
     @property
     def sample_ratio(self) -> float:
         return float(self.config.get("sample_ratio", 1))
+
+    @property
+    def read_limits(self) -> ReadLimits:
+        """The block's ``read_limits``: what a reader may open (see ``configs/datasets/read_limits.yaml``)."""
+        return ReadLimits.from_config(self.config.read_limits)
 
     def path(self, rel: str) -> str:
         """``rel`` resolved against the data root."""
@@ -215,6 +224,7 @@ class BaseDatasetBuilder:
             dataset = self.build_split(split)
             dataset.sample_ratio = self.sample_ratio
             dataset.split = split
+            dataset.read_limits = self.read_limits
             datasets[split] = dataset
         return datasets
 

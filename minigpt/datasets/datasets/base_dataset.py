@@ -8,34 +8,45 @@ Every reader yields one dict per sample::
 plus task-specific evaluation keys documented on each reader. Instructions follow MiniGPT-v2:
 the image placeholder, then the task tag (if any), then the text.
 
-Bad data: a reader raises :class:`DatasetError` for a sample it cannot read (never returns
-``None``). For training, :func:`skip_bad_samples` makes a dataset replace such samples
-deterministically instead (:class:`SkippingDataset` for map-style readers; streams that support it
-skip to the next sample), each replacement is logged and counted, and :class:`SkipTracker` stops
-the run once a dataset's skip rate passes ``run.max_skip_rate``.
+Bad data: a reader raises :class:`DatasetError` (with its ``kind``) for a sample it cannot read
+(never returns ``None``); images are read within the dataset's :class:`ReadLimits` and only from
+inside its image root. For training, :mod:`minigpt.datasets.datasets.skipping` replaces such
+samples and counts them by kind (its names are re-exported here).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 from collections import Counter
 from functools import partial
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset
 
 from minigpt.common import grounding
-from minigpt.common.constants import IMAGE_PLACEHOLDER, IMAGE_TOKEN, READ_STATS_KEY
+from minigpt.common.constants import IMAGE_PLACEHOLDER, IMAGE_TOKEN, READ_STATS_KEY  # noqa: F401  (re-exported)
 from minigpt.common.io import (
     DatasetError,
-    SkipRateExceeded,
+    ReadLimits,
+    contained_path,
+    default_read_limits,
     load_json,
     open_image,
     read_text_lines,
     resolve_path,
+)
+from minigpt.datasets.datasets.skipping import (  # noqa: F401  (re-exported: the names readers and runners import)
+    DEFAULT_MAX_ATTEMPTS,
+    SkippingDataset,
+    SkipTracker,
+    check_placeholders,
+    replacement_index,
+    skip_bad_samples,
+    skip_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -102,13 +113,42 @@ def most_frequent(answers: Sequence[str]) -> str:
 def require_keys(entry: Any, keys: Sequence[str], dataset: str, path: str, index: int) -> None:
     """Raise naming the file and entry when an annotation lacks one of ``keys``."""
     if not isinstance(entry, dict):
-        raise DatasetError(f"dataset {dataset!r}: entry {index} of {path} is not an object: {entry!r:.200}")
+        raise DatasetError(
+            f"dataset {dataset!r}: entry {index} of {path} is not an object: {entry!r:.200}", kind="wrong_type"
+        )
     missing = [k for k in keys if k not in entry]
     if missing:
         raise DatasetError(
             f"dataset {dataset!r}: entry {index} of {path} lacks key(s) {', '.join(missing)} "
-            f"(has {', '.join(sorted(entry))})"
+            f"(has {', '.join(map(str, sorted(entry, key=str)))})",
+            kind="wrong_type",
         )
+
+
+def check_box(box: Any, width: float, height: float, where: str, slack: float = 1.0) -> List[float]:
+    """``box`` as ``[x1, y1, x2, y2]`` floats, or :class:`DatasetError` (``bad_box``) naming ``where``.
+
+    Four finite numbers with ``x1 < x2``, ``y1 < y2``, inside the ``width`` x ``height`` image up to
+    ``slack`` pixels (annotation tools round outward). ``width``/``height`` must already be positive.
+    """
+    numbers = isinstance(box, (list, tuple)) and len(box) == 4
+    numbers = numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+    if not numbers or not all(math.isfinite(v) for v in box):
+        raise DatasetError(f"{where}: box {box!r:.100} is not four numbers [x1, y1, x2, y2]", kind="bad_box")
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (x1 < x2 and y1 < y2):
+        raise DatasetError(f"{where}: box {list(box)} is empty or inverted", kind="bad_box")
+    if x1 < -slack or y1 < -slack or x2 > width + slack or y2 > height + slack:
+        raise DatasetError(f"{where}: box {list(box)} lies outside the {width}x{height} image", kind="bad_box")
+    return [x1, y1, x2, y2]
+
+
+def check_size(width: Any, height: Any, where: str) -> None:
+    """:class:`DatasetError` unless ``width`` and ``height`` are positive integers (``wrong_type`` / ``bad_size``)."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (width, height)):
+        raise DatasetError(f"{where}: width/height {width!r}x{height!r} are not integers", kind="wrong_type")
+    if width <= 0 or height <= 0:
+        raise DatasetError(f"{where}: image size {width}x{height} is not positive", kind="bad_size")
 
 
 def parse_json_lines(lines: Iterable[str], error: Callable[[int, ValueError], Exception]) -> List[Any]:
@@ -144,6 +184,8 @@ class BaseDataset(Dataset):
     # set on a copy by the training data path (minigpt.datasets.image_source): load_image hands it the
     # image's path and a read() callable, so cached or scanned images are never decoded
     image_source: Optional[Callable[[str, Callable[[], Any]], Any]] = None
+    # the dataset config's read_limits block, set by the builder; None: configs/datasets/read_limits.yaml
+    read_limits: Optional[ReadLimits] = None
 
     def __init__(
         self,
@@ -174,7 +216,8 @@ class BaseDataset(Dataset):
     ) -> int:
         """Append ``parse(index, entry)`` (one record or a list of them) for every entry of ``path``.
 
-        An entry ``parse`` rejects with :class:`DatasetError` is malformed: it is logged, kept in
+        An entry ``parse`` rejects with :class:`DatasetError` (or with ``TypeError``/``KeyError``/
+        ``AttributeError``, a field of a type it did not expect: kind ``wrong_type``) is malformed: it is logged, kept in
         ``malformed_records`` (which the training run counts against ``run.max_skip_rate``) and
         left out, so one bad line does not stop a run. A file that yields no record at all while
         some of its entries are malformed is an error (its first malformed entry's): that is a
@@ -185,11 +228,21 @@ class BaseDataset(Dataset):
         first: Optional[DatasetError] = None
         for index, entry in enumerate(entries):
             try:
-                parsed = parse(index, entry)
+                try:
+                    parsed = parse(index, entry)
+                except (TypeError, KeyError, AttributeError) as exc:  # a field of a type the parser did not expect
+                    raise DatasetError(
+                        f"dataset {self.name!r}: entry {index} of {path} has a field of the wrong type "
+                        f"({type(exc).__name__}: {exc}): {entry!r:.200}", kind="wrong_type",
+                    ) from exc
             except DatasetError as exc:
                 bad += 1
                 first = first or exc
-                self.malformed_records.append({"dataset": self.name, "path": path, "index": index, "error": str(exc)})
+                # a parser that names no kind rejected the entry's fields: wrong_type
+                kind = "wrong_type" if exc.kind == DatasetError.default_kind else exc.kind
+                self.malformed_records.append(
+                    {"dataset": self.name, "path": path, "index": index, "kind": kind, "error": str(exc)}
+                )
                 logger.warning("skipped malformed annotation record: %s", exc)
                 continue
             parsed = parsed if isinstance(parsed, list) else [parsed]
@@ -214,217 +267,35 @@ class BaseDataset(Dataset):
         """``text`` behind the image placeholder (if images are read) and the task tag."""
         return make_instruction(text, self.task_tag if task_tag is None else task_tag, self.read_images)
 
+    @property
+    def limits(self) -> ReadLimits:
+        """The read limits in force: the builder's, else the defaults of ``configs/datasets/read_limits.yaml``."""
+        return self.read_limits or default_read_limits()
+
+    def image_path(self, rel_path: str, sample_id: str) -> str:
+        """``rel_path`` (from an annotation) under ``images_root``; ``outside_data_root`` when it leaves it."""
+        if not isinstance(rel_path, str):
+            raise DatasetError(
+                f"dataset {self.name!r}, sample {sample_id!r}: image path {rel_path!r:.100} is not text",
+                kind="wrong_type", sample_id=sample_id,
+            )
+        return contained_path(self.images_root, rel_path, self.limits, self.name, sample_id)
+
+    def open_image(self, path: str, sample_id: str):
+        """The image file at ``path`` decoded within this dataset's read limits (unprocessed)."""
+        return open_image(path, self.name, sample_id, self.limits)
+
     def load_image(self, rel_path: str, sample_id: str):
         """The processed image at ``images_root/rel_path`` (``None`` when images are not read)."""
         if not self.read_images:
             return None
-        path = resolve_path(self.images_root, rel_path)
+        path = self.image_path(rel_path, sample_id)
         if self.image_source is not None:
-            return self.image_source(path, lambda: self.process_image(open_image(path, self.name, sample_id)))
-        return self.process_image(open_image(path, self.name, sample_id))
+            return self.image_source(path, lambda: self.process_image(self.open_image(path, sample_id)))
+        return self.process_image(self.open_image(path, sample_id))
 
     def process_image(self, image):
         return self.vis_processor(image) if self.vis_processor is not None else image
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, samples={len(self)}, images_root={self.images_root!r})"
-
-
-# -- bad samples ---------------------------------------------------------------------------------
-# READ_STATS_KEY: key of the read report a skipping dataset attaches to every sample it returns.
-#
-# Its value is ``{"dataset": name, "skipped": [skip records], "stream": (worker, epoch, position)}``
-# (``stream`` only from streaming readers). :func:`minigpt.datasets.collate.collate_samples` pops
-# it from the samples and sums it into the batch's ``"data_stats"``, which is how the counts made
-# in DataLoader worker processes reach the training loop.
-#
-
-DEFAULT_MAX_ATTEMPTS = 20
-
-
-def skip_record(dataset: str, error: Any, sample_id: Optional[str] = None) -> Dict[str, Any]:
-    """One skipped read, as plain data (it travels from worker processes with the batch)."""
-    return {"dataset": dataset, "sample_id": sample_id, "error": str(error)}
-
-
-def replacement_index(seed: int, index: int, attempt: int, size: int) -> int:
-    """The index read in place of unreadable ``index`` on replacement ``attempt`` (0, 1, ...).
-
-    A function of its arguments only (seeded per index and attempt, never ``index`` itself when
-    there is another), so a bad sample is replaced by the same one on every rank, worker and rerun.
-    """
-    if size <= 1:
-        return 0
-    j = random.Random(f"{seed}:{index}:{attempt}").randrange(size - 1)
-    return j + 1 if j >= index else j
-
-
-class SkippingDataset(Dataset):
-    """A map-style dataset whose unreadable samples are replaced instead of stopping the run.
-
-    Not registered; :func:`skip_bad_samples` wraps each training dataset in it. When
-    ``dataset[i]`` raises :class:`DatasetError` (missing or corrupt image or video, malformed
-    record) the error, which names the dataset, sample and path, is logged and
-    ``dataset[replacement_index(seed, i, attempt, len)]`` is read instead, so a batch keeps its
-    size and a rerun sees the same samples. Every returned sample carries :data:`READ_STATS_KEY`
-    with the reads it replaced (the training loader logs them in the main process, whichever
-    worker read them). ``max_attempts`` unreadable replacements in a row mean the
-    dataset is unreadable as a whole (a wrong image root, say): that raises.
-    """
-
-    def __init__(
-        self, dataset: Dataset, name: Optional[str] = None, seed: int = 0, max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    ) -> None:
-        if isinstance(dataset, IterableDataset):
-            raise TypeError("SkippingDataset wraps map-style datasets; streams skip bad samples themselves")
-        self.dataset = dataset
-        self.name = str(name or getattr(dataset, "name", type(dataset).__name__))
-        self.seed = int(seed)
-        self.max_attempts = int(max_attempts)
-
-    @property
-    def malformed_records(self) -> List[Dict[str, Any]]:
-        return list(getattr(self.dataset, "malformed_records", []))
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        skipped: List[Dict[str, Any]] = []
-        candidate = index
-        for attempt in range(self.max_attempts + 1):
-            try:
-                sample = self.dataset[candidate]
-            except DatasetError as exc:
-                skipped.append(skip_record(self.name, exc))
-                nxt = replacement_index(self.seed, index, attempt, len(self.dataset))
-                # the training loop logs the skip when the batch arrives (from any worker process)
-                logger.debug("skipped unreadable sample (index %d, replaced by index %d): %s", candidate, nxt, exc)
-                candidate = nxt
-                continue
-            if not isinstance(sample, Mapping):
-                raise TypeError(
-                    f"dataset {self.name!r}: index {candidate} returned {type(sample).__name__}, not a sample dict; "
-                    "a reader that cannot read a sample must raise DatasetError"
-                )
-            sample = dict(sample)
-            sample[READ_STATS_KEY] = {"dataset": self.name, "skipped": skipped}
-            return sample
-        raise DatasetError(
-            f"dataset {self.name!r}: sample {index} and {self.max_attempts} replacements in a row were unreadable; "
-            f"the dataset looks unreadable as a whole (check run.data_root and its build_info paths). "
-            f"Last error: {skipped[-1]['error']}"
-        )
-
-    def __repr__(self) -> str:
-        return f"SkippingDataset({self.dataset!r}, seed={self.seed})"
-
-
-def skip_bad_samples(dataset: Dataset, name: Optional[str] = None, seed: int = 0) -> Dataset:
-    """``dataset`` made to replace unreadable samples (see :class:`SkippingDataset`), for training.
-
-    A stream that supports it (a ``with_skipping(name)`` method, as the webdataset reader has)
-    returns a skipping copy of itself; a stream without it is returned unchanged, with a warning,
-    and an unreadable sample in it stops the run.
-    """
-    if isinstance(dataset, SkippingDataset):
-        return dataset
-    if isinstance(dataset, IterableDataset):
-        enable = getattr(dataset, "with_skipping", None)
-        if enable is None:
-            logger.warning(
-                "dataset %s is a stream without bad-sample skipping: an unreadable sample in it stops the run",
-                name or getattr(dataset, "name", type(dataset).__name__),
-            )
-            return dataset
-        return enable(name)
-    return SkippingDataset(dataset, name, seed)
-
-
-class SkipTracker:
-    """Per-dataset counts of samples delivered and reads skipped; stops the run past a skip rate.
-
-    ``add(name, samples, skipped)`` adds a batch's counts (``skipped`` reads were replaced to
-    deliver ``samples``). ``check()`` raises :class:`SkipRateExceeded` for the first dataset with
-    at least ``min_reads`` reads (samples + skipped) of which more than ``max_rate`` were skipped,
-    or whose malformed annotation records are more than ``max_rate`` of its records. ``max_rate``
-    ``None`` (or 1) never stops.
-    """
-
-    def __init__(self, max_rate: Optional[float] = 0.1, min_reads: int = 200, names: Iterable[str] = ()) -> None:
-        if max_rate is not None and not 0.0 <= float(max_rate) <= 1.0:
-            raise ValueError(f"run.max_skip_rate must be between 0 and 1 (or null to never stop), got {max_rate!r}")
-        if int(min_reads) < 1:
-            raise ValueError(f"run.skip_rate_min_reads must be >= 1, got {min_reads!r}")
-        self.max_rate = None if max_rate is None else float(max_rate)
-        self.min_reads = int(min_reads)
-        self.counts: Dict[str, Dict[str, int]] = {}
-        self.last_error: Dict[str, str] = {}
-        for name in names:
-            self._entry(name)
-
-    def _entry(self, name: str) -> Dict[str, int]:
-        return self.counts.setdefault(str(name), {"samples": 0, "skipped": 0, "records": 0, "malformed": 0})
-
-    def add(self, name: str, samples: int = 0, skipped: int = 0, last_error: Optional[str] = None) -> None:
-        entry = self._entry(name)
-        entry["samples"] += int(samples)
-        entry["skipped"] += int(skipped)
-        if last_error:
-            self.last_error[str(name)] = last_error
-
-    def set_records(self, name: str, records: int, malformed: Sequence[Mapping[str, Any]]) -> None:
-        """Note a map-style dataset's record count and the malformed entries its reader dropped."""
-        entry = self._entry(name)
-        entry["records"], entry["malformed"] = int(records), len(malformed)
-        if malformed:
-            self.last_error.setdefault(str(name), str(malformed[0].get("error")))
-
-    def total_skipped(self) -> int:
-        return sum(c["skipped"] for c in self.counts.values())
-
-    def summary(self) -> Dict[str, Dict[str, Any]]:
-        """``{dataset: {samples, skipped, skip_rate[, malformed_records]}}`` for the end-of-run report."""
-        out: Dict[str, Dict[str, Any]] = {}
-        for name, c in self.counts.items():
-            reads = c["samples"] + c["skipped"]
-            row: Dict[str, Any] = {
-                "samples": c["samples"],
-                "skipped": c["skipped"],
-                "skip_rate": round(c["skipped"] / reads, 4) if reads else 0.0,
-            }
-            if c["malformed"]:
-                row["malformed_records"] = c["malformed"]
-            out[name] = row
-        return out
-
-    def check(self) -> None:
-        if self.max_rate is None or self.max_rate >= 1.0:
-            return
-        for name, c in self.counts.items():
-            reads = c["samples"] + c["skipped"]
-            last = self.last_error.get(name, "")
-            if reads >= self.min_reads and c["skipped"] > self.max_rate * reads:
-                raise SkipRateExceeded(
-                    f"dataset {name!r}: {c['skipped']} of {reads} reads were unreadable and skipped "
-                    f"({c['skipped'] / reads:.1%}), more than run.max_skip_rate={self.max_rate:g} "
-                    f"(applied once a dataset has run.skip_rate_min_reads={self.min_reads} reads). "
-                    f"Last error: {last}. Find the bad files with `python -m minigpt.datasets check {name.split('/')[0]}`, "
-                    "fix run.data_root / the dataset's build_info paths, or raise run.max_skip_rate"
-                )
-            total = c["records"] + c["malformed"]
-            if total >= self.min_reads and c["malformed"] > self.max_rate * total:
-                raise SkipRateExceeded(
-                    f"dataset {name!r}: {c['malformed']} of {total} annotation records are malformed "
-                    f"({c['malformed'] / total:.1%}), more than run.max_skip_rate={self.max_rate:g}. "
-                    f"First: {last}"
-                )
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"counts": {k: dict(v) for k, v in self.counts.items()}, "last_error": dict(self.last_error)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for name, c in (state.get("counts") or {}).items():
-            entry = self._entry(name)
-            entry["samples"], entry["skipped"] = int(c.get("samples", 0)), int(c.get("skipped", 0))
-        self.last_error.update(state.get("last_error") or {})

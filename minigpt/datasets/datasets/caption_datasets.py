@@ -29,6 +29,7 @@ from minigpt.datasets.datasets.base_dataset import (
     READ_STATS_KEY,
     BaseDataset,
     Processor,
+    check_placeholders,
     load_json_list,
     make_instruction,
     pick,
@@ -81,30 +82,21 @@ class COCOCaptionDataset(CaptionDataset):
     ):
         super().__init__(name, *args, eval_mode=eval_mode, **kwargs)
         for path in ann_paths:
-            for i, entry in enumerate(load_json_list(path, name)):
-                require_keys(entry, ("image", "caption"), name, path, i)
-                captions = entry["caption"]
-                captions = [captions] if isinstance(captions, str) else list(captions)
-                if not captions or not all(isinstance(c, str) for c in captions):
-                    raise DatasetError(
-                        f"dataset {name!r}: entry {i} of {path} has no caption text: {captions!r}"
-                    )
-                image_id = entry.get("image_id", entry["image"])
-                if eval_mode:
-                    self.records.append(
-                        {"image": entry["image"], "captions": captions, "key": image_id, "image_id": image_id}
-                    )
-                else:
-                    for caption in captions:
-                        n = len(self.records)
-                        self.records.append(
-                            {
-                                "image": entry["image"],
-                                "captions": [caption],
-                                "key": f"{image_id}#{n}",
-                                "image_id": image_id,
-                            }
-                        )
+            self.add_records(path, load_json_list(path, name), lambda i, e, p=path: self._parse(p, i, e))
+
+    def _parse(self, path: str, i: int, entry: Any) -> List[Dict[str, Any]]:
+        require_keys(entry, ("image", "caption"), self.name, path, i)
+        captions = [entry["caption"]] if isinstance(entry["caption"], str) else entry["caption"]
+        texts = isinstance(captions, list) and captions and all(isinstance(c, str) for c in captions)
+        if not texts or not isinstance(entry["image"], str):
+            raise DatasetError(f"dataset {self.name!r}: entry {i} of {path} needs an image path and caption text: "
+                               f"{entry!r:.200}", kind="wrong_type")
+        image_id = entry.get("image_id", entry["image"])
+        if self.eval_mode:
+            return [{"image": entry["image"], "captions": captions, "key": image_id, "image_id": image_id}]
+        n = len(self.records)  # the key numbers the training records
+        return [{"image": entry["image"], "captions": [c], "key": f"{image_id}#{n + k}", "image_id": image_id}
+                for k, c in enumerate(captions)]
 
 
 class CCSBUAlignDataset(CaptionDataset):
@@ -118,17 +110,15 @@ class CCSBUAlignDataset(CaptionDataset):
             data = load_json(path, name)
             if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
                 raise DatasetError(f'dataset {name!r}: {path} must hold {{"annotations": [...]}}')
-            for i, entry in enumerate(data["annotations"]):
-                require_keys(entry, ("image_id", "caption"), name, path, i)
-                image_id = str(entry["image_id"])
-                self.records.append(
-                    {
-                        "image": f"{image_id}.jpg",
-                        "captions": [entry["caption"]],
-                        "key": image_id,
-                        "image_id": image_id,
-                    }
-                )
+            self.add_records(path, data["annotations"], lambda i, e, p=path: self._parse(p, i, e))
+
+    def _parse(self, path: str, i: int, entry: Any) -> Dict[str, Any]:
+        require_keys(entry, ("image_id", "caption"), self.name, path, i)
+        if not isinstance(entry["caption"], str) or not isinstance(entry["image_id"], (str, int)):
+            raise DatasetError(f"dataset {self.name!r}: entry {i} of {path} needs an image_id and caption text: "
+                               f"{entry!r:.200}", kind="wrong_type")
+        image_id = str(entry["image_id"])
+        return {"image": f"{image_id}.jpg", "captions": [entry["caption"]], "key": image_id, "image_id": image_id}
 
 
 class TextCapsDataset(CaptionDataset):
@@ -192,15 +182,22 @@ def _caption_of(sample: Dict[str, Any], name: str, sample_id: str, url: str) -> 
             meta = json.loads(sample["json"])
         except ValueError as exc:
             raise DatasetError(
-                f"dataset {name!r}, sample {sample_id!r}: bad JSON in shard {url}: {exc}"
+                f"dataset {name!r}, sample {sample_id!r}: bad JSON in shard {url}: {exc}",
+                kind="bad_text_encoding" if isinstance(exc, UnicodeDecodeError) else "decode_error",
+                path=url, sample_id=sample_id,
             ) from exc
         caption = meta.get("caption") if isinstance(meta, dict) else None
         if isinstance(caption, str):
             return caption
     if "txt" in sample:
-        return sample["txt"].decode("utf-8")
+        try:
+            return sample["txt"].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            where = f"dataset {name!r}, sample {sample_id!r}: .txt caption in shard {url}"
+            raise DatasetError(f"{where} is not UTF-8: {exc}", "bad_text_encoding", url, sample_id) from exc
     raise DatasetError(
-        f'dataset {name!r}, sample {sample_id!r}: no caption (neither .json "caption" nor .txt) in shard {url}'
+        f'dataset {name!r}, sample {sample_id!r}: no caption (neither .json "caption" nor .txt) in shard {url}',
+        kind="wrong_type", path=url, sample_id=sample_id,
     )
 
 
@@ -228,6 +225,7 @@ class CaptionWebDataset(IterableDataset):
     # set on a copy by the training data path (minigpt.datasets.image_source): to_sample hands it
     # "<shard>#<member>" and a read() callable, so cached or scanned images are never decoded
     image_source = None
+    read_limits = None  # the dataset config's read_limits (set by the builder); None: the YAML defaults
 
     def __init__(
         self,
@@ -304,7 +302,8 @@ class CaptionWebDataset(IterableDataset):
                     missing = isinstance(exc, FileNotFoundError)
                     error = (MissingDataError if missing else DatasetError)(
                         f"dataset {self.name!r}: shard {'not found' if missing else 'unreadable'}: {url}"
-                        + ("" if missing else f" ({exc})")
+                        + ("" if missing else f" ({exc})"),
+                        path=url,
                     )
                     if not self.skip_bad:
                         raise error from exc
@@ -322,7 +321,8 @@ class CaptionWebDataset(IterableDataset):
             # webdataset appends " @ <stream object>" to the message; the url says it better
             reason = str(exc.args[0] if exc.args else exc).split(" @ <")[0]
             error = DatasetError(
-                f"dataset {self.name!r}: shard {url} is truncated or corrupt ({reason}); the rest of it is skipped"
+                f"dataset {self.name!r}: shard {url} is truncated or corrupt ({reason}); the rest of it is skipped",
+                kind="decode_error", path=url,
             )
             if not self.skip_bad:
                 raise error from exc
@@ -344,11 +344,11 @@ class CaptionWebDataset(IterableDataset):
                 members = sorted(k for k in raw if not k.startswith("__"))
                 raise DatasetError(
                     f"dataset {self.name!r}, sample {sample_id!r}: no image member "
-                    f"({'/'.join(IMAGE_EXTENSIONS)}) in shard {url}; members: {members}"
+                    f"({'/'.join(IMAGE_EXTENSIONS)}) in shard {url}; members: {members}", "missing_file", url, sample_id
                 )
 
             def read():
-                image = decode_image(raw[ext], f"{url}:{key}.{ext}", self.name, sample_id)
+                image = decode_image(raw[ext], f"{url}:{key}.{ext}", self.name, sample_id, self.read_limits)
                 return self.vis_processor(image) if self.vis_processor is not None else image
 
             image = self.image_source(f"{url}#{key}.{ext}", read) if self.image_source is not None else read()
@@ -367,6 +367,7 @@ class CaptionWebDataset(IterableDataset):
         if self.eval_mode:
             sample["captions"] = [caption]
             sample["image_id"] = key
+        check_placeholders(sample, self.name)
         return sample
 
     def _my_urls(self, epoch: int, worker: int, workers: int) -> List[str]:

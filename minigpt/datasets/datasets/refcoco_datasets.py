@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
-from minigpt.common.io import DatasetError, load_json, load_pickle, open_image, resolve_path
+from minigpt.common.io import DatasetError, load_json, load_pickle
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
     box_to_grid_text,
+    check_box,
+    check_size,
     pick,
     require_keys,
 )
@@ -81,24 +83,25 @@ class RefCOCODataset(BaseDataset):
             bbox = ann.get("bbox")
             if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
                 raise DatasetError(
-                    f"{where}: annotation {ref['ann_id']} has no [x, y, w, h] bbox: {bbox!r:.100}"
+                    f"{where}: annotation {ref['ann_id']} has no [x, y, w, h] bbox: {bbox!r:.100}", kind="bad_box"
                 )
-            if not isinstance(image.get("width"), int) or not isinstance(image.get("height"), int):
-                raise DatasetError(
-                    f"{where}: image {ref['image_id']} in {instances_path} lacks its width/height"
-                )
-            x, y, w, h = bbox
+            check_size(image.get("width"), image.get("height"), f"{where}: image {ref['image_id']} in {instances_path}")
+            if not isinstance(image.get("file_name"), str):
+                raise DatasetError(f"{where}: image {ref['image_id']} has no file_name text", kind="wrong_type")
+            x, y = bbox[0], bbox[1]
+            box = [x, y, x + bbox[2], y + bbox[3]] if all(isinstance(v, (int, float)) for v in bbox) else bbox
+            check_box(box, image["width"], image["height"], f"{where}: annotation {ref['ann_id']}")
             records = []
             for j, sentence in enumerate(ref["sentences"]):
                 text = sentence.get(sentence_key) if isinstance(sentence, dict) else None
                 if not isinstance(text, str):
-                    raise DatasetError(f"{where}, sentence {j} lacks {sentence_key!r} text")
+                    raise DatasetError(f"{where}, sentence {j} lacks {sentence_key!r} text", kind="wrong_type")
                 records.append(
                     {
                         "key": f"{ref['ref_id']}:{sentence.get('sent_id', j)}",
                         "image": image["file_name"],
                         "size": (image["width"], image["height"]),
-                        "box": [x, y, x + w, y + h],
+                        "box": box,
                         "expression": text,
                         "ref_id": ref["ref_id"],
                     }
@@ -116,15 +119,16 @@ class RefCOCODataset(BaseDataset):
     def load_record_image(self, record: Dict[str, Any], sample_id: str):
         if not self.read_images:
             return None
-        path = resolve_path(self.images_root, record["image"])
+        path = self.image_path(record["image"], sample_id)
 
         def read():
-            image = open_image(path, self.name, sample_id)
+            image = self.open_image(path, sample_id)
             if tuple(image.size) != tuple(record["size"]):
                 # the box text is relative to the annotated size; a different file would misplace it
                 raise DatasetError(
                     f"dataset {self.name!r}, sample {sample_id!r}: image {path} is {image.size[0]}x{image.size[1]} "
-                    f"but the instances file says {record['size'][0]}x{record['size'][1]}"
+                    f"but the instances file says {record['size'][0]}x{record['size'][1]}",
+                    kind="bad_size", path=path, sample_id=sample_id,
                 )
             return self.process_image(image)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from minigpt.datasets.datasets.base_dataset import BaseDataset, DatasetError, Processor, require_keys
+from minigpt.datasets.datasets.base_dataset import BaseDataset, Processor, check_box, check_size, require_keys
 from minigpt.datasets.datasets.text_datasets import load_json_records
 
 
@@ -33,15 +33,13 @@ class SceneRegionDataset(BaseDataset):
 
     def _parse(self, path: str, index: int, entry: Any) -> Dict[str, Any]:
         require_keys(entry, ("image", "width", "height", "objects"), self.name, path, index)
+        where = f"dataset {self.name!r}: entry {index} of {path}"
+        check_size(entry["width"], entry["height"], where)
         w, h = float(entry["width"]), float(entry["height"])
-        if w <= 0 or h <= 0:
-            raise DatasetError(f"dataset {self.name!r}: entry {index} of {path} has size {w}x{h}")
         regions: List[Dict[str, Any]] = []
-        for k, obj in enumerate(entry["objects"]):
+        for k, obj in enumerate(entry["objects"] if isinstance(entry["objects"], list) else [entry["objects"]]):
             require_keys(obj, ("box", *self.fields), self.name, path, index)
-            box = obj["box"]
-            if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
-                raise DatasetError(f"dataset {self.name!r}: entry {index} of {path}, object {k}: bad box {box!r}")
+            box = check_box(obj["box"], w, h, f"{where}, object {k}")
             region = {"box": [box[0] / w, box[1] / h, box[2] / w, box[3] / h]}
             region.update({f: obj[f] for f in self.fields})
             regions.append(region)

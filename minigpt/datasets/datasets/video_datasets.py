@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from minigpt.common.io import DatasetError, MissingDataError, path_manager, resolve_path
+from minigpt.common.io import DatasetError, MissingDataError, path_manager
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
     Processor,
@@ -81,7 +81,7 @@ class VideoInstructDataset(BaseDataset):
         names = (
             [video_id] if ext in self.video_extensions else [f"{video_id}.{e}" for e in self.video_extensions]
         )
-        tried = [resolve_path(self.images_root, n) for n in names]
+        tried = [self.image_path(n, sample_id) for n in names]  # refused when a name leaves the videos root
         for path in tried:
             if path_manager.exists(path):
                 return path
@@ -95,7 +95,7 @@ class VideoInstructDataset(BaseDataset):
         try:
             return self.vis_processor(path)
         except DatasetError as exc:  # the processor names the path; add the dataset and sample
-            raise type(exc)(f"dataset {self.name!r}, sample {sample_id!r}: {exc}") from exc
+            raise exc.prefixed(f"dataset {self.name!r}, sample {sample_id!r}") from exc
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         record = self.records[index]
