@@ -78,8 +78,9 @@ def test_tinygptv_has_the_published_size(model_type, image_size):
     hidden, layers, heads = 2560, 32, 32
     # TinyGPT-V's norms on Phi-2: per-head LayerNorm on Q and K (weight + bias over 80), RMSNorm weight
     variant_norms = layers * (2 * 2 * (hidden // heads) + hidden)
-    # LoRA r=64 on q/k/v/dense, the fused query_key_value of the original split into three
-    lora = layers * 4 * 64 * (hidden + hidden)
+    # LoRA r=64 on the fused query_key_value (one A [64, 2560], one B [7680, 64]: q/k/v share the A)
+    # and on dense, as the original
+    lora = layers * 64 * ((hidden + 3 * hidden) + (hidden + hidden))
     projection = linear(768, 4096) + linear(4096, hidden)
     assert count(m.vision_encoder) == pytest.approx(eva_vit_g(image_size), rel=0.005)
     assert count(m.projector) == pytest.approx(blip2_query_qformer() + projection, rel=0.005)
@@ -98,6 +99,28 @@ def test_tinygptv_has_the_published_size(model_type, image_size):
     )
     assert m.llm.model.base_model.model.model.layers[0].post_layernorm.weight.shape == (hidden,)
     assert m.num_image_tokens() == 32
+
+
+@pytest.mark.parametrize("model_type", ["stage1_2_3", "stage4"])
+def test_tinygptv_trains_what_the_published_recipe_trains(model_type):
+    """45,266,944 trainable: the two projections, LoRA r64 on the fused query_key_value (one A for
+    q/k/v) and dense, and the norm weights (not biases) of TinyGPT-V's recipe."""
+    m = load_model("tinygptv", model_type, device="meta")
+    trainable = {n: p.numel() for n, p in m.named_parameters() if p.requires_grad}
+    assert sum(v for n, v in trainable.items() if n.startswith("projector.proj")) == 13_638_144
+    assert sum(v for n, v in trainable.items() if "lora_" in n) == 31_457_280
+    assert sum(v for n, v in trainable.items() if n.startswith("llm.") and "lora_" not in n) == 171_520
+    assert m.num_parameters(trainable_only=True) == 45_266_944
+    attn = m.llm.model.base_model.model.model.layers[5].self_attn
+    assert attn.k_proj.lora_A["default"].weight is attn.q_proj.lora_A["default"].weight
+    assert attn.v_proj.lora_A["default"].weight is attn.q_proj.lora_A["default"].weight
+
+
+def test_three_separate_lora_a_and_norm_biases_remain_a_switch():
+    overrides = {"llm": {"lora_share_qkv_a": False, "trainable_norm_bias": True}}
+    m = load_model("tinygptv", "stage1_2_3", device="meta", overrides=overrides)
+    lora = sum(p.numel() for n, p in m.named_parameters() if p.requires_grad and "lora_" in n)
+    assert lora == 41_943_040
 
 
 def test_minigpt4_vicuna7b_has_the_published_size():

@@ -50,5 +50,6 @@ def copy_into_model(
 
 
 def _named_tensors(model: torch.nn.Module) -> Iterable[Tuple[str, torch.Tensor]]:
-    yield from model.named_parameters()
+    # every name of a tied parameter (e.g. a LoRA A shared by q/k/v): a file may name any of them
+    yield from model.named_parameters(remove_duplicate=False)
     yield from model.named_buffers()

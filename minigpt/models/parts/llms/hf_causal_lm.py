@@ -99,14 +99,41 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, _NORM_TYPES) or type(module).__name__.endswith("RMSNorm")
 
 
+def share_qkv_lora_a(model: nn.Module) -> int:
+    """Tie ``k_proj`` and ``v_proj``'s LoRA A to ``q_proj``'s in every attention; returns how many were tied.
+
+    LoRA on a fused ``query_key_value`` Linear has one A (``[r, d]``) and one B (``[3d', r]``); on
+    separate q/k/v projections that is one shared A and three B's, which is what this makes of peft's
+    three LoRA pairs. The trainable count and a trained model then match the fused layout exactly
+    (a released checkpoint's A loads into the one tensor; B splits by rows). One difference: peft
+    draws LoRA dropout per projection, the fused layer once for all three.
+    """
+    tied = 0
+    for module in model.modules():
+        q, k, v = (getattr(module, n, None) for n in ("q_proj", "k_proj", "v_proj"))
+        if not all(hasattr(p, "lora_A") for p in (q, k, v)):
+            continue
+        for name, shared in q.lora_A.items():
+            for other in (k, v):
+                if other.lora_A[name].weight.shape != shared.weight.shape:
+                    raise ValueError(f"cannot share LoRA A of differing shapes in {type(module).__name__}")
+                other.lora_A[name].weight = shared.weight
+        tied += 1
+    if not tied:
+        raise ValueError("lora_share_qkv_a: no attention with LoRA on q_proj, k_proj and v_proj (lora_target_modules)")
+    return tied
+
+
 class HFCausalLM(nn.Module):
     """A transformers ``AutoModelForCausalLM`` with its tokenizer. YAML name ``hf_causal_lm``.
 
     ``pretrained`` is a local directory in Hugging Face format (real weights); without it the
     model is built from ``config`` (a transformers config dict with ``model_type``) at random init.
-    ``lora_r > 0`` wraps the model with peft LoRA on ``lora_target_modules``; ``freeze`` freezes
-    the base weights and ``trainable_norms`` unfreezes every norm (TinyGPT-V's recipe), keeping them
-    in float32. ``phi_variant: tinygptv`` turns a Phi model into TinyGPT-V's variant
+    ``lora_r > 0`` wraps the model with peft LoRA on ``lora_target_modules``; ``lora_share_qkv_a``
+    gives ``q_proj``, ``k_proj`` and ``v_proj`` of each attention one shared LoRA A (TinyGPT-V's LoRA on
+    the fused ``query_key_value``; see :func:`share_qkv_lora_a`). ``freeze`` freezes the base weights and
+    ``trainable_norms`` unfreezes every norm (TinyGPT-V's recipe), keeping them in float32;
+    ``trainable_norm_bias: false`` trains their weights only (as TinyGPT-V does). ``phi_variant: tinygptv`` turns a Phi model into TinyGPT-V's variant
     (:mod:`minigpt.models.parts.llms.tinygptv_phi`). ``low_resource`` loads ``pretrained`` in 8 bits on GPU
     ``device_8bit`` (needs bitsandbytes and CUDA).
 
@@ -123,10 +150,12 @@ class HFCausalLM(nn.Module):
         tokenizer: Optional[str] = None,
         freeze: bool = False,
         trainable_norms: bool = False,
+        trainable_norm_bias: bool = True,
         lora_r: int = 0,
         lora_alpha: int = 16,
         lora_dropout: float = 0.05,
         lora_target_modules: Optional[List[str]] = None,
+        lora_share_qkv_a: bool = False,
         torch_dtype: str = "float32",
         attn_implementation: str = "sdpa",
         ordinal_grid_init: bool = False,
@@ -202,8 +231,8 @@ class HFCausalLM(nn.Module):
             for m in model.modules():
                 if _is_norm(m):
                     m.float()
-                    for p in m.parameters():
-                        p.requires_grad_(True)
+                    for name, p in m.named_parameters(recurse=False):
+                        p.requires_grad_(name != "bias" or bool(trainable_norm_bias))
         if lora_r and lora_r > 0:
             from peft import LoraConfig, get_peft_model
 
@@ -222,6 +251,8 @@ class HFCausalLM(nn.Module):
                 base = n.replace("base_model.model.", "", 1).replace(".base_layer", "")
                 if base in trainable_before:
                     p.requires_grad_(True)
+            if lora_share_qkv_a:
+                share_qkv_lora_a(model)
         self.model = model
 
     def _config_from_block(
