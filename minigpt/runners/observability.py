@@ -167,8 +167,10 @@ class SampleProbe:
         ]
         if dist_utils.is_main_process():
             with open(self.path, "a") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row, default=str) + "\n")
+                # one write of whole lines, synced: a kill leaves at most a cut last line, which a resume drops
+                fh.write("".join(json.dumps(row, default=str) + "\n" for row in rows))
+                fh.flush()
+                os.fsync(fh.fileno())
             for row in rows:
                 logger.info("sample at step %d, %s %s: %r -> %r (answer %r)", step, self.source,
                             row["sample_id"], row["prompt"], row["prediction"], row["answer"])

@@ -191,3 +191,24 @@ def test_a_checkpoint_at_an_evaluation_step_records_that_evaluations_best(stage_
                               "run.best_metric=vqa_accuracy"))
     best = load_training_state(str(_ckpt(out, 2)))["best"]
     assert (best["step"], best["value"]) == (2, 0.5)
+
+
+# -- 10. evaluation files written atomically -----------------------------------------------------
+def test_evaluation_files_during_training_are_written_atomically(stage_from_yaml, tmp_path, monkeypatch):
+    from minigpt.tasks.evaluation import loop
+
+    written: List[str] = []
+    original = loop.write_atomically
+
+    def recording(path, write, prefix="."):
+        written.append(os.path.relpath(path, out))
+        return original(path, write, prefix)
+
+    monkeypatch.setattr(loop, "write_atomically", recording)
+    out = tmp_path / "run"
+    run_stage(stage_from_yaml(VQA_STAGE, out, 4, "run.test_splits=[test]", "run.eval_every=2",
+                              "run.max_eval_samples=4", "run.eval_max_new_tokens=2"))
+    step2 = os.path.join("eval", "step_000002")
+    for folder in (step2, "."):
+        assert os.path.normpath(os.path.join(folder, "predictions", "synthetic_vqa_test.jsonl")) in written, written
+    assert not [p for p in (out / "eval").rglob("*.tmp*")]
