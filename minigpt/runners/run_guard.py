@@ -32,14 +32,16 @@ LOCK_FILE = ".run.lock"
 FINGERPRINT_FILE = "fingerprint.json"  # in a step folder: what the resume compares
 
 # Keys a resume may change: how long to run, where outputs go, what is logged and evaluated, how
-# the run is resumed. Every other key of the composed config must match the checkpoint's.
+# the run is resumed, where it runs. Every other key of the composed config must match the checkpoint's.
 RESUME_FREE_KEYS = frozenset({
     "run.max_iters", "run.max_epoch", "run.output_dir", "run.stage_name", "run.data_root",
     "run.resume_ckpt_path", "run.resume_allow_changes", "run.overwrite_output",
     "run.progress", "run.log_freq", "run.save_freq", "run.keep_last", "run.num_threads",
     "run.tensorboard", "run.wandb_project", "run.sample_every", "run.sample_count",
     "run.eval_every", "run.test_splits", "run.max_eval_samples", "run.batch_size_eval",
-    "run.evaluate_only",
+    "run.evaluate_only", "run.eval_max_new_tokens", "run.eval_num_beams",
+    # where it runs: a resume may move to another device or backend (checkpoints hold full tensors)
+    "run.device", "run.dist_backend", "run.distributed", "run.vision_feature_cache.dir",
 })
 # build_info keys whose values (split -> path or list of paths/globs under run.data_root) are data files
 DATA_FILE_KEYS = ("annotations", "shards")
