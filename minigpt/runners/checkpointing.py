@@ -5,6 +5,7 @@ Layout of ``<output_dir>/checkpoints/``::
     step_000100/trained.safetensors   what was trained (canonical names, see models/weights/checkpoint.py)
     step_000100/training_state.pt     optimizer, scheduler, step, RNG states, data position
     step_000100/config.yaml           the composed config that produced it
+    step_000100/fingerprint.json      what a resume compares (minigpt/runners/run_guard.py)
     step_000100/manifest.json         step + every file's name, size and sha256, written last
     latest                            the name of the newest complete checkpoint
 

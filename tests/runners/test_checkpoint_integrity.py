@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_a_second_run_into_a_live_runs_folder_is_refused(stage_cfg, tmp_path):
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (out / LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
+        (out / LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
         with pytest.raises(RunFolderError, match=rf"in use by another run \(process {holder.pid} on"):
             run_stage(stage_cfg(out, 1))
     finally:
