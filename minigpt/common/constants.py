@@ -24,4 +24,5 @@ READ_STATS_KEY = "_read_stats"
 CHECKPOINTS_DIR = "checkpoints"  # <output_dir>/checkpoints/step_<n>/
 LATEST_POINTER = "latest"  # <output_dir>/checkpoints/latest: the name of the newest complete step
 TRAINED_FILE = "trained.safetensors"  # what was trained, in a step folder
+CHECKPOINT_MANIFEST = "manifest.json"  # a step folder: step, each file's size and sha256, written last
 PIPELINE_FILE = "pipeline.json"  # a pipeline's output directory: its finished stages in order

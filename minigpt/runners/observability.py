@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import dist_utils
 from minigpt.datasets.splits import iter_splits
-from minigpt.runners.checkpointing import CKPT_DIR, fsync_dir
+from minigpt.runners.checkpointing import CKPT_DIR, TMP_PREFIX, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +167,10 @@ class SampleProbe:
         ]
         if dist_utils.is_main_process():
             with open(self.path, "a") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row, default=str) + "\n")
+                # one write of whole lines, synced: a kill leaves at most a cut last line, which a resume drops
+                fh.write("".join(json.dumps(row, default=str) + "\n" for row in rows))
+                fh.flush()
+                os.fsync(fh.fileno())
             for row in rows:
                 logger.info("sample at step %d, %s %s: %r -> %r (answer %r)", step, self.source,
                             row["sample_id"], row["prompt"], row["prediction"], row["answer"])
@@ -242,7 +244,7 @@ def link_best(output_dir: str, ckpt_dir: str) -> str:
     root = os.path.join(output_dir, CKPT_DIR)
     name = f"{BEST}_{os.path.basename(os.path.normpath(ckpt_dir))}"
     target = os.path.join(root, name)
-    tmp = os.path.join(root, f".tmp_{name}")
+    tmp = os.path.join(root, TMP_PREFIX + name)  # a crash leftover clean_checkpoints removes
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(ckpt_dir, tmp, copy_function=_link_or_copy)
     fsync_dir(tmp)

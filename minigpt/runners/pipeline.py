@@ -1,4 +1,12 @@
-"""Chain stage configs: each stage starts from the checkpoints of the stages before it, found by name."""
+"""Chain stage configs: each stage starts from the checkpoints of the stages before it, found by name.
+
+The stages' folders are ``<root>/<stage name>``, where ``root`` is ``run.output_dir`` when the
+options set it, else the pipeline's ``output_dir``. Each stage runs with
+``run.resume_ckpt_path=auto`` (an option may say otherwise), so a rerun of the pipeline continues
+an interrupted stage and passes over finished ones (they resume at their last step, train no step
+and evaluate again) rather than being refused as a fresh run into a used folder; a rerun with other
+settings is refused by the resume's fingerprint check, naming the keys.
+"""
 
 from __future__ import annotations
 
@@ -66,12 +74,20 @@ def headline_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
     return out
 
 
+def output_root(pipe, options: Sequence[str]) -> str:
+    """Where the stages' folders go: the last ``run.output_dir=`` of ``options``, else the pipeline's ``output_dir``."""
+    given = [str(o).split("=", 1)[1] for o in options if str(o).startswith("run.output_dir=")]
+    if given:
+        return given[-1]
+    return str(pipe.get("output_dir") or os.path.join("output", str(pipe.get("name", "pipeline"))))
+
+
 def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
     """Run every stage of a pipeline config in order, then its evaluation; write metrics.json."""
     t0 = time.time()
     pipe = Config.load_pipeline(path).pipeline
-    out_root = str(pipe.get("output_dir") or os.path.join("output", str(pipe.get("name", "pipeline"))))
     base_opts: List[str] = [str(o) for o in (pipe.get("options") or [])] + list(options)
+    out_root = output_root(pipe, base_opts)
     stage_dirs: Dict[str, str] = {}
     summaries = []
     data_ready = False
@@ -80,7 +96,8 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
     for stage in pipe.stages:
         name = str(stage.name)
         ckpts = [os.path.abspath(stage_dirs[n]) for n in stage_dirs]
-        opts = base_opts + [str(o) for o in (stage.get("options") or [])]
+        # first, so that the pipeline's, the user's or the stage's options can set another resume
+        opts = ["run.resume_ckpt_path=auto", *base_opts, *[str(o) for o in (stage.get("options") or [])]]
         opts += [f"run.stage_name={name}", f"run.output_dir={os.path.join(out_root, name)}"]
         if ckpts:
             opts.append(f"model.ckpt={json.dumps(ckpts)}")

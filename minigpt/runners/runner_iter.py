@@ -13,10 +13,12 @@ from minigpt.common import dist_utils
 from minigpt.common.precision import autocast, autocast_dtype, check_precision_device
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import SkipTracker
+from minigpt.runners.checkpointing import clean_checkpoints
 from minigpt.runners.data import MixedLoader, build_train_loader, skip_tracker
 from minigpt.runners.distributed import ParallelModel
 from minigpt.runners.length_grouping import token_lengths
 from minigpt.runners.observability import BestTracker, SampleProbe, link_best
+from minigpt.runners.run_guard import check_resume_matches
 from minigpt.runners.step_guard import NonFiniteLossError, StepGuard, TrainingOutOfMemory
 from minigpt.runners.step_loop import StepLoop, TrainLog
 from minigpt.runners.train_state import TrainState, resume_path
@@ -148,8 +150,12 @@ class RunnerIter:
         max_iters = self._max_iters()
         self._build_data()
         cache = self.vision_cache
+        if dist_utils.is_main_process():
+            clean_checkpoints(self.output_dir)  # what a crash left: an interrupted re-save, temporary folders
+        dist_utils.barrier()
         resume = resume_path(rc, self.output_dir)
         if resume:
+            check_resume_matches(self.cfg, resume)
             self.model.load_checkpoint(resume)  # before sharding: FSDP then shards the loaded weights
         self.parallel.shard()
         optimizer = self._optimizer()

@@ -9,6 +9,7 @@ from typing import Any, Dict
 from minigpt.common import dist_utils
 from minigpt.common.launch import set_up_process
 from minigpt.common.registry import registry
+from minigpt.runners.run_guard import RunLock, check_fresh_output, clear_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def check_checkpoint_paths(cfg) -> None:
 
     from minigpt.common.config import ConfigError
     from minigpt.models.weights.checkpoint import resolve_checkpoint_file
-    from minigpt.runners.checkpointing import STATE_FILE
+    from minigpt.runners.checkpointing import check_resumable
 
     ckpt = cfg.model_cfg.get("ckpt")
     for path in (ckpt if isinstance(ckpt, (list, tuple, ListConfig)) else [ckpt] if ckpt else []):
@@ -28,22 +29,36 @@ def check_checkpoint_paths(cfg) -> None:
         except FileNotFoundError as exc:
             raise ConfigError(f"model.ckpt (from {cfg.source_of('model.ckpt')}): {exc}") from exc
     resume = cfg.run_cfg.get("resume_ckpt_path")
-    if resume and resume != "auto" and not os.path.isfile(os.path.join(str(resume), STATE_FILE)):
-        raise ConfigError(
-            f"run.resume_ckpt_path (from {cfg.source_of('run.resume_ckpt_path')}): {resume} is not a checkpoint "
-            f"directory (no {STATE_FILE} in it); pass a checkpoints/step_N directory or 'auto'"
-        )
+    if resume and resume != "auto":
+        try:
+            check_resumable(str(resume))  # complete, and every file matches its recorded sha256
+        except ValueError as exc:
+            raise ConfigError(f"run.resume_ckpt_path (from {cfg.source_of('run.resume_ckpt_path')}): {exc}") from exc
 
 
 def run_stage(cfg) -> Dict[str, Any]:
     """Train (unless ``run.evaluate_only``) and evaluate the stage ``cfg`` describes; return a summary."""
     check_checkpoint_paths(cfg)
     rc = cfg.run_cfg
+    overwrite = check_fresh_output(rc)  # every rank, before the process group forms: reads only
     device = set_up_process(rc, seed_per_rank=True)
     out_dir = str(rc.output_dir)
-    if dist_utils.is_main_process():
-        os.makedirs(out_dir, exist_ok=True)
-        cfg.save(os.path.join(out_dir, "config.yaml"))
+    lock = RunLock(out_dir)  # rank 0 holds it for the stage; a second run into out_dir is refused meanwhile
+    try:
+        if dist_utils.is_main_process():
+            lock.acquire()
+            if overwrite:
+                clear_checkpoints(out_dir)
+            cfg.save(os.path.join(out_dir, "config.yaml"))
+        dist_utils.barrier()
+        return _run(cfg, device)
+    finally:
+        lock.release()
+
+
+def _run(cfg, device) -> Dict[str, Any]:
+    rc = cfg.run_cfg
+    out_dir = str(rc.output_dir)
     task = registry.get_task_class(rc.task).setup_task(cfg)
     datasets = task.build_datasets(cfg)
     model = task.build_model(cfg)

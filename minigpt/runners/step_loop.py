@@ -3,12 +3,14 @@
 One step: the lr for the step, ``run.accum_grad_iters`` micro-batches forward and backward (DDP
 syncs gradients on the last), the per-dataset read counts (skip-rate check), the loss averaged
 over ranks, grad clipping, the :class:`~minigpt.runners.step_guard.StepGuard`'s verdict, the
-optimizer step, a ``metrics.jsonl`` row every ``run.log_freq`` steps, a checkpoint every
-``run.save_freq`` steps and then the runner's periodic work (samples, evaluation, epoch end).
+optimizer step, a ``metrics.jsonl`` row every ``run.log_freq`` steps, the runner's periodic work
+(samples, evaluation, epoch end) and then a checkpoint every ``run.save_freq`` steps (after the
+evaluation, so the checkpoint records that step's best).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 import torch
 
 from minigpt.common import dist_utils
-from minigpt.common.io import SkipRateExceeded
+from minigpt.common.io import SkipRateExceeded, write_atomically
 from minigpt.common.logger import MetricsLogger
 from minigpt.runners.data import count_reads
 from minigpt.runners.distributed import ParallelModel
@@ -32,12 +34,43 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 
 
+def cut_rows_after(path: str, step: int) -> int:
+    """Rewrite the JSON-lines file ``path`` without the rows from the first one past ``step`` on; return how many went.
+
+    Everything after that row goes too (a killed run's ``train_end`` has no step), and so does a
+    line a kill cut short. The file is replaced atomically.
+    """
+    with open(path) as fh:
+        lines = fh.readlines()
+    kept: List[str] = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            break  # a line a kill cut short: nothing after it was written whole
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] > step:
+            break
+        kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) == len(lines):
+        return 0
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.writelines(kept)
+
+    write_atomically(path, write)
+    logger.info("%s: removed %d row(s) past the resumed step %d", path, len(lines) - len(kept), step)
+    return len(lines) - len(kept)
+
+
 class TrainLog:
     """Where a stage reports as it trains: ``metrics.jsonl``, TensorBoard/wandb and the tqdm bar (rank 0).
 
     A fresh run (``start_step`` 0) into a used ``output_dir`` starts new ``metrics.jsonl`` and
-    ``samples.jsonl`` files; a resumed run appends, so each file reads as one run. Also keeps the
-    throughput window (samples and tokens over all ranks since the last row).
+    ``samples.jsonl`` files; a resumed run first cuts them back to the resumed step (the rows a
+    killed run wrote past its last checkpoint go, so each step appears once) and appends a
+    ``{"event": "resumed", "step": N}`` row. Also keeps the throughput window (samples and tokens
+    over all ranks since the last row).
     """
 
     def __init__(self, run_cfg, output_dir: str, start_step: int, max_iters: int,
@@ -49,8 +82,12 @@ class TrainLog:
         for path in (metrics_path, os.path.join(output_dir, SAMPLES_FILE)):
             if main and start_step == 0 and os.path.exists(path):
                 os.remove(path)
+            elif main and os.path.exists(path):
+                cut_rows_after(path, start_step)
         self.sinks = ScalarSinks(run_cfg, output_dir, config)
         self.mlog = MetricsLogger(metrics_path)
+        if start_step > 0:
+            self.mlog.log({"event": "resumed", "step": start_step})
         from tqdm import tqdm
 
         self.bar = tqdm(
@@ -132,10 +169,11 @@ class StepLoop:
         if done % int(rc.log_freq) == 0 or done == max_iters:
             self._report(done, lr, step_loss, grad_norm)
         self.log.bar.update(1)
-        if rc.get("save_freq") and done % int(rc.save_freq) == 0 and done < max_iters:
-            self.state.save(done)
         if done < max_iters:
+            # evaluation first: a checkpoint of this step (the best one, or save_freq's) then records its result
             self.runner.on_step_end(done)
+        if rc.get("save_freq") and done % int(rc.save_freq) == 0 and done < max_iters:
+            self.state.save_once(done)
 
     def accumulate(self, step: int) -> Tuple[float, List[str]]:
         """Forward and backward ``run.accum_grad_iters`` micro-batches; their summed scaled loss and sample ids."""

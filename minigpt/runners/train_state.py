@@ -10,6 +10,7 @@ the best-metric bookkeeping. The directory layout and the atomic write are
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -20,6 +21,7 @@ from minigpt.datasets.datasets.base_dataset import SkipTracker
 from minigpt.runners.checkpointing import (
     DATA_STATE,
     RNG_RANKS,
+    check_resumable,
     checkpoint_dir,
     data_state_for_rank,
     gather_data_state,
@@ -32,6 +34,7 @@ from minigpt.runners.checkpointing import (
 from minigpt.runners.data import MixedLoader
 from minigpt.runners.distributed import ParallelModel
 from minigpt.runners.observability import BestTracker
+from minigpt.runners.run_guard import run_fingerprint
 from minigpt.runners.step_guard import StepGuard
 from minigpt.runners.vision_cache import VisionFeatureCache
 
@@ -39,15 +42,22 @@ logger = logging.getLogger(__name__)
 
 
 def resume_path(run_cfg, output_dir: str) -> Optional[str]:
-    """The checkpoint ``run.resume_ckpt_path`` names (``auto``: the newest complete one), or None to start fresh."""
+    """The checkpoint ``run.resume_ckpt_path`` names, or None to start fresh.
+
+    ``auto``: the newest checkpoint whose files match their manifest's sizes and sha256s (a
+    corrupt one is passed over with a warning). A folder named explicitly must pass the same
+    check (:func:`~minigpt.runners.checkpointing.check_resumable`) or the run stops, naming the file.
+    """
     path = run_cfg.get("resume_ckpt_path")
     if not path:
         return None
     if path == "auto":
-        path = latest_checkpoint(output_dir)
+        path = latest_checkpoint(output_dir, hashes=True)
         if path is None:
             logger.info("run.resume_ckpt_path=auto: no checkpoint in %s, starting fresh", output_dir)
             return None
+        return str(path)
+    check_resumable(str(path))
     return str(path)
 
 
@@ -113,7 +123,7 @@ class TrainState:
             path = save_checkpoint(
                 self.output_dir, step, self.parallel.model, self.optimizer, self.sched, self.cfg.to_yaml(),
                 extra=extra, keep_last=self.run_cfg.get("keep_last"), trained_state=trained,
-                optimizer_state=optim,
+                optimizer_state=optim, fingerprint=run_fingerprint(self.cfg),
             )
             logger.info("saved checkpoint %s", path)
         dist_utils.barrier()
@@ -133,6 +143,8 @@ class TrainState:
         rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
         self._restore_rng(state, path, rank, world)
         self.start_step = int(state["step"])
+        if os.path.abspath(path) == os.path.abspath(checkpoint_dir(self.output_dir, self.start_step)):
+            self.saved_step = self.start_step  # already on disk: a resumed finished stage does not re-save it
         self.guard.load_state_dict(state)
         self.loss_ema = state.get("loss_ema")
         data = data_state_for_rank(state.get(DATA_STATE), rank, world)

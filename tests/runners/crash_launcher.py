@@ -8,6 +8,8 @@ kills it there. Points:
   (``StepLoop.accumulate`` returned), the optimizer has not stepped;
 * ``ckpt_files``: checkpoint ``<step>``'s trained weights are in its temporary directory, nothing else;
 * ``ckpt_rename``: every file of checkpoint ``<step>`` is written, the directory not yet renamed;
+* ``ckpt_swap``: a re-save of ``<step>`` has renamed the existing ``step_<step>`` aside, the new
+  folder is not yet moved in (the two halves of :func:`~minigpt.runners.checkpointing.move_into_place`);
 * ``ckpt_latest``: checkpoint ``<step>`` is in place, ``latest`` not yet moved to it.
 """
 
@@ -61,11 +63,14 @@ def install(pause: str, marker: str) -> None:
         checkpointing.move_into_place = _pausing(
             checkpointing.move_into_place, lambda _tmp, final: int(os.path.basename(final)[5:]), step, point,
             marker, after=False)
+    elif point == "ckpt_swap":
+        checkpointing.set_aside = _pausing(
+            checkpointing.set_aside, lambda final: int(os.path.basename(final)[5:]), step, point, marker, after=True)
     elif point == "ckpt_latest":
         checkpointing.point_latest = _pausing(
             checkpointing.point_latest, lambda _root, name: int(name[5:]), step, point, marker, after=False)
     else:
-        raise SystemExit(f"unknown pause point {point!r}: step, ckpt_files, ckpt_rename or ckpt_latest")
+        raise SystemExit(f"unknown pause point {point!r}: step, ckpt_files, ckpt_rename, ckpt_swap or ckpt_latest")
 
 
 def main(argv: List[str]) -> None:

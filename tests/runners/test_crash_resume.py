@@ -9,19 +9,20 @@ the test then sends SIGKILL, so the crash lands where the test says rather than 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from minigpt.runners.checkpointing import latest_checkpoint, load_training_state
+from minigpt.runners.checkpointing import clean_checkpoints, latest_checkpoint, load_training_state
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE1 = REPO / "train_configs" / "quickstart_stage1.yaml"
@@ -37,13 +38,17 @@ def _env() -> Dict[str, str]:
     return env
 
 
-def _args(tiny_options, out: Path, resume: bool, launch: Optional[List[str]] = None) -> List[str]:
-    """The command line: ``python train.py ...``, or ``launch`` (e.g. the pausing launcher) in place of train.py."""
+def _args(tiny_options, out: Path, resume: Union[bool, Path], launch: Optional[List[str]] = None) -> List[str]:
+    """The command line: ``python train.py ...``, or ``launch`` (e.g. the pausing launcher) in place of train.py.
+
+    ``resume``: True resumes ``auto``, a path resumes that checkpoint folder.
+    """
+    resume_opts = [] if resume is False else [f"run.resume_ckpt_path={'auto' if resume is True else resume}"]
     return [
         sys.executable, *(launch or ["train.py"]), "--cfg-path", str(STAGE1), "--options",
         *tiny_options(out, MAX_ITERS),
         "run.test_splits=[]", "run.save_freq=2", "run.keep_last=2", "run.deterministic=true",
-        "run.num_workers=0", *(["run.resume_ckpt_path=auto"] if resume else []),
+        "run.num_workers=0", *resume_opts,
     ]
 
 
@@ -53,7 +58,7 @@ def _run(tiny_options, out: Path, resume: bool = False) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
-def _run_and_kill_at(tiny_options, out: Path, pause: str, resume: bool, tmp_path: Path) -> None:
+def _run_and_kill_at(tiny_options, out: Path, pause: str, resume: Union[bool, Path], tmp_path: Path) -> None:
     """Start a run that parks at ``pause``; SIGKILL it once it is there."""
     marker = tmp_path / f"paused_{pause.replace('@', '_')}"
     launch = [str(LAUNCHER), pause, str(marker)]
@@ -101,12 +106,37 @@ def reference(tiny_options, tmp_path_factory) -> Path:
     return out
 
 
+def _rows(out: Path) -> List[Dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
 def test_kill_mid_step_then_resume_is_bitwise_equal(reference, tiny_options, tmp_path):
     out = tmp_path / "run"
-    # step 3 has done its forward/backward (after the step-2 checkpoint) when the process dies
-    _run_and_kill_at(tiny_options, out, "step@3", resume=False, tmp_path=tmp_path)
+    # step 4 has done its forward/backward (steps 1-3 logged, the step-2 checkpoint written) when the process dies
+    _run_and_kill_at(tiny_options, out, "step@4", resume=False, tmp_path=tmp_path)
     assert latest_checkpoint(str(out)) == str(out / "checkpoints" / "step_000002")
+    assert [r["step"] for r in _rows(out) if "event" not in r] == [1, 2, 3]
     _run(tiny_options, out, resume=True)
+    _assert_bitwise_equal(out, reference)
+    # metrics.jsonl: step 3's row from the killed run is gone, each step appears once, after a resumed row
+    rows = _rows(out)
+    assert [r["step"] for r in rows if "event" not in r] == [1, 2, 3, 4, 5, 6]
+    assert [(r["event"], r["step"]) for r in rows if r.get("event") == "resumed"] == [("resumed", 2)]
+    assert [r.get("event") for r in rows].index("resumed") == 2
+
+
+def test_kill_between_the_halves_of_a_resave_leaves_a_complete_checkpoint(reference, tiny_options, tmp_path):
+    out = tmp_path / "run"
+    ckpts = out / "checkpoints"
+    _run(tiny_options, out)
+    # run again from step 4, writing step 6 once more; dies with the old step 6 renamed aside, the new one not in
+    _run_and_kill_at(tiny_options, out, "ckpt_swap@6", resume=ckpts / "step_000004", tmp_path=tmp_path)
+    assert not (ckpts / "step_000006").exists()
+    assert (ckpts / ".old_step_000006" / "manifest.json").is_file()
+    # the next start puts the whole old copy back (and removes the temporary new one)
+    clean_checkpoints(str(out))
+    assert latest_checkpoint(str(out), hashes=True) == str(ckpts / "step_000006")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step_000004", "step_000006"]
     _assert_bitwise_equal(out, reference)
 
 

@@ -118,7 +118,8 @@ def test_resume_auto_continues_from_the_saved_step(stage_cfg, tmp_path, caplog):
     ends = [i for i, r in enumerate(rows) if r.get("event") == "train_end"]
     assert len(ends) == 2
     assert [r["step"] for r in rows[: ends[0]]] == [1, 2]
-    assert [r["step"] for r in rows[ends[0] + 1 : ends[1]]] == [3, 4]
+    assert (rows[ends[0] + 1]["event"], rows[ends[0] + 1]["step"]) == ("resumed", 2)
+    assert [r["step"] for r in rows[ends[0] + 2 : ends[1]]] == [3, 4]
     # AdamW's per-parameter step counters carried over: 2 steps before the resume + 2 after
     assert _adam_steps(second["checkpoint"]) == [4]
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_000004"
@@ -131,12 +132,17 @@ def test_resume_auto_without_a_checkpoint_starts_fresh(stage_cfg, tmp_path, capl
     assert "no checkpoint" in caplog.text and "starting fresh" in caplog.text
 
 
-def test_a_fresh_run_replaces_an_earlier_runs_metrics(stage_cfg, tmp_path):
+def test_a_fresh_run_into_a_used_folder_is_refused_unless_overwrite(stage_cfg, tmp_path):
+    from minigpt.runners.run_guard import RunFolderError
+
     out = tmp_path / "again"
     run_stage(stage_cfg(out, 2))
-    run_stage(stage_cfg(out, 1))
+    with pytest.raises(RunFolderError, match=r"resume_ckpt_path=auto.*run\.overwrite_output=true"):
+        run_stage(stage_cfg(out, 1))
+    run_stage(stage_cfg(out, 1, "run.overwrite_output=true"))
     rows = _rows(out / "metrics.jsonl")
     assert [r["step"] for r in rows if "event" not in r] == [1]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_000001"]
 
 
 def test_non_finite_loss_is_skipped_and_counted(stage_cfg, tmp_path, monkeypatch, caplog):

@@ -144,6 +144,8 @@ class RunSchema:
     sample_every: Count
     sample_count: PositiveInt
     resume_ckpt_path: Optional[str]
+    resume_allow_changes: bool
+    overwrite_output: bool
 
     evaluate_only: bool
     eval_every: Count

@@ -6,14 +6,21 @@ key mapping in :mod:`minigpt.models.weights.released`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from minigpt.common.constants import CHECKPOINTS_DIR, LATEST_POINTER, PIPELINE_FILE, TRAINED_FILE
+from minigpt.common.constants import (
+    CHECKPOINT_MANIFEST,
+    CHECKPOINTS_DIR,
+    LATEST_POINTER,
+    PIPELINE_FILE,
+    TRAINED_FILE,
+)
 from minigpt.common.io import write_atomically
 from minigpt.models.weights.names import canonical_name, copy_into_model
 
@@ -58,6 +65,52 @@ def save_trained(
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     write_atomically(path, lambda tmp: save_file(state, tmp, metadata=meta))
     return path
+
+
+class CheckpointIntegrityError(ValueError):
+    """A checkpoint folder whose files do not match its manifest (missing, resized or altered)."""
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of the file at ``path``, read in ``chunk``-byte pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checkpoint_dir(ckpt_dir: str, only: Optional[Iterable[str]] = None, hashes: bool = True) -> None:
+    """Check a checkpoint folder against its ``manifest.json``; raise :class:`CheckpointIntegrityError` naming the file.
+
+    Every file the manifest lists (or those of them in ``only``) must exist at the listed size
+    and, with ``hashes``, the listed sha256 (manifests written before hashes were recorded are
+    checked by size). A folder without a manifest passes: there is nothing to check it against.
+    """
+    manifest = os.path.join(ckpt_dir, CHECKPOINT_MANIFEST)
+    if not os.path.isfile(manifest):
+        return
+    try:
+        with open(manifest) as fh:
+            data = json.load(fh)
+        sizes, digests = dict(data["files"]), dict(data.get("sha256") or {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointIntegrityError(f"{manifest} is unreadable ({type(exc).__name__}: {exc})") from exc
+    wanted = set(only) if only is not None else None
+    for name, size in sizes.items():
+        if wanted is not None and name not in wanted:
+            continue
+        path = os.path.join(ckpt_dir, name)
+        if not os.path.isfile(path):
+            raise CheckpointIntegrityError(f"checkpoint {ckpt_dir} is incomplete: {name} is missing")
+        if os.path.getsize(path) != int(size):
+            raise CheckpointIntegrityError(
+                f"checkpoint {ckpt_dir} is incomplete: {name} has {os.path.getsize(path)} bytes, the manifest says {size}"
+            )
+        if hashes and name in digests and file_sha256(path) != digests[name]:
+            raise CheckpointIntegrityError(
+                f"checkpoint {ckpt_dir} is corrupt: {name} does not match the sha256 its manifest records"
+            )
 
 
 def resolve_checkpoint_file(path: str) -> str:
@@ -125,6 +178,8 @@ def load_trained(model: torch.nn.Module, path: str, strict: bool = False) -> Tup
     are returned (and the caller reports them).
     """
     file = resolve_checkpoint_file(path)
+    # a run's checkpoint folder carries a manifest: the weights must be the ones it records
+    verify_checkpoint_dir(os.path.dirname(file), only=[os.path.basename(file)])
     if file.endswith(RELEASED_SUFFIXES):
         from minigpt.models.weights.released import load_released
 

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from torch.utils.data import DataLoader, Dataset
 
 from minigpt.common import dist_utils
+from minigpt.common.io import write_atomically
 from minigpt.tasks.evaluation.records import BenchmarkDataError, EvalRecord
 from minigpt.tasks.evaluation.scorers import Scorer
 
@@ -217,8 +218,7 @@ def evaluate_split(
         for p in parts:
             os.remove(p)
         os.makedirs(pred_dir, exist_ok=True)
-        with open(meta_path, "w", encoding="utf-8") as fh:
-            json.dump(fingerprint, fh, indent=2)
+        _atomic_write(meta_path, json.dumps(fingerprint, indent=2))
     dist_utils.barrier()
     wanted = set(ids)
     done = {k: v for k, v in read_prediction_lines(part_files(pred_dir, name, split)).items() if k in wanted}
@@ -320,8 +320,11 @@ def _score_and_write(
 
 
 def _atomic_write(path: str, text: str) -> None:
+    """``text`` to ``path`` through a fsynced temporary file and a rename (:func:`~minigpt.common.io.write_atomically`)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    write_atomically(path, write)

@@ -1,0 +1,38 @@
+"""A pipeline's stage folders: rooted at ``--options run.output_dir=X``; a rerun resumes instead of being refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from minigpt.runners.pipeline import run_pipeline
+from minigpt.runners.run_guard import ResumeMismatchError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_pipeline_output_dir_option_roots_the_stages_and_a_rerun_resumes(tiny_options, tmp_path):
+    declared, given = tmp_path / "declared", tmp_path / "given"
+    stages = ["stage1", "stage2"]
+    pipe = {"pipeline": {
+        "name": "two_stages", "output_dir": str(declared),
+        "stages": [{"name": s, "cfg": str(REPO / "train_configs" / f"quickstart_{s}.yaml")} for s in stages],
+    }}
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(yaml.safe_dump(pipe))
+    options = [*tiny_options(given, 2), "run.test_splits=[]"]
+    first = run_pipeline(str(cfg), options)
+    assert [s["steps"] for s in first["stages"]] == [2, 2]
+    assert not declared.exists()
+    for name in stages:
+        assert (given / name / "checkpoints" / "step_000002").is_dir()
+    assert [s["dir"] for s in json.loads((given / "pipeline.json").read_text())["stages"]] == stages
+    # the same command again: each stage resumes at its last step and trains no step (no refusal)
+    again = run_pipeline(str(cfg), options)
+    assert [s["steps"] for s in again["stages"]] == [0, 0]
+    # with another setting the resume is refused, naming the key
+    with pytest.raises(ResumeMismatchError, match=r"run\.init_lr"):
+        run_pipeline(str(cfg), [*options, "run.init_lr=0.5"])
