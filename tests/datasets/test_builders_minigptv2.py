@@ -73,3 +73,20 @@ def test_refvg_keeps_small_regions_only(tmp_path: Path) -> None:
     assert sample["answer"] == "{<10><10><35><35>}"
     assert sample["gt_box"] == [40.0, 20.0, 140.0, 70.0] and sample["image_size"] == [400, 200]
     assert "a small cup" in sample["instruction_input"]
+
+
+def test_refvg_leaves_out_a_region_outside_its_image(tmp_path: Path) -> None:
+    vg = tmp_path / "visual_genome"
+    (vg / "VG_100K_2").mkdir(parents=True)
+    Image.new("RGB", (50, 50), "white").save(vg / "VG_100K_2/3.jpg")
+    (vg / "image_data.json").write_text(
+        json.dumps([{"id": 3, "url": "https://x.org/VG_100K_2/3.jpg", "width": 50, "height": 50}])
+    )
+    regions = [
+        {"region_id": 1, "phrase": "a dot", "x": 5, "y": 5, "width": 10, "height": 10},
+        {"region_id": 2, "phrase": "off the edge", "x": 45, "y": 45, "width": 30, "height": 30},
+    ]
+    (vg / "region_descriptions.json").write_text(json.dumps([{"id": 3, "regions": regions}]))
+    (dataset,) = registry.get_builder_class("refvg")(None, data_root=str(tmp_path)).build_datasets().values()
+    assert [r["expression"] for r in dataset.records] == ["a dot"]
+    assert len(dataset.malformed_records) == 1

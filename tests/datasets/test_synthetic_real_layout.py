@@ -100,3 +100,14 @@ def test_rows_derive_from_the_scenes(real_root: Path) -> None:
 
     ocr = json.loads((real_root / "ocrvqa/dataset.json").read_text())
     assert sorted({e["split"] for e in ocr.values()}) == [1, 3]
+
+
+def test_cli_real_layout_and_skip_if_complete(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from minigpt.datasets.synthetic.__main__ import main
+
+    args = ["--out", str(tmp_path), "--n-train", "4", "--n-test", "2", "--no-progress", "--num-workers", "1"]
+    assert main(args + ["--real-layout"]) == 0
+    assert "real-builder paths" in capsys.readouterr().out
+    assert (tmp_path / "gqa/train_balanced_questions.json").is_file()
+    assert main(args + ["--real-layout", "--skip-if-complete"]) == 0
+    assert "already complete" in capsys.readouterr().out

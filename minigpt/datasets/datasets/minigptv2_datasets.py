@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 from minigpt.common.io import DatasetError, load_json
@@ -69,7 +69,10 @@ class RefVGDataset(RefCOCODataset):
         self.max_region_area = max_region_area
         self._images = self._read_image_data(image_data_path)
         for path in region_paths:
-            self.add_records(path, load_json_list(path, name), partial(self._parse_image, path))
+            # one record per region, so a malformed region is left out alone, not with its image
+            self.add_records(
+                path, list(_regions(load_json_list(path, name))), partial(self._parse_region, path)
+            )
         del self._images
         if not self.records:
             raise DatasetError(
@@ -86,35 +89,42 @@ class RefVGDataset(RefCOCODataset):
                 images[entry.get("image_id", entry.get("id"))] = entry
         return images
 
-    def _parse_image(self, path: str, i: int, entry: Any) -> List[Dict[str, Any]]:
+    def _parse_region(self, path: str, n: int, item: Tuple[int, Any, int, Any]) -> List[Dict[str, Any]]:
+        i, entry, k, region = item
         require_keys(entry, ("id", "regions"), self.name, path, i)
         where = f"dataset {self.name!r}: image {entry['id']!r} (entry {i}) of {path}"
+        if region is None:
+            raise DatasetError(f"{where}: 'regions' must be a non-empty list", kind="wrong_type")
         image = self._images.get(entry["id"])
         if image is None or not isinstance(image.get("url"), str):
             raise DatasetError(f"{where}: image_data.json has no url for it", kind="wrong_type")
         width, height = image.get("width"), image.get("height")
         check_size(width, height, where)
-        file = "/".join(urlparse(image["url"]).path.split("/")[-2:])
-        records = []
-        for k, region in enumerate(entry["regions"] if isinstance(entry["regions"], list) else []):
-            require_keys(region, ("phrase", "x", "y", "width", "height"), self.name, path, f"{i} region {k}")
-            if (
-                self.max_region_area is not None
-                and region["width"] * region["height"] >= self.max_region_area
-            ):
-                continue
-            x, y = region["x"], region["y"]
-            box = check_box(
-                [x, y, x + region["width"], y + region["height"]], width, height, f"{where}, region {k}"
-            )
-            records.append(
-                {
-                    "key": f"{entry['id']}:{region.get('region_id', k)}",
-                    "image": file,
-                    "size": (width, height),
-                    "box": box,
-                    "expression": str(region["phrase"]).strip(),
-                    "ref_id": region.get("region_id", k),
-                }
-            )
-        return records
+        require_keys(region, ("phrase", "x", "y", "width", "height"), self.name, path, f"{i} region {k}")
+        if self.max_region_area is not None and region["width"] * region["height"] >= self.max_region_area:
+            return []
+        x, y = region["x"], region["y"]
+        box = check_box(
+            [x, y, x + region["width"], y + region["height"]], width, height, f"{where}, region {k}"
+        )
+        return [
+            {
+                "key": f"{entry['id']}:{region.get('region_id', k)}",
+                "image": "/".join(urlparse(image["url"]).path.split("/")[-2:]),
+                "size": (width, height),
+                "box": box,
+                "expression": str(region["phrase"]).strip(),
+                "ref_id": region.get("region_id", k),
+            }
+        ]
+
+
+def _regions(data: List[Any]) -> Iterator[Tuple[int, Any, int, Any]]:
+    """``(entry index, image entry, region index, region)`` for every region; ``region`` None for an entry without any."""
+    for i, entry in enumerate(data):
+        regions = entry.get("regions") if isinstance(entry, dict) else None
+        if isinstance(regions, list) and regions:
+            for k, region in enumerate(regions):
+                yield i, entry, k, region
+        else:
+            yield i, entry, -1, None
