@@ -74,6 +74,8 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "flickr_caption_to_phrase": "minigpt.datasets.builders.flickr_builders:FlickrCaptionToPhraseBuilder",
         "flickr_object_to_phrase": "minigpt.datasets.builders.flickr_builders:FlickrObjectToPhraseBuilder",
         "video_instruct": "minigpt.datasets.builders.video_builders:VideoInstructBuilder",
+        "multitask_conversation": "minigpt.datasets.builders.minigptv2_builders:MultiTaskConversationBuilder",
+        "refvg": "minigpt.datasets.builders.minigptv2_builders:RefVGBuilder",
         "synthetic_caption_wds": "minigpt.datasets.builders.synthetic_builders:SyntheticCaptionWdsBuilder",
         "synthetic_cc_sbu_align": "minigpt.datasets.builders.synthetic_builders:SyntheticCCSBUAlignBuilder",
         "synthetic_coco_caption": "minigpt.datasets.builders.synthetic_builders:SyntheticCOCOCaptionBuilder",

@@ -4,6 +4,8 @@
 MiniGPT-4's ``filter_cap.json``, LAVIS Karpathy-COCO captions and VQA lists, RefCOCO's
 ``refs(unc).p`` + ``instances.json`` and LLaVA conversations, all describing the same images, so the
 library's real dataset readers train and evaluate offline on data whose answers are known.
+With ``real_layout=True`` (``--real-layout``) the same data is also laid out where every real
+builder's default YAML looks (:mod:`minigpt.datasets.synthetic.real_layout`).
 Command line: ``python -m minigpt.datasets.synthetic --out ROOT`` (or ``minigpt-synthetic``).
 """
 

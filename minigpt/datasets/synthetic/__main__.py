@@ -33,13 +33,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip-if-complete", action="store_true", help="do nothing if ROOT already holds this dataset"
     )
+    p.add_argument(
+        "--real-layout",
+        action="store_true",
+        help="also lay the data out where the real builders' default YAMLs look (coco/, gqa/, refcoco/, ...), "
+        "so run.data_root=OUT trains them",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    if args.skip_if_complete and is_complete(args.out, args.n_train, args.n_test, args.seed, args.image_size):
+    if args.skip_if_complete and is_complete(
+        args.out, args.n_train, args.n_test, args.seed, args.image_size, args.real_layout
+    ):
         print(f"synthetic shapes: {args.out} is already complete; nothing to do")
         return 0
     t0 = time.perf_counter()
@@ -52,6 +60,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         shard_size=args.shard_size,
         num_workers=args.num_workers,
         progress=not args.no_progress,
+        real_layout=args.real_layout,
     )
     c = manifest["counts"]
     print(
@@ -59,7 +68,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"cc_sbu {c['cc_sbu_shards_train']}+{c['cc_sbu_shards_test']} shards; cc_sbu_align {c['cc_sbu_align']}; "
         f"coco_caption {c['coco_caption_train']}/{c['coco_caption_test']}; vqa {c['vqa_train']}/{c['vqa_test']}; "
         f"refcoco {c['refcoco_refs']} refs; llava {c['llava_train']}/{c['llava_test']}; "
-        f"{time.perf_counter() - t0:.1f} s"
+        + (
+            f"laid out for {len(manifest['files']['real_layout'])} real-builder paths; "
+            if args.real_layout
+            else ""
+        )
+        + f"{time.perf_counter() - t0:.1f} s"
     )
     return 0
 

@@ -21,7 +21,7 @@ import functools
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -238,16 +238,34 @@ def left_to_right(scene: Scene) -> List[Dict[str, Any]]:
     return sorted(scene.objects, key=lambda o: (box_centre(o["box"])[0], box_centre(o["box"])[1]))
 
 
-def make_caption(scene: Scene) -> str:
-    """e.g. "two shapes: a red circle at the top left and a blue square at the bottom right." """
+def _noun_phrase(obj: Dict[str, Any]) -> str:
+    name = object_name(obj)
+    return f"{article(name)} {name}"
+
+
+def _describe(scene: Scene, phrase_of: Callable[[Dict[str, Any]], str]) -> str:
     parts = []
     for obj in left_to_right(scene):
-        name = object_name(obj)
-        parts.append(f"{article(name)} {name} at the {position_word(obj['box'], scene.width, scene.height)}")
+        parts.append(f"{phrase_of(obj)} at the {position_word(obj['box'], scene.width, scene.height)}")
     n = len(parts)
     listed = parts[0] if n == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     noun = "shape" if n == 1 else "shapes"
     return f"{NUMBER_WORDS[n]} {noun}: {listed}."
+
+
+def make_caption(scene: Scene) -> str:
+    """e.g. "two shapes: a red circle at the top left and a blue square at the bottom right." """
+    return _describe(scene, _noun_phrase)
+
+
+def make_grounded_caption(scene: Scene) -> str:
+    """The caption with each shape's phrase grounded: "one shape: <p>a red circle</p> {<9><9><39><39>} at the top left." """
+
+    def grounded(obj: Dict[str, Any]) -> str:
+        grid = box_to_grid(obj["box"], scene.width, scene.height)
+        return grounding.format_phrase_boxes(_noun_phrase(obj), [grid])
+
+    return _describe(scene, grounded)
 
 
 def answer_position(a: Dict[str, Any], b: Dict[str, Any], relation: str) -> bool:

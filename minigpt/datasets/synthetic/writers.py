@@ -24,47 +24,25 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tu
 
 from PIL import Image
 
+from minigpt.datasets.synthetic.files import (
+    ANN_IDS_PER_IMAGE,
+    FILES,
+    QUESTION_IDS_PER_IMAGE,
+    VQA_ANSWER_REPEATS,
+    atomic_write_bytes,
+    atomic_write_json,
+    shard_name,
+)
 from minigpt.datasets.synthetic.scenes import KINDS, QUESTION_TYPES, Example, Scene, make_example
 from minigpt.datasets.synthetic.tar_writer import TarWriter
 
 GENERATOR_NAME = "minigpt.synthetic_shapes"
 GENERATOR_VERSION = 1
-VQA_ANSWER_REPEATS = 10  # VQAv2 stores ten human answers per question; LAVIS readers expect the list
 JPEG_QUALITY = 95
 
 CATEGORY_IDS: Dict[str, int] = {kind: i + 1 for i, kind in enumerate(KINDS)}
 
-FILES: Dict[str, str] = {
-    "images_train": "images/train",
-    "images_test": "images/test",
-    "scenes_train": "scenes_train.jsonl",
-    "scenes_test": "scenes_test.jsonl",
-    "cc_sbu_align": "cc_sbu_align/filter_cap.json",
-    "coco_caption_train": "coco_caption/coco_karpathy_train.json",
-    "coco_caption_test": "coco_caption/coco_karpathy_test.json",
-    "vqa_train": "vqa/vqa_train.json",
-    "vqa_test": "vqa/vqa_test.json",
-    "refcoco_refs": "refcoco/refs(unc).p",
-    "refcoco_instances": "refcoco/instances.json",
-    "llava_train": "llava/conversation_train.json",
-    "llava_test": "llava/conversation_test.json",
-}
-
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-# -- atomic file writes --------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, data: bytes, mkdir: bool = True) -> None:
-    if mkdir:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj: Any, indent: Optional[int] = None) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=indent).encode("utf-8"))
 
 
 def encode_jpeg(img: Image.Image) -> bytes:
@@ -74,17 +52,7 @@ def encode_jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def shard_name(split: str, shard: int) -> str:
-    return f"cc_sbu/{split}-{shard:05d}.tar"
-
-
 # -- the rows one image contributes to each annotation file -------------------------------------
-# Ids are derived from the image index instead of counted, so every chunk can build its rows on
-# its own, in a worker, and the files still come out the same for any number of workers.
-ANN_IDS_PER_IMAGE = 4  # > MAX_SHAPES: ann_id = image_id * 4 + object position
-QUESTION_IDS_PER_IMAGE = 10  # question_id = image index * 10 + position of the type in QUESTION_TYPES
-
-
 def _image_id_str(split: str, index: int) -> str:
     return f"synthetic_{split}_{index:06d}"
 
@@ -191,7 +159,7 @@ def _generate_chunk(job: _Job) -> Dict[str, List[Any]]:
         for index in range(job.start, job.end):
             ex = make_example(job.seed, job.split, index, job.image_size, render=True)
             jpeg = encode_jpeg(ex.image)
-            _atomic_write_bytes(root / "images" / ex.image_name, jpeg, mkdir=False)
+            atomic_write_bytes(root / "images" / ex.image_name, jpeg, mkdir=False)
             key = f"{index:09d}"
             meta = {"caption": ex.caption, "key": key, "width": ex.scene.width, "height": ex.scene.height}
             tar.add(f"{key}.jpg", jpeg)
@@ -251,9 +219,11 @@ def _read_manifest(root: Path) -> Optional[Dict[str, Any]]:
         return None
 
 
-def _settings(seed: int, image_size: int, n_train: int, n_test: int) -> Dict[str, Any]:
+def _settings(
+    seed: int, image_size: int, n_train: int, n_test: int, real_layout: bool = False
+) -> Dict[str, Any]:
     """The manifest keys a finished dataset must match to be reused as it is."""
-    return {
+    settings: Dict[str, Any] = {
         "generator": GENERATOR_NAME,
         "version": GENERATOR_VERSION,
         "seed": seed,
@@ -261,15 +231,23 @@ def _settings(seed: int, image_size: int, n_train: int, n_test: int) -> Dict[str
         "n_train": n_train,
         "n_test": n_test,
     }
+    if real_layout:  # only then, so the default manifest stays as it always was
+        settings["real_layout"] = True
+    return settings
 
 
-def is_complete(root: PathLike, n_train: int, n_test: int, seed: int, image_size: int = 64) -> bool:
-    """True when ``root`` holds a finished dataset generated with exactly these settings."""
+def is_complete(
+    root: PathLike, n_train: int, n_test: int, seed: int, image_size: int = 64, real_layout: bool = False
+) -> bool:
+    """True when ``root`` holds a finished dataset generated with exactly these settings.
+
+    A dataset laid out for the real builders (``real_layout``) also serves a plain request.
+    """
     root = Path(root)
     m = _read_manifest(root)
     if m is None:
         return False
-    wanted = _settings(seed, image_size, n_train, n_test)
+    wanted = _settings(seed, image_size, n_train, n_test, real_layout)
     if any(m.get(k) != v for k, v in wanted.items()):
         return False
     for rel in m.get("files", {}).values():
@@ -302,10 +280,13 @@ def generate_synthetic_dataset(
     shard_size: int = 1000,
     num_workers: int = 0,
     progress: bool = True,
+    real_layout: bool = False,
 ) -> Dict[str, Any]:
     """Generate the shapes dataset under ``root`` in every format; returns the manifest.
 
-    The same arguments always give byte-identical files, whatever ``num_workers`` is.
+    The same arguments always give byte-identical files, whatever ``num_workers`` is. With
+    ``real_layout`` the data is also laid out where the real builders' default YAMLs look
+    (:mod:`minigpt.datasets.synthetic.real_layout`), so ``run.data_root=root`` trains them.
     """
     if n_train < 1 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_test >= 0, got n_train={n_train}, n_test={n_test}")
@@ -334,7 +315,7 @@ def generate_synthetic_dataset(
     train, test = rows["train"], rows["test"]
 
     def write_text(key: str, text: str) -> None:
-        _atomic_write_bytes(root / FILES[key], text.encode("utf-8"))
+        atomic_write_bytes(root / FILES[key], text.encode("utf-8"))
 
     for split, r in rows.items():
         write_text(f"scenes_{split}", "".join(line + "\n" for line in r["scenes"]))
@@ -356,15 +337,24 @@ def generate_synthetic_dataset(
     # Decoding the rows text gives objects whose sharing, and so whose pickle bytes, do not depend
     # on which process built them.
     refs = json.loads(_json_list(train["refs"] + test["refs"]))
-    _atomic_write_bytes(root / FILES["refcoco_refs"], pickle.dumps(refs, protocol=4))
+    atomic_write_bytes(root / FILES["refcoco_refs"], pickle.dumps(refs, protocol=4))
 
     n_train_shards = sum(1 for j in jobs if j.split == "train")
     n_test_shards = len(jobs) - n_train_shards
     files: Dict[str, Any] = dict(FILES)
     files["cc_sbu_train"] = [shard_name("train", i) for i in range(n_train_shards)]
     files["cc_sbu_test"] = [shard_name("test", i) for i in range(n_test_shards)]
+    counts: Dict[str, int] = {}
+    if real_layout:
+        from minigpt.datasets.synthetic.real_layout import write_real_layout  # imports the builders' YAMLs
+
+        laid_out = write_real_layout(
+            root, seed, image_size, n_train, n_test, {"train": n_train_shards, "test": n_test_shards}
+        )
+        files["real_layout"] = laid_out["files"]
+        counts = laid_out["counts"]
     manifest: Dict[str, Any] = {
-        **_settings(seed, image_size, n_train, n_test),
+        **_settings(seed, image_size, n_train, n_test, real_layout),
         "shard_size": shard_size,
         "files": files,
         # Brace patterns as webdataset's WebDataset(urls) expands them.
@@ -383,9 +373,10 @@ def generate_synthetic_dataset(
             "refcoco_refs": len(refs),
             "llava_train": len(train["llava"]),
             "llava_test": len(test["llava"]),
+            **counts,
         },
     }
-    _atomic_write_json(root / "manifest.json", manifest, indent=2)
+    atomic_write_json(root / "manifest.json", manifest, indent=2)
     return manifest
 
 
