@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Callable, List, Sequence
 
 import pytest
+from shared_helpers import EVAL_CONFIGS, STAGE_CONFIGS  # noqa: F401  (fixtures below and tests use them)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STAGE_CONFIGS = REPO_ROOT / "train_configs"
-EVAL_CONFIGS = REPO_ROOT / "eval_configs"
 
 
 @pytest.fixture(scope="session")

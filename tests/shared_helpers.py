@@ -6,6 +6,7 @@ Importable because pytest puts tests/, where conftest.py is, on sys.path.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import List, Sequence
 
 import torch
@@ -49,3 +50,7 @@ def record_train_batches(monkeypatch) -> List[List[str]]:
 
     monkeypatch.setattr(BaseTask, "train_step", recording)
     return seen
+
+# the shipped config folders (conftest.py is not importable by name: tests/demo has one too)
+STAGE_CONFIGS = Path(__file__).resolve().parent.parent / "train_configs"
+EVAL_CONFIGS = Path(__file__).resolve().parent.parent / "eval_configs"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from conftest import EVAL_CONFIGS, STAGE_CONFIGS
+from shared_helpers import EVAL_CONFIGS, STAGE_CONFIGS
 
 from minigpt.common.config import Config, ConfigError
 

@@ -18,8 +18,8 @@ from typing import Dict, List
 
 import pytest
 import torch
-from conftest import EVAL_CONFIGS, STAGE_CONFIGS
 from omegaconf import OmegaConf
+from shared_helpers import EVAL_CONFIGS, STAGE_CONFIGS
 from test_shipped_configs import stage_files
 
 from minigpt.common.config import Config

@@ -134,12 +134,12 @@ def check_box(box: Any, width: float, height: float, where: str, slack: float = 
     numbers = isinstance(box, (list, tuple)) and len(box) == 4
     numbers = numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
     if not numbers or not all(math.isfinite(v) for v in box):
-        raise DatasetError(f"{where}: box {box!r:.100} is not four numbers [x1, y1, x2, y2]", kind="bad_box")
+        raise DatasetError(f"{where}: bad box {box!r:.100}: not four numbers [x1, y1, x2, y2]", kind="bad_box")
     x1, y1, x2, y2 = (float(v) for v in box)
     if not (x1 < x2 and y1 < y2):
-        raise DatasetError(f"{where}: box {list(box)} is empty or inverted", kind="bad_box")
+        raise DatasetError(f"{where}: bad box {list(box)}: empty or inverted", kind="bad_box")
     if x1 < -slack or y1 < -slack or x2 > width + slack or y2 > height + slack:
-        raise DatasetError(f"{where}: box {list(box)} lies outside the {width}x{height} image", kind="bad_box")
+        raise DatasetError(f"{where}: bad box {list(box)}: outside the {width}x{height} image", kind="bad_box")
     return [x1, y1, x2, y2]
 
 

@@ -85,11 +85,28 @@ def rebuild_buffers(model: nn.Module) -> None:
 def materialize_random(
     model: nn.Module, device: Union[str, torch.device] = "cpu", std: float = 0.02, seed: int = 0
 ) -> nn.Module:
-    """A meta-built ``model`` allocated on ``device`` and filled with pseudo-random weights (in place)."""
+    """A meta-built ``model`` allocated on ``device`` and filled with pseudo-random weights (in place).
+
+    Tied parameters (one tensor under several names, e.g. a LoRA A shared by q/k/v) stay tied:
+    ``to_empty`` allocates each name anew, so the ties are put back after it.
+    """
+    ties = _tied_names(model)
     model.to_empty(device=torch.device(device))
+    for first, others in ties:
+        for name in others:
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, model.get_parameter(first))
     fill_pseudo_random(model, std=std, seed=seed)
     rebuild_buffers(model)
     return model
+
+
+def _tied_names(model: nn.Module) -> list:
+    """``[(first name, [other names])]`` of every parameter reachable under more than one name."""
+    groups: dict = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name)
+    return [(names[0], names[1:]) for names in groups.values() if len(names) > 1]
 
 
 def build_random(
