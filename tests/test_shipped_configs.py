@@ -83,6 +83,7 @@ _V2_STAGE3 = {
 RELEASED_MIXTURES = {
     "minigpt4_stage1.yaml": {"laion": 115, "cc_sbu": 14},
     "minigpt4_stage2.yaml": {"cc_sbu_align": 1},
+    "minigpt_v2_stage3.yaml": _V2_STAGE3,
     # TinyGPT-V's stage 4 is MiniGPT-v2's mixture with coco_caption and ocrvqa commented out
     "tinygptv_stage4.yaml": {k: v for k, v in _V2_STAGE3.items() if k not in ("coco_caption", "ocrvqa")},
 }

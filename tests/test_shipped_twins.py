@@ -47,7 +47,7 @@ STAND_INS: Dict[str, str] = {
 # real-format datasets the synthetic generator does not write yet (its real-layout files are being added):
 # each is left out of its stage's 2-step run, which trains on the rest of the mixture
 AWAITING_STAND_INS = frozenset({
-    "aokvqa", "gqa", "textcaps", "unnatural_instruction", "llava_detail", "llava_reason",
+    "aokvqa", "gqa", "ocrvqa", "textcaps", "unnatural_instruction", "llava_detail", "llava_reason",
     "flickr_grounded_caption", "flickr_caption_to_phrase", "flickr_object_to_phrase",
 })
 TRAIN_CONFIGS = sorted({s for p in STAGE_CONFIGS.glob("*.yaml") for s in stage_files(p)})
