@@ -148,11 +148,13 @@ def test_each_model_only_config_builds_its_twin_and_answers(path, tmp_path, monk
     assert torch.isfinite(out["loss"]) and len(answers) == 1
 
 
-def test_the_tinygptv_stages_chain_at_toy_width(data_root, tmp_path):
-    """Stages 1 -> 4 at toy width, each starting from every earlier stage's checkpoint (as run_pipeline chains them)."""
+@pytest.mark.parametrize("name", ["tinygptv.yaml", "minigpt4.yaml", "minigpt_v2.yaml"])
+def test_the_published_stages_chain_at_toy_width(name, data_root, tmp_path):
+    """Each published pipeline's stages at toy width, each starting from every earlier stage's checkpoint (as
+    run_pipeline chains them)."""
     from minigpt.runners.stage import run_stage
 
-    pipeline = STAGE_CONFIGS / "tinygptv.yaml"
+    pipeline = STAGE_CONFIGS / name
     done: List[str] = []
     for stage, path in zip(Config.load_pipeline(pipeline).pipeline.stages, stage_files(pipeline)):
         out = tmp_path / str(stage.name)
