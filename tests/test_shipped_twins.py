@@ -46,10 +46,20 @@ STAND_INS: Dict[str, str] = {
 }
 # real-format datasets the synthetic generator does not write yet (its real-layout files are being added):
 # each is left out of its stage's 2-step run, which trains on the rest of the mixture
-AWAITING_STAND_INS = frozenset({
-    "aokvqa", "gqa", "ocrvqa", "textcaps", "unnatural_instruction", "llava_detail", "llava_reason",
-    "flickr_grounded_caption", "flickr_caption_to_phrase", "flickr_object_to_phrase",
-})
+AWAITING_STAND_INS = frozenset(
+    {
+        "aokvqa",
+        "gqa",
+        "ocrvqa",
+        "textcaps",
+        "unnatural_instruction",
+        "llava_detail",
+        "llava_reason",
+        "flickr_grounded_caption",
+        "flickr_caption_to_phrase",
+        "flickr_object_to_phrase",
+    }
+)
 TRAIN_CONFIGS = sorted({s for p in STAGE_CONFIGS.glob("*.yaml") for s in stage_files(p)})
 # evaluation configs with a datasets: section the generator has data for; the others only build and answer
 EVAL_RUNS = [EVAL_CONFIGS / "quickstart_eval.yaml"]
@@ -68,7 +78,9 @@ def stand_in_options(cfg_path: Path) -> List[str]:
     for name, block in (Config(cfg_path).config.get("datasets") or {}).items():
         if name.startswith("synthetic_") or name in AWAITING_STAND_INS:
             continue
-        assert name in STAND_INS, f"{cfg_path.name}: dataset {name!r} has no synthetic stand-in (add one to STAND_INS)"
+        assert name in STAND_INS, (
+            f"{cfg_path.name}: dataset {name!r} has no synthetic stand-in (add one to STAND_INS)"
+        )
         info = OmegaConf.to_container(registry.get_builder_class(STAND_INS[name]).default_config().build_info)
         for key, value in info.items():
             if isinstance(value, dict):  # a split mapping: only the splits the real dataset has
@@ -142,8 +154,13 @@ def test_each_model_only_config_builds_its_twin_and_answers(path, tmp_path, monk
     size = cfg.model_cfg.vision_encoder.image_size
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out = model({"image": image, "instruction_input": ["<Img><ImageHere></Img> [vqa] What is it?"],
-                     "answer": ["a circle"]})
+        out = model(
+            {
+                "image": image,
+                "instruction_input": ["<Img><ImageHere></Img> [vqa] What is it?"],
+                "answer": ["a circle"],
+            }
+        )
         answers = model.generate(image, ["<Img><ImageHere></Img> What is it?"], max_new_tokens=3)
     assert torch.isfinite(out["loss"]) and len(answers) == 1
 
