@@ -35,6 +35,8 @@ def test_every_dataset_resizes_images_to_the_encoder_size(path, scale):
         cfg = Config(stage, [f"model.scale={scale}"])
         size = cfg.model_cfg.vision_encoder.image_size
         for name, block in cfg.datasets_cfg.items():
+            if "vis_processor" not in block:  # text only (unnatural_instruction)
+                continue
             for which, proc in block.vis_processor.items():
                 assert proc.image_size == size, f"{stage.name}: datasets.{name}.vis_processor.{which}"
 
@@ -42,7 +44,10 @@ def test_every_dataset_resizes_images_to_the_encoder_size(path, scale):
 def test_stage4_trains_at_448_px_on_every_dataset():
     cfg = Config(STAGE_CONFIGS / "tinygptv_stage4.yaml")
     assert cfg.model_cfg.vision_encoder.image_size == 448
-    assert {b.vis_processor.train.image_size for b in cfg.datasets_cfg.values()} == {448}
+    images = [
+        b for b in cfg.datasets_cfg.values() if "vis_processor" in b
+    ]  # unnatural_instruction is text only
+    assert {b.vis_processor.train.image_size for b in images} == {448}
     assert cfg.source_of("datasets.refcoco.vis_processor.train.image_size").endswith("tinygptv_stage4.yaml")
 
 
@@ -65,3 +70,54 @@ def test_a_text_only_dataset_is_not_held_to_the_encoder_size(tmp_path):
     path = tmp_path / "stage.yaml"
     path.write_text("model: {arch: tinygptv, model_type: stage4}\ndatasets:\n  refcoco: {data_type: text}\n")
     assert Config(path).datasets_cfg.refcoco.vis_processor.train.image_size == 224
+
+
+# The released mixtures, dataset -> sample_ratio, under minigpt's dataset names: DLYuanGod/TinyGPT-V
+# train_configs/tinygptv_stage4.yaml and Vision-CAIR/MiniGPT-4 train_configs/minigptv2_finetune.yaml,
+# minigpt4_stage1_pretrain.yaml. A dataset may be missing from the shipped config only while minigpt has
+# no builder for it (the YAML says so in a TODO); once the builder is registered this test asks for it.
+_V2_STAGE3 = {
+    "multitask_conversation": 50,
+    "llava_conversation": 30,
+    "unnatural_instruction": 10,
+    "refvg": 40,
+    "llava_detail": 20,
+    "llava_reason": 80,
+    "flickr_grounded_caption": 80,
+    "flickr_caption_to_phrase": 80,
+    "flickr_object_to_phrase": 80,
+    "coco_caption": 10,
+    "textcaps": 30,
+    "refcoco": 25,
+    "refcocop": 25,
+    "refcocog": 25,
+    "invrefcoco": 10,
+    "invrefcocop": 10,
+    "invrefcocog": 10,
+    "coco_vqa": 15,
+    "okvqa": 8,
+    "aokvqa": 12,
+    "gqa": 50,
+    "ocrvqa": 30,
+}
+RELEASED_MIXTURES = {
+    "minigpt4_stage1.yaml": {"laion": 115, "cc_sbu": 14},
+    "minigpt4_stage2.yaml": {"cc_sbu_align": 1},
+    "minigpt_v2_stage3.yaml": _V2_STAGE3,
+    # TinyGPT-V's stage 4 is MiniGPT-v2's mixture with coco_caption and ocrvqa commented out
+    "tinygptv_stage4.yaml": {k: v for k, v in _V2_STAGE3.items() if k not in ("coco_caption", "ocrvqa")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_MIXTURES))
+def test_each_released_mixture_is_shipped_with_its_ratios(name):
+    from minigpt.common.registry import registry
+
+    mixture = RELEASED_MIXTURES[name]
+    shipped = {n: float(b.sample_ratio) for n, b in Config(STAGE_CONFIGS / name).datasets_cfg.items()}
+    assert set(shipped) <= set(mixture), f"{name}: not in the released mixture: {set(shipped) - set(mixture)}"
+    registered = set(registry.list_builders())
+    assert {n for n in mixture if n not in shipped} <= {n for n in mixture if n not in registered}, (
+        f"{name}: a released dataset with a registered builder is missing from the config"
+    )
+    assert shipped == {n: float(r) for n, r in mixture.items() if n in shipped}
