@@ -54,3 +54,14 @@ def record_train_batches(monkeypatch) -> List[List[str]]:
 # the shipped config folders (conftest.py is not importable by name: tests/demo has one too)
 STAGE_CONFIGS = Path(__file__).resolve().parent.parent / "train_configs"
 EVAL_CONFIGS = Path(__file__).resolve().parent.parent / "eval_configs"
+
+
+def stage_at_root(cfg_path: Path, yaml_text: str, root: Path, out: Path, max_iters: int, *extra: str):
+    """A tiny stage ``yaml_text`` written to ``cfg_path``, composed to train ``max_iters`` steps on ``root``."""
+    from minigpt.common.config import Config
+
+    cfg_path.write_text(yaml_text)
+    options = [f"run.max_iters={max_iters}", "run.batch_size_train=4", f"run.data_root={root}",
+               f"run.output_dir={out}", "run.progress=false", "run.log_freq=1", "run.num_threads=1",
+               "run.test_splits=[]", *extra]
+    return Config(cfg_path, options)

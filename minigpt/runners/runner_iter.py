@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from minigpt.common import dist_utils
-from minigpt.common.precision import autocast, autocast_dtype, check_precision_device
+from minigpt.common.precision import autocast, check_precision_device
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import SkipTracker
 from minigpt.runners.checkpointing import clean_checkpoints
@@ -94,7 +94,6 @@ class RunnerIter:
         precision = str(rc.precision)
         check_precision_device(precision, device)
         self.precision = precision
-        self.amp_dtype = autocast_dtype(precision)
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.parallel = ParallelModel(self.model, device, str(rc.get("distributed", "ddp")))
         if rc.get("grad_checkpointing"):

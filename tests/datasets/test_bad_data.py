@@ -12,6 +12,7 @@ from typing import Dict, List
 
 import pytest
 import torch
+from shared_helpers import stage_at_root
 from torch.utils.data import DataLoader, Dataset
 
 from minigpt.common.config import Config
@@ -260,28 +261,14 @@ def test_skip_tracker_applies_the_rate_after_the_minimum_reads():
 
 # -- through the runner ---------------------------------------------------------------------------
 def _stage(tmp_path: Path, root: Path, max_iters: int, *extra: str) -> Config:
-    cfg = tmp_path / "bad_data.yaml"
-    cfg.write_text(
+    text = (
         "model: {arch: tinygptv, model_type: tiny}\n"
         "datasets:\n"
         "  synthetic_caption_wds: {sample_ratio: 0.5, build_info: {shuffle_buffer: 1}}\n"
         "  synthetic_coco_caption: {sample_ratio: 0.5}\n"
         "run: {stage_name: bad_data, warmup_steps: 0}\n"
     )
-    return Config(
-        cfg,
-        [
-            f"run.max_iters={max_iters}",
-            "run.batch_size_train=4",
-            f"run.data_root={root}",
-            f"run.output_dir={tmp_path / 'out'}",
-            "run.progress=false",
-            "run.log_freq=1",
-            "run.num_threads=1",
-            "run.test_splits=[]",
-            *extra,
-        ],
-    )
+    return stage_at_root(tmp_path / "bad_data.yaml", text, root, tmp_path / "out", max_iters, *extra)
 
 
 def _rows(path: Path) -> List[Dict]:

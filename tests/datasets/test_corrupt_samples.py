@@ -14,6 +14,7 @@ from typing import Dict, List
 
 import pytest
 from PIL import Image
+from shared_helpers import stage_at_root
 
 from minigpt.common.config import Config
 from minigpt.common.io import (
@@ -250,8 +251,7 @@ def test_every_kind_is_skipped_with_its_sample_and_path(tmp_path):
 
 # -- through the runner ---------------------------------------------------------------------------------
 def _stage(tmp_path: Path, root: Path, max_iters: int, *extra: str) -> Config:
-    cfg = tmp_path / "corrupt.yaml"
-    cfg.write_text(
+    text = (
         "model: {arch: tinygptv, model_type: tiny}\n"
         "datasets:\n"
         "  synthetic_coco_caption: {sample_ratio: 0.6}\n"
@@ -259,20 +259,7 @@ def _stage(tmp_path: Path, root: Path, max_iters: int, *extra: str) -> Config:
         "  synthetic_refcoco: {sample_ratio: 0.1}\n"
         "run: {stage_name: corrupt, warmup_steps: 0}\n"
     )
-    return Config(
-        cfg,
-        [
-            f"run.max_iters={max_iters}",
-            "run.batch_size_train=4",
-            f"run.data_root={root}",
-            f"run.output_dir={tmp_path / 'out'}",
-            "run.progress=false",
-            "run.log_freq=1",
-            "run.num_threads=1",
-            "run.test_splits=[]",
-            *extra,
-        ],
-    )
+    return stage_at_root(tmp_path / "corrupt.yaml", text, root, tmp_path / "out", max_iters, *extra)
 
 
 def test_training_over_every_corruption_runs_to_the_end_counting_each_kind(tmp_path, caplog):
