@@ -7,6 +7,7 @@ import sys
 from typing import List, Optional
 
 from minigpt.common.config import Config, ConfigError
+from minigpt.common.launch import finish_distributed
 from minigpt.common.logger import setup_logging
 from minigpt.common.registry import RegistryError
 
@@ -40,6 +41,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             from minigpt.runners.pipeline import run_pipeline
 
             run_pipeline(args.cfg_path, args.options)
+            finish_distributed()
             return 0
         cfg = Config(args.cfg_path, args.options)
         if args.print_config:
@@ -52,6 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             from minigpt.runners.pipeline import format_table
 
             print(format_table(summary["metrics"]))
+        finish_distributed()
         return 0
     except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -64,6 +64,17 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def finish_distributed() -> None:
+    """After a run that ended normally: every rank waits for the others, then leaves the group.
+
+    Leaving in step, before the interpreter tears down, keeps a rank from exiting while gloo's
+    threads still serve a peer (seen as "terminate called without an active exception").
+    """
+    if dist_utils.is_dist():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global RNGs (``run.seed``; training adds the rank)."""
     random.seed(seed)
