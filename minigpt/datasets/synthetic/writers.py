@@ -33,6 +33,7 @@ from minigpt.datasets.synthetic.files import (
     atomic_write_json,
     shard_name,
 )
+from minigpt.datasets.synthetic.pope import POPE_SPLITS, pope_file, write_pope_splits
 from minigpt.datasets.synthetic.scenes import KINDS, QUESTION_TYPES, Example, Scene, make_example
 from minigpt.datasets.synthetic.tar_writer import TarWriter
 
@@ -339,11 +340,14 @@ def generate_synthetic_dataset(
     refs = json.loads(_json_list(train["refs"] + test["refs"]))
     atomic_write_bytes(root / FILES["refcoco_refs"], pickle.dumps(refs, protocol=4))
 
+    pope_counts = write_pope_splits(root, seed, n_test, image_size) if n_test else {}
+
     n_train_shards = sum(1 for j in jobs if j.split == "train")
     n_test_shards = len(jobs) - n_train_shards
     files: Dict[str, Any] = dict(FILES)
     files["cc_sbu_train"] = [shard_name("train", i) for i in range(n_train_shards)]
     files["cc_sbu_test"] = [shard_name("test", i) for i in range(n_test_shards)]
+    files.update({f"pope_{split}": pope_file(split) for split in POPE_SPLITS} if n_test else {})
     counts: Dict[str, int] = {}
     if real_layout:
         from minigpt.datasets.synthetic.real_layout import write_real_layout  # imports the builders' YAMLs
@@ -373,6 +377,7 @@ def generate_synthetic_dataset(
             "refcoco_refs": len(refs),
             "llava_train": len(train["llava"]),
             "llava_test": len(test["llava"]),
+            **pope_counts,
             **counts,
         },
     }

@@ -1,4 +1,4 @@
-"""Benchmark readers and the runner behind ``eval_scripts/eval_{vqa,ref,caption,scienceqa}.py``.
+"""Benchmark readers and the runner behind ``eval_scripts/eval_{vqa,ref,caption,scienceqa,pope}.py``.
 
 ``BENCHMARKS`` maps each name the scripts accept (``--dataset okvqa,gqa``) to its
 :class:`~minigpt.evaluation.benchmarks.base.Benchmark`: files under the data root, splits, reader,
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Dict, List
 
-from minigpt.evaluation.benchmarks import caption, refcoco, scienceqa, vqa
+from minigpt.evaluation.benchmarks import caption, pope, refcoco, scienceqa, vqa
 from minigpt.evaluation.benchmarks.base import Benchmark, BenchmarkDataError, EvalRecord
 from minigpt.evaluation.benchmarks.runner import EvalSettings, SplitResult, format_table, run_split
 
 BENCHMARKS: Dict[str, Benchmark] = {
-    b.name: b for module in (vqa, refcoco, caption, scienceqa) for b in module.BENCHMARKS
+    b.name: b for module in (vqa, refcoco, caption, scienceqa, pope) for b in module.BENCHMARKS
 }
 
 
@@ -30,7 +30,7 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 def benchmarks_of(family: str) -> List[str]:
-    """The benchmark names one eval script runs (``vqa``, ``ref``, ``caption``, ``scienceqa``)."""
+    """The benchmark names one eval script runs (``vqa``, ``ref``, ``caption``, ``scienceqa``, ``pope``)."""
     return [n for n, b in BENCHMARKS.items() if b.family == family]
 
 

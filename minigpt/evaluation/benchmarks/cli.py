@@ -1,4 +1,4 @@
-"""The command line the four eval scripts share: compose the config, load the model once, run each split.
+"""The command line the eval scripts share: compose the config, load the model once, run each split.
 
     python eval_scripts/eval_vqa.py --cfg-path eval_configs/tinygptv_benchmark_eval.yaml --dataset okvqa,gqa
     torchrun --nproc-per-node 4 eval_scripts/eval_ref.py --cfg-path ... --dataset refcoco --split val,testA
@@ -30,6 +30,7 @@ FAMILY_TITLES = {
     "ref": "referring expression comprehension",
     "caption": "COCO captioning",
     "scienceqa": "ScienceQA (image questions)",
+    "pope": "POPE object hallucination",
 }
 
 
@@ -87,8 +88,9 @@ def _path_overrides(items: Sequence[str]) -> Dict[str, Dict[str, str]]:
 def _splits_for(name: str, requested: Optional[List[str]], family: str) -> List[str]:
     bench = get_benchmark(name)
     if requested is None:
-        # RefCOCO is reported on every split (val, testA, testB); the other benchmarks on one.
-        return list(bench.splits) if family == "ref" else [bench.default_split]
+        # RefCOCO (val, testA, testB) and POPE (random, popular, adversarial) are reported on every
+        # split; the other benchmarks on one.
+        return list(bench.splits) if family in ("ref", "pope") else [bench.default_split]
     usable = [s for s in requested if s in bench.splits]
     if not usable:
         raise BenchmarkDataError(f"{name} has none of the splits {', '.join(requested)}; its splits are {', '.join(bench.splits)}")

@@ -433,3 +433,4 @@ def corpus_bleu4(predictions: Sequence[str], references: Sequence[Sequence[str]]
     hyps = [caption_tokens(p) for p in predictions]
     refs = [[caption_tokens(r) for r in rs] for rs in references]
     return float(corpus_bleu(refs, hyps, smoothing_function=SmoothingFunction().method1))
+

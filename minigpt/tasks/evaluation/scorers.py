@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List
 
 from minigpt.common import grounding
 from minigpt.tasks.evaluation import metrics as M
+from minigpt.tasks.evaluation import pope
 from minigpt.tasks.evaluation.records import EvalRecord, clean_answer, grouped_means, mean
 
 Row = Dict[str, Any]
@@ -108,7 +109,17 @@ def aggregate_scienceqa(records: List[EvalRecord], rows: List[Row]) -> Dict[str,
     return out
 
 
+def score_pope(record: EvalRecord, prediction: str) -> Row:
+    said = pope.pope_answer(clean_answer(prediction))
+    return {"score": float(said == record.target["label"]), "answer": said}
+
+
+def aggregate_pope(records: List[EvalRecord], rows: List[Row]) -> Dict[str, float]:
+    return pope.pope_metrics([r["answer"] for r in rows], [rec.target["label"] for rec in records])
+
+
 _REFER = Scorer(score_refer, aggregate_refer)
+_POPE = Scorer(score_pope, aggregate_pope)
 _CAPTION = Scorer(score_caption, aggregate_caption)
 
 SCORERS: Dict[str, Scorer] = {
@@ -126,6 +137,8 @@ SCORERS: Dict[str, Scorer] = {
     "coco_caption": _CAPTION,
     "synthetic_coco_caption": _CAPTION,
     "scienceqa": Scorer(score_scienceqa, aggregate_scienceqa),
+    "pope": _POPE,
+    "synthetic_pope": _POPE,
 }
 
 

@@ -1,0 +1,22 @@
+"""POPE object hallucination: yes/no questions about present and absent objects (random, popular, adversarial).
+
+    python eval_scripts/eval_pope.py --cfg-path eval_configs/tinygptv_benchmark_eval.yaml [--dataset pope] [--split random]
+
+Predictions are saved as they are made and a rerun continues where an interrupted one stopped;
+metrics go to ``<output_dir>/<benchmark>_<split>_metrics.json``. See eval_scripts/EVAL_README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+try:
+    import minigpt  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`: the package sits one folder up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from minigpt.evaluation.benchmarks.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main("pope", default_datasets="pope"))
