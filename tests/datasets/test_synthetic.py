@@ -8,7 +8,7 @@ import json
 import pickle
 import re
 import tarfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +114,7 @@ def test_different_seed_gives_different_data(root, tmp_path):
 
 def test_manifest_and_is_complete(root):
     m = _load(root, "manifest.json")
-    assert m["generator"] == "minigpt.synthetic_shapes" and m["version"] == 1
+    assert m["generator"] == "minigpt.synthetic_shapes" and m["version"] == 2
     assert (m["seed"], m["image_size"], m["n_train"], m["n_test"]) == (SEED, SIZE, N_TRAIN, N_TEST)
     assert m["files"]["cc_sbu_train"] == [f"cc_sbu/train-{i:05d}.tar" for i in range(3)]  # 80 = 32 + 32 + 16
     for rel in m["files"].values():
@@ -210,6 +210,14 @@ def test_train_and_test_images_share_no_pixels(root):
 def _expected_answer(scene, question: str, qtype: str) -> str:
     """Answer a question from the scene alone, parsing it independently of the generator."""
     objs = scene.objects
+    if qtype == "absent":  # worded as a color/shape question, about a kind or colour the scene lacks
+        kind = re.fullmatch(r"what color is the (\w+)\?", question)
+        if kind:
+            assert all(o["kind"] != kind.group(1) for o in objs), question
+            return f"there is no {kind.group(1)}"
+        colour = re.fullmatch(r"what shape is the (\w+) object\?", question).group(1)
+        assert all(o["colour"] != colour for o in objs), question
+        return f"there is no {colour} object"
     if qtype == "color":
         kind = re.fullmatch(r"what color is the (\w+)\?", question).group(1)
         (hit,) = [o for o in objs if o["kind"] == kind]
@@ -253,7 +261,7 @@ def test_vqa_answers_follow_from_the_scene(root, scenes, split):
     assert len(per_image) == n
     for image, types in per_image.items():
         assert len(types) == len(set(types)), image
-        assert {"count", "exist"} <= set(types), image
+        assert {"count", "exist", "absent"} <= set(types), image
         kinds = [o["kind"] for o in scenes[image].objects]
         colours = [o["colour"] for o in scenes[image].objects]
         assert ("color" in types) == any(kinds.count(k) == 1 for k in kinds), image
@@ -386,7 +394,8 @@ def test_refcoco_pickle_and_instances(root, scenes):
     assert {r["split"] for r in refs} == {"train", "val"}
 
 
-def test_llava_conversations_hold_the_vqa_questions(root):
+def test_llava_conversations_hold_the_vqa_questions_then_a_refer_turn(root, scenes):
+    refers_present = refers_absent = 0
     for split in ("train", "test"):
         convs = _load(root, f"llava/conversation_{split}.json")
         vqa = defaultdict(set)
@@ -399,11 +408,22 @@ def test_llava_conversations_hold_the_vqa_questions(root):
             assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
             assert turns[0]["value"].startswith("<image>\n")
             assert not any("<image>" in t["value"] for t in turns[1:])
-            pairs = {
+            pairs = [
                 (turns[i]["value"].replace("<image>\n", ""), turns[i + 1]["value"])
                 for i in range(0, len(turns), 2)
-            }
-            assert pairs == vqa[c["image"]], c["id"]
+            ]
+            assert set(pairs[:-1]) == vqa[c["image"]], c["id"]
+            refer, answer = pairs[-1]  # the last turn asks for a shape: there (a box) or not (a refusal)
+            name = re.fullmatch(r"\[refer\] give me the location of the (\w+ \w+)", refer).group(1)
+            there = {f"{o['colour']} {o['kind']}": o for o in scenes[c["image"]].objects}
+            if name in there:
+                o = there[name]
+                assert answer == format_box(box_to_grid(o["box"], SIZE, SIZE)), c["id"]
+                refers_present += 1
+            else:
+                assert answer == f"there is no {name}", c["id"]
+                refers_absent += 1
+    assert refers_present == refers_absent  # balanced over each pair of images
 
 
 def test_cli(tmp_path, capsys):
@@ -429,3 +449,17 @@ def test_cli(tmp_path, capsys):
     assert is_complete(out, 6, 2, 4, 64)
     assert main(args + ["--skip-if-complete"]) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+def test_absent_questions_are_refused_and_follow_the_scene():
+    forms = Counter()
+    for ex in iter_examples(300, seed=5, render=False):
+        (q,) = [q for q in ex.questions if q["question_type"] == "absent"]
+        assert q["answer"] == _expected_answer(ex.scene, q["question"], "absent")
+        forms[q["question"].split()[1]] += 1  # "color" (a missing kind) or "shape" (a missing colour)
+        expression, refused = ex.absent_ref
+        colour, kind = expression.split()[1:]
+        present = {(o["colour"], o["kind"]) for o in ex.scene.objects}
+        assert (colour, kind) not in present and refused == f"there is no {colour} {kind}"
+        assert any(colour == c or kind == k for c, k in present)  # near the picture: a hard negative
+    assert min(forms.values()) > 60, forms  # both wordings are asked

@@ -154,6 +154,25 @@ def test_vqa_rows_use_all_answers_and_aggregate_per_question_type():
     assert out["caption_exact"] == 1.0 and out["caption_bleu4"] == pytest.approx(1.0)
 
 
+def test_hallucination_rate_counts_absent_things_answered_as_there():
+    records = [
+        _batch("vqa", "there is no circle", answers=["there is no circle"] * 10, question_type="absent"),
+        _batch("vqa", "there is no red object", answers=["there is no red object"] * 10, question_type="absent"),
+        _batch("vqa", "no", answers=["no"] * 10, question_type="exist"),
+        _batch("vqa", "no", answers=["no"] * 10, question_type="exist"),
+        _batch("vqa", "yes", answers=["yes"] * 10, question_type="exist"),  # present: not counted
+        _batch("vqa", "red", answers=["red"] * 10, question_type="color"),  # not about an absent thing
+    ]
+    # a colour for the missing circle, a refusal naming the wrong thing (still a refusal), a "yes" for an
+    # absent pair, a correct "no", a wrong "no" for a present pair, a wrong colour
+    said = ["red", "There is no blue object", "yes", "no", "no", "blue"]
+    rows = [_score_row(r, p) for r, p in zip(records, said)]
+    assert [r.get("hallucinated") for r in rows] == [True, False, True, False, None, None]
+    out = SAMPLES_SCORER.aggregate(records, rows)
+    assert out["hallucination_rate"] == pytest.approx(0.5)
+    assert "hallucination_rate" not in SAMPLES_SCORER.aggregate(records[4:], rows[4:])
+
+
 # -- the official VQA evaluation's corner cases ----------------------------------------------------
 @pytest.mark.parametrize(
     "text, expected",

@@ -35,6 +35,14 @@ _CHOICES: Dict[str, List[str]] = {
     "exist": ["yes", "no"],
     "position": ["yes", "no"],
 }
+
+
+def _choices(q: Dict[str, str]) -> List[str]:
+    """The candidate answers of question ``q``; an ``absent`` question's refusal stands among the answers its
+    present-shape twin would have (colours for "what color ...", shapes for "what shape ...")."""
+    if q["question_type"] == "absent":
+        return list(KINDS) if q["question"].startswith("what shape") else list(COLOURS)
+    return _CHOICES[q["question_type"]]
 N_CHOICES = 4
 _GROUNDED_PHRASE = re.compile(r"<p>[^<]*</p> \{[^}]*\}")
 
@@ -79,7 +87,7 @@ def aokvqa_rows(examples: Sequence[Example]) -> List[Dict[str, Any]]:
     for ex in examples:
         for q in ex.questions:
             qid = question_id(ex, q)
-            others = [c for c in _CHOICES[q["question_type"]] if c != q["answer"]]
+            others = [c for c in _choices(q) if c != q["answer"]]
             choices = [q["answer"]] + others[: N_CHOICES - 1]
             shift = ex.index % len(choices)  # the right answer's place: every one of them, image by image
             choices = choices[-shift:] + choices[:-shift] if shift else choices
@@ -178,7 +186,8 @@ def llava_reason_rows(examples: Sequence[Example]) -> List[Dict[str, Any]]:
 
 
 def multitask_conversation_rows(examples: Sequence[Example]) -> List[Dict[str, Any]]:
-    """MiniGPT-v2's multi-task conversations: caption, the VQA questions, then a ``[refer]`` turn.
+    """MiniGPT-v2's multi-task conversations: caption, the VQA questions, then ``[refer]`` turns (one
+    answered with a box, one refused: a shape the picture lacks).
 
     MiniGPT-v2's file names the image by COCO id alone; these rows also give ``image``, which
     :class:`~minigpt.datasets.datasets.multitask_datasets.MultiTaskConversationDataset` prefers.
@@ -189,6 +198,8 @@ def multitask_conversation_rows(examples: Sequence[Example]) -> List[Dict[str, A
         turns += [(q["question"], q["answer"]) for q in _asked(ex)]
         ref = ex.refs()[0]
         turns.append((f"[refer] where is {ref['expression']}?", ref["box_text"]))
+        if ex.absent_ref is not None:  # and one for a shape the picture lacks
+            turns.append((f"[refer] where is {ex.absent_ref[0]}?", ex.absent_ref[1]))
         rows.append({"id": image_stem(ex), "image": ex.image_name, "conversations": _conversation(turns)})
     return rows
 

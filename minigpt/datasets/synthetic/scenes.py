@@ -6,11 +6,12 @@ order: the output does not depend on how the work is split across workers. Scala
 ``random.Random.random()`` and ``getrandbits`` (whose sequences Python promises to keep), so a seed
 gives the same scene on every supported Python version.
 
-Three independent streams per image:
+Four independent streams per image:
 
 * ``"scene"`` — number of shapes, their kinds, colours and boxes;
 * ``"pixels"`` — background gradient and noise;
-* ``"text"`` — which questions are asked and the order of conversation turns.
+* ``"text"`` — which questions are asked and the order of conversation turns;
+* ``"absent"`` — what is asked about that the picture does not hold (:mod:`.absent`).
 
 Texts can therefore be produced without rendering a single pixel (see :func:`iter_texts`).
 """
@@ -27,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from minigpt.common import grounding
+from minigpt.datasets.synthetic.absent import absent_question, absent_referent
 from minigpt.datasets.synthetic.streams import balanced_coin as _balanced_coin
 from minigpt.datasets.synthetic.streams import choice as _choice
 from minigpt.datasets.synthetic.streams import randint as _randint
@@ -54,7 +56,7 @@ POSITION_WORDS: Tuple[Tuple[str, str, str], ...] = (
     ("bottom left", "bottom", "bottom right"),
 )
 
-QUESTION_TYPES: Tuple[str, ...] = ("color", "shape", "count", "exist", "position")
+QUESTION_TYPES: Tuple[str, ...] = ("color", "shape", "count", "exist", "position", "absent")
 NUMBER_WORDS: Tuple[str, ...] = ("zero", "one", "two", "three")
 
 MIN_SHAPES, MAX_SHAPES = 1, 3
@@ -290,12 +292,15 @@ def _relation_axis(relation: str) -> int:
 
 
 def make_questions(
-    scene: Scene, rng: random.Random, exist_yes: bool, position_yes: bool
+    scene: Scene, rng: random.Random, exist_yes: bool, position_yes: bool,
+    absent_rng: Optional[random.Random] = None,
 ) -> List[Dict[str, str]]:
     """One question of each type that applies to ``scene``: ``{"question", "answer", "question_type"}``.
 
     ``exist_yes`` / ``position_yes`` fix the yes/no answer of those types, so a caller can keep
-    them balanced across images. Order is always color, shape, count, exist, position.
+    them balanced across images. Order is always color, shape, count, exist, position, absent; the
+    ``absent`` question (about something not in the picture) is drawn from ``absent_rng`` and asked
+    only when one is given.
     """
     objs = scene.objects
     kinds = [o["kind"] for o in objs]
@@ -359,6 +364,8 @@ def make_questions(
                 "question_type": "position",
             }
         )
+    if absent_rng is not None:
+        out.append(absent_question(scene.objects, absent_rng, KINDS, tuple(COLOURS)))
     return out
 
 
@@ -374,11 +381,21 @@ class Example:
     questions: List[Dict[str, str]]
     conversation_order: List[int]  # indices into ``questions``, shuffled for the LLaVA turns
     image: Optional[Image.Image] = None
+    absent_ref: Optional[Tuple[str, str]] = None  # (expression of a shape not in the picture, its refusal)
+    refer_absent: bool = False  # whether the conversation's [refer] turn asks for the absent shape
 
     @property
     def image_name(self) -> str:
         """Path relative to ``ROOT/images``, e.g. ``train/000000.jpg``."""
         return f"{self.split}/{self.index:06d}.jpg"
+
+    def refer_turn(self) -> Tuple[str, str]:
+        """The conversations' ``[refer]`` turn: an expression and its answer, a box or (for half the
+        images, balanced) a refusal for a shape the picture lacks."""
+        if self.refer_absent and self.absent_ref is not None:
+            return self.absent_ref
+        ref = self.refs()[self.index % len(self.scene.objects)]
+        return ref["expression"], ref["box_text"]
 
     def refs(self) -> List[Dict[str, Any]]:
         """One referring expression per object with its box on the 0-100 grid and as text."""
@@ -395,15 +412,19 @@ def make_example(seed: int, split: str, index: int, image_size: int = 64, render
     """Generate image ``index`` of ``split``; pass ``render=False`` to skip the pixels."""
     scene = sample_scene(stream_rng(seed, split, index, "scene"), image_size)
     text_rng = stream_rng(seed, split, index, "text")
+    absent_rng = stream_rng(seed, split, index, "absent")
     questions = make_questions(
         scene,
         text_rng,
         exist_yes=_balanced_coin(seed, split, index, "exist"),
         position_yes=_balanced_coin(seed, split, index, "position"),
+        absent_rng=absent_rng,
     )
     order = _shuffled(text_rng, range(len(questions)))
     image = render_scene(scene, stream_rng(seed, split, index, "pixels")) if render else None
-    return Example(split, index, scene, make_caption(scene), questions, order, image)
+    absent_ref = absent_referent(scene.objects, absent_rng, KINDS, tuple(COLOURS))
+    refer_absent = _balanced_coin(seed, split, index, "refer_absent")
+    return Example(split, index, scene, make_caption(scene), questions, order, image, absent_ref, refer_absent)
 
 
 def iter_examples(

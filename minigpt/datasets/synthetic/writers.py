@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tu
 
 from PIL import Image
 
+from minigpt.datasets.synthetic.absent import REFER_TURN
 from minigpt.datasets.synthetic.files import (
     ANN_IDS_PER_IMAGE,
     FILES,
@@ -38,7 +39,7 @@ from minigpt.datasets.synthetic.scenes import KINDS, QUESTION_TYPES, Example, Sc
 from minigpt.datasets.synthetic.tar_writer import TarWriter
 
 GENERATOR_NAME = "minigpt.synthetic_shapes"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: absent-shape questions and [refer] refusals, POPE files
 JPEG_QUALITY = 95
 
 CATEGORY_IDS: Dict[str, int] = {kind: i + 1 for i, kind in enumerate(KINDS)}
@@ -91,6 +92,9 @@ def _rows_for_example(ex: Example, coco_image_id: int) -> Dict[str, Any]:
         q = ex.questions[qi]
         turns.append({"from": "human", "value": ("<image>\n" if n == 0 else "") + q["question"]})
         turns.append({"from": "gpt", "value": q["answer"]})
+    expression, located = ex.refer_turn()
+    turns.append({"from": "human", "value": REFER_TURN.format(expression)})
+    turns.append({"from": "gpt", "value": located})
     rows["llava"] = [_dumps({"id": _image_id_str(split, ex.index), "image": image, "conversations": turns})]
 
     rows["inst_images"] = [

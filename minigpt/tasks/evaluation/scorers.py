@@ -13,9 +13,10 @@ A :class:`Scorer` pairs ``score(record, prediction) -> row`` (at least ``{"score
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from minigpt.common import grounding
+from minigpt.datasets.synthetic.absent import is_refusal
 from minigpt.tasks.evaluation import metrics as M
 from minigpt.tasks.evaluation import pope
 from minigpt.tasks.evaluation.records import EvalRecord, clean_answer, grouped_means, mean
@@ -51,6 +52,22 @@ def score_iconqa(record: EvalRecord, prediction: str) -> Row:
 
 def score_hm(record: EvalRecord, prediction: str) -> Row:
     return {"score": M.hm_accuracy(clean_answer(prediction), record.target["label"])}
+
+
+def score_synthetic_vqa(record: EvalRecord, prediction: str) -> Row:
+    row = score_vqa(record, prediction)
+    flag = hallucinated(str(record.meta.get("question_type")), record.target["answers"][0], clean_answer(prediction))
+    if flag is not None:
+        row["hallucinated"] = flag
+    return row
+
+
+def aggregate_synthetic_vqa(records: List[EvalRecord], rows: List[Row]) -> Dict[str, float]:
+    out = accuracy_by("question_type")(records, rows)
+    flags = [r["hallucinated"] for r in rows if "hallucinated" in r]
+    if flags:
+        out["hallucination_rate"] = mean(float(f) for f in flags)
+    return out
 
 
 def accuracy_by(key: str) -> Callable[[List[EvalRecord], List[Row]], Dict[str, float]]:
@@ -129,7 +146,7 @@ SCORERS: Dict[str, Scorer] = {
     "gqa": Scorer(score_gqa, accuracy_by("structural")),
     "vsr": Scorer(score_vsr, accuracy_by("")),
     "hm": Scorer(score_hm, accuracy_by("")),
-    "synthetic_vqa": Scorer(score_vqa, accuracy_by("question_type")),
+    "synthetic_vqa": Scorer(score_synthetic_vqa, aggregate_synthetic_vqa),
     "refcoco": _REFER,
     "refcoco+": _REFER,
     "refcocog": _REFER,
@@ -148,11 +165,28 @@ def _task_row(record: EvalRecord, prediction: str) -> Row:
     return {"sample_id": t["sample_id"], "task": t["task"], "prediction": prediction, "answer": t["answer"]}
 
 
+def hallucinated(question_type: str, truth: str, prediction: str) -> Optional[bool]:
+    """Whether an answer about something the picture lacks treats it as there; None for other questions.
+
+    An ``absent`` question ("what color is the circle?" with no circle) is answered as if the thing were
+    there unless the answer is a refusal (``there is no ...``); an ``exist`` question whose truth is
+    ``no`` is, when the answer is ``yes``.
+    """
+    if question_type == "absent":
+        return not is_refusal(prediction)
+    if question_type == "exist" and M.normalize_answer(truth) == "no":
+        return M.normalize_answer(prediction) == "yes"
+    return None
+
+
 def _score_vqa_sample(record: EvalRecord, prediction: str) -> Row:
     t = record.target
     row = {**_task_row(record, prediction), "score": M.vqa_accuracy(prediction, t.get("answers") or [t["answer"]])}
     if "question_type" in t:
         row["question_type"] = t["question_type"]
+        flag = hallucinated(t["question_type"], t["answer"], prediction)
+        if flag is not None:
+            row["hallucinated"] = flag
     return row
 
 
@@ -164,6 +198,9 @@ def _aggregate_vqa_samples(records: List[EvalRecord], rows: List[Row]) -> Dict[s
             by_type.setdefault(r["question_type"], []).append(r["score"])
     for qt, scores in sorted(by_type.items()):
         out[f"vqa_accuracy_{qt}"] = mean(scores)
+    flags = [r["hallucinated"] for r in rows if "hallucinated" in r]
+    if flags:  # the share of questions about absent things answered as if they were there
+        out["hallucination_rate"] = mean(float(f) for f in flags)
     return out
 
 
