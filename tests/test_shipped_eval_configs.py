@@ -129,14 +129,15 @@ def _demo(path: Path, root: Path, out: Path, monkeypatch, capsys) -> None:
 
 
 def _model_only(path: Path, root: Path, out: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("MINIGPT_MODEL_ROOT", str(out))  # empty: no weight file can be read
     cfg = Config(path, TOY)
     model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg).eval()
     size = cfg.model_cfg.vision_encoder.image_size
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
+        loss = model({"image": image, "instruction_input": ["<Img><ImageHere></Img> [vqa] What is it?"],
+                      "answer": ["a circle"]})["loss"]
         answers = model.generate(image, ["<Img><ImageHere></Img> What is it?"], max_new_tokens=3)
-    assert len(answers) == 1 and isinstance(answers[0], str)
+    assert torch.isfinite(loss) and len(answers) == 1 and isinstance(answers[0], str)
 
 
 RUNS = {"evaluate": _evaluate, "benchmarks": _benchmarks, "demo": _demo, "model-only": _model_only}
@@ -144,4 +145,17 @@ RUNS = {"evaluate": _evaluate, "benchmarks": _benchmarks, "demo": _demo, "model-
 
 @pytest.mark.parametrize("path, kind", EVAL_RUNS, ids=[f"{p.name}-{k}" for p, k in EVAL_RUNS])
 def test_each_eval_config_runs_at_toy_width(path, kind, real_layout_root, data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINIGPT_MODEL_ROOT", str(tmp_path / "no_weights"))  # empty: no weight file can be read
     RUNS[kind](path, root_for(path, data_root, real_layout_root), tmp_path / "out", monkeypatch, capsys)
+
+
+def test_an_unrecognised_model_only_config_builds_and_answers(tmp_path, monkeypatch, capsys):
+    """The fallback, for a config that names no entry point (e.g. one pointing at a released checkpoint)."""
+    path = tmp_path / "released_stage4.yaml"
+    path.write_text("# a released checkpoint\nmodel: {arch: tinygptv, model_type: stage4, ckpt: /nowhere/x.pth}\n")
+    assert kinds_of(path) == ["model-only"]
+    named = tmp_path / "served.yaml"
+    named.write_text(f"# python demo.py --cfg-path eval_configs/{named.name}\n{path.read_text()}")
+    assert kinds_of(named) == ["demo"]
+    monkeypatch.setenv("MINIGPT_MODEL_ROOT", str(tmp_path / "no_weights"))
+    _model_only(path, tmp_path, tmp_path / "out", monkeypatch, capsys)
