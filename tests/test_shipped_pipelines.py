@@ -101,8 +101,8 @@ def test_each_pipeline_runs_end_to_end_through_train_py(path, real_layout_root, 
         differ = [key for key, value in saved.items() if not torch.equal(start[key], value.to(start[key].dtype))]
         assert not differ, f"{name} did not start from the earlier stages' weights: {differ[:5]}"
         # a vision pretraining stage's label heads stay out of the family model (on purpose)
-        own = {k: v for k, v in load_file(resolve_checkpoint_file(str(out / name))).items()
-               if not k.startswith(STAGE0_HEADS_PREFIX)}
+        own = {key: v for key, v in load_file(resolve_checkpoint_file(str(out / name))).items()
+               if not key.startswith(STAGE0_HEADS_PREFIX)}
         # the stage trained what it saved: the comparison above would see a stage that started afresh
         assert any(not torch.equal(start[key], value.to(start[key].dtype)) for key, value in own.items()), name
         saved.update(own)
