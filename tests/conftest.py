@@ -30,6 +30,17 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_layout_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic scenes laid out where every real builder's default YAML and every benchmark of
+    eval_scripts/ look (``real_layout``): 40 train / 10 test images."""
+    from minigpt.datasets.synthetic import generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("real_layout")
+    generate_synthetic_dataset(root, n_train=40, n_test=10, seed=0, shard_size=16, progress=False, real_layout=True)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_options(data_root: Path) -> Callable[..., List[str]]:
     """``tiny_options(output_dir, max_iters=3, extra=())``: --options that make a stage run in seconds."""
 

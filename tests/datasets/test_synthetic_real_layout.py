@@ -111,3 +111,32 @@ def test_cli_real_layout_and_skip_if_complete(tmp_path: Path, capsys: pytest.Cap
     assert (tmp_path / "gqa/train_balanced_questions.json").is_file()
     assert main(args + ["--real-layout", "--skip-if-complete"]) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+def test_every_benchmark_reads_its_default_files(real_root: Path) -> None:
+    """eval_scripts/' benchmarks (minigpt/evaluation/benchmarks) at their default paths: one record per
+    held-out question (RefCOCO/+/g: split val, the only held-out split the synthetic refs have)."""
+    from minigpt.evaluation.benchmarks import BENCHMARKS
+
+    test = list(iter_examples(N_TEST, SEED, "test"))
+    n_questions = sum(len(ex.questions) for ex in test)
+    expected = {"okvqa": n_questions, "gqa": n_questions, "vizwiz": N_TEST, "iconvqa": N_TEST, "vsr": N_TEST,
+                "hm": N_TEST, "scienceqa": N_TEST, "coco_caption": N_TEST}
+    refs = sum(len(ex.scene.objects) for ex in test)
+    expected.update({"refcoco": refs, "refcoco+": refs, "refcocog": refs})
+    real = {name: b for name, b in BENCHMARKS.items() if not name.startswith("synthetic_")}
+    assert set(real) == set(expected)
+    for name, bench in real.items():
+        split = "val" if bench.family == "ref" else bench.default_split
+        records = bench.read(bench.resolve_paths(str(real_root)), split)
+        assert len(records) == expected[name], name
+        assert all(Path(r.image).is_file() for r in records), name
+    iconqa = BENCHMARKS["iconvqa"].read(BENCHMARKS["iconvqa"].resolve_paths(str(real_root)), "val")
+    assert all(r.target["answer"] in r.target["choices"] for r in iconqa)
+    scienceqa = BENCHMARKS["scienceqa"].read(BENCHMARKS["scienceqa"].resolve_paths(str(real_root)), "test")
+    assert {r.meta["has_text"] for r in scienceqa} == {True, False}
+    vsr = BENCHMARKS["vsr"].read(BENCHMARKS["vsr"].resolve_paths(str(real_root)), "test")
+    assert all(r.prompt.endswith(".") for r in vsr)
+    assert {r.target["label"] for r in vsr} == {0, 1}  # true and false claims (the balanced yes/no answers)
+    with open(real_root / "hateful_meme" / "img" / "10000.png", "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -36,8 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--real-layout",
         action="store_true",
-        help="also lay the data out where the real builders' default YAMLs look (coco/, gqa/, refcoco/, ...), "
-        "so run.data_root=OUT trains them",
+        help="also lay the data out where the real builders' default YAMLs look (coco/, gqa/, refcoco/, ...) "
+        "and write the benchmarks eval_scripts/ read (okvqa/, vizwiz/, scienceqa/, ...), so run.data_root=OUT "
+        "trains those builders and --data-root OUT evaluates those benchmarks",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p

@@ -14,7 +14,8 @@ holding ``train`` and ``test`` links to ``images/train`` and ``images/test``, an
 rows name images ``train/000012.jpg`` under it. Formats the generator does not write otherwise
 (A-OKVQA, GQA, OCR-VQA, TextCaps, LLaVA detail and reasoning, Flickr30k, Unnatural Instructions,
 MiniGPT-v2's multi-task conversations, Visual Genome regions) are written from the same scenes by
-:mod:`minigpt.datasets.synthetic.real_rows`.
+:mod:`minigpt.datasets.synthetic.real_rows`; the benchmark files ``eval_scripts/`` read (OK-VQA,
+VizWiz, IconQA, VSR, Hateful Memes, ScienceQA) by :mod:`minigpt.datasets.synthetic.benchmark_files`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from omegaconf import DictConfig
 from minigpt.common.io import as_list
 from minigpt.common.registry import registry
 from minigpt.datasets.synthetic import real_rows as rows
+from minigpt.datasets.synthetic.benchmark_files import write_benchmark_files
 from minigpt.datasets.synthetic.files import FILES, atomic_write_json, shard_name
 from minigpt.datasets.synthetic.scenes import Example, iter_examples
 
@@ -210,4 +212,5 @@ def write_real_layout(
             _annotations(layout, name, info)
         if "images" in info:
             layout.image_root(str(info.images))
+    write_benchmark_files(layout, n_train)
     return {"files": sorted(set(layout.made)), "counts": layout.counts}

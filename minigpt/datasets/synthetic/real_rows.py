@@ -80,6 +80,14 @@ def _asked(ex: Example) -> List[Dict[str, str]]:
     return [ex.questions[i] for i in ex.conversation_order]
 
 
+def multiple_choice(ex: Example, q: Dict[str, str]) -> List[str]:
+    """Up to four choices for question ``q``, the right one among them; its place varies with the image."""
+    others = [c for c in _choices(q) if c != q["answer"]]
+    choices = [q["answer"]] + others[: N_CHOICES - 1]
+    shift = ex.index % len(choices)  # the right answer's place: every one of them, image by image
+    return choices[-shift:] + choices[:-shift] if shift else choices
+
+
 # -- VQA formats ---------------------------------------------------------------------------------
 def aokvqa_rows(examples: Sequence[Example]) -> List[Dict[str, Any]]:
     """A-OKVQA: the VQA questions with up to four choices; the right one's place varies with the image."""
@@ -87,10 +95,7 @@ def aokvqa_rows(examples: Sequence[Example]) -> List[Dict[str, Any]]:
     for ex in examples:
         for q in ex.questions:
             qid = question_id(ex, q)
-            others = [c for c in _choices(q) if c != q["answer"]]
-            choices = [q["answer"]] + others[: N_CHOICES - 1]
-            shift = ex.index % len(choices)  # the right answer's place: every one of them, image by image
-            choices = choices[-shift:] + choices[:-shift] if shift else choices
+            choices = multiple_choice(ex, q)
             rows.append(
                 {
                     "question_id": str(qid),
