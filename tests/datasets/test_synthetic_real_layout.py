@@ -123,11 +123,11 @@ def test_every_benchmark_reads_its_default_files(real_root: Path) -> None:
     expected = {"okvqa": n_questions, "gqa": n_questions, "vizwiz": N_TEST, "iconvqa": N_TEST, "vsr": N_TEST,
                 "hm": N_TEST, "scienceqa": N_TEST, "coco_caption": N_TEST}
     refs = sum(len(ex.scene.objects) for ex in test)
-    expected.update({"refcoco": refs, "refcoco+": refs, "refcocog": refs})
+    expected.update({"refcoco": refs, "refcoco+": refs, "refcocog": refs, "pope": 2 * refs})  # POPE: each shape + as many absent
     real = {name: b for name, b in BENCHMARKS.items() if not name.startswith("synthetic_")}
     assert set(real) == set(expected)
     for name, bench in real.items():
-        split = "val" if bench.family == "ref" else bench.default_split
+        split = "val" if bench.family == "ref" else bench.default_split  # POPE: random
         records = bench.read(bench.resolve_paths(str(real_root)), split)
         assert len(records) == expected[name], name
         assert all(Path(r.image).is_file() for r in records), name

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 from PIL import Image
 
 from minigpt.datasets.synthetic.files import FILES, VQA_ANSWER_REPEATS, atomic_write_bytes, atomic_write_json
+from minigpt.datasets.synthetic.pope import POPE_SPLITS, pope_rows
 from minigpt.datasets.synthetic.real_rows import coco_image_id, multiple_choice, question_id
 from minigpt.datasets.synthetic.scenes import Example
 
@@ -45,6 +46,7 @@ HM_FOLDER = "hateful_meme"
 SCIENCEQA_PROBLEMS = "scienceqa/problems.json"
 SCIENCEQA_SPLITS = "scienceqa/pid_splits.json"
 SCIENCEQA_IMAGES = "scienceqa/images"
+POPE = "pope/coco/coco_pope_{split}.json"
 
 
 def _first_question(ex: Example) -> Dict[str, str]:
@@ -202,8 +204,18 @@ class _Writer:
         splits = {"train": [], "val": [], "minival": [], "test": list(problems)}
         self.json(SCIENCEQA_SPLITS, splits, "scienceqa_test", len(splits["test"]))
 
+    def pope(self, seed: int) -> None:
+        """POPE's ``coco_pope_<split>.json`` files (one question a line) over COCO val2014 file names."""
+        names = {}
+        for ex in self.examples:
+            names[ex.image_name] = f"COCO_val2014_{coco_image_id(ex, self.n_train):012d}.jpg"
+            self.link_image(ex, f"{OKVQA_IMAGES}/{names[ex.image_name]}")
+        for split in POPE_SPLITS:
+            rows = [{**r, "image": names[r["image"]]} for r in pope_rows(self.examples, split, seed)]
+            self.jsonl(POPE.format(split=split), rows, f"pope_{split}")
 
-def write_benchmark_files(layout: "_Layout", n_train: int) -> None:
+
+def write_benchmark_files(layout: "_Layout", n_train: int, seed: int) -> None:
     """Every benchmark file set the real builders' layout does not already hold, from the test split."""
     examples = layout.examples["test"]
     if not examples:
@@ -211,3 +223,4 @@ def write_benchmark_files(layout: "_Layout", n_train: int) -> None:
     writer = _Writer(layout, examples, n_train)
     for write in (writer.okvqa, writer.vizwiz, writer.iconqa, writer.vsr, writer.hm, writer.scienceqa):
         write()
+    writer.pope(seed)

@@ -212,5 +212,5 @@ def write_real_layout(
             _annotations(layout, name, info)
         if "images" in info:
             layout.image_root(str(info.images))
-    write_benchmark_files(layout, n_train)
+    write_benchmark_files(layout, n_train, seed)
     return {"files": sorted(set(layout.made)), "counts": layout.counts}
