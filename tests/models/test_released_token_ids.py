@@ -185,6 +185,17 @@ def test_a_continued_conversation_feeds_the_original_ids(key, released):
     assert got == expected
 
 
+def test_tinygptvs_eval_script_conversation(tokenizers):
+    """TinyGPT-V's eval_vqa.py: its CONV_VISION_minigptv2 ('###' separators, no system text)."""
+    model = build(compose("tinygptv", "released_stage4", tokenizers["phi"], "model.template=tinygptv_eval_chat"))
+    conv = {"system": "", "roles": ("Human: ", "Assistant: "), "sep": "###"}
+    expected = original_ids(model.tokenizer, original_prompt(conv, [QUESTION]), model.num_image_tokens())
+    got = llm_input_ids(
+        model, lambda: model.generate(image_for(model), [f"<Img>{IMAGE}</Img> {QUESTION}"], max_new_tokens=1)
+    )
+    assert got == expected
+
+
 def test_the_original_bos_is_the_tokenizers_own(released):
     """Phi-2-like tokenizer: no BOS at generation; Llama-like: exactly one, from the first segment."""
     phi, llama = released["tinygptv/released_stage3"], released["minigpt4/released_vicuna7b"]

@@ -20,6 +20,8 @@ demos, character for character, trailing space included:
 
 * ``vicuna0_chat``: MiniGPT-4's ``CONV_VISION_Vicuna0`` (MiniGPT-4's ``demo.py``, and TinyGPT-V's
   ``demo.py`` for stages 1-3): its system text, ``###`` separators, ``Human: `` / ``Assistant: `` roles.
+* ``tinygptv_eval_chat``: TinyGPT-V's eval scripts (its own ``CONV_VISION_minigptv2``): the same roles and
+  separators as ``vicuna0_chat`` without the system text.
 * ``minigptv2_chat``: MiniGPT-v2's ``demo_v2.py`` conversation (and its eval scripts'
   ``CONV_VISION_minigptv2``), used by TinyGPT-V's ``demo_v2.py`` for stage 4 too: ``<s>[INST] `` and
   `` [/INST]`` written as text, nothing between turns.
@@ -122,6 +124,11 @@ TEMPLATES: Dict[str, ConversationTemplate] = {
         stop_strings=("###",),
         answer_prefix="",
         system=VICUNA0_SYSTEM + "###",
+    ),
+    # TinyGPT-V's eval scripts (its CONV_VISION_minigptv2): vicuna0_chat without the system text,
+    # '###Human: <question>###Assistant: '
+    "tinygptv_eval_chat": ConversationTemplate(
+        "tinygptv_eval_chat", "Human: {}###Assistant: ", stop_strings=("###",), answer_prefix="", system="###"
     ),
     # MiniGPT-v2's demo_v2.py / eval scripts (TinyGPT-V's stage-4 demo_v2.py): '<s>[INST] <question> [/INST]',
     # '<s>' as text; an earlier answer is followed directly by the next turn
