@@ -116,11 +116,6 @@ class PromptLayout:
         self.eos_token_id = tokenizer.eos_token_id
         self.bos_ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
 
-    @property
-    def end_text(self) -> str:
-        """The end marker as text: the EOS token's text with ``answer_end: eos``."""
-        return (self.tokenizer.eos_token or "") if self.answer_end == EOS_END else self.answer_end
-
     def tokenize(self, texts: Sequence[str], add_special_tokens: bool = False) -> List[List[int]]:
         if not texts:
             return []
