@@ -102,7 +102,11 @@ def released_file(
     path, model, lora_infix: str = "", fused: bool = False, norm_biases: bool = False
 ) -> Dict[str, torch.Tensor]:
     """Write what the original runner saves: the trained tensors, original names, inside {"model": ...}."""
-    own = {canonical_name(n): p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    own = {
+        canonical_name(n): p.detach().clone()
+        for n, p in model.named_parameters(remove_duplicate=False)  # a LoRA A shared by q/k/v under each name
+        if p.requires_grad
+    }
     has_lora = any("lora_" in n for n in own)
     llm_prefix = "llama_model.base_model.model." if has_lora else "llama_model."
     state = {}

@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from minigpt.common.precision import autocast
-from minigpt.models.composition.layout import Turns
+from minigpt.models.composition.layout import EOS_END, Turns
 
 
 def with_autocast(fn: Any, precision: str, device: torch.device) -> Any:
@@ -37,8 +37,18 @@ class GenerationMixin:
     """``generate`` and ``stream_generate`` of a :class:`~minigpt.models.composition.mllm.MultimodalLLM`."""
 
     def resolve_stop_strings(self, stop_strings: Optional[Sequence[str]] = None) -> List[str]:
-        """The strings that end an answer: ``stop_strings`` if given, else the template's."""
-        return [s for s in (self.template.stop_strings if stop_strings is None else stop_strings) if s]
+        """The strings that end an answer: ``stop_strings`` if given, else the template's and the end marker.
+
+        The end marker (``model.answer_end``, unless it is the EOS token) ends an answer because
+        answers were trained to end with it.
+        """
+        if stop_strings is not None:
+            return [s for s in stop_strings if s]
+        stops = [s for s in self.template.stop_strings if s]
+        end = self.layout.answer_end
+        if end != EOS_END and end not in stops:
+            stops.append(end)
+        return stops
 
     def stopping_kwargs(self, stop_strings: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         """``eos_token_id``, ``stop_strings``, ``tokenizer`` for transformers' ``generate`` (this tokenizer).

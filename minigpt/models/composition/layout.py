@@ -2,23 +2,55 @@
 
 Training and generation both come through :meth:`PromptLayout.build`: each sample is a list of
 turns, each turn an instruction and (in training, or for the earlier turns of a conversation being
-continued) an answer. A turn becomes ``template.wrap(instruction)`` (with ``template.sep`` before
-every turn but the first), then ``template.answer_prefix + answer`` and the tokenizer's EOS.
-Labels are IGNORE_INDEX everywhere but on supervised answers and their EOS. Each media token in the
-text (``<ImageHere>``) is one slot that expands to that media item's number of embeddings; a
-sample may hold several slots, or none.
+continued) an answer. A turn becomes ``template.wrap(instruction)`` (``template.system`` before the
+first, ``template.sep`` before every other), then ``template.answer_prefix + answer`` and the end
+marker. Labels are IGNORE_INDEX everywhere but on supervised answers and their end marker. Each
+media token in the text (``<ImageHere>``) is one slot that expands to that media item's number of
+embeddings; a sample may hold several slots, or none.
+
+Four switches (model YAML keys) choose between this library's layout and the original code's:
+
+* ``image_markers``: ``special_tokens`` tokenises ``<Img>``, ``</Img>`` and ``<ImageHere>`` as added
+  tokens of the vocabulary; ``text`` does what MiniGPT-4 / MiniGPT-v2 / TinyGPT-V do: the text is
+  split at ``<ImageHere>``, each segment tokenised on its own (``<Img>`` and ``</Img>`` as ordinary
+  text) and the image's embeddings go between the segments. At generation the whole conversation
+  is one string before that split, as the original demos render it.
+* ``bos``: ``always`` puts the tokenizer's BOS token first; ``first_segment`` does what the
+  originals do: training puts the BOS token first (their ``forward``), generation tokenises the
+  prompt's first segment with the tokenizer's own special tokens (``add_special_tokens=True``:
+  Llama's tokenizer adds BOS, Phi-2's adds nothing); ``none`` adds no BOS.
+* ``answer_end``: ``eos`` ends each answer with the EOS token; any other string (the originals'
+  ``end_sym``: ``###``, ``\\n``, ``</s>``) is appended to the answer text and tokenised with it.
+* ``max_txt_len_counts``: ``sequence`` keeps the first ``max_txt_len`` text tokens of a training
+  sample (BOS, prompt and answer); ``answer`` counts only what follows the first prompt (the answer
+  with its end marker, and in a conversation the later turns) and never cuts the prompt, as the
+  originals truncate the answer tokens alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from minigpt.common.constants import IGNORE_INDEX, IMAGE_TOKEN
 
 Turns = Union[str, Sequence[str]]
+
+IMAGE_MARKERS = ("special_tokens", "text")
+BOS_POLICIES = ("always", "first_segment", "none")
+TEXT_BUDGETS = ("sequence", "answer")
+EOS_END = "eos"  # answer_end value: the EOS token ends an answer
+# the id a media slot holds with image_markers=text: no token of any vocabulary (slots are filled
+# with media embeddings before the LLM sees them)
+TEXT_SLOT_ID = -1
+
+
+def _choice(value: Any, choices: Tuple[str, ...], key: str) -> str:
+    if value not in choices:
+        raise ValueError(f"model.{key} must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
 
 
 def as_turns(x: Turns) -> List[str]:
@@ -39,45 +71,74 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class _Sample:
-    pieces: List[int]  # indices into the batch's tokenised pieces
-    supervised: List[bool]  # per piece: an answer that carries labels
-    answer: List[bool]  # per piece: an answer (gets EOS)
+class _Piece:
+    text: str
+    supervised: bool  # an answer that carries labels
+    eos: bool  # followed by the EOS token
 
 
 class PromptLayout:
     """Template + tokenizer + length limit, turning batches of turns into token ids and media slots.
 
     ``media_lengths[i]`` lists how many embeddings each media slot of sample ``i`` expands to, in
-    the order the slots appear; an int gives every slot that many. ``truncate`` (training) keeps
-    the first ``max_txt_len`` text tokens of a sample and refuses a cut that drops a media slot.
+    the order the slots appear; an int gives every slot that many. ``truncate`` (training) cuts a
+    sample to ``max_txt_len`` text tokens as ``max_txt_len_counts`` says and refuses a cut that drops
+    a media slot. ``image_markers``, ``bos``, ``answer_end`` and ``max_txt_len_counts`` are the
+    switches the module docstring describes.
     """
 
-    def __init__(self, tokenizer: Any, template: Any, max_txt_len: int, media_token: str = IMAGE_TOKEN) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        template: Any,
+        max_txt_len: int,
+        media_token: str = IMAGE_TOKEN,
+        image_markers: str = "special_tokens",
+        bos: str = "always",
+        answer_end: str = EOS_END,
+        max_txt_len_counts: str = "sequence",
+    ) -> None:
         self.tokenizer = tokenizer
         self.template = template
         self.max_txt_len = int(max_txt_len)
         self.media_token = media_token
-        self.media_token_id = tokenizer.convert_tokens_to_ids(media_token)
+        self.image_markers = _choice(image_markers, IMAGE_MARKERS, "image_markers")
+        self.bos = _choice(bos, BOS_POLICIES, "bos")
+        self.max_txt_len_counts = _choice(max_txt_len_counts, TEXT_BUDGETS, "max_txt_len_counts")
+        if not isinstance(answer_end, str) or not answer_end:
+            raise ValueError(f"model.answer_end must be 'eos' or a non-empty string, got {answer_end!r}")
+        self.answer_end = answer_end
+        if self.image_markers == "text":
+            self.media_token_id = TEXT_SLOT_ID
+        else:
+            self.media_token_id = tokenizer.convert_tokens_to_ids(media_token)
         self.pad_token_id = tokenizer.pad_token_id
         self.eos_token_id = tokenizer.eos_token_id
         self.bos_ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
 
-    def tokenize(self, texts: Sequence[str]) -> List[List[int]]:
+    def tokenize(self, texts: Sequence[str], add_special_tokens: bool = False) -> List[List[int]]:
         if not texts:
             return []
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+
+    def _answer_piece(self, answer: str, supervised: bool) -> _Piece:
+        """An answer and what ends it: the end marker, or for an earlier answer the template's ``history_end``."""
+        text = self.template.answer_prefix + answer
+        if not supervised and self.template.history_end is not None:
+            return _Piece(text + self.template.history_end, False, False)
+        if self.answer_end == EOS_END:
+            return _Piece(text, supervised, True)
+        return _Piece(text + self.answer_end, supervised, False)
 
     def _plan(
         self,
         instructions: Sequence[Turns],
         answers: Optional[Sequence[Turns]],
         history: Optional[Sequence[Optional[Sequence[str]]]],
-    ) -> tuple:
-        """The text pieces of the batch (tokenised in one call) and each sample's order of them."""
+    ) -> List[List[_Piece]]:
+        """Each sample's text pieces in order: prompts, and answers with their end markers."""
         tpl = self.template
-        texts: List[str] = []
-        samples: List[_Sample] = []
+        samples: List[List[_Piece]] = []
         if answers is not None and history is not None:
             raise ValueError("give answers (training) or history (generation), not both")
         if history is not None and len(history) != len(instructions):
@@ -95,19 +156,63 @@ class PromptLayout:
                         f"prompt {i}: {len(turns)} instructions need the {len(turns) - 1} earlier answers "
                         f"in history, got {len(said)}"
                     )
-            sample = _Sample([], [], [])
+            pieces: List[_Piece] = []
             for t, instruction in enumerate(turns):
-                sample.pieces.append(len(texts))
-                sample.supervised.append(False)
-                sample.answer.append(False)
-                texts.append((tpl.sep if t else "") + tpl.wrap(instruction))
+                pieces.append(_Piece((tpl.sep if t else tpl.system) + tpl.wrap(instruction), False, False))
                 if t < len(said):
-                    sample.pieces.append(len(texts))
-                    sample.supervised.append(supervised)
-                    sample.answer.append(True)
-                    texts.append(tpl.answer_prefix + said[t])
-            samples.append(sample)
-        return texts, samples
+                    pieces.append(self._answer_piece(said[t], supervised))
+            samples.append(pieces)
+        return samples
+
+    def _segments(self, pieces: List[_Piece], training: bool) -> List[Tuple[List[str], _Piece]]:
+        """Each tokenised unit of a sample: its text segments (split at media slots) and its piece.
+
+        With special tokens every piece is one segment (the media token is in the vocabulary). With
+        ``image_markers: text`` a piece is split at the media token; at generation the pieces are
+        first joined into one string (an EOS after an earlier answer written as the EOS token's text).
+        """
+        if self.image_markers == "special_tokens":
+            return [([p.text], p) for p in pieces]
+        if not training:
+            eos_text = self.tokenizer.eos_token or ""
+            joined = "".join(p.text + (eos_text if p.eos else "") for p in pieces)
+            return [(joined.split(self.media_token), _Piece(joined, False, False))]
+        return [(p.text.split(self.media_token), p) for p in pieces]
+
+    def _tokenize_plans(self, plans: List[List[_Piece]], training: bool) -> List[List[Tuple[List[int], _Piece]]]:
+        """Every sample's units as ``(ids with slot ids between segments, piece)``, in two tokenizer calls.
+
+        With ``bos: first_segment`` at generation a sample's first segment is tokenised with the
+        tokenizer's own special tokens, as the originals' ``get_context_emb`` does.
+        """
+        plain: List[str] = []
+        special: List[str] = []
+        refs: List[List[Tuple[List[Tuple[bool, int]], _Piece]]] = []
+        tokenizer_specials = self.bos == "first_segment" and not training
+        for pieces in plans:
+            units = []
+            for u, (segments, piece) in enumerate(self._segments(pieces, training)):
+                where = []
+                for k, seg in enumerate(segments):
+                    first = tokenizer_specials and u == 0 and k == 0
+                    bucket = special if first else plain
+                    where.append((first, len(bucket)))
+                    bucket.append(seg)
+                units.append((where, piece))
+            refs.append(units)
+        ids_plain, ids_special = self.tokenize(plain), self.tokenize(special, add_special_tokens=True)
+        out = []
+        for units in refs:
+            sample = []
+            for where, piece in units:
+                ids: List[int] = []
+                for k, (first, j) in enumerate(where):
+                    if k:
+                        ids.append(self.media_token_id)
+                    ids += ids_special[j] if first else ids_plain[j]
+                sample.append((ids, piece))
+            out.append(sample)
+        return out
 
     def build(
         self,
@@ -123,20 +228,21 @@ class PromptLayout:
         Returns tensors ``[B, T]`` plus ``media_mask`` (True at every media embedding slot),
         ``media_counts`` (``[B]``, slots per sample) and ``has_media`` (``[B]`` bool).
         """
-        texts, plans = self._plan(instructions, answers, history)
-        ids_of = self.tokenize(texts)
+        training = answers is not None
+        plans = self._plan(instructions, answers, history)
+        units_of = self._tokenize_plans(plans, training)
+        lead = self.bos_ids if self.bos == "always" or (self.bos == "first_segment" and training) else []
         seqs, labs, counts = [], [], []
-        for i, plan in enumerate(plans):
-            ids, lab = list(self.bos_ids), [IGNORE_INDEX] * len(self.bos_ids)
-            for k, supervised, is_answer in zip(plan.pieces, plan.supervised, plan.answer):
-                piece = ids_of[k] + ([self.eos_token_id] if is_answer else [])
-                ids += piece
-                lab += piece if supervised else [IGNORE_INDEX] * len(piece)
+        for i, units in enumerate(units_of):
+            ids, lab = list(lead), [IGNORE_INDEX] * len(lead)
+            prompt_end = len(ids) + len(units[0][0])  # BOS and the first prompt
+            for piece_ids, piece in units:
+                piece_ids = piece_ids + ([self.eos_token_id] if piece.eos else [])
+                ids += piece_ids
+                lab += piece_ids if piece.supervised else [IGNORE_INDEX] * len(piece_ids)
             n_slots = ids.count(self.media_token_id)
-            if truncate and len(ids) > self.max_txt_len:  # keep the start (media, question), cut the tail
-                ids, lab = ids[: self.max_txt_len], lab[: self.max_txt_len]
-                if ids.count(self.media_token_id) != n_slots:
-                    raise ValueError(f"sample {i}: max_txt_len={self.max_txt_len} cuts off a {self.media_token} slot")
+            if truncate:
+                ids, lab = self._cut(ids, lab, prompt_end, n_slots, i)
             lengths = self._slot_lengths(media_lengths, i, n_slots)
             if n_slots:
                 ids, lab = self._expand(ids, lab, lengths)
@@ -144,6 +250,31 @@ class PromptLayout:
             labs.append(lab)
             counts.append(n_slots)
         return self._pad(seqs, labs, counts, padding_side)
+
+    def _cut(self, ids: List[int], lab: List[int], prompt_end: int, n_slots: int, i: int) -> tuple:
+        """A training sample cut to ``max_txt_len`` text tokens, counted as ``max_txt_len_counts`` says."""
+        keep = self.max_txt_len if self.max_txt_len_counts == "sequence" else prompt_end + self.max_txt_len
+        if len(ids) <= keep:
+            return ids, lab
+        ids, lab = ids[:keep], lab[:keep]  # keep the start (media, question), cut the tail
+        if ids.count(self.media_token_id) != n_slots:
+            raise ValueError(f"sample {i}: max_txt_len={self.max_txt_len} cuts off a {self.media_token} slot")
+        return ids, lab
+
+    def prompt_text(self, instructions: Sequence[str], history: Sequence[str] = ()) -> str:
+        """The prompt ``build`` lays out for ``instructions`` and the earlier answers, as one string.
+
+        The BOS is written as text where the policy puts one (``first_segment``: whatever the
+        tokenizer adds to a text, e.g. ``<s>`` for Llama, nothing for Phi-2); for reading and logging.
+        """
+        pieces = self._plan([list(instructions)], None, [list(history)] if history else None)[0]
+        eos_text = self.tokenizer.eos_token or ""
+        text = "".join(p.text + (eos_text if p.eos else "") for p in pieces)
+        if self.bos == "always" and self.bos_ids:
+            return (self.tokenizer.bos_token or "") + text
+        if self.bos == "first_segment":
+            return self.tokenizer.decode(self.tokenize([""], add_special_tokens=True)[0]) + text
+        return text
 
     def _slot_lengths(self, media_lengths: Union[int, Sequence[Sequence[int]]], i: int, n_slots: int) -> List[int]:
         if isinstance(media_lengths, int):

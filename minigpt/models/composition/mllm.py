@@ -60,6 +60,10 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         llm: nn.Module,
         template: str = "human_assistant",
         max_txt_len: int = 160,
+        image_markers: str = "special_tokens",
+        bos: str = "always",
+        answer_end: str = "eos",
+        max_txt_len_counts: str = "sequence",
         freeze_vision: bool = False,
         freeze_projector: bool = False,
         loss_on_label_positions: bool = True,
@@ -73,7 +77,15 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         self.llm = llm
         self.tokenizer = llm.tokenizer
         self.template = get_template(template)
-        self.layout = PromptLayout(self.tokenizer, self.template, max_txt_len)
+        self.layout = PromptLayout(
+            self.tokenizer,
+            self.template,
+            max_txt_len,
+            image_markers=image_markers,
+            bos=bos,
+            answer_end=answer_end,
+            max_txt_len_counts=max_txt_len_counts,
+        )
         self.max_txt_len = self.layout.max_txt_len
         self.freeze_vision = freeze_vision
         if freeze_vision:
@@ -103,6 +115,9 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             cfg = OmegaConf.create(cfg)
         venc_cfg, proj_cfg, llm_cfg = cfg.vision_encoder, cfg.projector, cfg.llm
         venc = registry.get_vision_encoder_class(venc_cfg.name).from_config(venc_cfg)
+        markers = cfg.get("image_markers", "special_tokens")
+        if markers == "text":  # the markers stay ordinary text: no rows are added to the vocabulary
+            llm_cfg = OmegaConf.merge(llm_cfg, {"add_image_tokens": False})
         llm = registry.get_llm_class(llm_cfg.name).from_config(llm_cfg)
         proj = registry.get_projector_class(proj_cfg.name)(
             in_dim=venc.out_dim, out_dim=llm.hidden_size, **_part_kwargs(proj_cfg)
@@ -113,6 +128,10 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             llm,
             template=cfg.template,
             max_txt_len=cfg.max_txt_len,
+            image_markers=markers,
+            bos=cfg.get("bos", "always"),
+            answer_end=cfg.get("answer_end", "eos"),
+            max_txt_len_counts=cfg.get("max_txt_len_counts", "sequence"),
             freeze_vision=bool(venc_cfg.get("freeze", False)),
             freeze_projector=bool(proj_cfg.get("freeze", False)),
             loss_on_label_positions=bool(cfg.get("loss_on_label_positions", True)),

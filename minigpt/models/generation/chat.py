@@ -208,9 +208,7 @@ class Chat:
     def prompt_text(self, **gen: Any) -> str:
         """The next prompt as text (the template on the visible turns), ending where the answer starts."""
         _, turns, past = self._request(gen)
-        tok = self.model.tokenizer
-        bos = tok.bos_token if tok.bos_token_id is not None else ""
-        return bos + self.model.template.render(turns, past, eos=tok.eos_token or "")
+        return self.model.layout.prompt_text(turns, past)
 
     # -- answers --------------------------------------------------------------------------------
     def _image_batch(self) -> Optional[torch.Tensor]:

@@ -14,6 +14,17 @@ lays training samples out with it, ``MultimodalLLM.generate`` builds prompts and
   text, stopping on ``###`` as well, so the released stage-4 weights stop where they were taught to).
 * ``phi2_instruct`` is Phi-2's own QA format (``Instruct: ...\\nOutput:``), kept for evaluating the
   released TinyGPT-V stage-4 checkpoint the way its authors did; no preset trains with it.
+
+The released-checkpoint presets (``released_*.yaml``) answer through the conversations of the original
+demos, character for character, trailing space included:
+
+* ``vicuna0_chat``: MiniGPT-4's ``CONV_VISION_Vicuna0`` (MiniGPT-4's ``demo.py``, and TinyGPT-V's
+  ``demo.py`` for stages 1-3): its system text, ``###`` separators, ``Human: `` / ``Assistant: `` roles.
+* ``tinygptv_eval_chat``: TinyGPT-V's eval scripts (its own ``CONV_VISION_minigptv2``): the same roles and
+  separators as ``vicuna0_chat`` without the system text.
+* ``minigptv2_chat``: MiniGPT-v2's ``demo_v2.py`` conversation (and its eval scripts'
+  ``CONV_VISION_minigptv2``), used by TinyGPT-V's ``demo_v2.py`` for stage 4 too: ``<s>[INST] `` and
+  `` [/INST]`` written as text, nothing between turns.
 """
 
 from __future__ import annotations
@@ -24,6 +35,12 @@ from typing import Dict, Optional, Sequence, Tuple
 # The image slot a user turn carries, as MiniGPT-4 / MiniGPT-v2 / TinyGPT-V write it; the model swaps
 # the ``<ImageHere>`` token for the image's embeddings.
 IMAGE_PROMPT = "<Img><ImageHere></Img>"
+
+# The system text of MiniGPT-4's demo conversation (CONV_VISION_Vicuna0), which TinyGPT-V's demo keeps.
+VICUNA0_SYSTEM = (
+    "Give the following image: <Img>ImageContent</Img>. "
+    "You will be able to see the image once I provide it to you. Please answer my questions."
+)
 
 
 def with_image(text: str) -> str:
@@ -39,8 +56,11 @@ class ConversationTemplate:
     ends with the tokenizer's EOS; ``sep`` separates turns in multi-turn prompts. The prompt ends
     without its trailing space and the answer carries it instead, so a byte-level BPE tokenizer
     sees answer words as it saw them in running text (" red", not a lone space then "red"); the
-    text is the same as the original templates'. ``stop_strings`` end generation (besides EOS): the
-    start of a new turn, or the end marker the original trained answers to end with.
+    text is the same as the original templates'. ``stop_strings`` end generation (besides EOS and
+    the model's end marker): the start of a new turn, or the end marker the original trained answers
+    to end with. ``system`` comes before the first turn. ``history_end`` is what follows an earlier
+    answer inside a prompt where the original conversation writes something else there than the end
+    marker answers are trained with (None: the end marker).
     """
 
     name: str
@@ -48,12 +68,15 @@ class ConversationTemplate:
     sep: str = ""
     stop_strings: Tuple[str, ...] = ()
     answer_prefix: str = " "
+    system: str = ""
+    history_end: Optional[str] = None
 
     def wrap(self, instruction: str) -> str:
         return self.user.format(instruction)
 
     def render(self, instructions: Sequence[str], answers: Sequence[str] = (), eos: str = "") -> str:
-        """A conversation as one string: each turn wrapped, each given answer followed by ``eos``.
+        """A conversation as one string: each turn wrapped, each given answer followed by ``eos``
+        (or the template's ``history_end``).
 
         With one answer fewer than instructions the text ends where the model's next answer starts.
         For reading and logging: the model tokenises the same pieces one by one (``build_inputs``).
@@ -62,11 +85,11 @@ class ConversationTemplate:
             raise ValueError(
                 f"{len(instructions)} instructions need as many answers or one fewer, got {len(answers)}"
             )
-        out = []
+        out = [self.system]
         for t, instruction in enumerate(instructions):
             out.append((self.sep if t else "") + self.wrap(instruction))
             if t < len(answers):
-                out.append(self.answer_prefix + answers[t] + eos)
+                out.append(self.answer_prefix + answers[t] + (eos if self.history_end is None else self.history_end))
         return "".join(out)
 
     def cut_at_stop(self, text: str, stop_strings: Optional[Sequence[str]] = None) -> str:
@@ -92,6 +115,25 @@ TEMPLATES: Dict[str, ConversationTemplate] = {
     # Phi-2's QA format (TinyGPT-V's released stage-4 eval config wrote '/n' for the newline)
     "phi2_instruct": ConversationTemplate(
         "phi2_instruct", "Instruct: {}\nOutput:", sep="\n", stop_strings=("Instruct:",)
+    ),
+    # MiniGPT-4's CONV_VISION_Vicuna0 (its demo, TinyGPT-V's stage 1-3 demo): system + '###', then
+    # 'Human: <question>###Assistant: ' with the trailing space; an answer ends with '###'
+    "vicuna0_chat": ConversationTemplate(
+        "vicuna0_chat",
+        "Human: {}###Assistant: ",
+        stop_strings=("###",),
+        answer_prefix="",
+        system=VICUNA0_SYSTEM + "###",
+    ),
+    # TinyGPT-V's eval scripts (its CONV_VISION_minigptv2): vicuna0_chat without the system text,
+    # '###Human: <question>###Assistant: '
+    "tinygptv_eval_chat": ConversationTemplate(
+        "tinygptv_eval_chat", "Human: {}###Assistant: ", stop_strings=("###",), answer_prefix="", system="###"
+    ),
+    # MiniGPT-v2's demo_v2.py / eval scripts (TinyGPT-V's stage-4 demo_v2.py): '<s>[INST] <question> [/INST]',
+    # '<s>' as text; an earlier answer is followed directly by the next turn
+    "minigptv2_chat": ConversationTemplate(
+        "minigptv2_chat", "<s>[INST] {} [/INST]", answer_prefix="", history_end=""
     ),
     # no wrapping: the instruction is the prompt
     "plain": ConversationTemplate("plain", "{}", sep=" "),

@@ -28,8 +28,12 @@ IMAGE_TOKENS = list(IMAGE_SPECIAL_TOKENS)
 _NORM_TYPES = (nn.LayerNorm,)
 
 
-def load_tokenizer(path: Optional[str] = None):
-    """The tokenizer at ``path`` (a local HF directory), or the small BPE one shipped with the package."""
+def load_tokenizer(path: Optional[str] = None, add_image_tokens: bool = True):
+    """The tokenizer at ``path`` (a local HF directory), or the small BPE one shipped with the package.
+
+    ``add_image_tokens`` adds ``<Img>``, ``</Img>`` and ``<ImageHere>`` where the vocabulary lacks
+    them (``model.image_markers: special_tokens``); without it the tokenizer is left as it is.
+    """
     from transformers import AutoTokenizer
 
     path = path or SHIPPED_TOKENIZER
@@ -37,7 +41,7 @@ def load_tokenizer(path: Optional[str] = None):
         raise FileNotFoundError(f"tokenizer directory not found: {path}")
     tok = AutoTokenizer.from_pretrained(path)
     missing = [t for t in IMAGE_TOKENS if t not in tok.get_vocab()]
-    if missing:
+    if missing and add_image_tokens:
         tok.add_tokens(missing, special_tokens=False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
@@ -135,7 +139,8 @@ class HFCausalLM(nn.Module):
     ``trainable_norms`` unfreezes every norm (TinyGPT-V's recipe), keeping them in float32;
     ``trainable_norm_bias: false`` trains their weights only (as TinyGPT-V does). ``phi_variant: tinygptv`` turns a Phi model into TinyGPT-V's variant
     (:mod:`minigpt.models.parts.llms.tinygptv_phi`). ``low_resource`` loads ``pretrained`` in 8 bits on GPU
-    ``device_8bit`` (needs bitsandbytes and CUDA).
+    ``device_8bit`` (needs bitsandbytes and CUDA). ``add_image_tokens: false`` (set by the model for
+    ``image_markers: text``) leaves the tokenizer without added image-marker tokens.
 
     Built on the meta device (``load_model(..., device="meta")``) no weight file is read: an existing
     ``pretrained`` directory contributes only its ``config.json``, a missing one is replaced by the
@@ -162,6 +167,7 @@ class HFCausalLM(nn.Module):
         phi_variant: Optional[str] = None,
         low_resource: bool = False,
         device_8bit: int = 0,
+        add_image_tokens: bool = True,
         **_: object,
     ) -> None:
         super().__init__()
@@ -181,7 +187,7 @@ class HFCausalLM(nn.Module):
         if on_meta and tok_path and not os.path.isdir(tok_path):
             logger.info("meta build: tokenizer %s not found, using the shipped one (shapes only)", tok_path)
             tok_path = None
-        self.tokenizer = load_tokenizer(tok_path)
+        self.tokenizer = load_tokenizer(tok_path, add_image_tokens=add_image_tokens)
         dtype = getattr(torch, torch_dtype)
         # TinyGPT-V's per-head Q/K LayerNorm is transformers' own switch
         variant_kwargs: Dict[str, Any] = {"qk_layernorm": True} if phi_variant == "tinygptv" else {}
