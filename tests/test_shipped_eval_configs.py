@@ -34,7 +34,7 @@ from minigpt.common.registry import registry
 REPO = Path(__file__).resolve().parent.parent
 TOY = ["model.scale=toy", "model.ckpt=null"]
 CPU = ["run.device=cpu", "run.precision=fp32", "run.num_workers=0", "run.num_threads=1", "run.progress=false"]
-BENCHMARK_SCRIPTS = ("eval_vqa.py", "eval_ref.py", "eval_caption.py", "eval_scienceqa.py")
+BENCHMARK_SCRIPTS = ("eval_vqa.py", "eval_ref.py", "eval_caption.py", "eval_scienceqa.py", "eval_pope.py")
 
 
 def kinds_of(path: Path) -> List[str]:
