@@ -43,7 +43,8 @@ class RunnerEpoch(RunnerIter):
     sets it instead (streaming datasets need that). The datasets are still drawn by
     ``sample_ratio``, so each one is read exactly once per epoch when there is one dataset, or when
     the ratios are proportional to the datasets' sizes (in expectation). ``run.max_iters`` is
-    replaced by ``max_epoch * steps_per_epoch`` (the lr schedule spans that); a checkpoint is written
+    replaced by ``max_epoch * steps_per_epoch`` (the lr schedule spans that; ``run.iters_per_epoch``
+    by the derived epoch length, which ``linear_warmup_cosine_epoch_lr`` steps by); a checkpoint is written
     and an ``epoch_end`` row logged at the end of every epoch.
     """
 
@@ -69,6 +70,7 @@ class RunnerEpoch(RunnerIter):
         # while the user's composed config (saved with checkpoints) stays as written
         resolved = OmegaConf.create(OmegaConf.to_container(rc, resolve=True))
         resolved.max_iters = max_epoch * per_epoch
+        resolved.iters_per_epoch = per_epoch  # linear_warmup_cosine_epoch_lr's epochs are these epochs
         self.run_cfg = resolved
         logger.info("runner_epoch: %d epoch(s) of %d optimizer step(s) = %d steps",
                     max_epoch, per_epoch, max_epoch * per_epoch)

@@ -406,6 +406,29 @@ def test_min_lr_rule_names_both_sources(user_yaml):
     assert f"run.init_lr = 0.0001 (from {DEFAULT_RUN_PATH})" in message
 
 
+def test_the_epoch_cosine_lets_min_lr_exceed_init_lr_and_needs_iters_per_epoch(user_yaml):
+    # the originals' per-epoch cosine with TinyGPT-V stage 4's values: the stairs climb, as they did there
+    climbing = ["run.lr_sched=linear_warmup_cosine_epoch_lr", "run.init_lr=1e-5", "run.min_lr=8e-5"]
+    run = Config(user_yaml(MINIMAL), [*climbing, "run.iters_per_epoch=1000"]).run_cfg
+    assert run.min_lr > run.init_lr
+    message = config_error(user_yaml(MINIMAL), climbing)
+    assert f"run.iters_per_epoch = None (from {DEFAULT_RUN_PATH}) must be set" in message
+    assert "run.lr_sched = 'linear_warmup_cosine_epoch_lr' (from --options)" in message
+    # runner_epoch derives the epoch length itself
+    assert Config(user_yaml(MINIMAL), [*climbing, "run.runner=runner_epoch"]).run_cfg.iters_per_epoch is None
+    # every other schedule decays, so the rule stays for them
+    message = config_error(user_yaml(MINIMAL), ["run.lr_sched=constant_lr", "run.min_lr=0.5"])
+    assert "run.min_lr = 0.5 (from --options) must be <= run.init_lr" in message
+
+
+def test_warmup_restart_every_must_exceed_warmup_steps(user_yaml):
+    assert Config(user_yaml(MINIMAL), ["run.warmup_steps=10", "run.warmup_restart_every=50"]).run_cfg \
+        .warmup_restart_every == 50
+    message = config_error(user_yaml(MINIMAL), ["run.warmup_steps=10", "run.warmup_restart_every=10"])
+    assert "run.warmup_restart_every = 10 (from --options) must exceed run.warmup_steps = 10 (from --options)" in message
+    assert "run.warmup_restart_every" in config_error(user_yaml(MINIMAL), ["run.warmup_restart_every=0"])
+
+
 def test_sample_ratio_must_be_positive(user_yaml):
     path = user_yaml(f"model:\n  arch: {MODEL}\ndatasets:\n  {DATASET}:\n    sample_ratio: 0\n")
     message = config_error(path)
