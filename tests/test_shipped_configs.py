@@ -121,3 +121,24 @@ def test_each_released_mixture_is_shipped_with_its_ratios(name):
         f"{name}: a released dataset with a registered builder is missing from the config"
     )
     assert shipped == {n: float(r) for n, r in mixture.items() if n in shipped}
+
+
+# The released per-dataset batch sizes (samples per GPU), as the same released configs give them.
+RELEASED_BATCH_SIZES = {
+    "minigpt_v2_stage3.yaml": {
+        **{n: 6 for n in _V2_STAGE3},
+        "multitask_conversation": 2, "llava_conversation": 2, "unnatural_instruction": 1, "llava_detail": 4,
+        "llava_reason": 4, "flickr_grounded_caption": 2, "flickr_caption_to_phrase": 2, "flickr_object_to_phrase": 2,
+    },
+    "tinygptv_stage4.yaml": {
+        **{n: 3 for n in RELEASED_MIXTURES["tinygptv_stage4.yaml"]},
+        "multitask_conversation": 1, "llava_conversation": 1, "unnatural_instruction": 1, "llava_detail": 2,
+        "llava_reason": 2, "flickr_grounded_caption": 1, "flickr_caption_to_phrase": 1, "flickr_object_to_phrase": 1,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_BATCH_SIZES))
+def test_each_released_mixture_batches_each_dataset_at_its_released_size(name):
+    shipped = {n: b.batch_size for n, b in Config(STAGE_CONFIGS / name).datasets_cfg.items()}
+    assert shipped == {n: s for n, s in RELEASED_BATCH_SIZES[name].items() if n in shipped}

@@ -429,6 +429,20 @@ def test_warmup_restart_every_must_exceed_warmup_steps(user_yaml):
     assert "run.warmup_restart_every" in config_error(user_yaml(MINIMAL), ["run.warmup_restart_every=0"])
 
 
+def test_a_dataset_batch_size_must_be_a_positive_int(user_yaml):
+    dotted = f"datasets.{DATASET}.batch_size"
+    message = config_error(user_yaml(MINIMAL), [f"{dotted}=0"])
+    assert f"{dotted} = 0 (from --options) must be a positive int" in message
+    # every shipped dataset declares it, null by default (run.batch_size_train)
+    real = user_yaml("model: {arch: tinygptv, model_type: tiny}\ndatasets:\n  refcoco: {data_type: text, batch_size: 3}\n",
+                     "real.yaml")
+    assert Config(real).datasets_cfg.refcoco.batch_size == 3
+    assert Config(real, ["datasets.refcoco.batch_size=null"]).datasets_cfg.refcoco.batch_size is None
+    for bad in ("two", "true", "1.5", "-1"):
+        message = config_error(real, [f"datasets.refcoco.batch_size={bad}"])
+        assert "datasets.refcoco.batch_size = " in message and "(from --options) must be a positive int" in message
+
+
 def test_sample_ratio_must_be_positive(user_yaml):
     path = user_yaml(f"model:\n  arch: {MODEL}\ndatasets:\n  {DATASET}:\n    sample_ratio: 0\n")
     message = config_error(path)

@@ -3,7 +3,7 @@
 Each key's type, choices and range are the run schema's (:mod:`.run_schema`); what is here relates
 keys to each other or to the registry: ``run.task``/``runner``/``lr_sched`` name registered
 components, the lr schedule's own rules (``min_lr <= init_lr`` where it decays, defined by the
-schedule), every dataset's ``sample_ratio > 0``, and the feature cache's
+schedule), every dataset's ``sample_ratio > 0`` and ``batch_size`` (null or a positive int), and the feature cache's
 needs from the model and the datasets, and every dataset's image processors resizing to the vision encoder's
 ``image_size``. They run on the resolved config, after composition, so every
 message can show each value with the file it came from (``run.min_lr = 0.5 (from --options)``).
@@ -74,6 +74,12 @@ class RuleChecker:
                 raise ConfigError(
                     f"{self._shown(f'datasets.{name}.sample_ratio', ratio)} must be > 0 "
                     "(it weighs how often the mixer draws from this dataset)"
+                )
+            size = block.get("batch_size")
+            if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+                raise ConfigError(
+                    f"{self._shown(f'datasets.{name}.batch_size', size)} must be a positive int: the training "
+                    "samples per process in one of this dataset's micro-batches (null: run.batch_size_train)"
                 )
         self.check_image_sizes(config)
         self.check_vision_cache(config)
