@@ -644,3 +644,35 @@ def test_a_preset_without_a_model_block_names_the_preset_file(user_yaml, tmp_pat
     monkeypatch.setitem(FakeModel.PRETRAINED_MODEL_CONFIG_DICT, "broken", str(broken))
     message = config_error(user_yaml(f"model:\n  arch: {MODEL}\n  model_type: broken\n"))
     assert f"defaults file {broken} has no 'model:' mapping" in message
+
+
+# -- a processor block naming another processor ---------------------------------------------------
+
+STAGE1 = Path(__file__).resolve().parents[2] / "train_configs" / "tinygptv_stage1.yaml"
+
+
+def test_an_option_naming_another_processor_replaces_the_default_block():
+    # image_train's min_scale/max_scale would be refused by image_eval: the block is image_eval's own
+    cfg = Config(STAGE1, ["datasets.laion.vis_processor.train.name=image_eval"])
+    block = OmegaConf.to_container(cfg.datasets_cfg.laion.vis_processor.train)
+    assert block == {"name": "image_eval", "image_size": 224, "mean": None, "std": None}
+    assert cfg.source_of("datasets.laion.vis_processor.train.name") == "--options"
+    processor = registry.get_class("processor", "image_eval").from_config(block)
+    assert processor.image_size == 224
+    # the other dataset and the eval block keep their defaults
+    assert cfg.datasets_cfg.cc_sbu.vis_processor.train.name == "image_train"
+    assert cfg.datasets_cfg.cc_sbu.vis_processor.train.min_scale == 0.5
+
+
+def test_a_yaml_block_naming_another_processor_replaces_the_default_block(tmp_path):
+    path = tmp_path / "plain_resize.yaml"
+    path.write_text(STAGE1.read_text().replace(
+        "  cc_sbu:\n", "  cc_sbu:\n    vis_processor: {train: {name: image_eval, image_size: 224}}\n"))
+    block = Config(path).datasets_cfg.cc_sbu.vis_processor.train
+    assert block.name == "image_eval" and "min_scale" not in block and block.image_size == 224
+
+
+def test_a_key_the_new_processor_does_not_take_is_an_unknown_key():
+    message = config_error(str(STAGE1), ["datasets.laion.vis_processor.train.name=image_eval",
+                                         "datasets.laion.vis_processor.train.min_scale=0.5"])
+    assert "'datasets.laion.vis_processor.train.min_scale' is not a key of the composed config" in message
