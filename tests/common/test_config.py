@@ -676,3 +676,12 @@ def test_a_key_the_new_processor_does_not_take_is_an_unknown_key():
     message = config_error(str(STAGE1), ["datasets.laion.vis_processor.train.name=image_eval",
                                          "datasets.laion.vis_processor.train.min_scale=0.5"])
     assert "'datasets.laion.vis_processor.train.min_scale' is not a key of the composed config" in message
+
+
+def test_blip_caption_text_is_two_options_of_caption_text():
+    cfg = Config(STAGE1, ["datasets.laion.text_processor.train.lowercase=true",
+                          "datasets.laion.text_processor.train.drop_punctuation=true"])
+    block = cfg.datasets_cfg.laion.text_processor.train
+    proc = registry.get_class("processor", block.name).from_config(block)
+    assert proc('A Dog (Brown): "Running"!') == "a dog brown running"
+    assert cfg.datasets_cfg.cc_sbu.text_processor.train.drop_punctuation is False
