@@ -171,6 +171,11 @@ def test_the_documented_switches_compose_with_their_stages():
         "datasets.laion.vis_processor.train.name=image_eval", "datasets.laion.text_processor.train.lowercase=true",
         "datasets.laion.text_processor.train.drop_punctuation=true"]).datasets_cfg.laion
     assert data.vis_processor.train.name == "image_eval" and data.vis_processor.train.image_size == 224
+    # stage 1's caption without prompt or template, ended by '\n' (the <Img> tags stay)
+    cfg = Config(STAGE_CONFIGS / "minigpt4_stage1.yaml", ["model.template=plain", 'model.answer_end="\\n"',
+                                                          "datasets.laion.prompt_file=null",
+                                                          "datasets.cc_sbu.prompt_file=null"])
+    assert cfg.model_cfg.answer_end == "\n" and cfg.datasets_cfg.cc_sbu.prompt_file is None
     # one batch size for every dataset again
     assert Config(STAGE_CONFIGS / "tinygptv_stage4.yaml", ["datasets.refvg.batch_size=null"]).datasets_cfg \
         .refvg.batch_size is None
