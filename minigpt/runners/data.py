@@ -297,8 +297,13 @@ def build_train_loader(
     run_cfg,
     attach: Optional[Callable[[str, Dataset], Dataset]] = None,
     length_of: Optional[LengthFn] = None,
+    batch_sizes: Optional[Mapping[str, int]] = None,
 ) -> MixedLoader:
     """The training stream of a run: one :class:`InfiniteLoader` per (dataset, train split), mixed by ratio.
+
+    Each dataset batches at ``batch_sizes[name]`` where given (``datasets.<name>.batch_size``),
+    else at ``run.batch_size_train``: a step's micro-batch holds that many samples of the one
+    dataset the mixer drew.
 
     ``attach(name, dataset)`` may return a dataset reading its images another way (the vision
     feature cache's :meth:`~minigpt.runners.vision_cache.VisionFeatureCache.attach`). With
@@ -324,7 +329,7 @@ def build_train_loader(
                     dataset = attach(key, dataset)
                 loaders[key] = InfiniteLoader(
                     dataset,
-                    batch_size=int(run_cfg.batch_size_train),
+                    batch_size=int((batch_sizes or {}).get(name) or run_cfg.batch_size_train),
                     num_workers=int(run_cfg.num_workers),
                     seed=int(run_cfg.seed) + 7919 * len(loaders),
                     name=key,
