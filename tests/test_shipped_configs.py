@@ -146,6 +146,14 @@ def test_each_released_mixture_batches_each_dataset_at_its_released_size(name):
 
 
 # The switches docs/recipes.md gives to restore an original's behaviour, each with its stage config.
+# docs/recipes.md: MiniGPT-4 / TinyGPT-V stages 1-2 as the originals lay a sample out
+STAGE1_ORIGINAL_LAYOUT = [
+    "model.template=bare", "model.image_tags=false", "model.image_markers=text", "model.bos=first_segment",
+    'model.answer_end="\\n"', "model.max_txt_len_counts=answer", "datasets.laion.prompt_file=null",
+    "datasets.cc_sbu.prompt_file=null",
+]
+
+
 def test_the_documented_switches_compose_with_their_stages():
     from minigpt.common.optims import ConstantLRScheduler, LinearWarmupCosineEpochLRScheduler
     from minigpt.common.registry import registry
@@ -171,11 +179,11 @@ def test_the_documented_switches_compose_with_their_stages():
         "datasets.laion.vis_processor.train.name=image_eval", "datasets.laion.text_processor.train.lowercase=true",
         "datasets.laion.text_processor.train.drop_punctuation=true"]).datasets_cfg.laion
     assert data.vis_processor.train.name == "image_eval" and data.vis_processor.train.image_size == 224
-    # stage 1's caption without prompt or template, ended by '\n' (the <Img> tags stay)
-    cfg = Config(STAGE_CONFIGS / "minigpt4_stage1.yaml", ["model.template=plain", 'model.answer_end="\\n"',
-                                                          "datasets.laion.prompt_file=null",
-                                                          "datasets.cc_sbu.prompt_file=null"])
+    # stage 1's '[image] caption': no prompt, template, or <Img> tags, ended by '\n' (tests/test_shipped_twins.py
+    # lays a sample out with it)
+    cfg = Config(STAGE_CONFIGS / "minigpt4_stage1.yaml", STAGE1_ORIGINAL_LAYOUT)
     assert cfg.model_cfg.answer_end == "\n" and cfg.datasets_cfg.cc_sbu.prompt_file is None
+    assert cfg.model_cfg.image_tags is False and cfg.model_cfg.template == "bare"
     # one batch size for every dataset again
     assert Config(STAGE_CONFIGS / "tinygptv_stage4.yaml", ["datasets.refvg.batch_size=null"]).datasets_cfg \
         .refvg.batch_size is None
