@@ -323,3 +323,20 @@ def test_four_bit_llm_is_a_clear_error_without_cuda_or_bitsandbytes(tmp_path):
         HFCausalLM(pretrained=str(tmp_path), tokenizer=SHIPPED_TOKENIZER, low_resource=True, low_resource_bits=4)
     with pytest.raises(ValueError, match="low_resource_bits must be 8 or 4"):
         HFCausalLM(pretrained=str(tmp_path), tokenizer=SHIPPED_TOKENIZER, low_resource=True, low_resource_bits=2)
+
+
+def test_four_bit_option_asks_transformers_for_nf4_weights(monkeypatch):
+    """Where CUDA and bitsandbytes exist, ``low_resource_bits: 4`` asks for NF4 weights on ``device_8bit``
+    (the load itself needs a GPU: not run here)."""
+    from minigpt.models.parts.llms import hf_causal_lm
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else real_find_spec(name, *a)
+    )
+    kwargs = hf_causal_lm._low_resource_kwargs(1, 4)
+    quant = kwargs["quantization_config"]
+    assert quant.load_in_4bit and not quant.load_in_8bit and quant.bnb_4bit_quant_type == "nf4"
+    assert kwargs["device_map"] == {"": 1}
+    assert hf_causal_lm._low_resource_kwargs(0, 8)["quantization_config"].load_in_8bit
