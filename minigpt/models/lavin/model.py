@@ -45,6 +45,8 @@ class LaVIN(MultimodalLLM):
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = presets("lavin", "tiny", "llama7b", "phi2")
+    # the demo answers a question asked without an image (routed by the text-only modality row)
+    ANSWERS_TEXT_ONLY = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
