@@ -100,7 +100,7 @@ class LaVIN(MultimodalLLM):
     def route_by_modality(self, has_media: torch.Tensor) -> None:
         """Run the modality tokens ``[B, 1, d]`` through the LLM alone; each ``mma`` adapter keeps its routing."""
         states = self.modality_embedding(self.modality_ids(has_media))[:, None, :]
-        states = states.to(self.llm.embed_tokens(has_media.new_zeros(1, dtype=torch.long)).dtype)
+        states = states.to(self.llm.causal_lm.get_input_embeddings().weight.dtype)  # as the token embeddings
         b = states.shape[0]
         ones = torch.ones(b, 1, dtype=torch.long, device=states.device)
         for adapter in self.routed_adapters:
