@@ -41,6 +41,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "minigpt4": "minigpt.models.families:MiniGPT4",
         "minigpt_v2": "minigpt.models.families:MiniGPTv2",
         "vision_pretrain": "minigpt.models.vision_pretrain:VisionPretrain",
+        "lavin": "minigpt.models.lavin.model:LaVIN",
     },
     "processor": {
         "image_train": "minigpt.processors.image:ImageTrainProcessor",
@@ -102,6 +103,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "tiny_vit": "minigpt.models.parts.vision_encoders.tiny_vit:TinyViTEncoder",
         "eva_vit_g": "minigpt.models.parts.vision_encoders.eva_vit:EVAViTEncoder",
         "clip_vit": "minigpt.models.parts.vision_encoders.clip_vit:CLIPViTEncoder",
+        "clip_vit_cls": "minigpt.models.parts.vision_encoders.clip_vit:CLIPViTCLSStates",
         "precomputed": "minigpt.models.parts.vision_encoders.precomputed:PrecomputedFeatures",
     },
     "projector": {
@@ -115,6 +117,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
     },
     "adapter": {
         "bottleneck": "minigpt.models.composition.adapters:BottleneckAdapter",
+        "mma": "minigpt.models.lavin.mma:MMAdapter",
     },
     "head": {},
 }

@@ -201,6 +201,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         max_new_tokens_limit=MAX_NEW_TOKENS_LIMIT,
         num_beams=num_beams,
         precision=str(cfg.run_cfg.precision),
+        # a model made for text-only and image questions alike answers a question without an image
+        text_only=bool(getattr(model, "ANSWERS_TEXT_ONLY", False)),
     )
     examples_dir = tempfile.mkdtemp(prefix="minigpt-demo-examples-")
     atexit.register(shutil.rmtree, examples_dir, True)

@@ -82,6 +82,8 @@ class DemoChat:
     ``max_new_tokens`` and ``num_beams`` are the defaults, ``max_new_tokens_limit`` and ``max_beams`` bound
     what a visitor may ask for, ``limits`` bound uploads. Answers are streamed piece by piece with
     one beam; with several beams the whole answer arrives at once (beam search cannot stream).
+    ``text_only``: a question asked without an image is answered as a text-only question (a model
+    built for both, e.g. ``lavin``); otherwise the demo asks for an image first.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class DemoChat:
         max_temperature: float = 2.0,
         num_beams: int = 1,
         precision: str = "fp32",
+        text_only: bool = False,
     ) -> None:
         if not 1 <= max_new_tokens <= max_new_tokens_limit:
             raise ValueError(
@@ -109,6 +112,7 @@ class DemoChat:
         if not 1 <= num_beams <= max_beams:
             raise ValueError(f"num_beams={num_beams} must lie between 1 and max_beams={max_beams}")
         self.num_beams = int(num_beams)
+        self.text_only = bool(text_only)
         # built once: the processor is the preset's eval one, the same for every conversation
         self.vis_processor = Chat(model).vis_processor
         if self.vis_processor is None:
@@ -123,11 +127,16 @@ class DemoChat:
         """The conversation about the image at ``path``: ``conversation`` itself when it is the same
         image, else a new one (with a note saying so when turns are left behind).
 
-        Raises :class:`DemoInputError` for a missing or unusable image.
+        Raises :class:`DemoInputError` for a missing or unusable image. With ``text_only``, no image
+        is a text-only conversation (a new one when the last was about an image).
         """
         conversation = conversation or Conversation()
         if path is None:
-            raise DemoInputError("Upload an image first: the demo answers questions about an image.")
+            if not self.text_only:
+                raise DemoInputError("Upload an image first: the demo answers questions about an image.")
+            if conversation.image is None:
+                return conversation, ""
+            return Conversation(), "No image: started a new conversation without one."
         source = _source_of(str(path))
         if source is not None and source == conversation.source and conversation.image is not None:
             return conversation, ""
@@ -171,8 +180,9 @@ class DemoChat:
 
     def _chat(self, conversation: Conversation) -> Chat:
         """A ``Chat`` holding the conversation so far: the image, then each past turn as it went."""
-        chat = Chat(self.model, vis_processor=self.vis_processor, require_image=True)
-        chat.upload_image(conversation.image)
+        chat = Chat(self.model, vis_processor=self.vis_processor, require_image=not self.text_only)
+        if conversation.image is not None:
+            chat.upload_image(conversation.image)
         for question, answer in conversation.turns:
             chat.ask(question)
             chat.answers.append(answer)  # replayed, not regenerated: the answer the visitor saw
@@ -231,7 +241,7 @@ class DemoChat:
         seconds = time.perf_counter() - started
         conversation = dataclasses.replace(conversation, turns=[*conversation.turns, (prompt, text)])
         boxes = self.answer_boxes(prompt, text)
-        boxes_image = self.draw(conversation.image, boxes) if boxes else None
+        boxes_image = self.draw(conversation.image, boxes) if boxes and conversation.image is not None else None
         parts = [note] if note else []
         if boxes:
             parts.append(f"{len(boxes)} box{'es' if len(boxes) > 1 else ''} drawn.")

@@ -159,3 +159,26 @@ def test_small_images_are_enlarged_by_a_whole_factor_before_drawing():
     assert drawn.getpixel((10, 10)) == (255, 255, 255)
     big = Image.new("RGB", (800, 600))
     assert DemoChat.draw(big, [(None, [0, 0, 50, 50])]).size == (800, 600)
+
+
+def test_a_lavin_demo_answers_questions_with_and_without_an_image(scene):
+    """eval_configs/lavin_demo.yaml at toy width: LaVIN answers a question without an image (text-only
+    modality), then one about an image; leaving the image out again starts a new conversation."""
+    cfg = Config(
+        DEMO_CONFIG.parent / "lavin_demo.yaml",
+        ["model.scale=toy", "model.ckpt=null", "run.device=cpu", "run.precision=fp32", "run.num_threads=1"],
+    )
+    lavin = load_demo_model(cfg, torch.device("cpu"))
+    assert getattr(lavin, "ANSWERS_TEXT_ONLY", False)
+    chat = DemoChat(lavin, max_new_tokens=4, text_only=True)
+    final, _ = _final(chat.respond(None, None, "Which number is larger, 3 or 7?"))
+    assert not final.error and final.conversation.image is None and len(final.conversation.turns) == 1
+    path, _ = scene
+    with_image, _ = _final(chat.respond(final.conversation, path, "what shape is shown?"))
+    assert not with_image.error and with_image.conversation.image is not None
+    again, _ = _final(chat.respond(with_image.conversation, None, "and 2 or 5?"))
+    assert not again.error and again.conversation.image is None and len(again.conversation.turns) == 1
+    assert "started a new conversation" in again.status
+    # a model not built for it keeps asking for an image
+    refused, _ = _final(DemoChat(lavin, max_new_tokens=4).respond(None, None, "hello"))
+    assert refused.error and "Upload an image first" in refused.status

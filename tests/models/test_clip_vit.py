@@ -122,3 +122,27 @@ def test_meta_build_reads_the_directory_config_but_no_weights(tmp_path):
     with torch.device("meta"):
         enc = CLIPViTEncoder(pretrained=str(tmp_path))
     assert enc.out_dim == 32 and enc.num_tokens == 4
+
+
+def test_class_token_states_after_every_kth_block():
+    """``clip_vit_cls`` (LaVIN's visual input): the class token as each k-th block outputs it, before ln_post."""
+    from minigpt.models.parts.vision_encoders.clip_vit import CLIPViTCLSStates
+
+    assert registry.get_vision_encoder_class("clip_vit_cls") is CLIPViTCLSStates
+    cfg = {**TINY, "num_hidden_layers": 4}
+    enc = CLIPViTCLSStates.from_config(OmegaConf.create({"name": "clip_vit_cls", "config": cfg, "every": 2})).eval()
+    block_out = {}
+    layers = [m for n, m in enc.model.named_modules() if n.endswith("encoder.layers")][0]
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(lambda m, a, out, i=i: block_out.__setitem__(i, out[0] if isinstance(out, tuple) else out))
+    images = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        out = enc(images)
+    assert out.shape == (2, 2, 32) and enc.num_tokens == 2
+    torch.testing.assert_close(out[:, 0], block_out[1][:, 0])  # after block 2
+    torch.testing.assert_close(out[:, 1], block_out[3][:, 0])  # after block 4, the last
+    with pytest.raises(ValueError, match="every must be between 1 and the tower's 4 blocks"):
+        CLIPViTCLSStates(config=cfg, every=5)
+    with pytest.raises(ValueError, match="select_layer"):
+        CLIPViTCLSStates.from_config({"name": "clip_vit_cls", "config": cfg, "select_layer": -2})
+

@@ -45,3 +45,12 @@ def test_every_projector_maps_to_the_llm_width(name):
     proj = registry.get_projector_class(name)(in_dim=32, out_dim=48, out_norm=True)
     out = proj(torch.randn(2, 16, 32))
     assert out.shape == (2, proj.num_output_tokens(16), 48)
+
+
+def test_mlp_projector_takes_lavins_silu():
+    from minigpt.models.parts.projectors import MLPProjector
+
+    proj = MLPProjector(16, 8, hidden_dim=4, activation="silu")
+    assert isinstance(proj.net[1], torch.nn.SiLU) and proj(torch.randn(2, 3, 16)).shape == (2, 3, 8)
+    with pytest.raises(ValueError, match="projector.activation must be one of gelu, silu"):
+        MLPProjector(16, 8, activation="relu")

@@ -41,6 +41,15 @@ TOY_PART_WIDTHS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "vision_encoder": {
         # EVA ViT-g/14 (timm's Eva): 39 blocks of 1408 -> 2 of 32; image and patch size kept
         "eva_vit_g": {"width": 32, "depth": 2, "num_heads": 4, "mlp_dim": 48, "pretrained": None},
+        # CLIP ViT-L/14: 24 blocks of 1024 -> 8 of 32 (LaVIN's every-4th class-token states: 6 -> 2 tokens)
+        "clip_vit": {
+            "pretrained": None,
+            "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 8, "num_attention_heads": 2},
+        },
+        "clip_vit_cls": {
+            "pretrained": None,
+            "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 8, "num_attention_heads": 2},
+        },
     },
     "projector": {
         # BLIP-2's Q-Former: 12 BERT-base layers of 768 -> 2 of 16 (cross-attention every 2nd, as BLIP-2)

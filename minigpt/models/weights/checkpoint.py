@@ -49,11 +49,12 @@ def save_trained(
     model: torch.nn.Module,
     directory: str,
     metadata: Dict[str, str] | None = None,
-    only_prefix: str | None = None,
+    only_prefix: str | Tuple[str, ...] | None = None,
 ) -> str:
     """Write the trained parameters to ``directory/trained.safetensors`` (via a temp file + rename).
 
-    ``only_prefix`` keeps the names starting with it (e.g. ``adapters.``: one part saved alone).
+    ``only_prefix`` keeps the names starting with it, or with one of a tuple of them (e.g. ``adapters.``:
+    one part saved alone).
     """
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, TRAINED_FILE)

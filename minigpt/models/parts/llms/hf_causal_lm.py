@@ -79,23 +79,31 @@ def init_grid_embeddings(model: nn.Module, tokenizer, n: int = 101) -> int:
     return n
 
 
-def _eight_bit_kwargs(device_8bit: int) -> Dict[str, Any]:
-    """``from_pretrained`` arguments for 8-bit weights on GPU ``device_8bit``; a clear error where impossible."""
+LOW_RESOURCE_BITS = (8, 4)
+
+
+def _low_resource_kwargs(device_8bit: int, bits: int = 8) -> Dict[str, Any]:
+    """``from_pretrained`` arguments for 8- or 4-bit weights on GPU ``device_8bit``; a clear error where impossible."""
     import importlib.util
 
+    if bits not in LOW_RESOURCE_BITS:
+        raise ValueError(f"llm.low_resource_bits must be 8 or 4, got {bits!r}")
     problems = []
     if importlib.util.find_spec("bitsandbytes") is None:
         problems.append("bitsandbytes is not installed")
     if not torch.cuda.is_available():
         problems.append("no CUDA GPU is available")
     if problems:
-        raise RuntimeError(f"llm.low_resource: 8-bit loading is impossible here: {'; '.join(problems)}")
+        raise RuntimeError(
+            f"llm.low_resource (low_resource_bits={bits}): {bits}-bit loading is impossible here: {'; '.join(problems)}"
+        )
     from transformers import BitsAndBytesConfig
 
-    return {
-        "quantization_config": BitsAndBytesConfig(load_in_8bit=True),
-        "device_map": {"": int(device_8bit)},
-    }
+    if bits == 4:
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float16)
+    else:
+        quant = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": quant, "device_map": {"": int(device_8bit)}}
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -138,8 +146,8 @@ class HFCausalLM(nn.Module):
     the fused ``query_key_value``; see :func:`share_qkv_lora_a`). ``freeze`` freezes the base weights and
     ``trainable_norms`` unfreezes every norm (TinyGPT-V's recipe), keeping them in float32;
     ``trainable_norm_bias: false`` trains their weights only (as TinyGPT-V does). ``phi_variant: tinygptv`` turns a Phi model into TinyGPT-V's variant
-    (:mod:`minigpt.models.parts.llms.tinygptv_phi`). ``low_resource`` loads ``pretrained`` in 8 bits on GPU
-    ``device_8bit`` (needs bitsandbytes and CUDA). ``add_image_tokens: false`` (set by the model for
+    (:mod:`minigpt.models.parts.llms.tinygptv_phi`). ``low_resource`` loads ``pretrained`` in
+    ``low_resource_bits`` (8, or 4: NF4) bits on GPU ``device_8bit`` (needs bitsandbytes and CUDA). ``add_image_tokens: false`` (set by the model for
     ``image_markers: text``) leaves the tokenizer without added image-marker tokens.
 
     Built on the meta device (``load_model(..., device="meta")``) no weight file is read: an existing
@@ -167,6 +175,7 @@ class HFCausalLM(nn.Module):
         phi_variant: Optional[str] = None,
         low_resource: bool = False,
         device_8bit: int = 0,
+        low_resource_bits: int = 8,
         add_image_tokens: bool = True,
         **_: object,
     ) -> None:
@@ -194,11 +203,14 @@ class HFCausalLM(nn.Module):
         if have_dir and not on_meta:
             load_kwargs: Dict[str, Any] = dict(dtype=dtype, attn_implementation=attn_implementation)
             if low_resource:
-                load_kwargs.update(_eight_bit_kwargs(device_8bit))
+                load_kwargs.update(_low_resource_kwargs(device_8bit, int(low_resource_bits)))
             model = AutoModelForCausalLM.from_pretrained(pretrained, **load_kwargs, **variant_kwargs)
         else:
             if low_resource and not on_meta:
-                raise ValueError("llm.low_resource: 8-bit loading needs real weights in `pretrained`")
+                _low_resource_kwargs(device_8bit, int(low_resource_bits))  # no GPU or bitsandbytes: say so first
+                raise ValueError(
+                    f"llm.low_resource: {low_resource_bits}-bit loading needs real weights in `pretrained`"
+                )
             if have_dir:  # on meta: the directory's shapes, none of its weights
                 hf_cfg = AutoConfig.from_pretrained(pretrained, **variant_kwargs)
             else:

@@ -141,3 +141,44 @@ class CLIPViTEncoder(nn.Module):
             out = self._run(self.model, x, output_hidden_states=True)
         feats = out.hidden_states[self.select_layer]
         return feats[:, 1:] if self.drop_cls else feats
+
+
+class CLIPViTCLSStates(CLIPViTEncoder):
+    """CLIP vision tower returning the class token's state after every ``every``-th block. YAML name ``clip_vit_cls``.
+
+    LaVIN's visual input: for ViT-L/14 (24 blocks) and ``every: 4``, the states after blocks 4, 8,
+    ..., 24, taken from the residual stream before the tower's final LayerNorm: 6 tokens
+    ``[B, 6, 1024]``. Keys as ``clip_vit`` but ``every`` in place of ``select_layer`` / ``drop_cls``.
+    """
+
+    CONFIG_KEYS = ("pretrained", "config", "image_size", "every", "precision", "freeze")
+
+    def __init__(
+        self,
+        pretrained: Optional[str] = None,
+        config: Optional[Dict[str, Any]] = None,
+        image_size: Optional[int] = None,
+        every: int = 4,
+        precision: str = "fp32",
+        freeze: bool = False,
+    ) -> None:
+        super().__init__(pretrained, config, image_size, -1, False, precision, freeze)
+        n_blocks = self.model.config.num_hidden_layers
+        if not 1 <= int(every) <= n_blocks:
+            raise ValueError(f"clip_vit_cls: every must be between 1 and the tower's {n_blocks} blocks, got {every}")
+        self.every = int(every)
+        self.num_tokens = n_blocks // self.every
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "CLIPViTCLSStates":
+        """Build from a ``vision_encoder:`` YAML block; an unknown key is an error naming it."""
+        return cls(**strict_part_kwargs(cfg, cls.CONFIG_KEYS, "clip_vit_cls"))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> ``[B, blocks // every, hidden]``: the class token after every ``every``-th block."""
+        x = images.float()
+        with self._run.autocast(x.device):
+            out = self._run(self.model, x, output_hidden_states=True)
+        # hidden_states[k] is the residual stream after block k (hidden_states[0]: the embeddings)
+        states = out.hidden_states[self.every :: self.every]
+        return torch.stack([h[:, 0] for h in states], dim=1)
