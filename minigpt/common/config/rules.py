@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from minigpt.common.config.errors import ConfigError, is_number, shown, type_name
 from minigpt.common.config.run_schema import check_run, registered_keys
+from minigpt.common.config.sections import DEFAULT_RUN_PATH
+from minigpt.common.optims import BLR_BATCH
 from minigpt.common.registry import RegistryError, registry
 
 # image processors whose output differs each epoch, which run.vision_feature_cache refuses
@@ -65,7 +67,8 @@ class RuleChecker:
     def check_rules(self, config: DictConfig) -> None:
         """The rules that relate keys to each other (run after :meth:`check_run_schema`)."""
         run = config.run
-        if run.min_lr > run.init_lr:
+        self.check_lr_rule(run)
+        if run.lr_rule == "absolute" and run.min_lr > run.init_lr:
             raise ConfigError(
                 f"{self._shown('run.min_lr', run.min_lr)} must be <= {self._shown('run.init_lr', run.init_lr)}: "
                 "the schedule decays from init_lr down to min_lr"
@@ -79,6 +82,34 @@ class RuleChecker:
                 )
         self.check_image_sizes(config)
         self.check_vision_cache(config)
+
+    def check_lr_rule(self, run: DictConfig) -> None:
+        """``run.lr_rule: blr_per_256`` needs ``run.blr`` and derives ``init_lr``; ``absolute`` takes no ``blr``.
+
+        Under the rule the peak lr is at least ``blr x batch_size_train x accum_grad_iters / 256`` (one
+        process), which ``min_lr`` may not exceed.
+        """
+        rule = self._shown("run.lr_rule", run.lr_rule)
+        if run.lr_rule == "absolute":
+            if run.blr is not None:
+                raise ConfigError(
+                    f"{self._shown('run.blr', run.blr)} is set but {rule} ignores it: set run.lr_rule=blr_per_256 "
+                    "to derive the lr from it, or remove run.blr"
+                )
+            return
+        if run.blr is None:
+            raise ConfigError(f"{rule} derives the lr from run.blr, which is not set: set run.blr (e.g. 9.0e-3)")
+        if self._source_of("run.init_lr") != str(DEFAULT_RUN_PATH):
+            raise ConfigError(
+                f"{self._shown('run.init_lr', run.init_lr)} and {self._shown('run.blr', run.blr)} are both set but "
+                f"{rule} derives init_lr from blr: remove run.init_lr, or set run.lr_rule=absolute and remove run.blr"
+            )
+        lowest = float(run.blr) * int(run.batch_size_train) * int(run.accum_grad_iters) / BLR_BATCH
+        if run.min_lr > lowest:
+            raise ConfigError(
+                f"{self._shown('run.min_lr', run.min_lr)} must be <= the peak lr, which {rule} makes at least "
+                f"{lowest:.3g} (run.blr x batch_size_train x accum_grad_iters / {BLR_BATCH}, one process)"
+            )
 
     def check_image_sizes(self, config: DictConfig) -> None:
         """Each dataset's image processors the run uses resize to ``model.vision_encoder.image_size``.
