@@ -39,6 +39,7 @@ class ScienceQABuilder(BaseDatasetBuilder):
             captions_path=self.path(captions) if captions else None,
             output_format=str(self.config.output_format),
             image_only=bool(self.config.image_only),
+            image_path=str(info.image_path),
             task_tag=self.config.get("task_tag"),
             read_images=self.read_images,
         )

@@ -26,6 +26,7 @@ SCIENCEQA_PROMPT = "Question: {question}\nContext: {context}\nOptions: {options}
 ANSWER_SENTENCE = "The answer is {letter}."
 OUTPUT_FORMATS = ("ALE", "A")  # LaVIN's recipe trains ALE; A is the answer sentence alone
 TASK = "scienceqa"
+IMAGE_PATH = "{split}/{pid}/{image}"  # the release's layout under the image root; {image} is the problem's "image"
 
 
 def scienceqa_context(hint: Optional[str], caption: str = "") -> str:
@@ -86,7 +87,8 @@ class ScienceQADataset(BaseDataset):
     has_text, has_image, no_context}}``; the last is what the ScienceQA scorer reads. An image
     problem's instruction starts with the image placeholder; a text-only one (``"image": null``, or
     any problem when ``read_images`` is off) has ``"image": None`` and none. ``image_only`` keeps
-    only the problems with an image. A pid the split lists but ``problems.json`` lacks, or a problem
+    only the problems with an image. ``image_path`` places a problem's image under the image root
+    (default: the release's ``<split>/<pid>/<image>``). A pid the split lists but ``problems.json`` lacks, or a problem
     with a missing field, too few or too many choices or an answer outside them, is malformed:
     logged, counted and left out (training) or an error naming it (evaluation).
     """
@@ -105,6 +107,7 @@ class ScienceQADataset(BaseDataset):
         captions_path: Optional[str] = None,
         output_format: str = "ALE",
         image_only: bool = False,
+        image_path: str = IMAGE_PATH,
         task_tag: Optional[str] = None,
         read_images: bool = True,
     ) -> None:
@@ -112,6 +115,13 @@ class ScienceQADataset(BaseDataset):
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(f"dataset {name!r}: output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
         self.output_format = output_format
+        try:
+            image_path.format(split="train", pid="1", image="image.png")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"dataset {name!r}: image_path {image_path!r} may only use {{split}}, {{pid}} and {{image}} ({exc!r})"
+            ) from None
+        self.image_path_template = image_path
         self.problems_path = problems_path
         problems = load_json(problems_path, name)
         if not isinstance(problems, dict):
@@ -153,7 +163,7 @@ class ScienceQADataset(BaseDataset):
         context = scienceqa_context(problem.get("hint"), self.captions.get(pid, ""))
         return [{
             "key": pid,
-            "image": f"{self.split_name}/{pid}/{image}" if image else None,
+            "image": self.image_path_template.format(split=self.split_name, pid=pid, image=image) if image else None,
             "prompt": scienceqa_prompt(str(problem["question"]), context, [str(c) for c in choices]),
             "target": scienceqa_target(answer, str(problem.get("lecture") or ""), str(problem.get("solution") or ""),
                                        self.output_format),
