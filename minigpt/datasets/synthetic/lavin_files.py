@@ -164,8 +164,8 @@ def write_lavin_files(
     pid = 0
     for source in ("train", "test"):
         n = n_images[source]
-        for kind in ("image", "text"):
-            for index in range(n):
+        for index in range(n):  # image and text problems alternate, so any first part of a split mixes both
+            for kind in ("image", "text"):
                 out = "train" if source == "train" else ("val" if index % VAL_EVERY == VAL_EVERY - 1 else "test")
                 problem = image_problems[source][index] if kind == "image" else text_problem(seed, source, index)
                 problems[str(pid)] = {**problem, "split": out}
