@@ -120,9 +120,10 @@ _TEXT_KINDS: Tuple[Callable[[Any], Text], ...] = (_compare, _alphabet, _count_wo
 
 
 def text_problem(seed: int, split: str, index: int) -> Dict[str, Any]:
-    """Text-only problem ``index`` of ``split`` (``train`` or ``test``): its kind cycles, its content is seeded."""
+    """Text-only problem ``index`` of ``split`` (``train`` or ``test``): kind and content drawn from its own stream."""
     rng = stream_rng(seed, split, index, "scienceqa_text")
-    kind = _TEXT_KINDS[index % len(_TEXT_KINDS)]
+    # drawn, not cycled by index: a cycle of five would line up with VAL_EVERY and keep a kind out of `test`
+    kind = choice(rng, _TEXT_KINDS)
     question, hint, choices, right, lecture, solution, subject, grade = kind(rng)
     return {
         "question": question, "choices": choices, "answer": choices.index(right), "hint": hint, "image": None,
