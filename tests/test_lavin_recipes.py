@@ -7,6 +7,7 @@ lr rule and the evaluation are checked whichever model trains on them.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import List
@@ -44,13 +45,16 @@ def test_quickstart_stage_trains_and_scores_image_and_text_only_questions(arch, 
     from minigpt.runners.stage import run_stage
 
     options = [f"model.arch={_arch(arch)}", "model.model_type=tiny", "run.max_iters=3", "run.batch_size_train=4",
-               "run.warmup_steps=1", "run.test_splits=[test]", "run.batch_size_eval=8", *_cpu(tmp_path, data_root)]
+               "run.warmup_steps=1", "run.test_splits=[test]", "run.batch_size_eval=8", "run.log_freq=1",
+               *_cpu(tmp_path, data_root)]
     cfg = Config(STAGE_CONFIGS / "lavin_quickstart_stage1.yaml", options)
     with caplog.at_level(logging.INFO, logger="minigpt"):
         summary = run_stage(cfg)
     assert summary["steps"] == 3
     # LaVIN's rule: 8e-3 x (4 per step x 1 accumulated x 1 process) / 256
     assert "peak lr 0.000125 = run.blr 0.008 x effective batch 4 " in caplog.text
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["lr"] for r in rows if "lr" in r) == pytest.approx(1.25e-4)  # the schedule peaks at the derived lr
     metrics = summary["metrics"]
     sqa = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("synthetic_scienceqa/test/")}
     assert sqa["samples"] == 16  # 8 held-out images -> 8 test problems with an image, 8 text-only ones

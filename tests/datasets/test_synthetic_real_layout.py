@@ -121,7 +121,7 @@ def test_every_benchmark_reads_its_default_files(real_root: Path) -> None:
     test = list(iter_examples(N_TEST, SEED, "test"))
     n_questions = sum(len(ex.questions) for ex in test)
     expected = {"okvqa": n_questions, "gqa": n_questions, "vizwiz": N_TEST, "iconvqa": N_TEST, "vsr": N_TEST,
-                "hm": N_TEST, "scienceqa": N_TEST, "coco_caption": N_TEST}
+                "hm": N_TEST, "scienceqa": N_TEST, "scienceqa_img": N_TEST, "coco_caption": N_TEST}
     refs = sum(len(ex.scene.objects) for ex in test)
     expected.update({"refcoco": refs, "refcoco+": refs, "refcocog": refs, "pope": 2 * refs})  # POPE: each shape + as many absent
     real = {name: b for name, b in BENCHMARKS.items() if not name.startswith("synthetic_")}
