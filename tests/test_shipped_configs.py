@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+import torch
 from shared_helpers import EVAL_CONFIGS, STAGE_CONFIGS, shipped_params
 
 from minigpt.common.config import Config, ConfigError
@@ -121,3 +122,68 @@ def test_each_released_mixture_is_shipped_with_its_ratios(name):
         f"{name}: a released dataset with a registered builder is missing from the config"
     )
     assert shipped == {n: float(r) for n, r in mixture.items() if n in shipped}
+
+
+# The released per-dataset batch sizes (samples per GPU), as the same released configs give them.
+RELEASED_BATCH_SIZES = {
+    "minigpt_v2_stage3.yaml": {
+        **{n: 6 for n in _V2_STAGE3},
+        "multitask_conversation": 2, "llava_conversation": 2, "unnatural_instruction": 1, "llava_detail": 4,
+        "llava_reason": 4, "flickr_grounded_caption": 2, "flickr_caption_to_phrase": 2, "flickr_object_to_phrase": 2,
+    },
+    "tinygptv_stage4.yaml": {
+        **{n: 3 for n in RELEASED_MIXTURES["tinygptv_stage4.yaml"]},
+        "multitask_conversation": 1, "llava_conversation": 1, "unnatural_instruction": 1, "llava_detail": 2,
+        "llava_reason": 2, "flickr_grounded_caption": 1, "flickr_caption_to_phrase": 1, "flickr_object_to_phrase": 1,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_BATCH_SIZES))
+def test_each_released_mixture_batches_each_dataset_at_its_released_size(name):
+    shipped = {n: b.batch_size for n, b in Config(STAGE_CONFIGS / name).datasets_cfg.items()}
+    assert shipped == {n: s for n, s in RELEASED_BATCH_SIZES[name].items() if n in shipped}
+
+
+# The switches docs/recipes.md gives to restore an original's behaviour, each with its stage config.
+# docs/recipes.md: MiniGPT-4 / TinyGPT-V stages 1-2 as the originals lay a sample out
+STAGE1_ORIGINAL_LAYOUT = [
+    "model.template=bare", "model.image_tags=false", "model.image_markers=text", "model.bos=first_segment",
+    'model.answer_end="\\n"', "model.max_txt_len_counts=answer", "datasets.laion.prompt_file=null",
+    "datasets.cc_sbu.prompt_file=null",
+]
+
+
+def test_the_documented_switches_compose_with_their_stages():
+    from minigpt.common.optims import ConstantLRScheduler, LinearWarmupCosineEpochLRScheduler
+    from minigpt.common.registry import registry
+
+    def schedule(name, *options):
+        run = Config(STAGE_CONFIGS / name, list(options)).run_cfg
+        return registry.get_lr_scheduler_class(run.lr_sched).from_config(torch.optim.SGD([torch.zeros(1)], lr=1), run)
+
+    # MiniGPT-4 stage 1: one rate per epoch after the warm-up epoch
+    sched = schedule("minigpt4_stage1.yaml", "run.lr_sched=linear_warmup_cosine_epoch_lr")
+    assert isinstance(sched, LinearWarmupCosineEpochLRScheduler) and sched.max_epoch == 4
+    assert sched.lr_of(5000) == sched.lr_of(9999) == pytest.approx(9.7071e-5, rel=1e-4)
+    # TinyGPT-V stage 1's 17 launches
+    sched = schedule("tinygptv_stage1.yaml", "run.lr_sched=constant_lr", "run.warmup_restart_every=5000")
+    assert isinstance(sched, ConstantLRScheduler)
+    assert [sched.lr_of(s) for s in (80000, 81000, 84999)] == pytest.approx([1e-6, 1e-4, 1e-4])
+    # TinyGPT-V stage 4's and MiniGPT-v2 stage 3's earlier release: min_lr 8e-5, the stairs climb
+    for name in ("tinygptv_stage4.yaml", "minigpt_v2_stage3.yaml"):
+        sched = schedule(name, "run.lr_sched=linear_warmup_cosine_epoch_lr", "run.min_lr=8e-5")
+        assert sched.max_epoch == 50 and sched.lr_of(1000) < sched.lr_of(49000) < 8e-5
+    # plain resize and BLIP's caption text for a stage-1 dataset
+    data = Config(STAGE_CONFIGS / "tinygptv_stage1.yaml", [
+        "datasets.laion.vis_processor.train.name=image_eval", "datasets.laion.text_processor.train.lowercase=true",
+        "datasets.laion.text_processor.train.drop_punctuation=true"]).datasets_cfg.laion
+    assert data.vis_processor.train.name == "image_eval" and data.vis_processor.train.image_size == 224
+    # stage 1's '[image] caption': no prompt, template, or <Img> tags, ended by '\n' (tests/test_shipped_twins.py
+    # lays a sample out with it)
+    cfg = Config(STAGE_CONFIGS / "minigpt4_stage1.yaml", STAGE1_ORIGINAL_LAYOUT)
+    assert cfg.model_cfg.answer_end == "\n" and cfg.datasets_cfg.cc_sbu.prompt_file is None
+    assert cfg.model_cfg.image_tags is False and cfg.model_cfg.template == "bare"
+    # one batch size for every dataset again
+    assert Config(STAGE_CONFIGS / "tinygptv_stage4.yaml", ["datasets.refvg.batch_size=null"]).datasets_cfg \
+        .refvg.batch_size is None

@@ -17,7 +17,7 @@ from typing import List
 import pytest
 import torch
 from shared_helpers import STAGE_CONFIGS, shipped_params
-from test_shipped_configs import stage_files
+from test_shipped_configs import STAGE1_ORIGINAL_LAYOUT, stage_files
 
 from minigpt.common.config import Config
 from minigpt.common.registry import registry
@@ -85,3 +85,18 @@ def test_each_training_stage_trains_two_steps_at_toy_width(path, data_root, real
             assert sample["image"].shape[-2:] == (size, size), name
         out = task.train_step(model, collate_samples([sample]))
         assert torch.isfinite(out["loss"]), name
+
+
+@pytest.mark.parametrize("name", ["tinygptv_stage1.yaml", "minigpt4_stage1.yaml"])
+def test_stage_one_with_the_original_layout_feeds_image_then_caption(name, real_layout_root, tmp_path):
+    """docs/recipes.md's switch for stages 1-2: a LAION sample becomes BOS, the image alone, the caption and '\\n'."""
+    cfg = twin_config(STAGE_CONFIGS / name, twin_options(tmp_path, real_layout_root) + STAGE1_ORIGINAL_LAYOUT)
+    task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
+    model = task.build_model(cfg)
+    sample = next(iter(task.build_datasets(cfg)["laion"]["train"]))
+    batch = model.build_inputs([sample["instruction_input"]], [sample["answer"]], model.num_image_tokens())
+    tok, n = model.tokenizer, model.num_image_tokens()
+    caption = tok(sample["answer"] + "\n", add_special_tokens=False)["input_ids"]
+    ids = [None if m else int(i) for i, m in zip(batch["input_ids"][0], batch["media_mask"][0])]
+    assert ids[: 1 + n + len(caption)] == [tok.bos_token_id] + [None] * n + caption
+    assert int(batch["attention_mask"][0].sum()) == 1 + n + len(caption)

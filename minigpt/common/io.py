@@ -37,7 +37,7 @@ SKIP_KINDS: Dict[str, str] = {
     "missing_file": "the image, video or shard does not exist",
     "not_a_file": "a directory, device or pipe where a file was expected",
     "empty_file": "a zero-byte file",
-    "too_large": "more bytes than read_limits.max_image_bytes, or more pixels than read_limits.max_image_pixels",
+    "too_large": "over a read_limits cap: max_image_bytes / max_image_pixels, max_video_bytes / max_video_frame_pixels",
     "decode_error": "a corrupt or truncated image, video or JSON member",
     "bad_size": "an image side under read_limits.min_image_side, or a recorded width/height that is not positive",
     "bad_box": "a box that is inverted, empty, not numeric or outside its image",
@@ -125,6 +125,8 @@ class ReadLimits:
     max_image_pixels: Optional[int]
     min_image_side: int
     allow_outside_root: bool
+    max_video_bytes: Optional[int] = None
+    max_video_frame_pixels: Optional[int] = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> "ReadLimits":
@@ -134,6 +136,8 @@ class ReadLimits:
             max_image_pixels=_cap(cfg["max_image_pixels"]),
             min_image_side=int(cfg["min_image_side"] or 0),
             allow_outside_root=bool(cfg["allow_outside_root"]),
+            max_video_bytes=_cap(cfg["max_video_bytes"]),
+            max_video_frame_pixels=_cap(cfg["max_video_frame_pixels"]),
         )
 
 
@@ -182,33 +186,51 @@ def contained_path(root: Optional[str], rel_path: str, limits: ReadLimits, datas
     return resolve_path(root, text)
 
 
+def check_local_file(
+    path: str, max_bytes: Optional[int], what: str, dataset: str, sample_id: Optional[str] = None,
+    cap: str = "max_image_bytes",
+) -> None:
+    """Refuse a local ``path`` before it is opened: missing (:class:`MissingDataError`), a directory,
+    device or pipe (``/dev/zero``: ``not_a_file``), empty (``empty_file``) or over ``max_bytes``
+    (``too_large``, naming ``read_limits.<cap>``). A URI is not checked here.
+    """
+    if _is_uri(path):
+        return
+    where = _where(dataset, sample_id)
+
+    def error(message: str, kind: str) -> DatasetError:
+        return DatasetError(f"{where}: {what} {path} {message}", kind=kind, path=path, sample_id=sample_id)
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as exc:
+        raise MissingDataError(f"{where}: {what} not found: {path}", path=path, sample_id=sample_id) from exc
+    except OSError as exc:
+        raise error(f"cannot be read: {exc}", "unreadable") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise error("is a directory", "not_a_file")
+    if not stat.S_ISREG(st.st_mode):
+        raise error("is not a regular file (a device, pipe or socket)", "not_a_file")
+    if max_bytes and st.st_size > max_bytes:
+        raise error(f"holds {st.st_size} bytes, more than read_limits.{cap}={max_bytes}", "too_large")
+    if st.st_size == 0:
+        raise error("is empty (0 bytes)", "empty_file")
+
+
 def read_file_capped(
     path: str, max_bytes: Optional[int], what: str, dataset: str, sample_id: Optional[str] = None
 ) -> bytes:
     """The bytes of the regular file ``path``, at most ``max_bytes`` of them (``None``: no cap).
 
-    A local path is checked before it is opened: a directory, device or pipe (``/dev/zero``) is
-    ``not_a_file``, an empty file ``empty_file``, a larger one ``too_large``; the read itself stops
-    after ``max_bytes + 1`` bytes, so a file growing meanwhile (or a remote one) is never read whole.
+    A local path is checked first (:func:`check_local_file`); the read itself stops after
+    ``max_bytes + 1`` bytes, so a file growing meanwhile (or a remote one) is never read whole.
     """
     where = _where(dataset, sample_id)
 
     def error(message: str, kind: str) -> DatasetError:
         return DatasetError(f"{where}: {what} {path} {message}", kind=kind, path=path, sample_id=sample_id)
 
-    if not _is_uri(path):
-        try:
-            st = os.stat(path)
-        except FileNotFoundError as exc:
-            raise MissingDataError(f"{where}: {what} not found: {path}", path=path, sample_id=sample_id) from exc
-        except OSError as exc:
-            raise error(f"cannot be read: {exc}", "unreadable") from exc
-        if stat.S_ISDIR(st.st_mode):
-            raise error("is a directory", "not_a_file")
-        if not stat.S_ISREG(st.st_mode):
-            raise error("is not a regular file (a device, pipe or socket)", "not_a_file")
-        if max_bytes and st.st_size > max_bytes:
-            raise error(f"holds {st.st_size} bytes, more than read_limits.max_image_bytes={max_bytes}", "too_large")
+    check_local_file(path, max_bytes, what, dataset, sample_id)
     try:
         with path_manager.open(path, "rb") as f:
             data = f.read(max_bytes + 1) if max_bytes else f.read()

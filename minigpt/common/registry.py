@@ -98,6 +98,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
     },
     "lr_scheduler": {
         "linear_warmup_cosine_lr": "minigpt.common.optims:LinearWarmupCosineLRScheduler",
+        "linear_warmup_cosine_epoch_lr": "minigpt.common.optims:LinearWarmupCosineEpochLRScheduler",
         "linear_warmup_step_lr": "minigpt.common.optims:LinearWarmupStepLRScheduler",
         "constant_lr": "minigpt.common.optims:ConstantLRScheduler",
     },

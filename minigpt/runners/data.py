@@ -7,6 +7,13 @@ webdataset stream got. :class:`MixedLoader` draws the dataset of each batch with
 Their ``state_dict()`` goes into the checkpoint's training state, and ``load_state_dict()`` makes
 a resumed run draw the same batches the uninterrupted run would have.
 
+Randomness: each sample's random processing (random resized crops, random frames) is seeded by
+the run's seed, the dataset, the epoch and the sample's index (map-style, through
+:class:`EpochKeyed` keys) or stream position (webdataset), not by the worker process that reads it,
+and the loaders seed their workers from their own generators; so a run resumed with
+``num_workers > 0`` (whose workers start afresh) draws the same crops, and the main process's RNG is
+the same with or without workers.
+
 Sharding: a map-style dataset goes through a ``DistributedSampler`` (each rank a disjoint part of
 each epoch's permutation; DataLoader workers then share that rank's batches), a webdataset stream
 splits its shards across ranks (``wds.split_by_node``) and then workers.
@@ -21,14 +28,14 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from minigpt.common.dist_utils import get_rank, get_world_size, is_dist
 from minigpt.common.io import SKIP_KINDS
-from minigpt.datasets.datasets.base_dataset import SkipTracker
+from minigpt.datasets.datasets.base_dataset import SkippingDataset, SkipTracker
 from minigpt.runners.length_grouping import LengthFn, LengthGroupedBatchSampler, scan_lengths
 
 logger = logging.getLogger(__name__)
@@ -58,6 +65,25 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)
+
+
+class EpochKeyed(Sampler):
+    """``sampler``'s indices as ``(epoch, index)`` keys (lists of them for a batch sampler).
+
+    A :class:`~minigpt.datasets.datasets.skipping.SkippingDataset` seeds each sample's random
+    processing by that key, so a crop depends on the epoch and sample, not on the worker reading it.
+    """
+
+    def __init__(self, sampler: Union[ResumableSampler, LengthGroupedBatchSampler]) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = int(self.sampler.epoch)
+        for item in self.sampler:
+            yield [(epoch, int(i)) for i in item] if isinstance(item, list) else (epoch, int(item))
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class InfiniteLoader:
@@ -100,9 +126,13 @@ class InfiniteLoader:
         self.sampler: Optional[ResumableSampler] = None
         # run.group_by_length: batches of similar length and one modality (minigpt/runners/length_grouping.py)
         self.batch_sampler: Optional[LengthGroupedBatchSampler] = None
+        # the loader's own generator seeds its workers, so starting them leaves the process's RNG as it was
         kwargs: Dict[str, Any] = dict(
-            batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate, drop_last=True
+            batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate, drop_last=True,
+            generator=torch.Generator().manual_seed(int(seed)),
         )
+        # a skipping dataset takes (epoch, index) keys and seeds each sample's random processing by them
+        keyed = EpochKeyed if isinstance(self.dataset, SkippingDataset) else (lambda sampler: sampler)
         if self.num_workers > 0:
             kwargs["persistent_workers"] = True
         if self.streaming:
@@ -124,10 +154,10 @@ class InfiniteLoader:
                 )
                 for key in ("batch_size", "drop_last"):
                     kwargs.pop(key)
-                self.loader = DataLoader(self.dataset, batch_sampler=self.batch_sampler, **kwargs)
+                self.loader = DataLoader(self.dataset, batch_sampler=keyed(self.batch_sampler), **kwargs)
             else:
                 self.sampler = ResumableSampler(self.dataset, num_replicas=world, rank=rank, seed=seed)
-                self.loader = DataLoader(self.dataset, sampler=self.sampler, **kwargs)
+                self.loader = DataLoader(self.dataset, sampler=keyed(self.sampler), **kwargs)
         self._it: Optional[Iterator] = None
 
     # -- iteration ------------------------------------------------------------------------------
@@ -297,8 +327,13 @@ def build_train_loader(
     run_cfg,
     attach: Optional[Callable[[str, Dataset], Dataset]] = None,
     length_of: Optional[LengthFn] = None,
+    batch_sizes: Optional[Mapping[str, int]] = None,
 ) -> MixedLoader:
     """The training stream of a run: one :class:`InfiniteLoader` per (dataset, train split), mixed by ratio.
+
+    Each dataset batches at ``batch_sizes[name]`` where given (``datasets.<name>.batch_size``),
+    else at ``run.batch_size_train``: a step's micro-batch holds that many samples of the one
+    dataset the mixer drew.
 
     ``attach(name, dataset)`` may return a dataset reading its images another way (the vision
     feature cache's :meth:`~minigpt.runners.vision_cache.VisionFeatureCache.attach`). With
@@ -324,7 +359,7 @@ def build_train_loader(
                     dataset = attach(key, dataset)
                 loaders[key] = InfiniteLoader(
                     dataset,
-                    batch_size=int(run_cfg.batch_size_train),
+                    batch_size=int((batch_sizes or {}).get(name) or run_cfg.batch_size_train),
                     num_workers=int(run_cfg.num_workers),
                     seed=int(run_cfg.seed) + 7919 * len(loaders),
                     name=key,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict
+from typing import Dict, Mapping, Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -11,18 +11,19 @@ from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import dist_utils
 from minigpt.datasets.splits import iter_splits
-from minigpt.runners.runner_iter import RunnerIter
+from minigpt.runners.runner_iter import RunnerIter, dataset_batch_sizes
 
 logger = logging.getLogger(__name__)
 
 
-def batches_per_epoch(datasets: Dict[str, Dict[str, Dataset]], run_cfg, world_size: int) -> Dict[str, int]:
+def batches_per_epoch(datasets: Dict[str, Dict[str, Dataset]], run_cfg, world_size: int,
+                      batch_sizes: Optional[Mapping[str, int]] = None) -> Dict[str, int]:
     """Micro-batches each training (dataset, split) yields per epoch on one rank, as the train loaders cut them.
 
     Each rank's sampler keeps ``len // world_size`` samples and the loader drops the last partial
-    batch. A streaming dataset has no length: ``ValueError`` naming it and ``run.iters_per_epoch``.
+    batch, of ``batch_sizes[name]`` (``datasets.<name>.batch_size``) or ``run.batch_size_train``.
+    A streaming dataset has no length: ``ValueError`` naming it and ``run.iters_per_epoch``.
     """
-    bs = int(run_cfg.batch_size_train)
     splits = list(run_cfg.train_splits)
     out: Dict[str, int] = {}
     for name, split, ds in iter_splits(datasets, splits):
@@ -31,6 +32,7 @@ def batches_per_epoch(datasets: Dict[str, Dict[str, Dataset]], run_cfg, world_si
                 f"runner_epoch: dataset {name}/{split} is a stream with no length, so an epoch cannot be "
                 "derived from it; set run.iters_per_epoch"
             )
+        bs = int((batch_sizes or {}).get(name) or run_cfg.batch_size_train)
         out[f"{name}/{split}"] = (len(ds) // world_size) // bs
     return out
 
@@ -43,7 +45,8 @@ class RunnerEpoch(RunnerIter):
     sets it instead (streaming datasets need that). The datasets are still drawn by
     ``sample_ratio``, so each one is read exactly once per epoch when there is one dataset, or when
     the ratios are proportional to the datasets' sizes (in expectation). ``run.max_iters`` is
-    replaced by ``max_epoch * steps_per_epoch`` (the lr schedule spans that); a checkpoint is written
+    replaced by ``max_epoch * steps_per_epoch`` (the lr schedule spans that; ``run.iters_per_epoch``
+    by the derived epoch length, which ``linear_warmup_cosine_epoch_lr`` steps by); a checkpoint is written
     and an ``epoch_end`` row logged at the end of every epoch.
     """
 
@@ -56,12 +59,14 @@ class RunnerEpoch(RunnerIter):
         if rc.get("iters_per_epoch"):
             per_epoch = int(rc.iters_per_epoch)
         else:
-            batches = batches_per_epoch(datasets, rc, dist_utils.get_world_size())
+            sizes = dataset_batch_sizes(cfg.datasets_cfg, datasets)
+            batches = batches_per_epoch(datasets, rc, dist_utils.get_world_size(), sizes)
             per_epoch = sum(batches.values()) // int(rc.accum_grad_iters)
             if per_epoch < 1:
                 raise ValueError(
                     f"runner_epoch: the training splits hold {batches} micro-batches of run.batch_size_train="
-                    f"{rc.batch_size_train} per rank, fewer than one optimizer step of run.accum_grad_iters="
+                    f"{rc.batch_size_train} (or their datasets' batch_size {sizes or 'unset'}) per rank, fewer "
+                    f"than one optimizer step of run.accum_grad_iters="
                     f"{rc.accum_grad_iters}"
                 )
         self.max_epoch, self.steps_per_epoch = max_epoch, per_epoch
@@ -69,6 +74,7 @@ class RunnerEpoch(RunnerIter):
         # while the user's composed config (saved with checkpoints) stays as written
         resolved = OmegaConf.create(OmegaConf.to_container(rc, resolve=True))
         resolved.max_iters = max_epoch * per_epoch
+        resolved.iters_per_epoch = per_epoch  # linear_warmup_cosine_epoch_lr's epochs are these epochs
         self.run_cfg = resolved
         logger.info("runner_epoch: %d epoch(s) of %d optimizer step(s) = %d steps",
                     max_epoch, per_epoch, max_epoch * per_epoch)

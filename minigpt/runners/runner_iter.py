@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 # the errors a run stops with are part of the runner's API (defined with the step guard)
-__all__ = ["NonFiniteLossError", "RunnerIter", "TrainingOutOfMemory", "enable_grad_checkpointing"]
+__all__ = ["NonFiniteLossError", "RunnerIter", "TrainingOutOfMemory", "dataset_batch_sizes", "enable_grad_checkpointing"]
 
 
 def enable_grad_checkpointing(model: torch.nn.Module) -> List[str]:
@@ -58,6 +58,12 @@ def enable_grad_checkpointing(model: torch.nn.Module) -> List[str]:
     return done
 
 
+def dataset_batch_sizes(datasets_cfg, names) -> Dict[str, int]:
+    """``datasets.<name>.batch_size`` of each training dataset that sets one (the others use ``run.batch_size_train``)."""
+    sizes = {name: datasets_cfg[name].get("batch_size") for name in names if name in datasets_cfg}
+    return {name: int(size) for name, size in sizes.items() if size is not None}
+
+
 class RunnerIter:
     """Train for ``run.max_iters`` optimizer steps, checkpoint, then evaluate ``run.test_splits``.
 
@@ -69,7 +75,8 @@ class RunnerIter:
     DDP/FSDP (:mod:`~minigpt.runners.distributed`); this class puts them together and adds the
     periodic work: sample generation, evaluation and the best checkpoint.
 
-    Data: unreadable samples are replaced and counted per dataset (``skipped_samples`` in the
+    Data: each step's micro-batches come from the dataset the mixer draws, at that dataset's
+    ``batch_size`` (or ``run.batch_size_train``); unreadable samples are replaced and counted per dataset (``skipped_samples`` in the
     bar, the rows and the end-of-training summary); past ``run.max_skip_rate`` the run stops with
     :class:`SkipRateExceeded`. The data position (mixer RNG, each loader's epoch/offset or stream
     position) is saved with every checkpoint, so a resumed run continues the same sample sequence.
@@ -139,9 +146,13 @@ class RunnerIter:
         # run.vision_feature_cache: the frozen image path's output stored per image (minigpt/runners/vision_cache.py)
         cache = self.vision_cache = VisionFeatureCache.from_run_config(rc, self.model, self.output_dir, self._autocast)
         tokenizer = getattr(self.model, "tokenizer", None)
+        sizes = dataset_batch_sizes(self.cfg.datasets_cfg, self.datasets)
+        if sizes:
+            logger.info("batch size per dataset: %s (others: run.batch_size_train=%s)",
+                        ", ".join(f"{n}={b}" for n, b in sizes.items()), rc.batch_size_train)
         self.loader = build_train_loader(
             self.datasets, ratios, rc, attach=cache.attach if cache is not None else None,
-            length_of=token_lengths(tokenizer) if tokenizer is not None else None,
+            length_of=token_lengths(tokenizer) if tokenizer is not None else None, batch_sizes=sizes,
         )
         self.skips = skip_tracker(self.loader, rc)
 

@@ -31,7 +31,8 @@ class TrainingOutOfMemory(RuntimeError):
 def oom_advice(run_cfg, step: int, exc: BaseException) -> str:
     """The message of :class:`TrainingOutOfMemory`: where it happened and the settings that cut memory."""
     rc = run_cfg
-    tips = [f"lower run.batch_size_train (now {rc.batch_size_train}) and raise run.accum_grad_iters "
+    tips = [f"lower run.batch_size_train (now {rc.batch_size_train}) and the datasets' own "
+            f"datasets.<name>.batch_size where set, and raise run.accum_grad_iters "
             f"(now {rc.accum_grad_iters}) to keep the same global batch"]
     if not rc.get("grad_checkpointing"):
         tips.append("set run.grad_checkpointing=true (recompute activations in the backward pass)")

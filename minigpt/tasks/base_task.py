@@ -62,7 +62,8 @@ class BaseTask:
         Each split runs through the one evaluation loop (:func:`minigpt.tasks.evaluation.loop.evaluate_split`)
         and is scored per sample task (:data:`~minigpt.tasks.evaluation.scorers.SAMPLES_SCORER`); the scored
         predictions go to ``<output_dir>/predictions/<dataset>_<split>.jsonl``. Returns
-        ``{"<dataset>/<split>/<metric>": value}`` with each split's ``samples`` and ``seconds``.
+        ``{"<dataset>/<split>/<metric>": value}`` with each split's ``samples`` and ``seconds``, and
+        ``skipped`` (unreadable samples, left out of the figures) with ``skipped_<kind>`` per kind.
         """
         from minigpt.datasets.collate import collate_samples
 
@@ -98,7 +99,10 @@ class BaseTask:
                 continue
             t0 = time.time()
             result = evaluate_split(name, split, DatasetSource(ds, n), predict, SAMPLES_SCORER, settings)
-            part = {**result.metrics, "samples": result.samples, "seconds": round(time.time() - t0, 2)}
+            part = {**result.metrics, "samples": result.samples, "seconds": round(time.time() - t0, 2),
+                    # unreadable samples (logged as they are met) are left out of the figures, counted by kind
+                    "skipped": sum(result.skipped.values()),
+                    **{f"skipped_{kind}": n for kind, n in result.skipped.items()}}
             results.update({f"{name}/{split}/{k}": v for k, v in part.items()})
         model.train(was_training)
         return dist_utils.broadcast_object(results)  # rank 0's timings everywhere

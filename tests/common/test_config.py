@@ -406,6 +406,43 @@ def test_min_lr_rule_names_both_sources(user_yaml):
     assert f"run.init_lr = 0.0001 (from {DEFAULT_RUN_PATH})" in message
 
 
+def test_the_epoch_cosine_lets_min_lr_exceed_init_lr_and_needs_iters_per_epoch(user_yaml):
+    # the originals' per-epoch cosine with TinyGPT-V stage 4's values: the stairs climb, as they did there
+    climbing = ["run.lr_sched=linear_warmup_cosine_epoch_lr", "run.init_lr=1e-5", "run.min_lr=8e-5"]
+    run = Config(user_yaml(MINIMAL), [*climbing, "run.iters_per_epoch=1000"]).run_cfg
+    assert run.min_lr > run.init_lr
+    message = config_error(user_yaml(MINIMAL), climbing)
+    assert f"run.iters_per_epoch = None (from {DEFAULT_RUN_PATH}) must be set" in message
+    assert "run.lr_sched = 'linear_warmup_cosine_epoch_lr' (from --options)" in message
+    # runner_epoch derives the epoch length itself
+    assert Config(user_yaml(MINIMAL), [*climbing, "run.runner=runner_epoch"]).run_cfg.iters_per_epoch is None
+    # every other schedule decays, so the rule stays for them
+    message = config_error(user_yaml(MINIMAL), ["run.lr_sched=constant_lr", "run.min_lr=0.5"])
+    assert "run.min_lr = 0.5 (from --options) must be <= run.init_lr" in message
+
+
+def test_warmup_restart_every_must_exceed_warmup_steps(user_yaml):
+    assert Config(user_yaml(MINIMAL), ["run.warmup_steps=10", "run.warmup_restart_every=50"]).run_cfg \
+        .warmup_restart_every == 50
+    message = config_error(user_yaml(MINIMAL), ["run.warmup_steps=10", "run.warmup_restart_every=10"])
+    assert "run.warmup_restart_every = 10 (from --options) must exceed run.warmup_steps = 10 (from --options)" in message
+    assert "run.warmup_restart_every" in config_error(user_yaml(MINIMAL), ["run.warmup_restart_every=0"])
+
+
+def test_a_dataset_batch_size_must_be_a_positive_int(user_yaml):
+    dotted = f"datasets.{DATASET}.batch_size"
+    message = config_error(user_yaml(MINIMAL), [f"{dotted}=0"])
+    assert f"{dotted} = 0 (from --options) must be a positive int" in message
+    # every shipped dataset declares it, null by default (run.batch_size_train)
+    real = user_yaml("model: {arch: tinygptv, model_type: tiny}\ndatasets:\n  refcoco: {data_type: text, batch_size: 3}\n",
+                     "real.yaml")
+    assert Config(real).datasets_cfg.refcoco.batch_size == 3
+    assert Config(real, ["datasets.refcoco.batch_size=null"]).datasets_cfg.refcoco.batch_size is None
+    for bad in ("two", "true", "1.5", "-1"):
+        message = config_error(real, [f"datasets.refcoco.batch_size={bad}"])
+        assert "datasets.refcoco.batch_size = " in message and "(from --options) must be a positive int" in message
+
+
 def test_sample_ratio_must_be_positive(user_yaml):
     path = user_yaml(f"model:\n  arch: {MODEL}\ndatasets:\n  {DATASET}:\n    sample_ratio: 0\n")
     message = config_error(path)
@@ -607,3 +644,44 @@ def test_a_preset_without_a_model_block_names_the_preset_file(user_yaml, tmp_pat
     monkeypatch.setitem(FakeModel.PRETRAINED_MODEL_CONFIG_DICT, "broken", str(broken))
     message = config_error(user_yaml(f"model:\n  arch: {MODEL}\n  model_type: broken\n"))
     assert f"defaults file {broken} has no 'model:' mapping" in message
+
+
+# -- a processor block naming another processor ---------------------------------------------------
+
+STAGE1 = Path(__file__).resolve().parents[2] / "train_configs" / "tinygptv_stage1.yaml"
+
+
+def test_an_option_naming_another_processor_replaces_the_default_block():
+    # image_train's min_scale/max_scale would be refused by image_eval: the block is image_eval's own
+    cfg = Config(STAGE1, ["datasets.laion.vis_processor.train.name=image_eval"])
+    block = OmegaConf.to_container(cfg.datasets_cfg.laion.vis_processor.train)
+    assert block == {"name": "image_eval", "image_size": 224, "mean": None, "std": None}
+    assert cfg.source_of("datasets.laion.vis_processor.train.name") == "--options"
+    processor = registry.get_class("processor", "image_eval").from_config(block)
+    assert processor.image_size == 224
+    # the other dataset and the eval block keep their defaults
+    assert cfg.datasets_cfg.cc_sbu.vis_processor.train.name == "image_train"
+    assert cfg.datasets_cfg.cc_sbu.vis_processor.train.min_scale == 0.5
+
+
+def test_a_yaml_block_naming_another_processor_replaces_the_default_block(tmp_path):
+    path = tmp_path / "plain_resize.yaml"
+    path.write_text(STAGE1.read_text().replace(
+        "  cc_sbu:\n", "  cc_sbu:\n    vis_processor: {train: {name: image_eval, image_size: 224}}\n"))
+    block = Config(path).datasets_cfg.cc_sbu.vis_processor.train
+    assert block.name == "image_eval" and "min_scale" not in block and block.image_size == 224
+
+
+def test_a_key_the_new_processor_does_not_take_is_an_unknown_key():
+    message = config_error(str(STAGE1), ["datasets.laion.vis_processor.train.name=image_eval",
+                                         "datasets.laion.vis_processor.train.min_scale=0.5"])
+    assert "'datasets.laion.vis_processor.train.min_scale' is not a key of the composed config" in message
+
+
+def test_blip_caption_text_is_two_options_of_caption_text():
+    cfg = Config(STAGE1, ["datasets.laion.text_processor.train.lowercase=true",
+                          "datasets.laion.text_processor.train.drop_punctuation=true"])
+    block = cfg.datasets_cfg.laion.text_processor.train
+    proc = registry.get_class("processor", block.name).from_config(block)
+    assert proc('A Dog (Brown): "Running"!') == "a dog brown running"
+    assert cfg.datasets_cfg.cc_sbu.text_processor.train.drop_punctuation is False

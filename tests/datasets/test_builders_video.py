@@ -2,6 +2,7 @@
 
 import json
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader
 from minigpt.common.registry import registry
 from minigpt.datasets.collate import collate_samples
 from minigpt.datasets.datasets import DatasetError, MissingDataError
+from minigpt.datasets.datasets.base_dataset import READ_STATS_KEY, skip_bad_samples
 from minigpt.datasets.datasets.video_datasets import VideoInstructDataset, write_mjpeg_avi
 
 pytest.importorskip("decord")
@@ -204,3 +206,40 @@ def test_bad_videos_are_refused_by_kind_and_ids_stay_in_the_videos_root(tmp_path
             ds[i]
         kinds[entries[i]["video_id"]] = info.value.kind
     assert kinds == {"v_corrupt": "decode_error", "../../outside": "outside_data_root"}
+
+
+def _declare_frames(path, width, height):
+    """Rewrite an AVI's headers (main header and video stream format) to declare ``width`` x ``height`` frames."""
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<II", data, data.index(b"avih") + 8 + 32, width, height)
+    struct.pack_into("<ii", data, data.index(b"strf") + 8 + 4, width, height)
+    path.write_bytes(bytes(data))
+
+
+def test_oversize_videos_and_absurd_frame_sizes_are_skipped_as_too_large_before_decoding(tmp_path, monkeypatch):
+    import decord
+
+    entries = _fixture(tmp_path)
+    videos = tmp_path / "video_instruct/videos"
+    _video(videos / "v_fine.avi", 4)
+    entries.append({"q": "Fine?", "a": "Yes.", "video_id": "v_fine"})
+    (tmp_path / "video_instruct/VideoInstruct100K.json").write_text(json.dumps(entries))
+    _declare_frames(videos / "v_xyz789.avi", 20000, 20000)  # 400 megapixels a frame
+    cap = (videos / "v_abc123.avi").stat().st_size - 1  # the 12-frame video is the largest file
+    assert (videos / "v_fine.avi").stat().st_size <= cap and (videos / "v_xyz789.avi").stat().st_size <= cap
+    ds = _build(tmp_path, {"read_limits": {"max_video_bytes": cap}}, splits=["train"])["train"]
+
+    opened = []
+    real_reader = decord.VideoReader
+    monkeypatch.setattr(decord, "VideoReader", lambda path, **kw: opened.append(path) or real_reader(path, **kw))
+    with pytest.raises(DatasetError, match=rf"sample 'video_instruct:0:v_abc123'.*holds \d+ bytes.*max_video_bytes={cap}"):
+        ds[0]
+    with pytest.raises(DatasetError, match=r"v_xyz789\.avi declares 20000x20000 frames.*max_video_frame_pixels") as info:
+        ds[2]
+    assert info.value.kind == "too_large" and opened == []  # refused before the decoder saw either file
+    # in training: replaced, and counted as too_large
+    sample = skip_bad_samples(ds, "video_instruct", seed=0)[0]
+    assert sample["video_id"] == "v_fine" and opened
+    skipped = sample[READ_STATS_KEY]["skipped"]
+    assert skipped and {r["kind"] for r in skipped} == {"too_large"}
+    assert skipped[0]["sample_id"] == "video_instruct:0:v_abc123" and skipped[0]["path"].endswith("v_abc123.avi")

@@ -122,7 +122,7 @@ def test_limits_come_from_the_yaml_and_a_dataset_block_overrides_them(tmp_path):
     cls = registry.get_builder_class("synthetic_coco_caption")
     assert cls.default_config().read_limits.max_image_pixels == 50_000_000
     builder = cls({"read_limits": {"max_image_pixels": 123}}, data_root=str(tmp_path))
-    assert builder.read_limits == ReadLimits(64 * 2**20, 123, 2, False)
+    assert builder.read_limits == ReadLimits(64 * 2**20, 123, 2, False, 4 * 2**30, 4096 * 4096)
     with pytest.raises(KeyError, match=r"read_limits: unknown key 'max_pixels'.*max_image_pixels"):
         cls({"read_limits": {"max_pixels": 1}}, data_root=str(tmp_path))
 

@@ -240,6 +240,21 @@ def test_training_ids_and_labels_follow_the_original(tokenizers):
     assert batch["labels"][0].tolist() == [IGNORE_INDEX] * len(head) + answer
 
 
+def test_stage_one_captions_follow_the_original_image_then_caption(tokenizers):
+    """MiniGPT-4 / TinyGPT-V stages 1-2: BOS, the image alone (no <Img> tags, no prompt), the caption with
+    its end_sym ('\\n') tokenised as one text and no space before it; labels on the caption only."""
+    model = tiny_original(tokenizers["phi"], template="bare", image_tags=False, answer_end="\n")
+    tok, n = model.tokenizer, model.num_image_tokens()
+    batch = model.build_inputs([f"<Img>{IMAGE}</Img>"], ["a red circle at the top left"], n)
+    caption = tok("a red circle at the top left\n", add_special_tokens=False)["input_ids"]
+    ids = [None if m else int(i) for i, m in zip(batch["input_ids"][0], batch["media_mask"][0])]
+    assert ids == [tok.bos_token_id] + [None] * n + caption
+    assert batch["labels"][0].tolist() == [IGNORE_INDEX] * (1 + n) + caption
+    tagged = tiny_original(tokenizers["phi"], template="bare", answer_end="\n")  # image_tags: true (default)
+    with_tags = tagged.build_inputs([f"<Img>{IMAGE}</Img>"], ["a red circle at the top left"], n)
+    assert int(with_tags["attention_mask"].sum()) > int(batch["attention_mask"].sum())  # <Img>, </Img> pieces
+
+
 @pytest.mark.parametrize("counts", ["sequence", "answer"])
 def test_max_txt_len_counts_the_whole_text_or_the_answer_only(tokenizers, counts):
     tok_dir = tokenizers["phi"]
@@ -277,7 +292,9 @@ def test_image_markers_as_text_add_no_rows_special_tokens_do(tokenizers):
 
 
 @pytest.mark.parametrize(
-    "key, value", [("image_markers", "tokens"), ("bos", "first"), ("max_txt_len_counts", "prompt"), ("answer_end", "")]
+    "key, value",
+    [("image_markers", "tokens"), ("bos", "first"), ("max_txt_len_counts", "prompt"), ("answer_end", ""),
+     ("image_tags", "no")],
 )
 def test_a_bad_switch_value_is_a_clear_error(tokenizers, key, value):
     with pytest.raises(ValueError, match=f"model.{key} must be"):

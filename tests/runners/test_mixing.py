@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List
@@ -160,3 +161,34 @@ def test_the_runner_resumes_the_same_sample_sequence(tmp_path, tiny_options, mon
     assert summary["steps"] == 6 - split
     assert seen == straight[split:]
     assert {sid.split(":")[0] for batch in straight for sid in batch} == {"synthetic_caption_wds", "synthetic_vqa"}
+
+
+def test_each_dataset_batches_at_its_own_batch_size(tmp_path, tiny_options, monkeypatch):
+    # datasets.<name>.batch_size overrides run.batch_size_train (4) for that dataset's micro-batches
+    cfg_path = tmp_path / "sizes.yaml"
+    cfg_path.write_text(
+        "model: {arch: tinygptv, model_type: tiny}\n"
+        "datasets:\n"
+        "  synthetic_vqa: {sample_ratio: 0.5, batch_size: 1}\n"
+        "  synthetic_coco_caption: {sample_ratio: 0.5, batch_size: 3}\n"
+        "  synthetic_refcoco: {sample_ratio: 0.5}\n"
+        "run: {stage_name: sizes, warmup_steps: 0}\n"
+    )
+    seen = record_train_batches(monkeypatch)
+    out = tmp_path / "out"
+    opts = [*tiny_options(out, 8), "run.test_splits=[]", "run.accum_grad_iters=2"]
+    summary = run_stage(Config(cfg_path, opts))
+    assert summary["steps"] == 8 and summary["skipped_steps"] == 0
+    sizes = {(batch[0].split(":")[0], len(batch)) for batch in seen}
+    assert {name: n for name, n in sizes} == {"synthetic_vqa": 1, "synthetic_coco_caption": 3,
+                                              "synthetic_refcoco": 4}, sizes
+    assert len(sizes) == 3  # one size per dataset
+    # throughput counts the samples each micro-batch held; every step's loss is finite
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r and "event" not in r]
+    assert len(steps) == 8 and all(r["samples_per_s"] > 0 and r["loss"] == r["loss"] for r in steps)
+    # the data position of each loader records its own batch size
+    ckpt = out / "checkpoints" / f"step_{8:06d}"
+    loaders = load_training_state(str(ckpt))[DATA_STATE]["ranks"][0]["loaders"]
+    assert {name: pos["batch_size"] for name, pos in loaders.items()} == {
+        "synthetic_vqa": 1, "synthetic_coco_caption": 3, "synthetic_refcoco": 4}

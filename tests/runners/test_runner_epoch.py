@@ -49,8 +49,10 @@ def test_runner_epoch_runs_each_epoch_over_the_data_once(stage, data_root, tmp_p
     small.mkdir(parents=True)
     (small / "filter_cap.json").write_text(json.dumps({"annotations": records[:24]}))
     out = tmp_path / "run"
+    # the originals' per-epoch cosine steps by the derived epochs (run.iters_per_epoch stays null)
     cfg = stage(ALIGN_STAGE, out, 1000, "run.test_splits=[]", "run.runner=runner_epoch", "run.max_epoch=2",
-                "run.batch_size_train=4", "run.accum_grad_iters=2", f"run.data_root={tmp_path / 'data'}")
+                "run.batch_size_train=4", "run.accum_grad_iters=2", f"run.data_root={tmp_path / 'data'}",
+                "run.lr_sched=linear_warmup_cosine_epoch_lr", "run.log_freq=1")
     train = registry.get_builder_class("synthetic_cc_sbu_align")(
         cfg.datasets_cfg.synthetic_cc_sbu_align, data_root=cfg.run_cfg.data_root
     ).build_datasets(splits=["train"])["train"]
@@ -64,7 +66,10 @@ def test_runner_epoch_runs_each_epoch_over_the_data_once(stage, data_root, tmp_p
     rows = _rows(out / "metrics.jsonl")
     assert [(r["epoch"], r["step"]) for r in rows if r.get("event") == "epoch_end"] == [(1, per_epoch),
                                                                                         (2, 2 * per_epoch)]
-    assert [r["step"] for r in rows if "loss" in r and "event" not in r] == list(range(1, 2 * per_epoch + 1))
+    steps = [r for r in rows if "loss" in r and "event" not in r]
+    assert [r["step"] for r in steps] == list(range(1, 2 * per_epoch + 1))
+    # epoch 0 at init_lr (no warm-up), epoch 1 of 2 at cosine(1/2): half way between init_lr and min_lr
+    assert [r["lr"] for r in steps] == pytest.approx([1e-3] * per_epoch + [5.5e-4] * per_epoch)
     assert (out / "checkpoints" / f"step_{per_epoch:06d}").is_dir()  # a checkpoint at each epoch end
     data = load_training_state(str(out / "checkpoints" / f"step_{2 * per_epoch:06d}"))["data"]
     position = data["ranks"][0]["loaders"]["synthetic_cc_sbu_align"]

@@ -126,3 +126,49 @@ def test_the_tasks_layer_does_not_import_the_evaluation_layer():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_corrupt_image_is_skipped_counted_and_reported_by_both_paths(tmp_path, caplog):
+    from minigpt.common.config import Config
+    from minigpt.common.registry import registry
+    from minigpt.datasets.synthetic import generate_synthetic_dataset
+    from minigpt.evaluation.benchmarks.cli import _ImageLoader
+    from minigpt.processors.image import ImageEvalProcessor
+
+    root = tmp_path / "data"
+    generate_synthetic_dataset(root / "synthetic", n_train=2, n_test=6, seed=1, progress=False)
+    vqa_bench, ref_bench = get_benchmark("synthetic_vqa"), get_benchmark("synthetic_refcoco")
+    vqa_records = vqa_bench.read(vqa_bench.resolve_paths(str(root)), "test")
+    ref_records = ref_bench.read(ref_bench.resolve_paths(str(root)), "val")
+    broken = Path(vqa_records[0].image)
+    broken.write_bytes(b"\xff\xd8\xff\xe0 a jpeg cut short")
+    bad_ids = [r.id for r in vqa_records if r.image == str(broken)]
+    respond = _Respond(vqa_records, ref_records)
+
+    # the eval scripts' path, with two loader workers: the skip travels back from the worker
+    settings = EvalSettings(output_dir=str(tmp_path / "script"), batch_size=4, num_workers=2, progress=False)
+    with caplog.at_level("WARNING", logger="minigpt.tasks.evaluation.loop"):
+        result = run_split(vqa_bench, "test", vqa_records, lambda images, prompts: [respond(p) for p in prompts],
+                           _ImageLoader(ImageEvalProcessor(image_size=32)), settings)
+    assert result.skipped == {"decode_error": len(bad_ids)} and result.metrics is not None
+    warned = [r.getMessage() for r in caplog.records if "skipped unreadable sample" in r.getMessage()]
+    assert len(warned) == len(bad_ids) and all(str(broken) in m for m in warned), warned
+    summary = json.loads(Path(result.metrics_path).read_text())
+    assert summary["samples"] == len(vqa_records) - len(bad_ids)
+    assert [(s["id"], s["kind"], s["path"]) for s in summary["skipped"]] == [(i, "decode_error", str(broken)) for i in bad_ids]
+    scored = [json.loads(line) for line in (tmp_path / "script" / "synthetic_vqa_test_predictions.jsonl").open()]
+    assert len(scored) == len(vqa_records) - len(bad_ids) and not {r["id"] for r in scored} & set(bad_ids)
+
+    # in-training evaluation: the training readers raise for the same file; the split still gets its figures
+    cfg = Config(str(EVAL_CFG), [f"run.data_root={root}", "run.batch_size_eval=4", "run.max_eval_samples=1000"])
+    task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
+    datasets = {k: v for k, v in task.build_datasets(cfg).items() if k in ("synthetic_vqa", "synthetic_refcoco")}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="minigpt.tasks.evaluation.loop"):
+        train = task.evaluate(_ScriptedModel(respond), datasets, ["test"], cfg.run_cfg, str(tmp_path / "train"),
+                              progress=False)
+    assert train["synthetic_vqa/test/skipped"] == train["synthetic_vqa/test/skipped_decode_error"] == len(bad_ids)
+    assert 0.0 <= train["synthetic_vqa/test/vqa_accuracy"] <= 1.0
+    bad_refs = sum(r.image == str(broken) for r in ref_records)
+    assert train["synthetic_refcoco/test/skipped"] == bad_refs
+    assert any(str(broken) in r.getMessage() and "synthetic_vqa/test" in r.getMessage() for r in caplog.records)

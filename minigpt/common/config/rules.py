@@ -2,7 +2,8 @@
 
 Each key's type, choices and range are the run schema's (:mod:`.run_schema`); what is here relates
 keys to each other or to the registry: ``run.task``/``runner``/``lr_sched`` name registered
-components, ``min_lr <= init_lr``, every dataset's ``sample_ratio > 0``, and the feature cache's
+components, the lr schedule's own rules (``min_lr <= init_lr`` where it decays, defined by the
+schedule), every dataset's ``sample_ratio > 0`` and ``batch_size`` (null or a positive int), and the feature cache's
 needs from the model and the datasets, and every dataset's image processors resizing to the vision encoder's
 ``image_size``. They run on the resolved config, after composition, so every
 message can show each value with the file it came from (``run.min_lr = 0.5 (from --options)``).
@@ -17,11 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from minigpt.common.config.errors import ConfigError, is_number, shown, type_name
 from minigpt.common.config.run_schema import check_run, registered_keys
 from minigpt.common.config.sections import DEFAULT_RUN_PATH
-from minigpt.common.optims import BLR_BATCH
+from minigpt.common.optims import BLR_BATCH, peak_lr
 from minigpt.common.registry import RegistryError, registry
 
 # image processors whose output differs each epoch, which run.vision_feature_cache refuses
 RANDOM_IMAGE_PROCESSORS = ("image_train",)
+# runners that work out run.iters_per_epoch from the datasets when it is null
+RUNNERS_DERIVING_ITERS_PER_EPOCH = ("runner_epoch",)
 
 
 class RuleChecker:
@@ -66,13 +69,8 @@ class RuleChecker:
 
     def check_rules(self, config: DictConfig) -> None:
         """The rules that relate keys to each other (run after :meth:`check_run_schema`)."""
-        run = config.run
-        self.check_lr_rule(run)
-        if run.lr_rule == "absolute" and run.min_lr > run.init_lr:
-            raise ConfigError(
-                f"{self._shown('run.min_lr', run.min_lr)} must be <= {self._shown('run.init_lr', run.init_lr)}: "
-                "the schedule decays from init_lr down to min_lr"
-            )
+        self.check_lr_rule(config.run)
+        self.check_lr_schedule(config.run)
         for name, block in config.datasets.items():
             ratio = self._number(block, f"datasets.{name}", "sample_ratio")
             if ratio <= 0:
@@ -80,15 +78,17 @@ class RuleChecker:
                     f"{self._shown(f'datasets.{name}.sample_ratio', ratio)} must be > 0 "
                     "(it weighs how often the mixer draws from this dataset)"
                 )
+            size = block.get("batch_size")
+            if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+                raise ConfigError(
+                    f"{self._shown(f'datasets.{name}.batch_size', size)} must be a positive int: the training "
+                    "samples per process in one of this dataset's micro-batches (null: run.batch_size_train)"
+                )
         self.check_image_sizes(config)
         self.check_vision_cache(config)
 
     def check_lr_rule(self, run: DictConfig) -> None:
-        """``run.lr_rule: blr_per_256`` needs ``run.blr`` and derives ``init_lr``; ``absolute`` takes no ``blr``.
-
-        Under the rule the peak lr is at least ``blr x batch_size_train x accum_grad_iters / 256`` (one
-        process), which ``min_lr`` may not exceed.
-        """
+        """``run.lr_rule: blr_per_256`` needs ``run.blr`` and derives ``init_lr``; ``absolute`` takes no ``blr``."""
         rule = self._shown("run.lr_rule", run.lr_rule)
         if run.lr_rule == "absolute":
             if run.blr is not None:
@@ -104,12 +104,31 @@ class RuleChecker:
                 f"{self._shown('run.init_lr', run.init_lr)} and {self._shown('run.blr', run.blr)} are both set but "
                 f"{rule} derives init_lr from blr: remove run.init_lr, or set run.lr_rule=absolute and remove run.blr"
             )
-        lowest = float(run.blr) * int(run.batch_size_train) * int(run.accum_grad_iters) / BLR_BATCH
-        if run.min_lr > lowest:
-            raise ConfigError(
-                f"{self._shown('run.min_lr', run.min_lr)} must be <= the peak lr, which {rule} makes at least "
-                f"{lowest:.3g} (run.blr x batch_size_train x accum_grad_iters / {BLR_BATCH}, one process)"
-            )
+
+    def check_lr_schedule(self, run: DictConfig) -> None:
+        """The run's values the chosen lr schedule cannot work with (its ``problems()``, e.g. ``min_lr <= init_lr``).
+
+        A runner that derives ``iters_per_epoch`` itself (``runner_epoch``) supplies it to the schedule.
+        """
+        sched = registry.get_lr_scheduler_class(str(run.lr_sched))
+        problems = getattr(sched, "problems", None)
+        if problems is None:  # a plugin schedule with rules of its own
+            return
+        values = OmegaConf.to_container(run, resolve=True)
+        derived = values.get("lr_rule") == "blr_per_256"
+        if derived:  # init_lr is derived at start; the least it can be is the rule's lr on one process
+            values["init_lr"], _ = peak_lr(values, world_size=1)
+
+        def show(key: str) -> str:
+            if derived and key == "init_lr":
+                return (f"the peak lr {values['init_lr']:.3g} that run.lr_rule = blr_per_256 gives on one process "
+                        f"(run.blr x batch_size_train x accum_grad_iters / {BLR_BATCH})")
+            return self._shown(f"run.{key}", values.get(key))
+
+        for problem in problems(values):
+            if problem.keys == ("iters_per_epoch",) and run.runner in RUNNERS_DERIVING_ITERS_PER_EPOCH:
+                continue
+            raise ConfigError(problem.text(show) + f" ({self._shown('run.lr_sched', run.lr_sched)})")
 
     def check_image_sizes(self, config: DictConfig) -> None:
         """Each dataset's image processors the run uses resize to ``model.vision_encoder.image_size``.

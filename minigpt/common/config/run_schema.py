@@ -97,6 +97,8 @@ class RunSchema:
     min_lr: LearningRate
     warmup_lr: LearningRate
     warmup_steps: Count
+    # null: one warm-up; N: the warm-up starts again every N steps (must exceed warmup_steps, a rule)
+    warmup_restart_every: Optional[Annotated[int, Range(ge=1, why="steps between warm-up restarts")]]
     # linear_warmup_step_lr multiplies the lr by this every lr_step_every steps: above 1 it grows
     decay_rate: Annotated[float, Range(gt=0, le=1, why="the lr's multiplier every lr_step_every steps")]
     lr_step_every: Annotated[int, Range(ge=1, why="optimizer steps between decays")]

@@ -2,7 +2,8 @@
 
 ``model:`` is laid over the preset YAML picked by ``model.arch`` and ``model.model_type`` (the
 family's ``PRETRAINED_MODEL_CONFIG_DICT``; a preset may inherit from a sibling, see :mod:`.presets`);
-each ``datasets.<name>:`` over its builder's default YAML for the dataset's ``type``; ``run:`` over
+each ``datasets.<name>:`` over its builder's default YAML for the dataset's ``type`` (a processor
+block naming another processor replaces the default one); ``run:`` over
 ``minigpt/configs/default_run.yaml``. The names are looked up in the registry, so a misspelt family,
 preset, dataset or type is an error with the close ones.
 """
@@ -71,6 +72,39 @@ def swap_parts(preset: Dict[Any, Any], user: Mapping) -> None:
             new = old = None  # an unknown name is reported by the registry-name check with close matches
         if not (isinstance(new, type) and isinstance(old, type) and issubclass(new, old)):
             preset[part] = copy.deepcopy(dict(mine))
+
+
+# a dataset's processor blocks; one naming another processor replaces the default block
+PROCESSOR_BLOCKS = ("vis_processor", "text_processor")
+
+
+def swap_processors(defaults: Dict[Any, Any], user: Mapping, options: Dict[str, Any], dotted: str) -> None:
+    """Where a dataset's processor block (its YAML or ``--options``) names another processor, replace the default.
+
+    The default block documents the keys of the processor it names (``image_train``'s
+    ``min_scale``/``max_scale``), which another processor refuses, so the new block keeps only the
+    default's values of the keys the new processor also takes (``image_size``, ``mean``, ``std``:
+    ``datasets.laion.vis_processor.train.name=image_eval`` still resizes to the dataset's size);
+    any other key the user gives is then an unknown key, named. A subclass of the default's
+    processor takes its keys, so its block is merged over the default's as usual.
+    """
+    for proc in PROCESSOR_BLOCKS:
+        for split, theirs in (defaults.get(proc) or {}).items():
+            if not isinstance(theirs, Mapping) or "name" not in theirs:
+                continue
+            mine = (user.get(proc) or {}).get(split) if isinstance(user.get(proc), Mapping) else None
+            name = mine.get("name") if isinstance(mine, Mapping) else None
+            name = options.get(f"{dotted}.{proc}.{split}.name", name)
+            if not isinstance(name, str) or name == theirs["name"]:
+                continue
+            try:
+                new, old = registry.get_class("processor", name), registry.get_class("processor", str(theirs["name"]))
+            except RegistryError:
+                continue  # an unknown name is reported when the processor is built, with close matches
+            if isinstance(new, type) and isinstance(old, type) and issubclass(new, old):
+                continue
+            accepted = getattr(new, "CONFIG_KEYS", {})
+            defaults[proc][split] = {"name": name, **{k: v for k, v in theirs.items() if k in accepted}}
 
 
 def compose_model(composer: Composer, user_model: Any, options: Dict[str, Any]) -> Dict[Any, Any]:
@@ -199,6 +233,7 @@ def compose_datasets(composer: Composer, user_datasets: Any, options: Dict[str, 
         )
 
         defaults = load_defaults(defaults_path, "datasets", str(name))
+        swap_processors(defaults, user_block, options, dotted)
         common = [key for key in DATASET_COMMON_DEFAULTS if key not in defaults]
         for key in common:
             defaults[key] = DATASET_COMMON_DEFAULTS[key]

@@ -25,6 +25,7 @@ from minigpt.common.io import (
     load_json,
     path_manager,
 )
+from minigpt.common.sample_rng import seeded_sample
 from minigpt.datasets.datasets.base_dataset import (
     READ_STATS_KEY,
     BaseDataset,
@@ -218,6 +219,8 @@ class CaptionWebDataset(IterableDataset):
     stream goes on with the next shard. Each skip is counted in the read report
     (``READ_STATS_KEY``) of the next sample yielded, along with the stream's position
     ``(worker, epoch, position)``, from which :meth:`resume_from` continues a stream exactly.
+    Each sample is processed inside :func:`~minigpt.common.sample_rng.seeded_sample` keyed by
+    that position (and the rank), so its random crop is the same in a resumed run.
     Without skipping, each of these raises :class:`DatasetError` naming the dataset and path.
     """
 
@@ -257,17 +260,25 @@ class CaptionWebDataset(IterableDataset):
         self.eval_mode = eval_mode
         self.skip_bad = False
         self.stats_name = name
+        # with stats_name, rank, logical worker, epoch and position: the key of a sample's random processing
+        self.sample_seed = self.seed
         # logical worker -> (epoch, position) to continue from, and the logical id of physical worker 0
         self.start_positions: Dict[int, Tuple[int, int]] = {}
         self.worker_rotation = 0
         # in-process only (no DataLoader workers): every skip record is also appended here
         self.skip_log: Optional[List[Dict[str, Any]]] = None
 
-    def with_skipping(self, name: Optional[str] = None) -> "CaptionWebDataset":
-        """A copy that skips unreadable samples and shards and reports them (see the class notes)."""
+    def with_skipping(self, name: Optional[str] = None, seed: Optional[int] = None) -> "CaptionWebDataset":
+        """A copy that skips unreadable samples and shards and reports them (see the class notes).
+
+        ``seed`` (the training run's, per dataset) keys each sample's processor randomness, with
+        the name and the stream position; ``None`` keeps ``shuffle_seed``.
+        """
         other = copy.copy(self)
         other.skip_bad = True
         other.stats_name = str(name or self.name)
+        if seed is not None:
+            other.sample_seed = int(seed)
         other.start_positions = dict(self.start_positions)
         return other
 
@@ -403,7 +414,9 @@ class CaptionWebDataset(IterableDataset):
                 if position <= resume_at:  # replaying up to a checkpointed position: read, not decoded
                     continue
                 try:
-                    sample = self.to_sample(item)
+                    # the same crop for the same stream position, whichever worker process reads it
+                    with seeded_sample(self.sample_seed, self.stats_name, rank, worker, epoch, position):
+                        sample = self.to_sample(item)
                 except DatasetError as exc:
                     if not self.skip_bad:
                         raise

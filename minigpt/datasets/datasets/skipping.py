@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common.constants import IMAGE_SPECIAL_TOKENS, READ_STATS_KEY
 from minigpt.common.io import DatasetError, SkipRateExceeded
+from minigpt.common.sample_rng import seeded_sample
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,12 @@ class SkippingDataset(Dataset):
     with the reads it replaced (the training loader logs them in the main process, whichever
     worker read them). ``max_attempts`` unreadable replacements in a row mean the
     dataset is unreadable as a whole (a wrong image root, say): that raises.
+
+    Randomness: the key may be ``(epoch, index)`` (the training loader's samplers hand those out)
+    or a plain index (epoch 0). Each read runs inside
+    :func:`~minigpt.common.sample_rng.seeded_sample` keyed by ``(seed, name, epoch, index,
+    attempt)``, so a random crop depends on the sample and epoch alone, not on the DataLoader
+    worker that read it or on what that worker read before; the caller's RNG is left as it was.
     """
 
     def __init__(
@@ -114,12 +121,14 @@ class SkippingDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Dict[str, Any]:
+        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (0, int(key))
         skipped: List[Dict[str, Any]] = []
         candidate = index
         for attempt in range(self.max_attempts + 1):
             try:
-                sample = self.dataset[candidate]
+                with seeded_sample(self.seed, self.name, epoch, index, attempt):
+                    sample = self.dataset[candidate]
                 if isinstance(sample, Mapping):
                     check_placeholders(sample, self.name)
             except DatasetError as exc:
@@ -150,8 +159,9 @@ class SkippingDataset(Dataset):
 def skip_bad_samples(dataset: Dataset, name: Optional[str] = None, seed: int = 0) -> Dataset:
     """``dataset`` made to replace unreadable samples (see :class:`SkippingDataset`), for training.
 
-    A stream that supports it (a ``with_skipping(name)`` method, as the webdataset reader has)
-    returns a skipping copy of itself; a stream without it is returned unchanged, with a warning,
+    A stream that supports it (a ``with_skipping(name, seed)`` method, as the webdataset reader
+    has) returns a skipping copy of itself, seeding each sample's processors from ``seed`` and its
+    stream position; a stream without it is returned unchanged, with a warning,
     and an unreadable sample in it stops the run.
     """
     if isinstance(dataset, SkippingDataset):
@@ -164,7 +174,7 @@ def skip_bad_samples(dataset: Dataset, name: Optional[str] = None, seed: int = 0
                 name or getattr(dataset, "name", type(dataset).__name__),
             )
             return dataset
-        return enable(name)
+        return enable(name, seed)
     return SkippingDataset(dataset, name, seed)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from minigpt.common.io import DatasetError, MissingDataError, path_manager
+from minigpt.common.video_files import check_video_file
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
     Processor,
@@ -35,7 +36,9 @@ class VideoInstructDataset(BaseDataset):
     ends in one of them is used as it is). The instruction is the placeholder, the task tag (if
     any) and ``q``; the answer is ``a`` as written (answers run to paragraphs: no text
     processor). Samples also carry ``"video_id"``. An unreadable or missing video raises the
-    :mod:`~minigpt.common.io` error naming the dataset, sample and path.
+    :mod:`~minigpt.common.io` error naming the dataset, sample and path; so does one over the
+    ``read_limits`` video caps (``max_video_bytes``, ``max_video_frame_pixels`` from the container
+    header: ``too_large``), checked before it is decoded (:mod:`minigpt.common.video_files`).
     """
 
     task = "video_conversation"
@@ -92,6 +95,8 @@ class VideoInstructDataset(BaseDataset):
 
     def load_video(self, video_id: str, sample_id: str):
         path = self.video_path(video_id, sample_id)
+        # the byte cap and the header's frame size, before the decoder allocates anything
+        check_video_file(path, self.limits, self.name, sample_id)
         try:
             return self.vis_processor(path)
         except DatasetError as exc:  # the processor names the path; add the dataset and sample

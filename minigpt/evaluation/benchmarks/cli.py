@@ -101,16 +101,20 @@ def _splits_for(name: str, requested: Optional[List[str]], family: str) -> List[
 
 
 class _ImageLoader:
-    """Path -> processed ``[3, H, W]`` tensor with the model's eval image processor."""
+    """Path -> processed ``[3, H, W]`` tensor with the model's eval image processor.
+
+    Read within the default read limits (``configs/datasets/read_limits.yaml``): a corrupt, empty or
+    oversized image raises :class:`~minigpt.common.io.DatasetError`, which the evaluation loop
+    turns into a skipped, counted sample.
+    """
 
     def __init__(self, processor: Any) -> None:
         self.processor = processor
 
     def __call__(self, path: str) -> torch.Tensor:
-        from PIL import Image
+        from minigpt.common.io import open_image
 
-        with Image.open(path) as im:
-            return self.processor(im.convert("RGB"))
+        return self.processor(open_image(path, "benchmark images"))
 
 
 def _plain(value: Any) -> Any:

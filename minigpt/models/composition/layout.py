@@ -8,7 +8,7 @@ marker. Labels are IGNORE_INDEX everywhere but on supervised answers and their e
 media token in the text (``<ImageHere>``) is one slot that expands to that media item's number of
 embeddings; a sample may hold several slots, or none.
 
-Four switches (model YAML keys) choose between this library's layout and the original code's:
+Five switches (model YAML keys) choose between this library's layout and the original code's:
 
 * ``image_markers``: ``special_tokens`` tokenises ``<Img>``, ``</Img>`` and ``<ImageHere>`` as added
   tokens of the vocabulary; ``text`` does what MiniGPT-4 / MiniGPT-v2 / TinyGPT-V do: the text is
@@ -21,6 +21,8 @@ Four switches (model YAML keys) choose between this library's layout and the ori
   Llama's tokenizer adds BOS, Phi-2's adds nothing); ``none`` adds no BOS.
 * ``answer_end``: ``eos`` ends each answer with the EOS token; any other string (the originals'
   ``end_sym``: ``###``, ``\\n``, ``</s>``) is appended to the answer text and tokenised with it.
+* ``image_tags``: true writes the image slot as the datasets do, ``<Img><ImageHere></Img>``; false
+  drops the tags around the slot, as MiniGPT-4's and TinyGPT-V's stages 1-2 feed the image alone.
 * ``max_txt_len_counts``: ``sequence`` keeps the first ``max_txt_len`` text tokens of a training
   sample (BOS, prompt and answer); ``answer`` counts only what follows the first prompt (the answer
   with its end marker, and in a conversation the later turns) and never cuts the prompt, as the
@@ -34,7 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from minigpt.common.constants import IGNORE_INDEX, IMAGE_TOKEN
+from minigpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN
 
 Turns = Union[str, Sequence[str]]
 
@@ -83,7 +85,7 @@ class PromptLayout:
     ``media_lengths[i]`` lists how many embeddings each media slot of sample ``i`` expands to, in
     the order the slots appear; an int gives every slot that many. ``truncate`` (training) cuts a
     sample to ``max_txt_len`` text tokens as ``max_txt_len_counts`` says and refuses a cut that drops
-    a media slot. ``image_markers``, ``bos``, ``answer_end`` and ``max_txt_len_counts`` are the
+    a media slot. ``image_markers``, ``bos``, ``answer_end``, ``image_tags`` and ``max_txt_len_counts`` are the
     switches the module docstring describes.
     """
 
@@ -97,8 +99,12 @@ class PromptLayout:
         bos: str = "always",
         answer_end: str = EOS_END,
         max_txt_len_counts: str = "sequence",
+        image_tags: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
+        if not isinstance(image_tags, bool):
+            raise ValueError(f"model.image_tags must be true or false, got {image_tags!r}")
+        self.image_tags = image_tags
         self.template = template
         self.max_txt_len = int(max_txt_len)
         self.media_token = media_token
@@ -158,6 +164,8 @@ class PromptLayout:
                     )
             pieces: List[_Piece] = []
             for t, instruction in enumerate(turns):
+                if not self.image_tags:
+                    instruction = instruction.replace(IMAGE_PLACEHOLDER, self.media_token)
                 pieces.append(_Piece((tpl.sep if t else tpl.system) + tpl.wrap(instruction), False, False))
                 if t < len(said):
                     pieces.append(self._answer_piece(said[t], supervised))

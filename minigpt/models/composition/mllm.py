@@ -64,6 +64,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         bos: str = "always",
         answer_end: str = "eos",
         max_txt_len_counts: str = "sequence",
+        image_tags: bool = True,
         freeze_vision: bool = False,
         freeze_projector: bool = False,
         loss_on_label_positions: bool = True,
@@ -85,6 +86,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             bos=bos,
             answer_end=answer_end,
             max_txt_len_counts=max_txt_len_counts,
+            image_tags=image_tags,
         )
         self.max_txt_len = self.layout.max_txt_len
         self.freeze_vision = freeze_vision
@@ -132,6 +134,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             bos=cfg.get("bos", "always"),
             answer_end=cfg.get("answer_end", "eos"),
             max_txt_len_counts=cfg.get("max_txt_len_counts", "sequence"),
+            image_tags=cfg.get("image_tags", True),
             freeze_vision=bool(venc_cfg.get("freeze", False)),
             freeze_projector=bool(proj_cfg.get("freeze", False)),
             loss_on_label_positions=bool(cfg.get("loss_on_label_positions", True)),

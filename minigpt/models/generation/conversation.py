@@ -137,6 +137,8 @@ TEMPLATES: Dict[str, ConversationTemplate] = {
     ),
     # no wrapping: the instruction is the prompt
     "plain": ConversationTemplate("plain", "{}", sep=" "),
+    # no wrapping and no space before the answer: MiniGPT-4 / TinyGPT-V stages 1-2 ('[image] caption')
+    "bare": ConversationTemplate("bare", "{}", sep=" ", answer_prefix=""),
 }
 
 

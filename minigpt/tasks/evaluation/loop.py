@@ -14,6 +14,12 @@ under ``output_dir`` for split ``S`` of ``B``:
 * the merged predictions in sample order, each with its score (``settings.predictions_file``), and,
   with ``settings.metrics_file``, ``B_S_metrics.json``: written by rank 0 once every sample has a prediction.
 
+Bad samples: a sample whose reading raises :class:`~minigpt.common.io.DatasetError` (a corrupt,
+missing or oversized image or video; see :data:`~minigpt.common.io.SKIP_KINDS`) is skipped rather
+than stopping the evaluation: logged with its id and the error (which names the file), left out of
+scoring, and counted by kind (``SplitResult.skipped``; the metrics file lists each one). A rerun
+tries skipped samples again, as it does every sample without a prediction.
+
 Sharding: each rank takes every ``world_size``-th of the samples still to predict; rank 0 merges the
 predictions read at the start with the new ones gathered from every rank and scores them in sample
 order, so the figures do not depend on the number of processes or on where a run was interrupted.
@@ -27,12 +33,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from torch.utils.data import DataLoader, Dataset
 
 from minigpt.common import dist_utils
-from minigpt.common.io import write_atomically
+from minigpt.common.io import DatasetError, write_atomically
 from minigpt.tasks.evaluation.records import BenchmarkDataError, EvalRecord
 from minigpt.tasks.evaluation.scorers import Scorer
 
@@ -68,7 +74,10 @@ class EvalSettings:
 
 @dataclass
 class SplitResult:
-    """The outcome of one split: metrics (None when stopped early) and counts."""
+    """The outcome of one split: metrics (None when stopped early) and counts.
+
+    ``skipped``: unreadable samples left out of scoring, by kind (empty when there were none).
+    """
 
     benchmark: str
     split: str
@@ -77,6 +86,17 @@ class SplitResult:
     predicted_now: int
     reused: int
     metrics_path: Optional[str] = None
+    skipped: Dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SkippedSample:
+    """A sample the loop could not read: its id and the :class:`~minigpt.common.io.DatasetError`'s kind, path, text."""
+
+    id: str
+    kind: str
+    path: Optional[str]
+    error: str
 
 
 # -- prediction files ------------------------------------------------------------------------------
@@ -150,8 +170,12 @@ class _Shard(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int) -> Tuple[EvalRecord, Any]:
-        return self.source.load(self.indices[k])
+    def __getitem__(self, k: int) -> Union[Tuple[EvalRecord, Any], SkippedSample]:
+        i = self.indices[k]
+        try:
+            return self.source.load(i)
+        except DatasetError as exc:  # in a worker process too: the marker travels back with the batch
+            return SkippedSample(self.source.ids[i], exc.kind, exc.path, str(exc))
 
 
 def _as_list(batch: List[Any]) -> List[Any]:
@@ -237,6 +261,7 @@ def evaluate_split(
         collate_fn=_as_list,
     )
     new: Dict[str, Dict[str, Any]] = {}
+    skipped: Dict[str, Dict[str, Any]] = {}  # id -> {kind, path, error} of the samples that could not be read
     finished = True
     bar = tqdm(total=len(shard), desc=f"{name}/{split}", disable=not (settings.progress and rank == 0))
     try:
@@ -244,6 +269,13 @@ def evaluate_split(
             if settings.max_batches is not None and n_batch >= settings.max_batches:
                 finished = False
                 break
+            for bad in (item for item in batch if isinstance(item, SkippedSample)):
+                logger.warning("%s/%s: skipped unreadable sample %s (%s): %s", name, split, bad.id, bad.kind, bad.error)
+                skipped[bad.id] = {"kind": bad.kind, "path": bad.path, "error": bad.error}
+                bar.update(1)
+            batch = [item for item in batch if not isinstance(item, SkippedSample)]
+            if not batch:
+                continue
             recs = [rec for rec, _ in batch]
             preds = predict(recs, [inp for _, inp in batch])
             if len(preds) != len(recs):
@@ -256,17 +288,25 @@ def evaluate_split(
         bar.close()
         writer.close()
 
-    gathered: List[Tuple[Dict[str, Dict[str, Any]], bool]] = gather((new, finished))
+    gathered: List[Tuple[Dict[str, Dict[str, Any]], Dict[str, Dict[str, Any]], bool]] = gather(
+        (new, skipped, finished)
+    )
     predicted_now = sum(len(g[0]) for g in gathered)
-    result = SplitResult(name, split, None, len(ids), predicted_now, len(done))
-    if not all(g[1] for g in gathered):
+    from_ranks = {k: v for g in gathered for k, v in g[1].items()}
+    all_skipped = {i: from_ranks[i] for i in ids if i in from_ranks}  # in sample order
+    by_kind: Dict[str, int] = {}
+    for bad in all_skipped.values():
+        by_kind[bad["kind"]] = by_kind.get(bad["kind"], 0) + 1
+    result = SplitResult(name, split, None, len(ids), predicted_now, len(done), skipped=dict(sorted(by_kind.items())))
+    if not all(g[2] for g in gathered):
         return result
     if dist_utils.is_main_process():
         merged = dict(done)
-        for g, _ in gathered:
+        for g, _, _ in gathered:
             merged.update(g)
+        scored = [i for i in ids if i not in all_skipped]
         result.metrics, result.metrics_path = _score_and_write(
-            name, split, ids, source, merged, scorer, settings, describe or {}
+            name, split, scored, source, merged, scorer, settings, describe or {}, all_skipped
         )
     result.metrics, result.metrics_path = dist_utils.broadcast_object((result.metrics, result.metrics_path))
     return result
@@ -288,7 +328,9 @@ def _score_and_write(
     scorer: Scorer,
     settings: EvalSettings,
     describe: Dict[str, Any],
+    skipped: Dict[str, Dict[str, Any]],
 ) -> Tuple[Dict[str, float], Optional[str]]:
+    """Score the predictions of ``ids`` (the readable samples) and write the merged file (and metrics file)."""
     missing = [i for i in ids if i not in lines]
     if missing:
         raise RuntimeError(f"{name}/{split}: {len(missing)} samples have no prediction, e.g. {missing[:3]}")
@@ -298,7 +340,8 @@ def _score_and_write(
     for rec in records:
         pred = lines[rec.id]["prediction"]
         rows.append(source.row(rec, pred, scorer.score(rec, pred)))
-    metrics = {k: round(float(v), 6) for k, v in scorer.aggregate(records, rows).items()}
+    # every sample unreadable: nothing to score (the skipped counts still say why)
+    metrics = {k: round(float(v), 6) for k, v in scorer.aggregate(records, rows).items()} if records else {}
     _atomic_write(
         os.path.join(settings.output_dir, settings.predictions_file.format(stem=stem)),
         "".join(json.dumps(source.merged_line(rec, row), ensure_ascii=False) + "\n" for rec, row in zip(records, rows)),
@@ -312,6 +355,7 @@ def _score_and_write(
         **describe,
         "samples": len(records),
         "metrics": metrics,
+        "skipped": [{"id": k, **v} for k, v in skipped.items()],
         "settings": settings.fingerprint,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -38,7 +38,9 @@ class RecordSource:
         return rec, None if rec.image is None else self.load_image(rec.image)
 
     def records(self, ids: Sequence[str], lines: Mapping[str, Dict[str, Any]]) -> List[EvalRecord]:
-        return self._records[: len(ids)]
+        """The records of ``ids`` in record order (the ids to score: unreadable samples left out)."""
+        wanted = set(ids)
+        return [r for r in self._records if r.id in wanted]
 
     def row(self, record: EvalRecord, prediction: str, scored: Dict[str, Any]) -> Dict[str, Any]:
         return {"id": record.id, "prediction": prediction, **scored}

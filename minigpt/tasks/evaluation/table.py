@@ -17,6 +17,9 @@ def format_table(results: Sequence[SplitResult]) -> str:
             continue
         for k, v in r.metrics.items():
             lines.append(f"{r.benchmark:<24} {r.split:<8} {k:<28} {100 * v:>8.2f} {r.samples:>8}")
+        if r.skipped:
+            kinds = ", ".join(f"{kind} {n}" for kind, n in r.skipped.items())
+            lines.append(f"{r.benchmark:<24} {r.split:<8} unreadable, skipped: {kinds}")
     return "\n".join(lines)
 
 
