@@ -71,8 +71,8 @@ def test_scienceqa_recipe_composes_as_published_and_trains_an_epoch(arch, data_r
     swap = [] if arch == "lavin" else ["model.model_type=tiny"]
     # the released layout's paths pointed at the synthetic ScienceQA-format files
     sqa = "datasets.scienceqa"
-    on_synthetic = [f"{sqa}.build_info.problems_file=synthetic/scienceqa/problems.json",
-                    f"{sqa}.build_info.pid_splits_file=synthetic/scienceqa/pid_splits.json",
+    on_synthetic = [f"{sqa}.build_info.problems_file=synthetic/sqa/problems.json",
+                    f"{sqa}.build_info.pid_splits_file=synthetic/sqa/pid_splits.json",
                     f"{sqa}.build_info.images=synthetic/images", f"{sqa}.build_info.image_path='{{image}}'"]
     # the tiny model's encoder takes the synthetic 64 px images; LaVIN's CLIP tower the recipe's 224 px
     sizes = [] if arch == "lavin" else [f"{sqa}.vis_processor.{w}.image_size=64" for w in ("train", "eval")]

@@ -196,4 +196,15 @@ def test_synthetic_text_problems_are_right_and_deterministic(synthetic_root):
             assert right == min(p["choices"])
     entry = alpaca_entry(0, "train", 1)
     assert entry["output"] == ", ".join(map(str, sorted(int(n) for n in entry["input"].split(", "))))
-    assert os.path.isfile(synthetic_root / "synthetic" / "scienceqa" / "problems.json")
+    assert os.path.isfile(synthetic_root / "synthetic" / "sqa" / "problems.json")
+
+
+def test_scienceqa_builder_reads_the_real_layout_with_its_defaults(real_layout_root):
+    """The synthetic root laid out as the release (``--real-layout``): every split, PNG images per problem."""
+    built = _build("scienceqa", real_layout_root, splits=None)
+    assert set(built) == {"train", "val", "test"} and all(len(ds) for ds in built.values())
+    assert not any(ds.malformed_records for ds in built.values())
+    train = built["train"]
+    samples = [train[i] for i in range(4)]  # image and text-only problems alternate
+    assert [s["image"] is None for s in samples] == [False, True, False, True]
+    assert samples[0]["image"].shape == (3, 32, 32)

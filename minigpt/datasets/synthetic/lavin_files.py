@@ -3,7 +3,7 @@
 Written by :func:`~minigpt.datasets.synthetic.writers.generate_synthetic_dataset` under the
 synthetic root, where the ``synthetic_scienceqa`` and ``synthetic_alpaca`` builders read:
 
-* ``scienceqa/problems.json`` and ``scienceqa/pid_splits.json``; an image problem's ``image`` names the
+* ``sqa/problems.json`` and ``sqa/pid_splits.json``; an image problem's ``image`` names the
   generated image itself (``train/000012.jpg`` under ``images/``, read with ``image_path: "{image}"``:
   13k per-problem folders would cost more than the rest of the generation). Each generated image gives one multiple
   choice problem about its shapes (its first conversation question, with up to four choices), without
@@ -27,7 +27,7 @@ from minigpt.datasets.synthetic.real_rows import multiple_choice
 from minigpt.datasets.synthetic.scenes import COLOURS, KINDS, Example
 from minigpt.datasets.synthetic.streams import choice, randint, sample, shuffled, stream_rng
 
-SCIENCEQA_DIR = "scienceqa"
+SCIENCEQA_DIR = "sqa"  # not scienceqa/: the real layout puts the released layout there
 SCIENCEQA_FILES = {"problems": f"{SCIENCEQA_DIR}/problems.json", "pid_splits": f"{SCIENCEQA_DIR}/pid_splits.json"}
 ALPACA_FILE = "alpaca/alpaca_data_{split}.json"
 VAL_EVERY = 5  # every fifth held-out image and text problem is in `val`, the others in `test`
