@@ -78,12 +78,13 @@ def test_scienceqa_recipe_composes_as_published_and_trains_an_epoch(arch, data_r
     sizes = [] if arch == "lavin" else [f"{sqa}.vis_processor.{w}.image_size=64" for w in ("train", "eval")]
     cfg = Config(STAGE_CONFIGS / "lavin_scienceqa.yaml", [f"model.arch={arch}", *swap, *sizes])
     run = cfg.run_cfg
-    assert (run.lr_rule, run.blr, run.batch_size_train, run.accum_grad_iters, run.max_epoch) == (
-        "blr_per_256", 9.0e-3, 4, 4, 20)
+    assert (run.lr_rule, run.blr, run.batch_size_train, run.accum_grad_iters, run.max_iters, run.warmup_steps) == (
+        "blr_per_256", 9.0e-3, 4, 4, 20 * 397, 2 * 397)  # 397 updates an epoch on the published 2 GPUs
     assert (run.weight_decay, run.beta2, run.grad_clip, run.min_lr) == (0.02, 0.95, None, 0.0)
     assert cfg.datasets_cfg.scienceqa.output_format == "ALE" and cfg.datasets_cfg.scienceqa.build_info.captions_file is None
     cfg = Config(STAGE_CONFIGS / "lavin_scienceqa.yaml", [
-        f"model.arch={arch}", *swap, *sizes, *on_synthetic, "run.max_epoch=1", "run.test_splits=[]",
+        f"model.arch={arch}", *swap, *sizes, *on_synthetic, "run.runner=runner_epoch", "run.max_epoch=1",
+        "run.test_splits=[]",
         *_cpu(tmp_path, data_root)])
     summary = run_stage(cfg)
     assert summary["steps"] == 80 // 4 // 4  # one epoch: 40 image + 40 text-only problems, 4 a micro-batch, 4 accumulated
