@@ -1,6 +1,7 @@
-"""ScienceQA questions with an image, as LaVIN evaluates them: accuracy (by subject, grade, context).
+"""ScienceQA as LaVIN evaluates it: every question, image and text-only; accuracy with the official breakdown.
 
     python eval_scripts/eval_scienceqa.py --cfg-path eval_configs/tinygptv_benchmark_eval.yaml [--split test]
+    python eval_scripts/eval_scienceqa.py --cfg-path ... --dataset scienceqa_img   # image questions only
 
 Predictions are saved as they are made and a rerun continues where an interrupted one stopped;
 metrics go to ``<output_dir>/<benchmark>_<split>_metrics.json``. See eval_scripts/EVAL_README.md.

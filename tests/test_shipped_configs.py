@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 import torch
-from shared_helpers import EVAL_CONFIGS, STAGE_CONFIGS
+from shared_helpers import EVAL_CONFIGS, STAGE_CONFIGS, shipped_params
 
 from minigpt.common.config import Config, ConfigError
 
@@ -30,7 +30,7 @@ def test_the_shipped_configs_are_found():
 
 
 @pytest.mark.parametrize("scale", ["real", "toy"])
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", shipped_params(SHIPPED), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_dataset_resizes_images_to_the_encoder_size(path, scale):
     for stage in stage_files(path):
         cfg = Config(stage, [f"model.scale={scale}"])

@@ -18,7 +18,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
-from shared_helpers import STAGE_CONFIGS
+from shared_helpers import STAGE_CONFIGS, shipped_params
 from test_shipped_twins import twin_options
 
 from minigpt.cli import train as train_cli
@@ -69,7 +69,7 @@ def test_every_pipeline_is_run_here():
     assert {p.name for p in PIPELINES} >= {"tinygptv.yaml", "minigpt4.yaml", "minigpt_v2.yaml", "quickstart.yaml"}
 
 
-@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", shipped_params(PIPELINES), ids=lambda p: p.name)
 def test_each_pipeline_runs_end_to_end_through_train_py(path, real_layout_root, tmp_path, monkeypatch, capsys):
     pipe = Config.load_pipeline(path).pipeline
     stages = [str(s.name) for s in pipe.stages]

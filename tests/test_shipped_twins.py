@@ -16,7 +16,7 @@ from typing import List
 
 import pytest
 import torch
-from shared_helpers import STAGE_CONFIGS
+from shared_helpers import STAGE_CONFIGS, shipped_params
 from test_shipped_configs import STAGE1_ORIGINAL_LAYOUT, stage_files
 
 from minigpt.common.config import Config
@@ -67,7 +67,7 @@ def twin_options(out: Path, data_root: Path, max_iters: int = 2) -> List[str]:
     ]
 
 
-@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", shipped_params(TRAIN_CONFIGS), ids=lambda p: p.name)
 def test_each_training_stage_trains_two_steps_at_toy_width(path, data_root, real_layout_root, tmp_path):
     from minigpt.runners.stage import run_stage
 

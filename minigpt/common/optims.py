@@ -190,3 +190,30 @@ class ConstantLRScheduler(_Schedule):
 
     def lr_at(self, step: int) -> float:
         return self.init_lr
+
+
+# -- the peak learning rate (run.lr_rule) --------------------------------------------------------------
+BLR_BATCH = 256  # blr_per_256: the base lr is per 256 samples of effective batch (MAE's, LLaMA-Adapter's, LaVIN's rule)
+
+
+def effective_batch_size(run_cfg, world_size: int) -> int:
+    """Samples per optimizer step over every process: ``batch_size_train x accum_grad_iters x world_size``."""
+    return int(run_cfg["batch_size_train"]) * int(run_cfg["accum_grad_iters"]) * int(world_size)
+
+
+def peak_lr(run_cfg, world_size: int) -> Tuple[float, str]:
+    """The peak lr a run trains with and how it was found (for the start-of-run log).
+
+    ``run.lr_rule: absolute``: ``run.init_lr`` as written. ``blr_per_256``: ``run.blr x effective
+    batch / 256`` (``init_lr`` is then derived; the config rules refuse one set by hand).
+    """
+    if run_cfg.get("lr_rule", "absolute") != "blr_per_256":
+        return float(run_cfg["init_lr"]), f"lr {float(run_cfg['init_lr']):.3g} (run.init_lr)"
+    batch = effective_batch_size(run_cfg, world_size)
+    lr = float(run_cfg["blr"]) * batch / BLR_BATCH
+    how = (
+        f"lr {lr:.4g} = run.blr {float(run_cfg['blr']):.3g} x effective batch {batch} "
+        f"({int(run_cfg['batch_size_train'])} per process x {int(run_cfg['accum_grad_iters'])} accumulated x "
+        f"{int(world_size)} processes) / {BLR_BATCH}"
+    )
+    return lr, how

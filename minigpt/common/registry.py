@@ -67,6 +67,8 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "ocrvqa": "minigpt.datasets.builders.vqa_builders:OCRVQABuilder",
         "textcaps": "minigpt.datasets.builders.caption_builders:TextCapsBuilder",
         "unnatural_instruction": "minigpt.datasets.builders.text_builders:UnnaturalInstructionBuilder",
+        "alpaca": "minigpt.datasets.builders.text_builders:AlpacaBuilder",
+        "scienceqa": "minigpt.datasets.builders.scienceqa_builders:ScienceQABuilder",
         "refcocop": "minigpt.datasets.builders.refcoco_builders:RefCOCOPlusBuilder",
         "refcocog": "minigpt.datasets.builders.refcoco_builders:RefCOCOgBuilder",
         "invrefcocop": "minigpt.datasets.builders.refcoco_builders:InvRefCOCOPlusBuilder",
@@ -85,6 +87,8 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "synthetic_invrefcoco": "minigpt.datasets.builders.synthetic_builders:SyntheticInvRefCOCOBuilder",
         "synthetic_llava": "minigpt.datasets.builders.synthetic_builders:SyntheticLlavaBuilder",
         "synthetic_scene_labels": "minigpt.datasets.builders.synthetic_builders:SyntheticSceneLabelsBuilder",
+        "synthetic_scienceqa": "minigpt.datasets.builders.synthetic_builders:SyntheticScienceQABuilder",
+        "synthetic_alpaca": "minigpt.datasets.builders.synthetic_builders:SyntheticAlpacaBuilder",
     },
     "task": {
         "image_text_pretrain": "minigpt.tasks.image_text_pretrain:ImageTextPretrainTask",

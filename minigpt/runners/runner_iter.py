@@ -8,8 +8,10 @@ import time
 from typing import Any, Dict, List, Optional
 
 import torch
+from omegaconf import OmegaConf
 
 from minigpt.common import dist_utils
+from minigpt.common.optims import peak_lr
 from minigpt.common.precision import autocast, check_precision_device
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import SkipTracker
@@ -128,14 +130,14 @@ class RunnerIter:
         """The run's precision on the run's device (one owner: :mod:`minigpt.common.precision`)."""
         return autocast(self.precision, self.device)
 
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
         rc = self.run_cfg
         groups = self.model.param_groups(float(rc.weight_decay), float(rc.get("projector_lr_scale", 1.0)))
         n = sum(p.numel() for g in groups for p in g["params"])
         if n == 0:
             raise ValueError("nothing to train: every parameter is frozen by the model config")
         logger.info("trainable parameters: %s of %s", f"{n:,}", f"{self.model.num_parameters():,}")
-        return torch.optim.AdamW(groups, lr=float(rc.init_lr), betas=(float(rc.beta1), float(rc.beta2)))
+        return torch.optim.AdamW(groups, lr=lr, betas=(float(rc.beta1), float(rc.beta2)))
 
     def _build_data(self) -> None:
         """The training stream (``self.loader``), its skip counts and the vision feature cache."""
@@ -168,8 +170,11 @@ class RunnerIter:
             check_resume_matches(self.cfg, resume)
             self.model.load_checkpoint(resume)  # before sharding: FSDP then shards the loaded weights
         self.parallel.shard()
-        optimizer = self._optimizer()
-        sched = registry.get_lr_scheduler_class(rc.lr_sched).from_config(optimizer, rc)
+        lr, how = peak_lr(rc, dist_utils.get_world_size())  # run.lr_rule
+        logger.info("peak %s", how)
+        optimizer = self._optimizer(lr)
+        sched_cfg = OmegaConf.merge(rc, {"init_lr": lr}) if lr != float(rc.init_lr) else rc
+        sched = registry.get_lr_scheduler_class(rc.lr_sched).from_config(optimizer, sched_cfg)
         guard = StepGuard(rc, self.model, self.scaler)
         state = self.state = TrainState(self.cfg, rc, self.parallel, optimizer, sched, self.scaler, guard,
                                         self.loader, self.skips, self.best, cache)

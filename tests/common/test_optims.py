@@ -13,6 +13,8 @@ from minigpt.common.optims import (
     LinearWarmupCosineEpochLRScheduler,
     LinearWarmupCosineLRScheduler,
     LinearWarmupStepLRScheduler,
+    effective_batch_size,
+    peak_lr,
 )
 from minigpt.common.registry import registry
 
@@ -214,3 +216,21 @@ def test_from_config_reads_iters_per_epoch_and_warmup_restart_every():
     s = LinearWarmupCosineEpochLRScheduler.from_config(_optimizer(), run)
     assert (s.iters_per_epoch, s.max_epoch, s.warmup_restart_every) == (10, 4, 20)
     assert s.step(20) == 0.0 and s.step(25) == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 4)))
+
+
+def _run(**keys):
+    base = {"init_lr": 1e-4, "lr_rule": "absolute", "blr": None, "batch_size_train": 4, "accum_grad_iters": 4}
+    return OmegaConf.create({**base, **keys})
+
+
+def test_blr_rule_scales_the_base_lr_by_the_effective_batch_over_256():
+    # LaVIN-7B's ScienceQA recipe: blr 9e-3, 4 per GPU x 4 accumulated x 2 GPUs = 32 -> 1.125e-3
+    lr, how = peak_lr(_run(lr_rule="blr_per_256", blr=9e-3), world_size=2)
+    assert lr == pytest.approx(9e-3 * 32 / 256) == pytest.approx(1.125e-3)
+    assert "effective batch 32" in how and "run.blr" in how
+    assert effective_batch_size(_run(), 8) == 128
+    assert peak_lr(_run(lr_rule="blr_per_256", blr=9e-3), world_size=1)[0] == pytest.approx(lr / 2)
+
+
+def test_absolute_rule_takes_init_lr_whatever_the_batch():
+    assert peak_lr(_run(init_lr=3e-4), world_size=4)[0] == 3e-4

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, List, Tuple
 
 import pytest
+import yaml
 
 from minigpt.common.config import DEFAULT_RUN_PATH, Config, ConfigError, load_yaml
 from minigpt.common.config.errors import walk
@@ -118,3 +119,29 @@ def test_print_config_refuses_a_bad_value_before_any_work(run_cli, option, fragm
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert fragment in proc.stderr and option.partition("=")[0] in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def _stage_without_init_lr(tmp_path) -> str:
+    cfg = load_yaml(STAGE)
+    del cfg["run"]["init_lr"]
+    path = tmp_path / "stage.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_blr_rule_derives_the_lr_and_refuses_inconsistent_keys(tmp_path):
+    stage = _stage_without_init_lr(tmp_path)
+    cfg = Config(stage, ["run.lr_rule=blr_per_256", "run.blr=9.0e-3", "run.min_lr=0"])
+    assert cfg.run_cfg.lr_rule == "blr_per_256" and cfg.run_cfg.blr == 9e-3
+    with pytest.raises(ConfigError, match=r"run.lr_rule = 'blr_per_256'.*run.blr, which is not set"):
+        Config(stage, ["run.lr_rule=blr_per_256"])
+    with pytest.raises(ConfigError, match=r"run.blr = 0.009 \(from --options\) is set but run.lr_rule = 'absolute'"):
+        Config(stage, ["run.blr=9.0e-3"])
+    # min_lr above the smallest lr the rule can give (one process)
+    with pytest.raises(ConfigError, match=r"run.min_lr = 0.5 .* must be <= the peak lr"):
+        Config(stage, ["run.lr_rule=blr_per_256", "run.blr=9.0e-3", "run.min_lr=0.5"])
+    # init_lr set by hand while the rule derives it: both keys named
+    message = compose_error("run.lr_rule=blr_per_256", "run.blr=9.0e-3", "run.min_lr=0")
+    assert "run.init_lr = 0.001 (from" in message and "run.blr = 0.009 (from --options)" in message
+    with pytest.raises(ConfigError, match="must be one of absolute, blr_per_256"):
+        Config(stage, ["run.lr_rule=blr_per256"])

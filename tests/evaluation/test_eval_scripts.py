@@ -135,7 +135,7 @@ def build_benchmark_root(root: Path) -> Path:
     _write_json(root / "coco" / "annotations" / "coco_karpathy_test.json", [
         {"image": f"val2014/COCO_val2014_{100 + i:012d}.jpg", "caption": c["caption"] + ["some shapes."]}
         for i, c in enumerate(caps)])
-    # ScienceQA: problems.json + pid_splits.json; every third problem has no image and must be left out
+    # ScienceQA: problems.json + pid_splits.json; every third problem has no image (a text-only question)
     problems, test_pids = {}, []
     for i in range(N + N // 2):
         pid = str(700 + i)
@@ -228,7 +228,8 @@ def ref_single(bench_root, tmp_path_factory):
         ("synthetic_refcoco", "val", None, "[refer] give me the location of "),
         ("coco_caption", "test", N, "[caption] please describe this image?"),
         ("synthetic_coco_caption", "test", N, "[caption] please describe this image?"),
-        ("scienceqa", "test", N, "Question: Which shape is in the picture?\nContext: "),
+        ("scienceqa", "test", N + N // 2, "Question: Which shape is in the picture?\nContext: "),
+        ("scienceqa_img", "test", N, "Question: Which shape is in the picture?\nContext: "),
     ],
 )
 def test_readers_take_the_released_formats(bench_root, name, split, count, prompt_start):
@@ -239,7 +240,7 @@ def test_readers_take_the_released_formats(bench_root, name, split, count, promp
         assert len(records) == count
     assert len({r.id for r in records}) == len(records)
     assert all(r.prompt.startswith(prompt_start) for r in records), records[0].prompt
-    assert all(os.path.isfile(r.image) for r in records)
+    assert all(os.path.isfile(r.image) for r in records if r.image is not None)  # ScienceQA: text-only ones have none
     json.dumps([r.target for r in records])  # the ground truth goes into the predictions file
 
 
@@ -263,9 +264,15 @@ def test_reader_ground_truth_details(bench_root):
     assert test_a[0].prompt == f"[refer] give me the location of {first['sentences'][0]['sent']}"
     # Karpathy test without image_id: the id is the COCO id in the file name
     assert read("coco_caption", "test")[0].id == "100"
-    # ScienceQA keeps only problems with an image; LaVIN's prompt: context N/A without a hint
-    sqa = read("scienceqa", "test")
+    # ScienceQA asks every problem (text-only ones without an image), scienceqa_img only those with one;
+    # LaVIN's prompt: context N/A without a hint
     problems = json.loads((bench_root / "scienceqa" / "problems.json").read_text())
+    every = read("scienceqa", "test")
+    assert [r.id for r in every] == list(problems)
+    assert [r.image is None for r in every] == [p["image"] is None for p in problems.values()]
+    assert every[2].meta == {"subject": "natural science", "grade": "G1-6", "has_text": False,
+                             "has_image": False, "no_context": True}
+    sqa = read("scienceqa_img", "test")
     assert [r.id for r in sqa] == [pid for pid, p in problems.items() if p["image"]]
     assert sqa[0].prompt == (
         "Question: Which shape is in the picture?\nContext: N/A\nOptions: (A) circle (B) square\nResponse:"
@@ -443,8 +450,12 @@ def test_eval_scienceqa_end_to_end(bench_root, tmp_path):
     out = tmp_path / "sqa"
     run_script("eval_scienceqa.py", bench_root, out)
     got = figures(out)["scienceqa_test"]
-    assert {"accuracy", "accuracy_natural_science", "accuracy_social_science"} <= set(got)
-    assert len(merged_predictions(out, "scienceqa_test")) == N
+    # the official table's columns the fixture fills (it has no language science, and grades 1-14)
+    assert {"accuracy", "accuracy_nat", "accuracy_soc", "accuracy_txt", "accuracy_img", "accuracy_no",
+            "accuracy_g1_6", "accuracy_g7_12", "accuracy_text_only"} <= set(got)
+    assert "accuracy_lan" not in got
+    rows = merged_predictions(out, "scienceqa_test")
+    assert len(rows) == N + N // 2 and sum(r["image"] is None for r in rows) == N // 2
 
 
 def test_wrong_family_dataset_is_an_error(bench_root, tmp_path):

@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 
 from minigpt.evaluation import metrics as M
+from minigpt.tasks.evaluation.records import EvalRecord
 from minigpt.tasks.evaluation.scorers import SAMPLES_SCORER
 from minigpt.tasks.evaluation.sources import sample_record
 
@@ -461,3 +462,30 @@ def test_caption_scores_needs_matching_ids():
     pytest.importorskip("pycocoevalcap")
     with pytest.raises(KeyError, match="without a prediction"):
         M.caption_scores({"1": "a cat"}, {"1": ["a cat"], "2": ["a dog"]})
+
+
+def test_scienceqa_table_has_the_official_columns_worked_by_hand():
+    from minigpt.tasks.evaluation.scorers import SCORERS
+
+    def rec(pid, subject, grade, hint, image):
+        meta = {"subject": subject, "grade": grade, "has_text": hint, "has_image": image,
+                "no_context": not hint and not image}
+        return EvalRecord(pid, None, "", {"answer": 0, "choices": ["a", "b"]}, meta)
+
+    records = [
+        rec("1", "natural science", "G1-6", True, True),     # TXT and IMG: counts in both
+        rec("2", "natural science", "G7-12", False, True),
+        rec("3", "social science", "G1-6", True, False),
+        rec("4", "language science", "G7-12", False, False),  # NO
+        rec("5", "language science", "G1-6", False, False),  # NO
+    ]
+    scorer = SCORERS["scienceqa"]
+    rows = [scorer.score(r, p) for r, p in zip(records, ["The answer is A.", "B", "A", "The answer is B.", "(A)"])]
+    got = scorer.aggregate(records, rows)
+    assert got == pytest.approx({
+        "accuracy": 3 / 5, "accuracy_nat": 1 / 2, "accuracy_soc": 1.0, "accuracy_lan": 1 / 2,
+        "accuracy_txt": 1.0, "accuracy_img": 1 / 2, "accuracy_no": 1 / 2,
+        "accuracy_g1_6": 1.0, "accuracy_g7_12": 0.0, "accuracy_text_only": 2 / 3,
+    })
+    # a column no question falls in is left out, not reported as 0
+    assert "accuracy_soc" not in scorer.aggregate(records[:2], rows[:2])

@@ -176,7 +176,7 @@ def test_projector_lr_scale_applies_to_the_projector_group_only(stage_cfg, tmp_p
     cfg = stage_cfg(tmp_path / "unused", 10, "run.projector_lr_scale=5.0", "run.warmup_steps=0")
     model = registry.get_model_class("tinygptv").from_config(cfg.model_cfg)
     runner = RunnerIter(cfg, task=None, model=model, datasets={}, device=torch.device("cpu"))
-    optimizer = runner._optimizer()
+    optimizer = runner._optimizer(float(cfg.run_cfg.init_lr))
     sched = registry.get_lr_scheduler_class(cfg.run_cfg.lr_sched).from_config(optimizer, cfg.run_cfg)
     lr = sched.step(0)
     assert lr == pytest.approx(float(cfg.run_cfg.init_lr))

@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from minigpt.common.config.errors import ConfigError, is_number, shown, type_name
 from minigpt.common.config.run_schema import check_run, registered_keys
+from minigpt.common.config.sections import DEFAULT_RUN_PATH
+from minigpt.common.optims import BLR_BATCH, peak_lr
 from minigpt.common.registry import RegistryError, registry
 
 # image processors whose output differs each epoch, which run.vision_feature_cache refuses
@@ -67,6 +69,7 @@ class RuleChecker:
 
     def check_rules(self, config: DictConfig) -> None:
         """The rules that relate keys to each other (run after :meth:`check_run_schema`)."""
+        self.check_lr_rule(config.run)
         self.check_lr_schedule(config.run)
         for name, block in config.datasets.items():
             ratio = self._number(block, f"datasets.{name}", "sample_ratio")
@@ -84,6 +87,24 @@ class RuleChecker:
         self.check_image_sizes(config)
         self.check_vision_cache(config)
 
+    def check_lr_rule(self, run: DictConfig) -> None:
+        """``run.lr_rule: blr_per_256`` needs ``run.blr`` and derives ``init_lr``; ``absolute`` takes no ``blr``."""
+        rule = self._shown("run.lr_rule", run.lr_rule)
+        if run.lr_rule == "absolute":
+            if run.blr is not None:
+                raise ConfigError(
+                    f"{self._shown('run.blr', run.blr)} is set but {rule} ignores it: set run.lr_rule=blr_per_256 "
+                    "to derive the lr from it, or remove run.blr"
+                )
+            return
+        if run.blr is None:
+            raise ConfigError(f"{rule} derives the lr from run.blr, which is not set: set run.blr (e.g. 9.0e-3)")
+        if self._source_of("run.init_lr") != str(DEFAULT_RUN_PATH):
+            raise ConfigError(
+                f"{self._shown('run.init_lr', run.init_lr)} and {self._shown('run.blr', run.blr)} are both set but "
+                f"{rule} derives init_lr from blr: remove run.init_lr, or set run.lr_rule=absolute and remove run.blr"
+            )
+
     def check_lr_schedule(self, run: DictConfig) -> None:
         """The run's values the chosen lr schedule cannot work with (its ``problems()``, e.g. ``min_lr <= init_lr``).
 
@@ -94,13 +115,20 @@ class RuleChecker:
         if problems is None:  # a plugin schedule with rules of its own
             return
         values = OmegaConf.to_container(run, resolve=True)
+        derived = values.get("lr_rule") == "blr_per_256"
+        if derived:  # init_lr is derived at start; the least it can be is the rule's lr on one process
+            values["init_lr"], _ = peak_lr(values, world_size=1)
+
+        def show(key: str) -> str:
+            if derived and key == "init_lr":
+                return (f"the peak lr {values['init_lr']:.3g} that run.lr_rule = blr_per_256 gives on one process "
+                        f"(run.blr x batch_size_train x accum_grad_iters / {BLR_BATCH})")
+            return self._shown(f"run.{key}", values.get(key))
+
         for problem in problems(values):
             if problem.keys == ("iters_per_epoch",) and run.runner in RUNNERS_DERIVING_ITERS_PER_EPOCH:
                 continue
-            raise ConfigError(
-                problem.text(lambda key: self._shown(f"run.{key}", values.get(key)))
-                + f" ({self._shown('run.lr_sched', run.lr_sched)})"
-            )
+            raise ConfigError(problem.text(show) + f" ({self._shown('run.lr_sched', run.lr_sched)})")
 
     def check_image_sizes(self, config: DictConfig) -> None:
         """Each dataset's image processors the run uses resize to ``model.vision_encoder.image_size``.

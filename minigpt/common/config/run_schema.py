@@ -92,6 +92,8 @@ class RunSchema:
 
     lr_sched: Annotated[str, Registered("lr_scheduler")]
     init_lr: Annotated[float, Range(gt=0, why="the peak learning rate")]
+    lr_rule: Literal["absolute", "blr_per_256"]
+    blr: Optional[Annotated[float, Range(gt=0, why="the base learning rate per 256 samples")]]
     min_lr: LearningRate
     warmup_lr: LearningRate
     warmup_steps: Count

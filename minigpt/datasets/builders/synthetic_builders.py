@@ -14,6 +14,8 @@ from minigpt.datasets.builders.base_builder import BaseDatasetBuilder, declare_b
 from minigpt.datasets.builders.caption_builders import CCSBUAlignBuilder, CCSBUBuilder, COCOCaptionBuilder
 from minigpt.datasets.builders.llava_builders import LlavaConversationBuilder
 from minigpt.datasets.builders.refcoco_builders import InvRefCOCOBuilder, RefCOCOBuilder
+from minigpt.datasets.builders.scienceqa_builders import ScienceQABuilder
+from minigpt.datasets.builders.text_builders import AlpacaBuilder
 from minigpt.datasets.builders.vqa_builders import COCOVQABuilder
 from minigpt.datasets.datasets.region_label_datasets import SceneRegionDataset
 
@@ -24,6 +26,8 @@ SyntheticCOCOCaptionBuilder = declare_builder(__name__, "SyntheticCOCOCaptionBui
 SyntheticVQABuilder = declare_builder(__name__, "SyntheticVQABuilder", COCOVQABuilder, "synthetic_vqa", "Synthetic questions in LAVIS's VQA JSON", FORMAT="LAVIS VQA JSON under synthetic/vqa/", APPROX_SIZE="up to 5 questions per generated image (default 20k train / 1k test images)")
 SyntheticRefCOCOBuilder = declare_builder(__name__, "SyntheticRefCOCOBuilder", RefCOCOBuilder, "synthetic_refcoco", "Synthetic referring expressions in the RefCOCO format", FORMAT="refs(unc).p + instances.json under synthetic/refcoco/", APPROX_SIZE="one expression per shape, 1-3 shapes per generated image")
 SyntheticInvRefCOCOBuilder = declare_builder(__name__, "SyntheticInvRefCOCOBuilder", InvRefCOCOBuilder, "synthetic_invrefcoco", "Synthetic box -> expression samples from the RefCOCO format", FORMAT="refs(unc).p + instances.json under synthetic/refcoco/", APPROX_SIZE="one box per shape, 1-3 shapes per generated image")
+SyntheticScienceQABuilder = declare_builder(__name__, "SyntheticScienceQABuilder", ScienceQABuilder, "synthetic_scienceqa", "Synthetic ScienceQA-format problems: shape questions with an image and text-only questions", FORMAT="problems.json + pid_splits.json under synthetic/sqa/; an image problem names its generated image under synthetic/images/", APPROX_SIZE="one shape problem per generated image and as many text-only ones (train / val / test)")
+SyntheticAlpacaBuilder = declare_builder(__name__, "SyntheticAlpacaBuilder", AlpacaBuilder, "synthetic_alpaca", "Synthetic text-only instructions in Alpaca's JSON", FORMAT="alpaca_data_<split>.json [{instruction, input, output}] under synthetic/alpaca/", APPROX_SIZE="one instruction per four generated train images (test: per four test images)")
 SyntheticLlavaBuilder = declare_builder(__name__, "SyntheticLlavaBuilder", LlavaConversationBuilder, "synthetic_llava", "Synthetic multi-turn conversations in the LLaVA JSON", FORMAT="LLaVA conversation JSON under synthetic/llava/", APPROX_SIZE="one conversation per generated image (default 20k train / 1k test)")
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
-from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
-from minigpt.datasets.datasets.text_datasets import UnnaturalInstructionDataset
+from minigpt.datasets.builders.base_builder import BaseDatasetBuilder, default_yaml
+from minigpt.datasets.datasets.text_datasets import AlpacaDataset, UnnaturalInstructionDataset
 
 
 class UnnaturalInstructionBuilder(BaseDatasetBuilder):
@@ -25,6 +25,30 @@ class UnnaturalInstructionBuilder(BaseDatasetBuilder):
             raise ValueError(f"datasets.{self.name()}.data_type must be 'text': this dataset has no images")
         _, text = self.build_processors(split)
         return UnnaturalInstructionDataset(
+            self.name(),
+            self.split_paths("annotations", split),
+            text_processor=text,
+            task_tag=self.config.get("task_tag"),
+        )
+
+
+class AlpacaBuilder(BaseDatasetBuilder):
+    """Stanford Alpaca's 52k text-only instructions in LaVIN's wording, registered as ``alpaca``.
+
+    LaVIN mixes them with image instructions so the LLM keeps following plain text. ``data_type``
+    must stay ``text``: the samples have ``"image": None``.
+    """
+
+    DATASET_CONFIG_DICT = default_yaml("alpaca")
+    TASK = "text_instruction"
+    FORMAT = "alpaca_data.json [{instruction, input, output}] (a JSON list; .jsonl also reads), text only"
+    APPROX_SIZE = "52k instructions"
+
+    def build_split(self, split: str) -> Dataset:
+        if self.read_images:
+            raise ValueError(f"datasets.{self.name()}.data_type must be 'text': this dataset has no images")
+        _, text = self.build_processors(split)
+        return AlpacaDataset(
             self.name(),
             self.split_paths("annotations", split),
             text_processor=text,

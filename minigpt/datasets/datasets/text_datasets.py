@@ -99,3 +99,60 @@ class UnnaturalInstructionDataset(BaseDataset):
             "sample_id": self.sample_id(record["key"]),
             "task": self.task,
         }
+
+
+ALPACA_PROMPT = "Instruction: {instruction}\nResponse:"
+
+
+def alpaca_prompt(instruction: str, input_text: str = "") -> str:
+    """LaVIN's Alpaca wording: ``Instruction: <instruction> <input>\\nResponse:``."""
+    body = " ".join(p for p in (instruction.strip(), input_text.strip()) if p)
+    return ALPACA_PROMPT.format(instruction=body).replace("  ", " ").strip()
+
+
+class AlpacaDataset(BaseDataset):
+    """Stanford Alpaca's ``alpaca_data.json``: ``[{"instruction", "input", "output"}]``, text only.
+
+    The instruction is LaVIN's wording (:func:`alpaca_prompt`: the instruction and, when not empty,
+    the input joined by a space, then ``\\nResponse:``); the answer is ``output`` as written. There is
+    never an image (``"image": None``, no placeholder). ``sample_id`` is ``"<dataset>:<index>"``. An
+    entry without ``instruction`` or ``output`` (or with an empty one) is malformed: logged, counted
+    and left out.
+    """
+
+    task = "text_instruction"
+
+    def __init__(
+        self,
+        name: str,
+        ann_paths: Sequence[str],
+        text_processor: Optional[Processor] = None,
+        task_tag: Optional[str] = None,
+    ) -> None:
+        super().__init__(name, None, text_processor, None, task_tag=task_tag, read_images=False)
+        for path in ann_paths:
+            self.add_records(path, load_json_records(path, name), partial(self._parse, path))
+
+    def _parse(self, path: str, i: int, entry: Any) -> Dict[str, Any]:
+        require_keys(entry, ("instruction", "output"), self.name, path, i)
+        fields = {k: entry.get(k) if entry.get(k) is not None else "" for k in ("instruction", "input", "output")}
+        for key, value in fields.items():
+            if not isinstance(value, str) or (key != "input" and not value.strip()):
+                raise DatasetError(
+                    f"dataset {self.name!r}: entry {i} of {path}: {key!r} must be a "
+                    f"{'' if key == 'input' else 'non-empty '}string, got {value!r:.200}"
+                )
+        return {"key": i, "instruction": alpaca_prompt(fields["instruction"], fields["input"]), "answer": fields["output"]}
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        record = self.records[index]
+        instruction, answer = record["instruction"], record["answer"]
+        if self.text_processor is not None:
+            instruction, answer = self.text_processor(instruction), self.text_processor(answer)
+        return {
+            "image": None,
+            "instruction_input": self.instruction(instruction),
+            "answer": answer,
+            "sample_id": self.sample_id(record["key"]),
+            "task": self.task,
+        }

@@ -7,7 +7,9 @@ RefCOCO/+/g (split ``val``) and COCO Karpathy test are the training builders' te
 there. So ``eval_scripts/eval_*.py --data-root <root>`` evaluates every benchmark offline.
 
 Questions and statements come from the same scenes as the other rows: OK-VQA asks every VQA
-question of an image, VizWiz, IconQA and ScienceQA one (the last two with the A-OKVQA choices),
+question of an image, VizWiz and IconQA one (the latter with the A-OKVQA choices), ScienceQA is the
+synthetic ScienceQA-format split (:mod:`~minigpt.datasets.synthetic.lavin_files`: train, val and test,
+image and text-only problems) in the release's layout,
 VSR states the position question (or the existence question, for a single shape) as a claim, and
 Hateful Memes labels the caption by the existence question's answer. Images are links to the
 generated JPEGs under the names each benchmark uses; the formats that ship PNGs (IconQA, Hateful
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 from PIL import Image
 
 from minigpt.datasets.synthetic.files import FILES, VQA_ANSWER_REPEATS, atomic_write_bytes, atomic_write_json
+from minigpt.datasets.synthetic.lavin_files import SCIENCEQA_FILES as SQA_FILES
 from minigpt.datasets.synthetic.pope import POPE_SPLITS, pope_rows
 from minigpt.datasets.synthetic.real_rows import coco_image_id, multiple_choice, question_id
 from minigpt.datasets.synthetic.scenes import Example
@@ -47,6 +50,7 @@ SCIENCEQA_PROBLEMS = "scienceqa/problems.json"
 SCIENCEQA_SPLITS = "scienceqa/pid_splits.json"
 SCIENCEQA_IMAGES = "scienceqa/images"
 POPE = "pope/coco/coco_pope_{split}.json"
+GENERATED_IMAGES = FILES["images_train"].rsplit("/", 1)[0]  # images/, holding train/ and test/
 
 
 def _first_question(ex: Example) -> Dict[str, str]:
@@ -86,8 +90,11 @@ class _Writer:
         self.layout.made.append(rel)
 
     def png_image(self, ex: Example, rel: str) -> None:
+        self.png_file(self.source(ex), rel)
+
+    def png_file(self, source: str, rel: str) -> None:
         buf = io.BytesIO()
-        with Image.open(self.layout.root / self.source(ex)) as im:
+        with Image.open(self.layout.root / source) as im:
             im.convert("RGB").save(buf, format="PNG")
         atomic_write_bytes(self.layout.root / rel, buf.getvalue())
         self.layout.made.append(rel)
@@ -179,30 +186,22 @@ class _Writer:
         self.jsonl(HM, rows, "hm")
 
     def scienceqa(self) -> None:
-        problems: Dict[str, Dict[str, Any]] = {}
-        for ex in self.examples:
-            pid = str(ex.index)
-            self.png_image(ex, f"{SCIENCEQA_IMAGES}/test/{pid}/image.png")
-            q = _first_question(ex)
-            choices = multiple_choice(ex, q)
-            problems[pid] = {
-                "question": q["question"],
-                "choices": choices,
-                "answer": choices.index(q["answer"]),
-                "hint": ex.caption if ex.index % 2 else "",  # half with a context text, as ScienceQA's IMG mix
-                "image": "image.png",
-                "task": "closed choice",
-                "grade": f"grade{1 + ex.index % 12}",
-                "subject": "natural science",
-                "topic": "shapes",
-                "category": q["question_type"],
-                "lecture": "",
-                "solution": f"The image shows {ex.caption}",
-                "split": "test",
-            }
-        self.json(SCIENCEQA_PROBLEMS, problems, "scienceqa_problems", len(problems))
-        splits = {"train": [], "val": [], "minival": [], "test": list(problems)}
-        self.json(SCIENCEQA_SPLITS, splits, "scienceqa_test", len(splits["test"]))
+        """ScienceQA's release from the synthetic ScienceQA-format split (``sqa/``, every split, image and
+        text-only problems): the same problems, each image a PNG at ``images/<split>/<pid>/image.png``."""
+        root = self.layout.root
+        problems = json.loads((root / SQA_FILES["problems"]).read_text(encoding="utf-8"))
+        splits = json.loads((root / SQA_FILES["pid_splits"]).read_text(encoding="utf-8"))
+        released: Dict[str, Dict[str, Any]] = {}
+        for split, pids in splits.items():
+            for pid in pids:
+                problem = dict(problems[pid])
+                if problem["image"]:
+                    # the synthetic problem names its image under the generated images' folder
+                    self.png_file(f"{GENERATED_IMAGES}/{problem['image']}", f"{SCIENCEQA_IMAGES}/{split}/{pid}/image.png")
+                    problem["image"] = "image.png"
+                released[pid] = problem
+        self.json(SCIENCEQA_PROBLEMS, released, "scienceqa_problems", len(released))
+        self.json(SCIENCEQA_SPLITS, {**splits, "minival": []}, "scienceqa_test", len(splits["test"]))
 
     def pope(self, seed: int) -> None:
         """POPE's ``coco_pope_<split>.json`` files (one question a line) over COCO val2014 file names."""

@@ -34,12 +34,13 @@ from minigpt.datasets.synthetic.files import (
     atomic_write_json,
     shard_name,
 )
+from minigpt.datasets.synthetic.lavin_files import image_problem, write_lavin_files
 from minigpt.datasets.synthetic.pope import POPE_SPLITS, pope_file, write_pope_splits
 from minigpt.datasets.synthetic.scenes import KINDS, QUESTION_TYPES, Example, Scene, make_example
 from minigpt.datasets.synthetic.tar_writer import TarWriter
 
 GENERATOR_NAME = "minigpt.synthetic_shapes"
-GENERATOR_VERSION = 2  # 2: absent-shape questions and [refer] refusals, POPE files
+GENERATOR_VERSION = 3  # 2: absent-shape questions and [refer] refusals, POPE files; 3: ScienceQA and Alpaca files
 JPEG_QUALITY = 95
 
 CATEGORY_IDS: Dict[str, int] = {kind: i + 1 for i, kind in enumerate(KINDS)}
@@ -96,6 +97,7 @@ def _rows_for_example(ex: Example, coco_image_id: int) -> Dict[str, Any]:
     turns.append({"from": "human", "value": REFER_TURN.format(expression)})
     turns.append({"from": "gpt", "value": located})
     rows["llava"] = [_dumps({"id": _image_id_str(split, ex.index), "image": image, "conversations": turns})]
+    rows["scienceqa"] = [image_problem(ex)]
 
     rows["inst_images"] = [
         _dumps({"id": coco_image_id, "file_name": image, "height": scene.height, "width": scene.width})
@@ -137,7 +139,7 @@ def _rows_for_example(ex: Example, coco_image_id: int) -> Dict[str, Any]:
     return rows
 
 
-_ROW_KEYS = ("scenes", "align", "coco", "vqa", "llava", "inst_images", "inst_anns", "refs")
+_ROW_KEYS = ("scenes", "align", "coco", "vqa", "llava", "inst_images", "inst_anns", "refs", "scienceqa")
 
 
 # -- one chunk (= one webdataset shard) ----------------------------------------------------------
@@ -345,6 +347,9 @@ def generate_synthetic_dataset(
     atomic_write_bytes(root / FILES["refcoco_refs"], pickle.dumps(refs, protocol=4))
 
     pope_counts = write_pope_splits(root, seed, n_test, image_size) if n_test else {}
+    lavin = write_lavin_files(
+        root, seed, {"train": train["scienceqa"], "test": test["scienceqa"]}, {"train": n_train, "test": n_test}
+    )
 
     n_train_shards = sum(1 for j in jobs if j.split == "train")
     n_test_shards = len(jobs) - n_train_shards
@@ -352,6 +357,7 @@ def generate_synthetic_dataset(
     files["cc_sbu_train"] = [shard_name("train", i) for i in range(n_train_shards)]
     files["cc_sbu_test"] = [shard_name("test", i) for i in range(n_test_shards)]
     files.update({f"pope_{split}": pope_file(split) for split in POPE_SPLITS} if n_test else {})
+    files.update(lavin["files"])
     counts: Dict[str, int] = {}
     if real_layout:
         from minigpt.datasets.synthetic.real_layout import write_real_layout  # imports the builders' YAMLs
@@ -382,6 +388,7 @@ def generate_synthetic_dataset(
             "llava_train": len(train["llava"]),
             "llava_test": len(test["llava"]),
             **pope_counts,
+            **lavin["counts"],
             **counts,
         },
     }

@@ -29,7 +29,7 @@ FAMILY_TITLES = {
     "vqa": "visual question answering",
     "ref": "referring expression comprehension",
     "caption": "COCO captioning",
-    "scienceqa": "ScienceQA (image questions)",
+    "scienceqa": "ScienceQA (image and text-only questions)",
     "pope": "POPE object hallucination",
 }
 

@@ -5,7 +5,7 @@ A :class:`Scorer` pairs ``score(record, prediction) -> row`` (at least ``{"score
 
 * :data:`SCORERS` -- keyed by benchmark name (``okvqa``, ``refcoco``, ...): each scored as its own
   evaluation scores it (see :mod:`~minigpt.tasks.evaluation.metrics`), after MiniGPT-v2's answer cleaning.
-* :data:`TASK_SCORERS` -- keyed by a dataset sample's ``task`` (``vqa``, ``refer``, ``caption``; any other
+* :data:`TASK_SCORERS` -- keyed by a dataset sample's ``task`` (``vqa``, ``refer``, ``caption``, ``scienceqa``; any other
   task scores exact match): what in-training evaluation reports per task. :data:`SAMPLES_SCORER`
   scores a split of mixed samples through it, each row by its own task.
 """
@@ -13,7 +13,7 @@ A :class:`Scorer` pairs ``score(record, prediction) -> row`` (at least ``{"score
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from minigpt.common import grounding
 from minigpt.datasets.synthetic.absent import is_refusal
@@ -118,11 +118,35 @@ def score_scienceqa(record: EvalRecord, prediction: str) -> Row:
     return {"score": M.scienceqa_accuracy(clean_answer(prediction), t["answer"], t["choices"])}
 
 
+# The columns of the official ScienceQA table (its paper; LaVIN's eval.py): column -> (meta key, value).
+# TXT, IMG and NO are the context modality: a hint text (TXT), an image (IMG; a problem may be both),
+# neither (NO). G1-6 / G7-12 are grade bands. The average is ``accuracy``.
+SCIENCEQA_COLUMNS: Dict[str, Tuple[str, Any]] = {
+    "nat": ("subject", "natural science"),
+    "soc": ("subject", "social science"),
+    "lan": ("subject", "language science"),
+    "txt": ("has_text", True),
+    "img": ("has_image", True),
+    "no": ("no_context", True),
+    "g1_6": ("grade", "G1-6"),
+    "g7_12": ("grade", "G7-12"),
+}
+
+
 def aggregate_scienceqa(records: List[EvalRecord], rows: List[Row]) -> Dict[str, float]:
-    out: Dict[str, Any] = {"accuracy": mean(r["score"] for r in rows)}
-    out.update(grouped_means(rows, records, "subject", "accuracy"))  # natural / social / language science
-    out.update(grouped_means(rows, records, "grade", "accuracy_grade"))
-    out.update(grouped_means(rows, records, "has_text", "accuracy_has_text"))
+    """``accuracy`` (the table's average) and ``accuracy_<column>`` for each column of the official table.
+
+    A column none of the questions falls in is left out (the full test split fills all of them). Besides
+    the table, ``accuracy_text_only`` is the share of the questions without an image answered right.
+    """
+    out: Dict[str, float] = {"accuracy": mean(r["score"] for r in rows)}
+    for column, (key, value) in SCIENCEQA_COLUMNS.items():
+        scores = [row["score"] for rec, row in zip(records, rows) if rec.meta.get(key) == value]
+        if scores:
+            out[f"accuracy_{column}"] = mean(scores)
+    text_only = [row["score"] for rec, row in zip(records, rows) if rec.meta.get("has_image") is False]
+    if text_only:
+        out["accuracy_text_only"] = mean(text_only)
     return out
 
 
@@ -154,6 +178,7 @@ SCORERS: Dict[str, Scorer] = {
     "coco_caption": _CAPTION,
     "synthetic_coco_caption": _CAPTION,
     "scienceqa": Scorer(score_scienceqa, aggregate_scienceqa),
+    "scienceqa_img": Scorer(score_scienceqa, aggregate_scienceqa),
     "pope": _POPE,
     "synthetic_pope": _POPE,
 }
@@ -239,7 +264,20 @@ def _aggregate_exact_samples(records: List[EvalRecord], rows: List[Row]) -> Dict
     return {f"{rows[0]['task']}_accuracy": mean(r["score"] for r in rows)}
 
 
+def _score_scienceqa_sample(record: EvalRecord, prediction: str) -> Row:
+    truth = record.target["scienceqa"]
+    score = M.scienceqa_accuracy(clean_answer(prediction), truth["answer"], truth["choices"])
+    return {**_task_row(record, prediction), "score": score}
+
+
+def _aggregate_scienceqa_samples(records: List[EvalRecord], rows: List[Row]) -> Dict[str, float]:
+    # the grouping keys travel in the sample's target; the benchmark keeps them in meta
+    as_meta = [EvalRecord(r.id, None, r.prompt, r.target, dict(r.target["scienceqa"])) for r in records]
+    return {f"scienceqa_{k}": v for k, v in aggregate_scienceqa(as_meta, rows).items()}
+
+
 TASK_SCORERS: Dict[str, Scorer] = {
+    "scienceqa": Scorer(_score_scienceqa_sample, _aggregate_scienceqa_samples),
     "vqa": Scorer(_score_vqa_sample, _aggregate_vqa_samples),
     "refer": Scorer(_score_refer_sample, _aggregate_refer_samples),
     "caption": Scorer(_score_caption_sample, _aggregate_caption_samples),
