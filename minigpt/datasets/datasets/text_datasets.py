@@ -29,16 +29,11 @@ def load_json_records(path: str, dataset: str) -> List[Any]:
     )
 
 
-class UnnaturalInstructionDataset(BaseDataset):
-    """Unnatural Instructions: ``[{"instances": [{"instruction_with_input", "constraints", "output"}]}]``.
+class TextInstructionDataset(BaseDataset):
+    """What the text-only instruction readers share: JSON records of one or more files, no image.
 
-    Reads MiniGPT-v2's ``filtered_unnatural_instruction.json`` (a JSON list) and the original
-    release's ``core_data.jsonl`` (the same records, one a line). One sample per instance
-    (MiniGPT-v2 reads only the first; records usually hold one): the instruction is
-    ``instruction_with_input``, then ``constraints`` when not null, joined by a space; the answer
-    is ``output``. Text is kept as written (outputs can be code or lists), so there is no text
-    processor by default, and there is never an image: ``"image"`` is ``None`` and the
-    instruction has no placeholder. ``sample_id`` is ``"<dataset>:<record>.<instance>"``.
+    Each subclass parses one record (``_parse(path, index, entry)``); a malformed record is logged,
+    counted and left out, and a file of nothing else is an error.
     """
 
     task = "text_instruction"
@@ -52,8 +47,24 @@ class UnnaturalInstructionDataset(BaseDataset):
     ) -> None:
         super().__init__(name, None, text_processor, None, task_tag=task_tag, read_images=False)
         for path in ann_paths:
-            # a malformed record is logged, counted and left out; a file of nothing else is an error
             self.add_records(path, load_json_records(path, name), partial(self._parse, path))
+
+    def _parse(self, path: str, i: int, entry: Any) -> Any:
+        raise NotImplementedError
+
+
+class UnnaturalInstructionDataset(TextInstructionDataset):
+    """Unnatural Instructions: ``[{"instances": [{"instruction_with_input", "constraints", "output"}]}]``.
+
+    Reads MiniGPT-v2's ``filtered_unnatural_instruction.json`` (a JSON list) and the original
+    release's ``core_data.jsonl`` (the same records, one a line). One sample per instance
+    (MiniGPT-v2 reads only the first; records usually hold one): the instruction is
+    ``instruction_with_input``, then ``constraints`` when not null, joined by a space; the answer
+    is ``output``. Text is kept as written (outputs can be code or lists), so there is no text
+    processor by default, and there is never an image: ``"image"`` is ``None`` and the
+    instruction has no placeholder. ``sample_id`` is ``"<dataset>:<record>.<instance>"``.
+    """
+
 
     def _parse(self, path: str, i: int, entry: Any) -> List[Dict[str, Any]]:
         name = self.name
@@ -110,7 +121,7 @@ def alpaca_prompt(instruction: str, input_text: str = "") -> str:
     return ALPACA_PROMPT.format(instruction=body).replace("  ", " ").strip()
 
 
-class AlpacaDataset(BaseDataset):
+class AlpacaDataset(TextInstructionDataset):
     """Stanford Alpaca's ``alpaca_data.json``: ``[{"instruction", "input", "output"}]``, text only.
 
     The instruction is LaVIN's wording (:func:`alpaca_prompt`: the instruction and, when not empty,
@@ -120,18 +131,6 @@ class AlpacaDataset(BaseDataset):
     and left out.
     """
 
-    task = "text_instruction"
-
-    def __init__(
-        self,
-        name: str,
-        ann_paths: Sequence[str],
-        text_processor: Optional[Processor] = None,
-        task_tag: Optional[str] = None,
-    ) -> None:
-        super().__init__(name, None, text_processor, None, task_tag=task_tag, read_images=False)
-        for path in ann_paths:
-            self.add_records(path, load_json_records(path, name), partial(self._parse, path))
 
     def _parse(self, path: str, i: int, entry: Any) -> Dict[str, Any]:
         require_keys(entry, ("instruction", "output"), self.name, path, i)
