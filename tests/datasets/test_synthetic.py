@@ -25,6 +25,7 @@ from minigpt.datasets.synthetic import (
     iter_examples,
     iter_texts,
     load_scenes,
+    make_example,
 )
 from minigpt.datasets.synthetic.__main__ import main
 from minigpt.datasets.synthetic.scenes import (
@@ -52,6 +53,7 @@ def _generate(root: Path, seed: int = SEED, workers: int = 1) -> dict:
         shard_size=SHARD,
         num_workers=workers,
         progress=False,
+        absent=True,  # every text the generator can write: absent-shape questions and refused [refer] turns too
     )
 
 
@@ -120,7 +122,8 @@ def test_manifest_and_is_complete(root):
     for rel in m["files"].values():
         for p in rel if isinstance(rel, list) else [rel]:
             assert (root / p).exists(), p
-    assert is_complete(root, N_TRAIN, N_TEST, SEED, SIZE)
+    assert is_complete(root, N_TRAIN, N_TEST, SEED, SIZE, absent=True)
+    assert not is_complete(root, N_TRAIN, N_TEST, SEED, SIZE)  # generated asking about absent shapes: not this one
     assert not is_complete(root, N_TRAIN, N_TEST, SEED + 1, SIZE)
     assert not is_complete(root, N_TRAIN + 1, N_TEST, SEED, SIZE)
     assert not is_complete(root, N_TRAIN, N_TEST, SEED, 32)
@@ -453,7 +456,7 @@ def test_cli(tmp_path, capsys):
 
 def test_absent_questions_are_refused_and_follow_the_scene():
     forms = Counter()
-    for ex in iter_examples(300, seed=5, render=False):
+    for ex in iter_examples(300, seed=5, render=False, absent=True):
         (q,) = [q for q in ex.questions if q["question_type"] == "absent"]
         assert q["answer"] == _expected_answer(ex.scene, q["question"], "absent")
         forms[q["question"].split()[1]] += 1  # "color" (a missing kind) or "shape" (a missing colour)
@@ -463,3 +466,11 @@ def test_absent_questions_are_refused_and_follow_the_scene():
         assert (colour, kind) not in present and refused == f"there is no {colour} {kind}"
         assert any(colour == c or kind == k for c, k in present)  # near the picture: a hard negative
     assert min(forms.values()) > 60, forms  # both wordings are asked
+
+
+def test_by_default_nothing_absent_is_asked():
+    for ex in iter_examples(50, seed=5, render=False):
+        assert "absent" not in {q["question_type"] for q in ex.questions}
+        assert ex.absent_ref is None and not ex.refer_absent
+    plain, asked = make_example(5, "train", 7, render=False), make_example(5, "train", 7, render=False, absent=True)
+    assert [q for q in asked.questions if q["question_type"] != "absent"] == plain.questions  # the rest unchanged

@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         "and write the benchmarks eval_scripts/ read (okvqa/, vizwiz/, scienceqa/, ...), so run.data_root=OUT "
         "trains those builders and --data-root OUT evaluates those benchmarks",
     )
+    p.add_argument(
+        "--absent",
+        action="store_true",
+        help="also ask about what each picture lacks: a VQA question answered 'there is no ...' and, in the "
+        "conversations, a [refer] turn refused for half the images",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -47,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.skip_if_complete and is_complete(
-        args.out, args.n_train, args.n_test, args.seed, args.image_size, args.real_layout
+        args.out, args.n_train, args.n_test, args.seed, args.image_size, args.real_layout, args.absent
     ):
         print(f"synthetic shapes: {args.out} is already complete; nothing to do")
         return 0
@@ -62,6 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         num_workers=args.num_workers,
         progress=not args.no_progress,
         real_layout=args.real_layout,
+        absent=args.absent,
     )
     c = manifest["counts"]
     print(

@@ -187,6 +187,7 @@ def write_real_layout(
     n_train: int,
     n_test: int,
     n_shards: Dict[str, int],
+    absent: bool = False,
 ) -> Dict[str, Any]:
     """Lay the generated dataset under ``root`` out for every builder of :data:`REAL_LAYOUT_BUILDERS`.
 
@@ -194,7 +195,7 @@ def write_real_layout(
     ``{"files": [paths made], "counts": {rows per written file}}`` for the manifest.
     """
     examples = {
-        split: list(iter_examples(n, seed, split, image_size, render=False))
+        split: list(iter_examples(n, seed, split, image_size, render=False, absent=absent))
         for split, n in (("train", n_train), ("test", n_test))
     }
     layout = _Layout(Path(root), examples)

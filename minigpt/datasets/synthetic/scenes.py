@@ -408,8 +408,14 @@ class Example:
         return out
 
 
-def make_example(seed: int, split: str, index: int, image_size: int = 64, render: bool = True) -> Example:
-    """Generate image ``index`` of ``split``; pass ``render=False`` to skip the pixels."""
+def make_example(
+    seed: int, split: str, index: int, image_size: int = 64, render: bool = True, absent: bool = False
+) -> Example:
+    """Generate image ``index`` of ``split``; pass ``render=False`` to skip the pixels.
+
+    ``absent`` also asks about what the picture lacks (:mod:`.absent`): an ``absent`` question and,
+    for the conversations, a ``[refer]`` turn that is refused for half the images.
+    """
     scene = sample_scene(stream_rng(seed, split, index, "scene"), image_size)
     text_rng = stream_rng(seed, split, index, "text")
     absent_rng = stream_rng(seed, split, index, "absent")
@@ -418,21 +424,22 @@ def make_example(seed: int, split: str, index: int, image_size: int = 64, render
         text_rng,
         exist_yes=_balanced_coin(seed, split, index, "exist"),
         position_yes=_balanced_coin(seed, split, index, "position"),
-        absent_rng=absent_rng,
+        absent_rng=absent_rng if absent else None,
     )
     order = _shuffled(text_rng, range(len(questions)))
     image = render_scene(scene, stream_rng(seed, split, index, "pixels")) if render else None
-    absent_ref = absent_referent(scene.objects, absent_rng, KINDS, tuple(COLOURS))
-    refer_absent = _balanced_coin(seed, split, index, "refer_absent")
+    absent_ref = absent_referent(scene.objects, absent_rng, KINDS, tuple(COLOURS)) if absent else None
+    refer_absent = absent and _balanced_coin(seed, split, index, "refer_absent")
     return Example(split, index, scene, make_caption(scene), questions, order, image, absent_ref, refer_absent)
 
 
 def iter_examples(
-    n: int, seed: int = 0, split: str = "train", image_size: int = 64, render: bool = False, start: int = 0
+    n: int, seed: int = 0, split: str = "train", image_size: int = 64, render: bool = False, start: int = 0,
+    absent: bool = False,
 ) -> Iterator[Example]:
     """Examples ``start .. start + n - 1`` of ``split``, identical to what the dataset writer stores."""
     for index in range(start, start + n):
-        yield make_example(seed, split, index, image_size, render=render)
+        yield make_example(seed, split, index, image_size, render=render, absent=absent)
 
 
 def iter_texts(n: int, seed: int = 0, split: str = "train", image_size: int = 64) -> Iterator[str]:

@@ -93,9 +93,10 @@ def _rows_for_example(ex: Example, coco_image_id: int) -> Dict[str, Any]:
         q = ex.questions[qi]
         turns.append({"from": "human", "value": ("<image>\n" if n == 0 else "") + q["question"]})
         turns.append({"from": "gpt", "value": q["answer"]})
-    expression, located = ex.refer_turn()
-    turns.append({"from": "human", "value": REFER_TURN.format(expression)})
-    turns.append({"from": "gpt", "value": located})
+    if ex.absent_ref is not None:  # asked about what the picture lacks: a [refer] turn, refused for half
+        expression, located = ex.refer_turn()
+        turns.append({"from": "human", "value": REFER_TURN.format(expression)})
+        turns.append({"from": "gpt", "value": located})
     rows["llava"] = [_dumps({"id": _image_id_str(split, ex.index), "image": image, "conversations": turns})]
     rows["scienceqa"] = [image_problem(ex)]
 
@@ -152,6 +153,7 @@ class _Job(NamedTuple):
     shard: int
     coco_image_id_offset: int  # RefCOCO image ids run over train then test
     root: str
+    absent: bool = False  # also ask about what the pictures lack (make_example)
 
 
 def _generate_chunk(job: _Job) -> Dict[str, List[Any]]:
@@ -164,7 +166,7 @@ def _generate_chunk(job: _Job) -> Dict[str, List[Any]]:
     with open(tmp_shard, "wb") as f:
         tar = TarWriter(f)
         for index in range(job.start, job.end):
-            ex = make_example(job.seed, job.split, index, job.image_size, render=True)
+            ex = make_example(job.seed, job.split, index, job.image_size, render=True, absent=job.absent)
             jpeg = encode_jpeg(ex.image)
             atomic_write_bytes(root / "images" / ex.image_name, jpeg, mkdir=False)
             key = f"{index:09d}"
@@ -180,10 +182,10 @@ def _generate_chunk(job: _Job) -> Dict[str, List[Any]]:
 
 
 def _jobs(
-    root: Path, seed: int, image_size: int, split: str, n: int, shard_size: int, offset: int
+    root: Path, seed: int, image_size: int, split: str, n: int, shard_size: int, offset: int, absent: bool = False
 ) -> List[_Job]:
     return [
-        _Job(split, seed, image_size, start, min(start + shard_size, n), shard, offset, str(root))
+        _Job(split, seed, image_size, start, min(start + shard_size, n), shard, offset, str(root), absent)
         for shard, start in enumerate(range(0, n, shard_size))
     ]
 
@@ -227,7 +229,7 @@ def _read_manifest(root: Path) -> Optional[Dict[str, Any]]:
 
 
 def _settings(
-    seed: int, image_size: int, n_train: int, n_test: int, real_layout: bool = False
+    seed: int, image_size: int, n_train: int, n_test: int, real_layout: bool = False, absent: bool = False
 ) -> Dict[str, Any]:
     """The manifest keys a finished dataset must match to be reused as it is."""
     settings: Dict[str, Any] = {
@@ -240,11 +242,14 @@ def _settings(
     }
     if real_layout:  # only then, so the default manifest stays as it always was
         settings["real_layout"] = True
+    if absent:
+        settings["absent"] = True
     return settings
 
 
 def is_complete(
-    root: PathLike, n_train: int, n_test: int, seed: int, image_size: int = 64, real_layout: bool = False
+    root: PathLike, n_train: int, n_test: int, seed: int, image_size: int = 64, real_layout: bool = False,
+    absent: bool = False,
 ) -> bool:
     """True when ``root`` holds a finished dataset generated with exactly these settings.
 
@@ -254,8 +259,8 @@ def is_complete(
     m = _read_manifest(root)
     if m is None:
         return False
-    wanted = _settings(seed, image_size, n_train, n_test, real_layout)
-    if any(m.get(k) != v for k, v in wanted.items()):
+    wanted = _settings(seed, image_size, n_train, n_test, real_layout, absent)
+    if any(m.get(k) != v for k, v in wanted.items()) or bool(m.get("absent")) != absent:
         return False
     for rel in m.get("files", {}).values():
         for p in rel if isinstance(rel, list) else [rel]:
@@ -288,12 +293,15 @@ def generate_synthetic_dataset(
     num_workers: int = 0,
     progress: bool = True,
     real_layout: bool = False,
+    absent: bool = False,
 ) -> Dict[str, Any]:
     """Generate the shapes dataset under ``root`` in every format; returns the manifest.
 
     The same arguments always give byte-identical files, whatever ``num_workers`` is. With
     ``real_layout`` the data is also laid out where the real builders' default YAMLs look
-    (:mod:`minigpt.datasets.synthetic.real_layout`), so ``run.data_root=root`` trains them.
+    (:mod:`minigpt.datasets.synthetic.real_layout`), so ``run.data_root=root`` trains them. With
+    ``absent`` every image is also asked about something it lacks (an ``absent`` VQA question, a refused
+    ``[refer]`` turn in half the conversations; :mod:`minigpt.datasets.synthetic.absent`).
     """
     if n_train < 1 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_test >= 0, got n_train={n_train}, n_test={n_test}")
@@ -307,8 +315,8 @@ def generate_synthetic_dataset(
     for split in ("train", "test"):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
 
-    jobs = _jobs(root, seed, image_size, "train", n_train, shard_size, 0)
-    jobs += _jobs(root, seed, image_size, "test", n_test, shard_size, n_train)
+    jobs = _jobs(root, seed, image_size, "train", n_train, shard_size, 0, absent)
+    jobs += _jobs(root, seed, image_size, "test", n_test, shard_size, n_train, absent)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -363,12 +371,12 @@ def generate_synthetic_dataset(
         from minigpt.datasets.synthetic.real_layout import write_real_layout  # imports the builders' YAMLs
 
         laid_out = write_real_layout(
-            root, seed, image_size, n_train, n_test, {"train": n_train_shards, "test": n_test_shards}
+            root, seed, image_size, n_train, n_test, {"train": n_train_shards, "test": n_test_shards}, absent
         )
         files["real_layout"] = laid_out["files"]
         counts = laid_out["counts"]
     manifest: Dict[str, Any] = {
-        **_settings(seed, image_size, n_train, n_test, real_layout),
+        **_settings(seed, image_size, n_train, n_test, real_layout, absent),
         "shard_size": shard_size,
         "files": files,
         # Brace patterns as webdataset's WebDataset(urls) expands them.
