@@ -68,7 +68,8 @@ def test_scienceqa_recipe_composes_as_published_and_trains_an_epoch(arch, data_r
     from minigpt.runners.stage import run_stage
 
     arch = _arch(arch)
-    swap = [] if arch == "lavin" else ["model.model_type=tiny"]
+    # LaVIN's real preset at toy width (same classes, 224 px); the tiny TinyGPT-V in its place otherwise
+    swap = ["model.scale=toy"] if arch == "lavin" else ["model.model_type=tiny"]
     # the released layout's paths pointed at the synthetic ScienceQA-format files
     sqa = "datasets.scienceqa"
     on_synthetic = [f"{sqa}.build_info.problems_file=synthetic/sqa/problems.json",

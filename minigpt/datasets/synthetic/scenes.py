@@ -291,10 +291,8 @@ def _relation_axis(relation: str) -> int:
     return 0 if relation in ("to the left of", "to the right of") else 1
 
 
-def make_questions(
-    scene: Scene, rng: random.Random, exist_yes: bool, position_yes: bool,
-    absent_rng: Optional[random.Random] = None,
-) -> List[Dict[str, str]]:
+def make_questions(scene: Scene, rng: random.Random, exist_yes: bool, position_yes: bool,
+                   absent_rng: Optional[random.Random] = None) -> List[Dict[str, str]]:
     """One question of each type that applies to ``scene``: ``{"question", "answer", "question_type"}``.
 
     ``exist_yes`` / ``position_yes`` fix the yes/no answer of those types, so a caller can keep
@@ -408,9 +406,8 @@ class Example:
         return out
 
 
-def make_example(
-    seed: int, split: str, index: int, image_size: int = 64, render: bool = True, absent: bool = False
-) -> Example:
+def make_example(seed: int, split: str, index: int, image_size: int = 64, render: bool = True,
+                 absent: bool = False) -> Example:
     """Generate image ``index`` of ``split``; pass ``render=False`` to skip the pixels.
 
     ``absent`` also asks about what the picture lacks (:mod:`.absent`): an ``absent`` question and,
@@ -433,10 +430,8 @@ def make_example(
     return Example(split, index, scene, make_caption(scene), questions, order, image, absent_ref, refer_absent)
 
 
-def iter_examples(
-    n: int, seed: int = 0, split: str = "train", image_size: int = 64, render: bool = False, start: int = 0,
-    absent: bool = False,
-) -> Iterator[Example]:
+def iter_examples(n: int, seed: int = 0, split: str = "train", image_size: int = 64, render: bool = False,
+                  start: int = 0, absent: bool = False) -> Iterator[Example]:
     """Examples ``start .. start + n - 1`` of ``split``, identical to what the dataset writer stores."""
     for index in range(start, start + n):
         yield make_example(seed, split, index, image_size, render=render, absent=absent)
