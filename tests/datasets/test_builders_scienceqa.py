@@ -224,8 +224,10 @@ def test_synthetic_text_problems_use_words_the_shipped_tokenizer_keeps_whole():
     from minigpt.models.parts.llms.hf_causal_lm import load_tokenizer
 
     tok = load_tokenizer()
+    space = tok(" ", add_special_tokens=False)["input_ids"]  # a digit follows a bare space token
     for i in range(100):
         p = text_problem(0, "train", i)
         words = p["choices"] + (p["hint"][len("Sentence: "):-1].split() if p["category"] == "count_words" else [])
         for w in words:
-            assert len(tok(" " + w, add_special_tokens=False)["input_ids"]) == 1, (i, w)
+            ids = [t for t in tok(" " + w, add_special_tokens=False)["input_ids"] if t not in space]
+            assert len(ids) == 1, (i, w)
