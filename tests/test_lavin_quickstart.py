@@ -20,6 +20,6 @@ def test_lavin_quickstart_answers_held_out_image_and_text_only_problems(tmp_path
     assert proc.returncode == 0, proc.stderr[-4000:]
     metrics = json.loads((tmp_path / "output" / "lavin_quickstart" / "metrics.json").read_text())
     assert [s["stage"] for s in metrics["stages"]] == ["lavin"]
-    assert metrics["accuracy_img"] >= 0.85, metrics
-    assert metrics["accuracy_text_only"] >= 0.90, metrics
+    assert metrics["scienceqa_accuracy_img"] >= 0.85, metrics
+    assert metrics["scienceqa_accuracy_text_only"] >= 0.90, metrics
     assert metrics["wall_time_s"] <= 10 * 60, metrics
