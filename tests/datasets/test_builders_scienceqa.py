@@ -182,6 +182,7 @@ def test_synthetic_builders_read_the_generated_files(synthetic_root):
 
 def test_synthetic_text_problems_are_right_and_deterministic(synthetic_root):
     from minigpt.datasets.synthetic.lavin_files import alpaca_entry, text_problem
+    from minigpt.datasets.synthetic.scenes import COLOURS
 
     assert text_problem(0, "train", 7) == text_problem(0, "train", 7) != text_problem(1, "train", 7)
     for i in range(50):
@@ -194,6 +195,13 @@ def test_synthetic_text_problems_are_right_and_deterministic(synthetic_root):
             assert int(right) == len(p["hint"][len("Sentence: "):-1].split())
         elif p["category"] == "alphabet":
             assert right == min(p["choices"])
+        elif p["category"] == "colour_word":
+            assert right in COLOURS and not set(p["choices"]) - {right} & set(COLOURS)
+        elif p["category"] == "directions":
+            a, b = p["question"][len("Is "):-1].split(" the opposite of ")
+            assert (right == "yes") == ({a, b} in ({"left", "right"}, {"above", "below"}))
+    kinds = {text_problem(0, "train", i)["category"] for i in range(200)}
+    assert kinds == {"compare", "alphabet", "count_words", "colour_word", "directions"}
     entry = alpaca_entry(0, "train", 1)
     assert entry["output"] == ", ".join(map(str, sorted(int(n) for n in entry["input"].split(", "))))
     assert os.path.isfile(synthetic_root / "synthetic" / "sqa" / "problems.json")
@@ -208,3 +216,18 @@ def test_scienceqa_builder_reads_the_real_layout_with_its_defaults(real_layout_r
     samples = [train[i] for i in range(4)]  # image and text-only problems alternate
     assert [s["image"] is None for s in samples] == [False, True, False, True]
     assert samples[0]["image"].shape == (3, 32, 32)
+
+
+def test_synthetic_text_problems_use_words_the_shipped_tokenizer_keeps_whole():
+    """Each choice and counted word is one token, so a random tiny LLM can learn the problems (docs/lavin.md)."""
+    from minigpt.datasets.synthetic.lavin_files import text_problem
+    from minigpt.models.parts.llms.hf_causal_lm import load_tokenizer
+
+    tok = load_tokenizer()
+    space = tok(" ", add_special_tokens=False)["input_ids"]  # a digit follows a bare space token
+    for i in range(100):
+        p = text_problem(0, "train", i)
+        words = p["choices"] + (p["hint"][len("Sentence: "):-1].split() if p["category"] == "count_words" else [])
+        for w in words:
+            ids = [t for t in tok(" " + w, add_special_tokens=False)["input_ids"] if t not in space]
+            assert len(ids) == 1, (i, w)

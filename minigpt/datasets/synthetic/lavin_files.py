@@ -7,9 +7,9 @@ synthetic root, where the ``synthetic_scienceqa`` and ``synthetic_alpaca`` build
   generated image itself (``train/000012.jpg`` under ``images/``, read with ``image_path: "{image}"``:
   13k per-problem folders would cost more than the rest of the generation). Each generated image gives one multiple
   choice problem about its shapes (its first conversation question, with up to four choices), without
-  a hint (IMG); as many text-only problems come from their own seeded streams: comparing numbers and
-  alphabetical order (no context: NO), counting a sentence's words and small sums told as a story
-  (a hint: TXT), the day after a weekday. Train images and problems form ``train``; the test ones are
+  a hint (IMG); as many text-only problems come from their own seeded streams: the larger of two
+  digits, the word first in a dictionary, the word that names a colour (no context: NO), counting the
+  words of a short sentence and opposite directions on a map (a hint: TXT). Train images and problems form ``train``; the test ones are
   cut into ``val`` (every fifth) and ``test``. Every problem has a lecture and a solution.
 * ``alpaca/alpaca_data_<split>.json``: one text-only instruction per four images of the split
   (reverse words, sort numbers, add numbers, capitalise a word).
@@ -41,11 +41,15 @@ _LECTURES = {
     "position": "Left, right, above and below compare where the centres of two shapes are.",
     "absent": "A question can name a shape the picture does not have; then the answer says so.",
 }
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_NAMES = ("Ann", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana")
-_THINGS = ("apples", "stickers", "marbles", "books", "shells", "pencils")
-_WORDS = ("red", "blue", "green", "circle", "square", "small", "big", "cat", "dog", "sun", "tree", "river",
-          "apple", "stone", "bird", "house", "lamp", "cloud", "boat", "road")
+# Text-only problems use words the shipped tokenizer keeps whole (one token each) and answers a small model
+# can read off the question: a random tiny LLM learns them from a few thousand examples, where multi-token
+# weekdays, two-digit numbers and story sums with shuffled options stayed near chance.
+_DICTIONARY = ("above", "cat", "dog", "green", "house", "left", "no", "orange", "purple", "red", "small",
+               "tree", "yes")  # first letters all differ
+_WORDS = ("red", "blue", "green", "circle", "square", "small", "big", "cat", "dog", "tree", "house", "road")
+_NOT_COLOURS = ("circle", "square", "triangle", "small", "big", "cat", "dog", "tree", "house", "road")
+_OPPOSITES = {"left": "right", "right": "left", "above": "below", "below": "above"}
+COUNT_OPTIONS = (2, 3, 4)  # sentence lengths, listed in this order as the choices
 
 
 def image_problem(ex: Example) -> Dict[str, Any]:
@@ -73,50 +77,46 @@ Text = Tuple[str, str, List[str], str, str, str, str, int]
 
 
 def _compare(rng) -> Text:
-    a, b = sample(rng, list(range(10, 100)), 2)
+    a, b = sample(rng, list(range(10)), 2)
     big = max(a, b)
     return ("Which number is larger?", "", [str(a), str(b)], str(big),
-            "A number with more tens is larger; with as many tens, the one with more ones is.",
+            "Counting goes 0, 1, 2, ... 9: a number that comes later is larger.",
             f"{big} is larger than {min(a, b)}.", "natural science", 1 + randint(rng, 0, 2))
 
 
 def _alphabet(rng) -> Text:
-    words = sample(rng, list(_WORDS), 3)
-    first = sorted(words)[0]
+    words = sample(rng, list(_DICTIONARY), 2)
+    first = min(words)
     return ("Which word would you find first in a dictionary?", "", words, first,
-            "A dictionary lists words in alphabetical order: compare the first letters, then the next ones.",
+            "A dictionary lists words in alphabetical order: compare the first letters.",
             f"{first} comes first in alphabetical order.", "language science", 2 + randint(rng, 0, 3))
 
 
 def _count_words(rng) -> Text:
-    n = randint(rng, 3, 8)
+    n = choice(rng, COUNT_OPTIONS)
     sentence = " ".join(choice(rng, _WORDS) for _ in range(n))
-    options = shuffled(rng, sorted({n, n - 1, n + 1, n + 2}))
-    return ("How many words are in the sentence?", f"Sentence: {sentence}.", [str(o) for o in options], str(n),
-            "Words are separated by spaces; count each one once.", f"The sentence has {n} words.",
+    return ("How many words are in the sentence?", f"Sentence: {sentence}.", [str(o) for o in COUNT_OPTIONS],
+            str(n), "Words are separated by spaces; count each one once.", f"The sentence has {n} words.",
             "language science", 7 + randint(rng, 0, 2))
 
 
-def _story_sum(rng) -> Text:
-    name, thing = choice(rng, _NAMES), choice(rng, _THINGS)
-    a, b = randint(rng, 1, 9), randint(rng, 1, 9)
-    total = a + b
-    options = shuffled(rng, sorted({total, total - 1, total + 1, total + 2}))
-    return (f"How many {thing} does {name} have now?", f"{name} has {a} {thing} and gets {b} more.",
-            [str(o) for o in options], str(total), "Getting more adds to what you have.",
-            f"{a} + {b} = {total}.", "natural science", 8 + randint(rng, 0, 4))
+def _colour_word(rng) -> Text:
+    colour, other = choice(rng, list(COLOURS)), choice(rng, _NOT_COLOURS)
+    return ("Which word names a colour?", "", shuffled(rng, [colour, other]), colour,
+            "Red, green, blue, yellow, purple and orange are colours; shapes and things are not.",
+            f"{colour} is a colour.", "language science", 1 + randint(rng, 0, 2))
 
 
-def _next_day(rng) -> Text:
-    k = randint(rng, 0, 6)
-    day, after = _WEEKDAYS[k], _WEEKDAYS[(k + 1) % 7]
-    options = shuffled(rng, [after] + sample(rng, [d for d in _WEEKDAYS if d != after], 2))
-    return (f"Which day comes after {day}?", "", options, after,
-            "The week runs Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday, then Monday again.",
-            f"{after} comes after {day}.", "social science", 1 + randint(rng, 0, 5))
+def _directions(rng) -> Text:
+    a = choice(rng, list(_OPPOSITES))
+    b = _OPPOSITES[a] if randint(rng, 0, 1) else choice(rng, [d for d in _OPPOSITES if d not in (a, _OPPOSITES[a])])
+    right = "yes" if b == _OPPOSITES[a] else "no"
+    return (f"Is {b} the opposite of {a}?", "A map shows left, right, above and below.", ["yes", "no"], right,
+            "On a map, left is opposite right and above is opposite below.",
+            f"The opposite of {a} is {_OPPOSITES[a]}.", "social science", 3 + randint(rng, 0, 3))
 
 
-_TEXT_KINDS: Tuple[Callable[[Any], Text], ...] = (_compare, _alphabet, _count_words, _story_sum, _next_day)
+_TEXT_KINDS: Tuple[Callable[[Any], Text], ...] = (_compare, _alphabet, _count_words, _colour_word, _directions)
 
 
 def text_problem(seed: int, split: str, index: int) -> Dict[str, Any]:

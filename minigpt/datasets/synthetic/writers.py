@@ -40,7 +40,9 @@ from minigpt.datasets.synthetic.scenes import KINDS, QUESTION_TYPES, Example, Sc
 from minigpt.datasets.synthetic.tar_writer import TarWriter
 
 GENERATOR_NAME = "minigpt.synthetic_shapes"
-GENERATOR_VERSION = 3  # 2: POPE files, the --absent questions; 3: ScienceQA and Alpaca files
+# 2: POPE files, the --absent questions; 3: ScienceQA and Alpaca files;
+# 4: text-only ScienceQA problems a random tiny LLM can learn (one-token words, answers read off the question)
+GENERATOR_VERSION = 4
 JPEG_QUALITY = 95
 
 CATEGORY_IDS: Dict[str, int] = {kind: i + 1 for i, kind in enumerate(KINDS)}
