@@ -52,6 +52,20 @@ class TextInstructionDataset(BaseDataset):
     def _parse(self, path: str, i: int, entry: Any) -> Any:
         raise NotImplementedError
 
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        """A text-only sample from a record parsed to ``{key, instruction, answer}``."""
+        record = self.records[index]
+        instruction, answer = record["instruction"], record["answer"]
+        if self.text_processor is not None:
+            instruction, answer = self.text_processor(instruction), self.text_processor(answer)
+        return {
+            "image": None,
+            "instruction_input": self.instruction(instruction),
+            "answer": answer,
+            "sample_id": self.sample_id(record["key"]),
+            "task": self.task,
+        }
+
 
 class UnnaturalInstructionDataset(TextInstructionDataset):
     """Unnatural Instructions: ``[{"instances": [{"instruction_with_input", "constraints", "output"}]}]``.
@@ -97,19 +111,6 @@ class UnnaturalInstructionDataset(TextInstructionDataset):
             )
         return value.strip()
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        record = self.records[index]
-        instruction = record["instruction"]
-        answer = record["answer"]
-        if self.text_processor is not None:
-            instruction, answer = self.text_processor(instruction), self.text_processor(answer)
-        return {
-            "image": None,
-            "instruction_input": self.instruction(instruction),
-            "answer": answer,
-            "sample_id": self.sample_id(record["key"]),
-            "task": self.task,
-        }
 
 
 ALPACA_PROMPT = "Instruction: {instruction}\nResponse:"
@@ -143,15 +144,3 @@ class AlpacaDataset(TextInstructionDataset):
                 )
         return {"key": i, "instruction": alpaca_prompt(fields["instruction"], fields["input"]), "answer": fields["output"]}
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        record = self.records[index]
-        instruction, answer = record["instruction"], record["answer"]
-        if self.text_processor is not None:
-            instruction, answer = self.text_processor(instruction), self.text_processor(answer)
-        return {
-            "image": None,
-            "instruction_input": self.instruction(instruction),
-            "answer": answer,
-            "sample_id": self.sample_id(record["key"]),
-            "task": self.task,
-        }
