@@ -277,7 +277,7 @@ def test_evaluate_script_rejects_bad_config_with_exit_2(tmp_path, capsys, monkey
     spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "eval_scripts" / "evaluate.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    monkeypatch.setattr(script, "setup_logging", lambda: None)
+    monkeypatch.setattr("minigpt.cli.evaluate.setup_logging", lambda: None)
     out = tmp_path / "never"
     code = script.main(["--cfg-path", str(EVAL_CFG), "--options", "run.max_eval_samplez=4", f"run.output_dir={out}"])
     assert code == 2
