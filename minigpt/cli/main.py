@@ -24,7 +24,7 @@ COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "train": ("minigpt.cli.train", "main", "train one stage or a pipeline of stages from a config"),
     "eval": ("minigpt.cli.evaluate", "main", "score a checkpoint: a config's test splits, or `eval FAMILY` benchmarks"),
     "demo": ("minigpt.demo.cli", "main", "chat about an image in the browser (gradio)"),
-    "chat": ("minigpt.cli.chat", "main", "chat about images in the terminal, answers streamed"),
+    "chat": ("minigpt.demo.terminal", "main", "chat about images in the terminal, answers streamed"),
     "export": ("minigpt.models.weights.export", "main", "export a trained model with its tokenizer and config"),
     "data": ("minigpt.cli.main", "data_main", "datasets: `list`, `check NAME`, `synthetic --out DIR`"),
     "list-cfg": ("minigpt.cli.configs", "list_main", "list the train and eval configs shipped in the package"),
