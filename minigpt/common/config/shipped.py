@@ -34,7 +34,7 @@ def find_shipped_config(name: str) -> Path:
     text = str(name).replace("\\", "/")
     kind, _, stem = text.rpartition("/")
     if kind not in ("", *KINDS):
-        raise ConfigError(f"{name}: no such file (and not the name of a shipped config: see `minigpt list-cfg`)")
+        raise ConfigError(f"{name}: no such file, and no shipped config has that name (`minigpt list-cfg` lists them)")
     file = stem if stem.endswith((".yaml", ".yml")) else stem + ".yaml"
     kinds = [kind] if kind else list(KINDS)
     found = [RECIPES_DIR / k / file for k in kinds if (RECIPES_DIR / k / file).is_file()]
