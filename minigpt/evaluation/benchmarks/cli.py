@@ -71,6 +71,8 @@ def build_parser(family: str, default_datasets: Optional[str]) -> argparse.Argum
                    help="stop each process after N batches without scoring (rerun the command to continue)")
     p.add_argument("--overwrite", action="store_true", help="discard saved predictions instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-pictures", action="store_true",
+                   help="do not draw box overlays (ref) or the per-question-type chart (vqa) next to the metrics")
     return p
 
 
@@ -200,6 +202,12 @@ def evaluate(family: str, args: argparse.Namespace) -> List[SplitResult]:
         written = [r.metrics_path for r in results if r.metrics_path]
         if written:
             print("\nmetrics written to " + ", ".join(written))
+        if not args.no_pictures:
+            from minigpt.evaluation.pictures import write_split_pictures
+
+            pictures = write_split_pictures(family, results, settings.output_dir)
+            if pictures:
+                print("pictures written to " + ", ".join(pictures))
         if any(r.metrics is None for r in results):
             print(f"stopped after --max-batches {args.max_batches}: rerun the same command to continue")
     return results
