@@ -41,6 +41,21 @@ def pyplot() -> Any:
     return plt
 
 
+def save_figure(fig: Any, out_path: str, dpi: int = 72) -> str:
+    """Save ``fig`` as a palette PNG (charts have few colours: a few tens of KB) and close it; returns ``out_path``."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    pyplot().close(fig)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        im.convert("RGB").quantize(colors=128, dither=Image.Dither.NONE).save(out_path, optimize=True)
+    return out_path
+
+
 def spread_sample(n_total: int, n: int) -> List[int]:
     """``n`` indices spread evenly over ``range(n_total)`` (all of them when there are fewer)."""
     if n_total <= n:
@@ -94,9 +109,7 @@ def draw_ref_overlays(predictions_path: str, out_path: str, n: int = BOX_SAMPLES
         ax.set_title("\n".join(textwrap.wrap(caption, 24)[:2] + [verdict]), fontsize=7)
     fig.suptitle(title or "referring: ground truth (green) and prediction (red, dashed)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=72)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def type_accuracies(metrics: Mapping[str, Any], prefix: str = "accuracy_") -> Dict[str, float]:
@@ -129,9 +142,7 @@ def draw_question_types(
     ax.set_xlabel("accuracy")
     ax.set_title(title or "accuracy per question type", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=72)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)
 
 
 def write_split_pictures(family: str, results: List[Any], output_dir: str) -> List[str]:
