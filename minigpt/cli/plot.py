@@ -20,9 +20,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
+from minigpt.cli.evaluate import METRICS_FILE as EVAL_METRICS_FILE
+from minigpt.common.constants import PIPELINE_FILE
 from minigpt.evaluation.pictures import PlotUnavailable, pyplot, save_figure
+from minigpt.runners.step_loop import METRICS_FILE
 
-METRICS_FILE, PIPELINE_FILE, SUMMARY_FILE = "metrics.jsonl", "pipeline.json", "metrics.json"
+SUMMARY_FILE = EVAL_METRICS_FILE  # a pipeline's (or `minigpt eval`'s) final metrics
 DEFAULT_OUT = "training.png"
 MAX_EVAL_CURVES = 6
 # summary keys that are not metrics

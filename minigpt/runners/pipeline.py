@@ -24,7 +24,7 @@ from minigpt.tasks.evaluation.table import format_metrics as format_table  # the
 
 logger = logging.getLogger(__name__)
 
-HEADLINE = ("vqa_accuracy", "hallucination_rate", "grounding_acc@0.5", "identify_accuracy", "caption_bleu4", "caption_exact",
+HEADLINE = ("vqa_accuracy", "hallucination_rate", "grounding_acc@0.5", "identify_accuracy", "caption_bleu4_nltk", "caption_exact",
             "scienceqa_accuracy")  # the last: the ScienceQA table, accuracy_img and accuracy_text_only among it
 
 

@@ -225,7 +225,7 @@ def test_quickstart_pipeline_chains_stages_and_evaluates(run_cli, tmp_path):
     assert (data / "synthetic" / "manifest.json").is_file()
 
     result = json.loads((out / "metrics.json").read_text())
-    for key in ("vqa_accuracy", "grounding_acc@0.5", "caption_bleu4"):
+    for key in ("vqa_accuracy", "grounding_acc@0.5", "caption_bleu4_nltk"):
         assert 0.0 <= result[key] <= 1.0, (key, result)
     assert result["wall_time_s"] > 0
     assert [s["stage"] for s in result["stages"]] == stages
@@ -264,7 +264,7 @@ def test_evaluate_script_scores_a_checkpoint(stage1_run, run_cli, data_root, tmp
 
     result = json.loads((out / "metrics.json").read_text())
     assert result["checkpoint"] == str(stage1_out)
-    for key in ("vqa_accuracy", "grounding_acc@0.5", "caption_bleu4"):
+    for key in ("vqa_accuracy", "grounding_acc@0.5", "caption_bleu4_nltk"):
         assert 0.0 <= result[key] <= 1.0
     for name in ("synthetic_vqa", "synthetic_refcoco", "synthetic_invrefcoco", "synthetic_coco_caption"):
         assert result["all_metrics"][f"{name}/test/samples"] == 4
