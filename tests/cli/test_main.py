@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -104,7 +105,16 @@ def test_python_m_train_runs_the_command(tmp_path):
 
 def test_the_wheel_carries_the_configs_and_the_command(tmp_path):
     """``pip wheel`` then the installed package, run from a folder without the repository."""
-    args = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO_ROOT)]
+    # built from a copy, so the build leaves nothing in the checkout
+    src = tmp_path / "src"
+    keep = ["pyproject.toml", "README.md", "minigpt", "train_configs", "eval_configs"]
+    for name in keep + [n for n in ("LICENSE", "MANIFEST.in", "setup.py") if (REPO_ROOT / n).exists()]:
+        if (REPO_ROOT / name).is_dir():
+            shutil.copytree(REPO_ROOT / name, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            src.mkdir(exist_ok=True)
+            shutil.copy(REPO_ROOT / name, src / name)
+    args = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)]
     if importlib.util.find_spec("setuptools") is not None:
         args.insert(4, "--no-build-isolation")  # offline and quicker when the build backend is at hand
     subprocess.run(args, check=True, capture_output=True, timeout=600)
