@@ -153,8 +153,9 @@ def draw_run(run: RunRows, out_path: str, title: str = "") -> str:
     tps = [statistics.median(r.get("tokens_per_s", 0.0) for r in s.train) for s in stages]
     bars = ax_tp.bar(names, sps, color=[colours[i % len(colours)] for i in range(len(stages))])
     for bar, t in zip(bars, tps):
-        ax_tp.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{t:,.0f} tok/s",
-                   ha="center", va="bottom", fontsize=7)  # fmt: skip
+        if t > 0:  # rows written before a stage counted its tokens say 0: no label rather than a false one
+            ax_tp.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{t:,.0f} tok/s",
+                       ha="center", va="bottom", fontsize=7)  # fmt: skip
     ax_tp.set_ylabel("samples/s (median)")
     ax_tp.set_title("throughput per stage", fontsize=9)
     ax_tp.tick_params(axis="x", labelsize=7, rotation=20)

@@ -134,12 +134,13 @@ def draw_question_types(
     for bar, name in zip(bars, names):
         ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, f"{per_type[name]:.3f}",
                 va="center", fontsize=8)  # fmt: skip
+    xlabel = "accuracy"
     if overall_key in metrics:
         overall = float(metrics[overall_key])
         ax.axvline(overall, color="#444444", ls="--", lw=1)
-        ax.text(overall, len(names) - 0.45, f" overall {overall:.3f}", fontsize=8, color="#444444")
+        xlabel += f" (dashed: overall {overall:.3f})"
     ax.set_xlim(0, 1.12)
-    ax.set_xlabel("accuracy")
+    ax.set_xlabel(xlabel)
     ax.set_title(title or "accuracy per question type", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out_path)
