@@ -55,7 +55,6 @@ def data_main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[:1] == ["synthetic"]:
         from minigpt.datasets.synthetic.__main__ import main as synthetic_main
 
-        sys.argv[0] = "minigpt data synthetic"
         return synthetic_main(argv[1:])
     from minigpt.datasets.catalog import main as catalog_main
 

@@ -138,3 +138,11 @@ def test_the_wheel_carries_the_configs_and_the_command(tmp_path):
                 work, env_path=str(site))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert str(site / "minigpt" / "recipes" / "train_configs" / "quickstart_stage0.yaml") in proc.stdout
+
+
+def test_data_lists_the_catalogue_and_generates_synthetic_data(tmp_path, capsys):
+    assert main(["data", "list", "--data-root", str(tmp_path)]) == 0
+    assert "synthetic_vqa" in capsys.readouterr().out
+    out = tmp_path / "synthetic"
+    assert main(["data", "synthetic", "--out", str(out), "--n-train", "4", "--n-test", "2", "--num-workers", "1"]) == 0
+    assert (out / "manifest.json").is_file()
