@@ -195,8 +195,10 @@ def test_print_config_of_a_pipeline_prints_one_document_per_stage(capsys, monkey
 
 # -- the pipeline --------------------------------------------------------------------------------
 def _segments(stderr: str, names: List[str]) -> Dict[str, str]:
-    """stderr split at the pipeline's "stage <name>:" lines, one piece per stage (the last runs to the end)."""
-    marks = [(m.start(), m.group(1)) for m in re.finditer(r"minigpt\.runners\.pipeline: stage (\S+):", stderr)]
+    """stderr split at the pipeline's "stage k/N <name>:" lines, one piece per stage (the last runs to the end)."""
+    found = list(re.finditer(r"minigpt\.runners\.pipeline: stage (\d+)/(\d+) (\S+):", stderr))
+    assert [(int(m.group(1)), int(m.group(2))) for m in found] == [(k, len(names)) for k in range(1, len(names) + 1)]
+    marks = [(m.start(), m.group(3)) for m in found]
     assert [name for _, name in marks] == names, stderr[-4000:]
     ends = [start for start, _ in marks[1:]] + [len(stderr)]
     return {name: stderr[start:end] for (start, name), end in zip(marks, ends)}
