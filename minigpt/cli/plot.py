@@ -54,17 +54,18 @@ class RunRows:
 
 
 def _read_rows(path: str) -> List[Dict[str, Any]]:
-    rows = []
     with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                if n == sum(1 for _ in open(path)):  # a run killed mid-write leaves a cut last line
-                    break
-                raise RunDirError(f"{path}:{n}: not a JSON line ({exc.msg})") from exc
+        lines = fh.read().splitlines()
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if n == len(lines):  # a run killed mid-write leaves a cut last line
+                break
+            raise RunDirError(f"{path}:{n}: not a JSON line ({exc.msg})") from exc
     return rows
 
 
