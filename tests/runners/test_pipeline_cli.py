@@ -241,7 +241,9 @@ def test_quickstart_pipeline_chains_stages_and_evaluates(run_cli, tmp_path):
         assert (ckpt or []) == [str(p) for p in earlier]
         for prev in earlier:
             assert f"loaded {_tensor_count(prev)} tensors from {prev}" in pieces[name], (name, prev)
-        assert [r["step"] for r in _step_rows(out / name / "metrics.jsonl")] == [1, 2]
+        rows = _step_rows(out / name / "metrics.jsonl")
+        assert [r["step"] for r in rows] == [1, 2]
+        assert all(r["tokens_per_s"] > 0 for r in rows), (name, rows)  # stage 0 too: its labelled visual tokens
     eval_ckpt = yaml.safe_load((out / "eval" / "config.yaml").read_text())["model"]["ckpt"]
     assert eval_ckpt == [str(out / s) for s in stages]
     # stage 4's checkpoint is read once: by the evaluation
