@@ -66,3 +66,25 @@ def test_question_type_chart(tmp_path):
     assert Image.open(more).size[1] > Image.open(out).size[1]
     assert draw_question_types({"accuracy": 0.5}, str(tmp_path / "none.png")) is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_split_pictures_by_family_and_without_matplotlib(tmp_path, monkeypatch, caplog):
+    from minigpt.evaluation import pictures
+    from minigpt.tasks.evaluation.loop import SplitResult
+
+    preds = _write_predictions(tmp_path, ["{<10><10><40><60>}"])
+    assert preds.name == "refcoco_val_predictions.jsonl"
+    ref = SplitResult("refcoco", "val", {"acc@0.5": 1.0}, 1, 1, 0)
+    stopped = SplitResult("refcoco", "testA", None, 1, 1, 0)  # stopped early: nothing to draw
+    assert pictures.write_split_pictures("ref", [ref, stopped], str(tmp_path)) == [str(tmp_path / "refcoco_val_boxes.png")]
+    vqa = SplitResult("okvqa", "val", {"accuracy": 0.5, "accuracy_other": 0.5}, 1, 1, 0)
+    assert pictures.write_split_pictures("vqa", [vqa], str(tmp_path)) == [str(tmp_path / "okvqa_val_question_types.png")]
+    assert pictures.write_split_pictures("caption", [vqa], str(tmp_path)) == []
+
+    def missing():
+        raise pictures.PlotUnavailable(f"drawing pictures needs matplotlib: {pictures.PLOT_EXTRA_HINT}")
+
+    monkeypatch.setattr(pictures, "pyplot", missing)
+    with caplog.at_level("WARNING"):
+        assert pictures.write_split_pictures("vqa", [vqa], str(tmp_path / "none")) == []
+    assert "pip install 'minigpt[plot]'" in caplog.text
