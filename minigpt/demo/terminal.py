@@ -4,8 +4,8 @@
 
 At the ``>>>`` prompt, a line is a question (a task tag such as ``[refer]``, ``[vqa]`` or
 ``[caption]`` in front works as in the browser demo, and ``[caption]`` alone asks for a caption);
-``/image PATH`` starts a conversation about another image, ``/reset`` forgets the turns,
-``/exit`` (or Ctrl-D) leaves. The config is an eval config, as for ``minigpt demo``; it picks the
+``/image PATH`` starts a conversation about another image, ``/save PATH`` writes the image with
+the last answer's boxes drawn, ``/reset`` forgets the turns, ``/exit`` (or Ctrl-D) leaves. The config is an eval config, as for ``minigpt demo``; it picks the
 model, the device and the default answer length.
 """
 
@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any, Callable, Iterator, List, Optional, TextIO
 
+from PIL import Image
+
 from minigpt.common.config.shipped import cfg_path_arg
 from minigpt.common.grounding import parse_boxes
 from minigpt.demo.inputs import DemoInputError, UploadLimits, compose_prompt, load_image
@@ -24,7 +26,8 @@ from minigpt.models.generation.chat import Chat
 
 PROMPT = ">>> "
 HELP = (
-    "commands: /image PATH (talk about another image), /reset (forget the turns), /help, /exit (or Ctrl-D). "
+    "commands: /image PATH (talk about another image), /save PATH (the image with the last answer's boxes), "
+    "/reset (forget the turns), /help, /exit (or Ctrl-D). "
     "Anything else is a question; a task tag in front ([vqa], [refer], [caption], [grounding], [identify]) "
     "asks for that task."
 )
@@ -52,13 +55,14 @@ class TerminalChat:
         self.precision = precision
         self.limits = limits if limits is not None else UploadLimits()
         self.image_path: Optional[str] = None
+        self.image: Optional[Image.Image] = None  # as loaded, for drawing boxes on
 
     def set_image(self, path: str) -> str:
         """Start a conversation about the image at ``path``; returns a line saying so. Raises DemoInputError."""
         image = load_image(path, self.limits)
         self.chat.reset()
         self.chat.upload_image(image)
-        self.image_path = path
+        self.image_path, self.image = path, image
         return f"image: {path} ({image.width}x{image.height}); a new conversation"
 
     def reset(self) -> str:
@@ -68,6 +72,22 @@ class TerminalChat:
         if image is not None:
             self.chat.upload_image(image)
         return "the conversation starts again" + (f" about {self.image_path}" if image is not None else "")
+
+    def save_boxes(self, path: str) -> str:
+        """Write the image with the last answer's boxes drawn (as the browser demo draws them); returns a line."""
+        from minigpt.demo.session import DemoChat
+
+        history = [turn for turn in self.chat.history if turn[1] is not None]
+        if self.image is None or not history:
+            raise DemoInputError("Nothing to draw yet: /image PATH, then ask for boxes, e.g. [refer] the red circle")
+        boxes = DemoChat.answer_boxes(*history[-1])
+        if not boxes:
+            raise DemoInputError("The last answer has no box to draw.")
+        try:
+            DemoChat.draw(self.image, boxes).save(path)
+        except (OSError, ValueError) as exc:
+            raise DemoInputError(f"Cannot write {path}: {exc}") from exc
+        return f"saved {path} ({len(boxes)} box{'es' if len(boxes) != 1 else ''})"
 
     def answer(self, message: str) -> Iterator[str]:
         """The answer to ``message``, piece by piece. Raises DemoInputError or ValueError on bad input."""
@@ -130,6 +150,11 @@ def run_repl(chat: TerminalChat, read_line: Callable[[str], str], out: TextIO) -
                     if len(parts) != 1:
                         raise DemoInputError("usage: /image PATH (quote a path with spaces)")
                     print(chat.set_image(parts[0]), file=out, flush=True)
+                elif cmd == "/save":
+                    parts = shlex.split(arg) if arg.strip() else []
+                    if len(parts) != 1:
+                        raise DemoInputError("usage: /save PATH.png")
+                    print(chat.save_boxes(parts[0]), file=out, flush=True)
                 elif cmd == "/reset":
                     print(chat.reset(), file=out, flush=True)
                 elif cmd == "/help":

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from PIL import Image
 
 from minigpt.demo.terminal import PROMPT, TerminalChat, run_repl
 
@@ -61,7 +62,7 @@ def taught_model(taught_checkpoint):
     torch.set_num_threads(threads)
 
 
-def test_answers_about_the_image_streamed(taught_model, taught_checkpoint):
+def test_answers_about_the_image_streamed(taught_model, taught_checkpoint, tmp_path):
     vqa, caption = taught_checkpoint.sample("vqa"), taught_checkpoint.sample("caption")
     refer = taught_checkpoint.sample("refer", 1)
     out = Recorder()
@@ -69,7 +70,8 @@ def test_answers_about_the_image_streamed(taught_model, taught_checkpoint):
     code = run_repl(chat, _scripted([
         f"[vqa] {vqa.message}",  # no image yet: refused, the chat goes on
         f"/image {vqa.image_path}", "[caption]", "/reset", f"[vqa] {vqa.message}",
-        f"/image {refer.image_path}", f"[refer] {refer.message}",
+        f"/image {refer.image_path}", f"/save {tmp_path / 'early.png'}", f"[refer] {refer.message}",
+        f"/save {tmp_path / 'boxes.png'}",
         "/image /no/such.png", "/bogus", "/exit", "never read",
     ]), out)  # fmt: skip
     assert code == 0
@@ -78,6 +80,10 @@ def test_answers_about_the_image_streamed(taught_model, taught_checkpoint):
     assert f"image: {vqa.image_path} (" in text
     assert vqa.answer in text.split("the conversation starts again", 1)[1]
     assert refer.answer in text and "1 box]" in text
+    assert "error: Nothing to draw yet" in text and not (tmp_path / "early.png").exists()
+    assert f"saved {tmp_path / 'boxes.png'} (1 box)" in text
+    with Image.open(tmp_path / "boxes.png") as drawn, Image.open(refer.image_path) as plain:
+        assert drawn.width >= 384 and drawn.width % plain.width == 0  # enlarged by a whole factor, boxes drawn on
     assert "error: The upload such.png cannot be read" in text and "unknown command /bogus" in text
     # streamed: the caption arrives in several writes, not one
     assert caption.answer in text
