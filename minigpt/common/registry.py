@@ -49,6 +49,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "caption_text": "minigpt.processors.text:CaptionTextProcessor",
         "video_train": "minigpt.processors.video:VideoTrainProcessor",
         "video_eval": "minigpt.processors.video:VideoEvalProcessor",
+        "video_imagebind": "minigpt.processors.imagebind_video:ImageBindVideoProcessor",
     },
     "builder": {
         "cc_sbu": "minigpt.datasets.builders.caption_builders:CCSBUBuilder",
@@ -109,6 +110,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "clip_vit": "minigpt.models.parts.vision_encoders.clip_vit:CLIPViTEncoder",
         "clip_vit_cls": "minigpt.models.parts.vision_encoders.clip_vit:CLIPViTCLSStates",
         "precomputed": "minigpt.models.parts.vision_encoders.precomputed:PrecomputedFeatures",
+        "imagebind_vit": "minigpt.models.parts.vision_encoders.imagebind_vit:ImageBindViTEncoder",
     },
     "projector": {
         "linear": "minigpt.models.parts.projectors:LinearProjector",
