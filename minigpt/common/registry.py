@@ -42,6 +42,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "minigpt_v2": "minigpt.models.families:MiniGPTv2",
         "vision_pretrain": "minigpt.models.vision_pretrain:VisionPretrain",
         "lavin": "minigpt.models.lavin.model:LaVIN",
+        "mm_llama": "minigpt.models.families:MMLLaMA",
     },
     "processor": {
         "image_train": "minigpt.processors.image:ImageTrainProcessor",
