@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_imagebind_vit import IMAGEBIND_HUGE_VISION
+from test_presets_meta import LLAMA_7B
 
 from minigpt.common.constants import IGNORE_INDEX
 from minigpt.models import load_model
 from minigpt.models.parts.vision_encoders.precomputed import PrecomputedFeatures
-from test_imagebind_vit import IMAGEBIND_HUGE_VISION
-from test_presets_meta import LLAMA_7B
 
 IMG = "<Img><ImageHere></Img>"
 VID = "<Vid><ImageHere></Vid>"
