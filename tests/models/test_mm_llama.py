@@ -54,6 +54,9 @@ def test_batch_mixing_images_and_text_only_and_videos(tiny):
     videos = torch.randn(2, 15, 3, 2, 64, 64)  # the video_imagebind processor's views, batched
     out = tiny({"image": videos, "instruction_input": [f"{VID} q"] * 2, "answer": ["a", "b"]})
     assert torch.isfinite(out["loss"])
+    mixed = [videos[0], None]  # a video and a text-only sample, as collate keeps them
+    out = tiny({"image": mixed, "instruction_input": [f"{VID} q", "text only"], "answer": ["a", "b"]})
+    assert torch.isfinite(out["loss"])
     tiny.eval()
     with torch.no_grad():
         texts = tiny.generate([torch.randn(3, 64, 64), None], [f"{IMG} q", "text only"], max_new_tokens=2)
