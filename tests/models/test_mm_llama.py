@@ -42,6 +42,10 @@ def test_llama2_chat_layout_puts_one_slot_after_the_question(tiny):
     assert after == "<</IMG>> [/INST] red</s><s>[INST] And now? [/INST] blue</s>"
     supervised = tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE_INDEX])
     assert supervised == " red</s> blue</s>"
+    last = tiny.layout.__class__(tok, tiny.template, 128, image_markers="text", supervise="last")
+    batch = last.build([[f"{IMG} What colour?", "And now?"]], [["red", "blue"]], 1, truncate=True)
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    assert tok.decode([t for t, lab in zip(ids, labels) if lab != IGNORE_INDEX]) == " blue</s>"
     video = tiny.build_inputs([f"{VID} Where does it go?"], ["left"], 1)["input_ids"][0].tolist()
     assert tok.decode(video[: video.index(tiny.image_token_id)]) == "<s>[INST] Where does it go? <<VID>>"
 

@@ -65,6 +65,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         answer_end: str = "eos",
         max_txt_len_counts: str = "sequence",
         image_tags: bool = True,
+        supervise: str = "all",
         freeze_vision: bool = False,
         freeze_projector: bool = False,
         loss_on_label_positions: bool = True,
@@ -87,6 +88,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             answer_end=answer_end,
             max_txt_len_counts=max_txt_len_counts,
             image_tags=image_tags,
+            supervise=supervise,
         )
         self.max_txt_len = self.layout.max_txt_len
         self.freeze_vision = freeze_vision
@@ -135,6 +137,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             answer_end=cfg.get("answer_end", "eos"),
             max_txt_len_counts=cfg.get("max_txt_len_counts", "sequence"),
             image_tags=cfg.get("image_tags", True),
+            supervise=cfg.get("supervise", "all"),
             freeze_vision=bool(venc_cfg.get("freeze", False)),
             freeze_projector=bool(proj_cfg.get("freeze", False)),
             loss_on_label_positions=bool(cfg.get("loss_on_label_positions", True)),
