@@ -59,3 +59,31 @@ def test_token_accuracy_over_a_dataset_is_counts_summed_over_batches():
         opt.step()
     model.eval()
     assert token_accuracy(model, data, n=5, batch_size=2)["token_accuracy"] > got["token_accuracy"]
+
+
+def test_evaluation_reports_token_accuracy_when_asked(tmp_path):
+    from minigpt.common.config import Config
+    from minigpt.common.registry import registry
+    from minigpt.datasets.synthetic import generate_synthetic_dataset
+
+    generate_synthetic_dataset(tmp_path / "data" / "synthetic", n_train=2, n_test=4, seed=1, progress=False)
+    cfg_path = tmp_path / "eval.yaml"
+    cfg_path.write_text(
+        "model: {arch: mm_llama, model_type: tiny}\n"
+        "datasets: {synthetic_vqa: {}}\n"
+        "run: {test_splits: [test], eval_token_accuracy: true, max_eval_samples: 3, batch_size_eval: 2,"
+        " eval_max_new_tokens: 2, device: cpu}\n"
+    )
+    cfg = Config(str(cfg_path), [f"run.data_root={tmp_path / 'data'}"])
+    task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
+    torch.manual_seed(0)
+    model = task.build_model(cfg)
+    datasets = task.build_datasets(cfg)
+    results = task.evaluate(model, datasets, ["test"], cfg.run_cfg, str(tmp_path / "out"), progress=False)
+    model.eval()
+    want = token_accuracy(model, datasets["synthetic_vqa"]["test"], n=3, batch_size=2)
+    assert results["synthetic_vqa/test/token_accuracy"] == want["token_accuracy"]
+    assert results["synthetic_vqa/test/answer_tokens"] == want["answer_tokens"] > 0
+    off = task.evaluate(model, datasets, ["test"], Config(str(cfg_path), [f"run.data_root={tmp_path / 'data'}",
+                        "run.eval_token_accuracy=false"]).run_cfg, str(tmp_path / "out2"), progress=False)
+    assert "synthetic_vqa/test/token_accuracy" not in off
