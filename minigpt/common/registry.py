@@ -51,6 +51,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "video_train": "minigpt.processors.video:VideoTrainProcessor",
         "video_eval": "minigpt.processors.video:VideoEvalProcessor",
         "video_imagebind": "minigpt.processors.imagebind_video:ImageBindVideoProcessor",
+        "image_center_crop": "minigpt.processors.image:ImageCenterCropProcessor",
     },
     "builder": {
         "cc_sbu": "minigpt.datasets.builders.caption_builders:CCSBUBuilder",
