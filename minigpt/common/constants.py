@@ -10,6 +10,9 @@ from __future__ import annotations
 IMAGE_TOKEN = "<ImageHere>"
 # How a prompt carries an image in the MiniGPT-4 / TinyGPT-V / MiniGPT-v2 formats.
 IMAGE_PLACEHOLDER = f"<Img>{IMAGE_TOKEN}</Img>"
+# How a prompt carries a video that fills one media slot as one item (MM-LLaMA's ImageBind video
+# embedding); a template may write the tags its own way (``llama2_chat``: ``<<VID>>...<</VID>>``).
+VIDEO_PLACEHOLDER = f"<Vid>{IMAGE_TOKEN}</Vid>"
 # The tokens a tokenizer must hold as single special tokens for the image placeholder.
 IMAGE_SPECIAL_TOKENS = ("<Img>", "</Img>", IMAGE_TOKEN)
 

@@ -8,7 +8,7 @@ marker. Labels are IGNORE_INDEX everywhere but on supervised answers and their e
 media token in the text (``<ImageHere>``) is one slot that expands to that media item's number of
 embeddings; a sample may hold several slots, or none.
 
-Five switches (model YAML keys) choose between this library's layout and the original code's:
+Six switches (model YAML keys) choose between this library's layout and the original code's:
 
 * ``image_markers``: ``special_tokens`` tokenises ``<Img>``, ``</Img>`` and ``<ImageHere>`` as added
   tokens of the vocabulary; ``text`` does what MiniGPT-4 / MiniGPT-v2 / TinyGPT-V do: the text is
@@ -27,6 +27,8 @@ Five switches (model YAML keys) choose between this library's layout and the ori
   sample (BOS, prompt and answer); ``answer`` counts only what follows the first prompt (the answer
   with its end marker, and in a conversation the later turns) and never cuts the prompt, as the
   originals truncate the answer tokens alone.
+* ``supervise``: ``all`` puts labels on every answer of a conversation; ``last`` only on its last
+  answer, the earlier ones staying in the prompt unlabelled, as MM-LLaMA trains (its completion).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ Turns = Union[str, Sequence[str]]
 IMAGE_MARKERS = ("special_tokens", "text")
 BOS_POLICIES = ("always", "first_segment", "none")
 TEXT_BUDGETS = ("sequence", "answer")
+SUPERVISED_ANSWERS = ("all", "last")
 EOS_END = "eos"  # answer_end value: the EOS token ends an answer
 # the id a media slot holds with image_markers=text: no token of any vocabulary (slots are filled
 # with media embeddings before the LLM sees them)
@@ -85,8 +88,8 @@ class PromptLayout:
     ``media_lengths[i]`` lists how many embeddings each media slot of sample ``i`` expands to, in
     the order the slots appear; an int gives every slot that many. ``truncate`` (training) cuts a
     sample to ``max_txt_len`` text tokens as ``max_txt_len_counts`` says and refuses a cut that drops
-    a media slot. ``image_markers``, ``bos``, ``answer_end``, ``image_tags`` and ``max_txt_len_counts`` are the
-    switches the module docstring describes.
+    a media slot. ``image_markers``, ``bos``, ``answer_end``, ``image_tags``, ``max_txt_len_counts`` and
+    ``supervise`` are the switches the module docstring describes.
     """
 
     def __init__(
@@ -100,8 +103,10 @@ class PromptLayout:
         answer_end: str = EOS_END,
         max_txt_len_counts: str = "sequence",
         image_tags: bool = True,
+        supervise: str = "all",
     ) -> None:
         self.tokenizer = tokenizer
+        self.supervise = _choice(supervise, SUPERVISED_ANSWERS, "supervise")
         if not isinstance(image_tags, bool):
             raise ValueError(f"model.image_tags must be true or false, got {image_tags!r}")
         self.image_tags = image_tags
@@ -168,7 +173,8 @@ class PromptLayout:
                     instruction = instruction.replace(IMAGE_PLACEHOLDER, self.media_token)
                 pieces.append(_Piece((tpl.sep if t else tpl.system) + tpl.wrap(instruction), False, False))
                 if t < len(said):
-                    pieces.append(self._answer_piece(said[t], supervised))
+                    labelled = supervised and (self.supervise == "all" or t == len(said) - 1)
+                    pieces.append(self._answer_piece(said[t], labelled))
             samples.append(pieces)
         return samples
 

@@ -39,6 +39,8 @@ def _sample_items(entry: Any, i: int) -> List[torch.Tensor]:
             return [entry]
         if entry.dim() == 4:
             return list(entry.unbind(0))
+        if entry.dim() == 5:  # one video as ImageBind's views [S, 3, T, H, W] (the video_imagebind processor)
+            return [entry]
         raise ValueError(
             f"sample {i}: an image is [3, H, W] (several: [k, 3, H, W]), features [N, C]; got shape {tuple(entry.shape)}"
         )

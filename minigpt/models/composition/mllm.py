@@ -65,6 +65,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         answer_end: str = "eos",
         max_txt_len_counts: str = "sequence",
         image_tags: bool = True,
+        supervise: str = "all",
         freeze_vision: bool = False,
         freeze_projector: bool = False,
         loss_on_label_positions: bool = True,
@@ -87,6 +88,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             answer_end=answer_end,
             max_txt_len_counts=max_txt_len_counts,
             image_tags=image_tags,
+            supervise=supervise,
         )
         self.max_txt_len = self.layout.max_txt_len
         self.freeze_vision = freeze_vision
@@ -135,6 +137,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             answer_end=cfg.get("answer_end", "eos"),
             max_txt_len_counts=cfg.get("max_txt_len_counts", "sequence"),
             image_tags=cfg.get("image_tags", True),
+            supervise=cfg.get("supervise", "all"),
             freeze_vision=bool(venc_cfg.get("freeze", False)),
             freeze_projector=bool(proj_cfg.get("freeze", False)),
             loss_on_label_positions=bool(cfg.get("loss_on_label_positions", True)),
@@ -221,8 +224,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             adapter.set_context(has_media=batch["has_media"])
         emb = self.embed_media(batch, media)
         hidden_needed = len(self.output_heads) > 0
-        loss, hidden = self.answer_loss(emb, batch, output_hidden=hidden_needed)
-        out: Dict[str, torch.Tensor] = {"lm_loss": loss.detach()}
+        loss, hidden, n_correct = self.answer_loss(emb, batch, output_hidden=hidden_needed)
+        out: Dict[str, torch.Tensor] = {"lm_loss": loss.detach(), "n_correct": n_correct}
         for name, head in self.output_heads.items():
             head_loss = head.loss(hidden, batch, samples)
             if head_loss is None:
@@ -243,7 +246,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
 
     def answer_loss(
         self, inputs_embeds: torch.Tensor, batch: Dict[str, torch.Tensor], output_hidden: bool = False
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """Mean next-token cross-entropy over the positions whose next token carries a label.
 
         ``inputs_embeds`` is ``[B, T, D]``; ``batch`` the layout (``attention_mask``, ``position_ids``,
@@ -251,7 +254,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         positions ``t`` whose label ``t + 1`` counts (transformers' ``logits_to_keep`` with a boolean
         mask): answers are a small part of a sequence that is mostly image and prompt tokens. The
         value is the full-logits loss's: the same mean over the same tokens, logits in float32.
-        Returns ``(loss, last hidden states [B, T, D] or None)``.
+        Returns ``(loss, last hidden states [B, T, D] or None, n_correct)``: ``n_correct`` counts the
+        labelled tokens the logits' argmax predicts (teacher-forced token accuracy's numerator).
         """
         labels = batch["labels"]
         common = dict(
@@ -262,7 +266,9 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         )
         if not (self.loss_on_label_positions and self.llm.supports_logits_mask):
             out = self.llm(labels=labels, **common)
-            return out.loss, (out.hidden_states[-1] if output_hidden else None)
+            has_label = labels[:, 1:] != IGNORE_INDEX
+            n_correct = (out.logits[:, :-1].argmax(-1) == labels[:, 1:])[has_label].sum().detach()
+            return out.loss, (out.hidden_states[-1] if output_hidden else None), n_correct
         has_label = labels[:, 1:] != IGNORE_INDEX  # [B, T-1]: position t predicts token t+1
         keep = torch.nn.functional.pad(has_label, (0, 1), value=False)  # [B, T]
         out = self.llm(use_cache=False, logits_to_keep=keep, **common)
@@ -275,7 +281,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
                 "loss_on_label_positions: false to compute logits at every position"
             )
         loss = torch.nn.functional.cross_entropy(logits.float(), targets)
-        return loss, (out.hidden_states[-1] if output_hidden else None)
+        n_correct = (logits.argmax(-1) == targets).sum().detach()
+        return loss, (out.hidden_states[-1] if output_hidden else None), n_correct
 
     # -- optimisation helpers --------------------------------------------------------------------
     def param_groups(self, weight_decay: float, projector_lr_scale: float = 1.0) -> List[Dict[str, Any]]:
