@@ -20,6 +20,9 @@ Command line (a train or eval config names the model; ``--ckpt`` its trained che
 
     python -m minigpt.models.weights.export --cfg-path train_configs/quickstart_stage1.yaml \\
         --ckpt output/quickstart_stage1 --out exports/tiny [--keep-lora] [--options key=value ...]
+
+``--format hf`` writes a Hugging Face folder instead (:mod:`minigpt.models.weights.hf_export`), with
+``--dtype`` and ``--push-to-hub ORG/NAME [--private]``.
 """
 
 from __future__ import annotations
@@ -364,6 +367,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--out", required=True, help="the export directory to create (must not exist or be empty)")
     p.add_argument("--keep-lora", action="store_true", help="keep LoRA weights separate instead of merging")
+    p.add_argument(
+        "--format",
+        choices=("minigpt", "hf"),
+        default="minigpt",
+        help="minigpt: reloads with load_model_and_preprocess; hf: a folder transformers loads without minigpt "
+        "(BLIP-2, LLaVA or remote code; LoRA kept as a peft adapter with --keep-lora)",
+    )
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="--format hf: the weights' dtype (default: the LLM's)")
+    p.add_argument("--push-to-hub", default=None, metavar="ORG/NAME",
+                   help="--format hf: upload the folder to this Hub repository afterwards")
+    p.add_argument("--private", action="store_true", help="--push-to-hub: create the repository private")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
     return p.parse_args(argv)
 
@@ -382,7 +397,15 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     if not model_cfg.get("ckpt"):
         logger.warning("no --ckpt and no model.ckpt in %s: exporting the preset's initial weights", args.cfg_path)
     model = registry.get_model_class(str(model_cfg.arch)).from_config(model_cfg)
-    out = export_model(model.eval(), args.out, merge_lora=not args.keep_lora)
+    if args.format == "hf":
+        from minigpt.models.weights.hf_export import export_hf
+
+        out = export_hf(model.eval(), args.out, merge_lora=not args.keep_lora, dtype=args.dtype,
+                        push_to=args.push_to_hub, private=args.private)
+    else:
+        if args.push_to_hub or args.dtype:
+            raise SystemExit("--push-to-hub and --dtype need --format hf")
+        out = export_model(model.eval(), args.out, merge_lora=not args.keep_lora)
     print(f"exported {model_cfg.arch}/{model_cfg.model_type} to {out}")
     return out
 

@@ -1,0 +1,214 @@
+"""export --format hf: transformers loads each export without minigpt and computes the source's logits."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from minigpt.models import load_model, load_preprocess
+from minigpt.models.weights.hf_export import ADAPTER_DIR, export_hf
+from minigpt.models.weights.hf_layouts import BLIP2, LLAVA, REMOTE, hf_layout
+
+TOL = 1e-4
+IMG = "<Img><ImageHere></Img>"
+PROMPTS = [f"{IMG} [vqa] what color is the circle?", f"{IMG} [caption] describe the picture"]
+ANSWERS = ["red", "a blue square"]
+CLIP_MLP = {
+    "vision_encoder": {
+        "name": "clip_vit",
+        "select_layer": -2,
+        "drop_cls": True,
+        "freeze": True,
+        "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "patch_size": 16, "image_size": 64},
+    },
+    "projector": {"name": "mlp"},
+}
+
+
+def images(model) -> torch.Tensor:
+    size = model.vision_encoder.image_size
+    return torch.randn(len(PROMPTS), 3, size, size, generator=torch.Generator().manual_seed(3))
+
+
+def batch(model):
+    return model.build_inputs(PROMPTS, ANSWERS, model.num_image_tokens())
+
+
+@torch.no_grad()
+def our_logits(model) -> torch.Tensor:
+    b = batch(model)
+    return model.llm(inputs_embeds=model.embed(b, images(model)), attention_mask=b["attention_mask"]).logits
+
+
+@torch.no_grad()
+def max_diff(model, hf_model) -> float:
+    b = batch(model)
+    theirs = hf_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], pixel_values=images(model)).logits
+    ours = our_logits(model)
+    assert ours.shape == theirs.shape
+    return float((ours - theirs)[b["attention_mask"].bool()].abs().max())
+
+
+def no_minigpt_in(folder) -> None:
+    """The folder names no minigpt module: transformers needs nothing of this library to load it."""
+    for name in os.listdir(folder):
+        if name.endswith((".json", ".py")):
+            text = open(os.path.join(folder, name), encoding="utf-8").read()
+            assert not re.search(r"^\s*(import|from) minigpt", text, re.M), name
+
+
+@pytest.fixture(scope="module")
+def llava_export(tmp_path_factory):
+    torch.manual_seed(0)
+    model = load_model("minigpt4", "tiny", overrides=CLIP_MLP).eval()
+    assert hf_layout(model)[0] == LLAVA
+    return model, export_hf(model, str(tmp_path_factory.mktemp("hf") / "llava"))
+
+
+def test_minigpt4_exports_as_blip2(tmp_path):
+    from transformers import AutoProcessor, Blip2ForConditionalGeneration
+
+    torch.manual_seed(0)
+    small = {"scale": "toy", "vision_encoder": {"image_size": 56}, "llm": {"torch_dtype": "float32"}}
+    model = load_model("minigpt4", "vicuna7b", overrides=small).eval()
+    assert hf_layout(model)[0] == BLIP2
+    out = export_hf(model, str(tmp_path / "blip2"))
+    hf = Blip2ForConditionalGeneration.from_pretrained(out).eval()
+    assert max_diff(model, hf) <= TOL
+    assert json.load(open(os.path.join(out, "config.json")))["model_type"] == "blip-2"
+    assert type(AutoProcessor.from_pretrained(out)).__name__ == "Blip2Processor"
+    card = open(os.path.join(out, "README.md"), encoding="utf-8").read()
+    assert "Blip2ForConditionalGeneration" in card and "pipeline_tag: image-text-to-text" in card
+    no_minigpt_in(out)
+
+
+def test_clip_mlp_exports_as_llava(llava_export):
+    from transformers import AutoModelForImageTextToText, LlavaForConditionalGeneration
+
+    model, out = llava_export
+    assert max_diff(model, LlavaForConditionalGeneration.from_pretrained(out).eval()) <= TOL
+    auto = AutoModelForImageTextToText.from_pretrained(out).eval()
+    assert type(auto).__name__ == "LlavaForConditionalGeneration" and max_diff(model, auto) <= TOL
+    no_minigpt_in(out)
+
+
+def test_llava_export_chat_template_processor_and_pipeline(llava_export):
+    from transformers import AutoProcessor, AutoTokenizer, pipeline
+
+    model, out = llava_export
+    question = "what color is the circle?"
+    tok = AutoTokenizer.from_pretrained(out)
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+    prompt = tok.apply_chat_template([user], tokenize=False)
+    assert prompt == model.layout.prompt_text([f"{IMG} {question}"])
+    history = [user, {"role": "assistant", "content": "red"}, {"role": "user", "content": "and the square?"}]
+    assert tok.apply_chat_template(history, tokenize=False) == model.layout.prompt_text(
+        [f"{IMG} {question}", "and the square?"], ["red"]
+    )
+    # the processor lays out the token ids our model builds, and prepares the image as ours does
+    size = model.vision_encoder.image_size
+    picture = Image.fromarray((np.random.RandomState(0).rand(size, size, 3) * 255).astype("uint8"))
+    inputs = AutoProcessor.from_pretrained(out)(images=picture, text=prompt, return_tensors="pt")
+    assert inputs["input_ids"].tolist() == model.build_generation_inputs([f"{IMG} {question}"])["input_ids"].tolist()
+    pixels = load_preprocess(model.cfg)[0]["eval"](picture)
+    assert float((inputs["pixel_values"][0] - pixels).abs().max()) < 1e-5
+    # the pipeline answers what our model answers (greedy)
+    pipe = pipeline("image-text-to-text", model=out)
+    user_with_image = {"role": "user", "content": [{"type": "image", "image": picture}, {"type": "text", "text": question}]}
+    got = pipe(text=[user_with_image], generate_kwargs={"max_new_tokens": 8, "do_sample": False}, return_full_text=False)
+    want = model.generate(pixels[None], [f"{IMG} {question}"], max_new_tokens=8)
+    assert got[0]["generated_text"].strip() == want[0]
+
+
+@pytest.mark.parametrize("model_type", ["tiny", "stage1_2_3"])
+def test_tinygptv_exports_as_remote_code(tmp_path, model_type):
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    # tiny: tiny_vit + concat_linear; stage1_2_3 at toy width: EVA ViT-g + Q-Former + 2 Linear, TinyGPT-V's Phi
+    overrides = {"llm": {"phi_variant": "tinygptv"}} if model_type == "tiny" else {
+        "scale": "toy", "vision_encoder": {"image_size": 56}, "llm": {"torch_dtype": "float32", "lora_r": 0}}
+    model = load_model("tinygptv", model_type, overrides=overrides).eval()
+    assert hf_layout(model)[0] == REMOTE
+    out = export_hf(model, str(tmp_path / "remote"))
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["auto_map"]["AutoModelForCausalLM"] == "modeling_minigpt.MiniGPTForConditionalGeneration"
+    assert cfg["text_variant"] == "tinygptv" and os.path.isfile(os.path.join(out, "modeling_minigpt.py"))
+    no_minigpt_in(out)
+    hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    assert max_diff(model, hf) <= TOL
+    assert max_diff(model, AutoModel.from_pretrained(out, trust_remote_code=True).eval()) <= TOL
+    if model_type == "tiny":  # greedy decoding through transformers' generate gives our tokens
+        pixels, prompt = images(model)[:1], [PROMPTS[0]]
+        ids = model.build_generation_inputs(prompt)
+        gen = hf.generate(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"], pixel_values=pixels,
+                          max_new_tokens=6, do_sample=False)
+        text = model.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert model.template.cut_at_stop(text) == model.generate(pixels, prompt, max_new_tokens=6)[0]
+
+
+def test_lora_is_a_peft_adapter_on_the_exported_base(tmp_path):
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    lora = {"llm": {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_share_qkv_a": True}}
+    model = load_model("tinygptv", "tiny", overrides=lora)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model({"image": images(model), "instruction_input": PROMPTS, "answer": ANSWERS})["loss"].backward()
+    opt.step()  # LoRA B leaves zero
+    model.eval()
+    out = export_hf(model, str(tmp_path / "kept"), merge_lora=False)
+    adapter = os.path.join(out, ADAPTER_DIR)
+    assert sorted(os.listdir(adapter)) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert PeftConfig.from_pretrained(adapter).r == 4
+    base = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    assert max_diff(model, base) > 1e-3  # the base alone lacks the trained LoRA
+    peft_model = PeftModel.from_pretrained(base, adapter).eval()
+    assert max_diff(model, peft_model) <= TOL
+    assert not any("vision_encoder" in n and "lora_" in n for n, _ in peft_model.named_parameters())
+    merged = export_hf(model, str(tmp_path / "merged"))
+    assert not os.path.exists(os.path.join(merged, ADAPTER_DIR))
+    assert max_diff(model, AutoModelForCausalLM.from_pretrained(merged, trust_remote_code=True).eval()) <= TOL
+
+
+def test_unsupported_models_and_offline_push_fail_clearly(llava_export, tmp_path, monkeypatch):
+    model, _ = llava_export
+    text_markers = load_model("minigpt4", "tiny", overrides={"image_markers": "text"})
+    with pytest.raises(ValueError, match="image_markers"):
+        export_hf(text_markers, str(tmp_path / "text"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE") as err:
+        export_hf(model, str(tmp_path / "pushed"), push_to="someone/tiny")
+    assert str(tmp_path / "pushed") in str(err.value) and os.path.isfile(tmp_path / "pushed" / "config.json")
+
+
+def test_push_to_hub_uploads_the_folder(llava_export, monkeypatch):
+    import huggingface_hub
+
+    from minigpt.models.weights.hf_export import push_to_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("create", repo_id, private, exist_ok))
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            calls.append(("upload", folder_path, repo_id))
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    _, out = llava_export
+    assert push_to_hub(out, "someone/tiny", private=True) == "https://huggingface.co/someone/tiny"
+    assert calls == [("token", None), ("create", "someone/tiny", True, True), ("upload", out, "someone/tiny")]
