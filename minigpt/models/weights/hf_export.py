@@ -35,7 +35,7 @@ from torch import nn
 
 from minigpt.common.hub import hub_offline
 from minigpt.models.weights import hf_layouts
-from minigpt.models.weights.export import _is_lora_key, _usual_permissions, export_state_dicts
+from minigpt.models.weights.export_state import export_state_dicts, is_lora_key, usual_permissions
 from minigpt.models.weights.hf_card import chat_template, model_card
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def export_hf(model: nn.Module, out_dir: str, merge_lora: bool = True, dtype: Op
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
     tokenizer, saved_template = model.tokenizer, model.tokenizer.chat_template
-    has_lora = any(_is_lora_key(n) for n, _ in model.named_parameters())
+    has_lora = any(is_lora_key(n) for n, _ in model.named_parameters())
     info = {"dtype": str(torch_dtype).replace("torch.", ""), "adapter": ADAPTER_DIR if lora else None,
             "lora": "merged into the weights" if has_lora and not lora else "none"}
     try:
@@ -183,7 +183,7 @@ def export_hf(model: nn.Module, out_dir: str, merge_lora: bool = True, dtype: Op
             write_peft_adapter(model, lora, layout, os.path.join(tmp, ADAPTER_DIR), push_to or out_dir, torch_dtype)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as fh:
             fh.write(model_card(model, layout, info, repo=push_to))
-        _usual_permissions(tmp)
+        usual_permissions(tmp)
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)  # empty (checked above); os.replace cannot replace a directory
         os.replace(tmp, out_dir)
