@@ -212,3 +212,16 @@ def test_push_to_hub_uploads_the_folder(llava_export, monkeypatch):
     _, out = llava_export
     assert push_to_hub(out, "someone/tiny", private=True) == "https://huggingface.co/someone/tiny"
     assert calls == [("token", None), ("create", "someone/tiny", True, True), ("upload", out, "someone/tiny")]
+
+
+def test_command_line_format_hf(repo_root, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from minigpt.models.weights.export import main
+
+    cfg_path = str(repo_root / "train_configs" / "quickstart_stage1.yaml")
+    out = main(["--cfg-path", cfg_path, "--out", str(tmp_path / "hf"), "--format", "hf", "--dtype", "bfloat16"])
+    hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    assert hf.dtype == torch.bfloat16 and type(hf).__name__ == "MiniGPTForConditionalGeneration"
+    with pytest.raises(SystemExit, match="--format hf"):
+        main(["--cfg-path", cfg_path, "--out", str(tmp_path / "plain"), "--push-to-hub", "someone/tiny"])

@@ -197,18 +197,17 @@ def blip2_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
     return _assign(hf, _cast(mapped, dtype), "BLIP-2 export")
 
 
-def llava_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
-    """``LlavaForConditionalGeneration`` holding ``state`` (exported tensors under canonical names)."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
+def llava_config(model: nn.Module, dtype: torch.dtype):
+    """The ``LlavaConfig`` of a model :func:`hf_layout` calls LLAVA."""
+    from transformers import LlavaConfig
 
     venc, proj = model.vision_encoder, model.projector
     vcfg = venc.model.config.to_dict()
-    act = "gelu" if isinstance(proj.net[1], nn.GELU) else "silu"
     config = LlavaConfig(
         vision_config={k: v for k, v in vcfg.items() if k != "transformers_version"},
         text_config=_llm_config(model, dtype).to_dict(),
         image_token_id=model.image_token_id,
-        projector_hidden_act=act,
+        projector_hidden_act="gelu" if isinstance(proj.net[1], nn.GELU) else "silu",
         vision_feature_layer=venc.select_layer,
         vision_feature_select_strategy="default" if venc.drop_cls else "full",
         image_seq_length=venc.num_tokens,
@@ -216,13 +215,29 @@ def llava_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
         tie_word_embeddings=bool(getattr(model.llm.causal_lm.config, "tie_word_embeddings", False)),
     )
     config.dtype = dtype
+    return config
+
+
+def llava_state_dict(state: StateDict) -> StateDict:
+    """Exported tensors (canonical names) under ``LlavaForConditionalGeneration``'s names.
+
+    The LM head's bias, which LLaVA has not, is left out (:func:`hf_layout` checked it is zero).
+    """
     mapped = _take(state, "vision_encoder.model.", "model.vision_tower.")
     mapped.update(_take(state, "projector.net.0.", "model.multi_modal_projector.linear_1."))
     mapped.update(_take(state, "projector.net.2.", "model.multi_modal_projector.linear_2."))
     mapped.update(_take(state, "llm.model.model.", "model.language_model."))
     mapped["lm_head.weight"] = state["llm.model.lm_head.weight"]
+    return mapped
+
+
+def llava_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
+    """``LlavaForConditionalGeneration`` holding ``state`` (exported tensors under canonical names)."""
+    from transformers import LlavaForConditionalGeneration
+
+    config = llava_config(model, dtype)
     hf = _on_meta(lambda: LlavaForConditionalGeneration(config))
-    return _assign(hf, _cast(mapped, dtype), "LLaVA export")
+    return _assign(hf, _cast(llava_state_dict(state), dtype), "LLaVA export")
 
 
 def _cast(state: StateDict, dtype: Optional[torch.dtype]) -> StateDict:
