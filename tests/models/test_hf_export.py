@@ -129,7 +129,7 @@ def test_llava_export_chat_template_processor_and_pipeline(llava_export):
 
 @pytest.mark.parametrize("model_type", ["tiny", "stage1_2_3"])
 def test_tinygptv_exports_as_remote_code(tmp_path, model_type):
-    from transformers import AutoModel, AutoModelForCausalLM
+    from transformers import AutoImageProcessor, AutoModel, AutoModelForCausalLM
 
     torch.manual_seed(0)
     # tiny: tiny_vit + concat_linear; stage1_2_3 at toy width: EVA ViT-g + Q-Former + 2 Linear, TinyGPT-V's Phi
@@ -145,6 +145,8 @@ def test_tinygptv_exports_as_remote_code(tmp_path, model_type):
     hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
     assert max_diff(model, hf) <= TOL
     assert max_diff(model, AutoModel.from_pretrained(out, trust_remote_code=True).eval()) <= TOL
+    size = model.vision_encoder.image_size
+    assert AutoImageProcessor.from_pretrained(out).size == {"height": size, "width": size}
     if model_type == "tiny":  # greedy decoding through transformers' generate gives our tokens
         pixels, prompt = images(model)[:1], [PROMPTS[0]]
         ids = model.build_generation_inputs(prompt)

@@ -59,7 +59,11 @@ def _image_transform(model: nn.Module) -> Dict[str, Any]:
 
     pre = ((model.cfg or {}).get("preprocess") or {}).get("vis_processor") or {}
     block = dict(pre.get("eval") or {})
-    size = int(block.get("image_size") or getattr(model.vision_encoder, "image_size", 224))
+    # the encoder takes one size only; a preprocess block that says otherwise is overruled, loudly
+    size = int(getattr(model.vision_encoder, "image_size", 0) or block.get("image_size") or 224)
+    if block.get("image_size") and int(block["image_size"]) != size:
+        logger.warning("export --format hf: preprocess image_size %s differs from the vision encoder's %d; "
+                       "the exported image processor uses %d", block["image_size"], size, size)
     if block.get("name") not in (None, "image_eval"):
         logger.warning("export --format hf: the eval image processor %s is written as a resize to %d px and normalise",
                        block.get("name"), size)

@@ -270,9 +270,19 @@ def _remote_vision(model: nn.Module) -> Tuple[Dict[str, Any], Callable[[StateDic
     venc = model.vision_encoder
     keep = lambda s: _take(s, "vision_encoder.", "vision_encoder.")  # noqa: E731 (same names)
     if type(venc) is TinyViTEncoder:
-        block = _cfg(model, "vision_encoder")
-        keys = ("image_size", "patch_size", "width", "depth", "num_heads", "mlp_ratio", "stem_channels", "stem_norm")
-        return {"kind": "tiny_vit", **{k: block[k] for k in keys if k in block}}, keep
+        convs = [m for m in venc.stem if isinstance(m, nn.Conv2d)]
+        block = venc.blocks[0]
+        return {
+            "kind": "tiny_vit",
+            "image_size": venc.image_size,
+            "patch_size": venc.image_size // venc.grid,
+            "width": venc.width,
+            "depth": len(venc.blocks),
+            "num_heads": block.attn.num_heads,
+            "mlp_ratio": block.mlp.fc1.out_features / venc.width,
+            "stem_channels": convs[0].out_channels if len(convs) > 1 else None,
+            "stem_norm": "batch" if isinstance(venc.stem[1], nn.BatchNorm2d) else "group",
+        }, keep
     if type(venc) is EVAViTEncoder:
         def rename(s: StateDict) -> StateDict:
             out = eva_to_blip2_vision(s, "vision_encoder.vit.", "vision_encoder.", venc.depth)
