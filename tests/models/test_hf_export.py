@@ -127,20 +127,31 @@ def test_llava_export_chat_template_processor_and_pipeline(llava_export):
     assert got[0]["generated_text"].strip() == want[0]
 
 
-@pytest.mark.parametrize("model_type", ["tiny", "stage1_2_3"])
-def test_tinygptv_exports_as_remote_code(tmp_path, model_type):
+TOY_56 = {"scale": "toy", "vision_encoder": {"image_size": 56}, "llm": {"torch_dtype": "float32"}}
+
+
+@pytest.mark.parametrize(
+    "arch, model_type, overrides",
+    [
+        # tiny_vit + concat_linear (square 2x2 groups) + TinyGPT-V's Phi
+        ("tinygptv", "tiny", {"llm": {"phi_variant": "tinygptv"}}),
+        # the real composition at toy width: EVA ViT-g + Q-Former + 2 Linear + TinyGPT-V's Phi
+        ("tinygptv", "stage1_2_3", TOY_56),
+        # MiniGPT-v2: EVA ViT-g without its class token, ln_vision, 4 tokens concatenated, Llama
+        ("minigpt_v2", "llama2_chat_7b", TOY_56),
+    ],
+    ids=["tinygptv-tiny", "tinygptv-real-toy", "minigpt_v2-toy"],
+)
+def test_other_compositions_export_as_remote_code(tmp_path, arch, model_type, overrides):
     from transformers import AutoImageProcessor, AutoModel, AutoModelForCausalLM
 
     torch.manual_seed(0)
-    # tiny: tiny_vit + concat_linear; stage1_2_3 at toy width: EVA ViT-g + Q-Former + 2 Linear, TinyGPT-V's Phi
-    overrides = {"llm": {"phi_variant": "tinygptv"}} if model_type == "tiny" else {
-        "scale": "toy", "vision_encoder": {"image_size": 56}, "llm": {"torch_dtype": "float32", "lora_r": 0}}
-    model = load_model("tinygptv", model_type, overrides=overrides).eval()
+    model = load_model(arch, model_type, overrides=overrides).eval()
     assert hf_layout(model)[0] == REMOTE
     out = export_hf(model, str(tmp_path / "remote"))
     cfg = json.load(open(os.path.join(out, "config.json")))
     assert cfg["auto_map"]["AutoModelForCausalLM"] == "modeling_minigpt.MiniGPTForConditionalGeneration"
-    assert cfg["text_variant"] == "tinygptv" and os.path.isfile(os.path.join(out, "modeling_minigpt.py"))
+    assert cfg["text_variant"] == (model.cfg.llm.phi_variant) and os.path.isfile(os.path.join(out, "modeling_minigpt.py"))
     no_minigpt_in(out)
     hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
     assert max_diff(model, hf) <= TOL
@@ -156,13 +167,19 @@ def test_tinygptv_exports_as_remote_code(tmp_path, model_type):
         assert model.template.cut_at_stop(text) == model.generate(pixels, prompt, max_new_tokens=6)[0]
 
 
-def test_lora_is_a_peft_adapter_on_the_exported_base(tmp_path):
+@pytest.mark.parametrize("composition", ["tinygptv", "llava"])
+def test_lora_is_a_peft_adapter_on_the_exported_base(tmp_path, composition):
     from peft import PeftConfig, PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     torch.manual_seed(0)
-    lora = {"llm": {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lora_share_qkv_a": True}}
-    model = load_model("tinygptv", "tiny", overrides=lora)
+    lora = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0}
+    if composition == "tinygptv":  # remote code; one LoRA A shared by q/k/v, as TinyGPT-V's fused LoRA
+        model = load_model("tinygptv", "tiny", overrides={"llm": {**lora, "lora_share_qkv_a": True}})
+        load = lambda folder: AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)  # noqa: E731
+    else:  # LLaVA: CLIP's own q_proj / v_proj must stay without LoRA
+        model = load_model("minigpt4", "tiny", overrides={**CLIP_MLP, "llm": lora})
+        load = AutoModelForImageTextToText.from_pretrained
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model({"image": images(model), "instruction_input": PROMPTS, "answer": ANSWERS})["loss"].backward()
     opt.step()  # LoRA B leaves zero
@@ -171,14 +188,15 @@ def test_lora_is_a_peft_adapter_on_the_exported_base(tmp_path):
     adapter = os.path.join(out, ADAPTER_DIR)
     assert sorted(os.listdir(adapter)) == ["adapter_config.json", "adapter_model.safetensors"]
     assert PeftConfig.from_pretrained(adapter).r == 4
-    base = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    base = load(out).eval()
     assert max_diff(model, base) > 1e-3  # the base alone lacks the trained LoRA
     peft_model = PeftModel.from_pretrained(base, adapter).eval()
     assert max_diff(model, peft_model) <= TOL
-    assert not any("vision_encoder" in n and "lora_" in n for n, _ in peft_model.named_parameters())
+    lora_names = [n for n, _ in peft_model.named_parameters() if "lora_" in n]
+    assert lora_names and not any("vision" in n for n in lora_names)
     merged = export_hf(model, str(tmp_path / "merged"))
     assert not os.path.exists(os.path.join(merged, ADAPTER_DIR))
-    assert max_diff(model, AutoModelForCausalLM.from_pretrained(merged, trust_remote_code=True).eval()) <= TOL
+    assert max_diff(model, load(merged).eval()) <= TOL
 
 
 def test_unsupported_models_and_offline_push_fail_clearly(llava_export, tmp_path, monkeypatch):
