@@ -16,6 +16,7 @@ from minigpt.common.config.presets import load_model_preset
 from minigpt.common.registry import registry
 
 __all__ = [
+    "export_hf",
     "export_model",
     "load_exported",
     "load_model",
@@ -31,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from minigpt.models.weights import export
 
         return getattr(export, name)
+    if name == "export_hf":  # the Hugging Face format (minigpt.models.weights.hf_export)
+        from minigpt.models.weights.hf_export import export_hf
+
+        return export_hf
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -166,6 +166,8 @@ def _norm(out_norm: bool, dim: int) -> nn.Module:
 
 
 class LinearProjector(nn.Module):
+    """``Linear`` (+ LayerNorm with ``out_norm``)."""
+
     def __init__(self, in_dim: int, out_dim: int, out_norm: bool = False, **_: Any) -> None:
         super().__init__()
         self.proj, self.norm = nn.Linear(in_dim, out_dim), _norm(out_norm, out_dim)
@@ -175,6 +177,8 @@ class LinearProjector(nn.Module):
 
 
 class MLPProjector(nn.Module):
+    """``Linear -> GELU | SiLU -> Linear`` (+ LayerNorm with ``out_norm``)."""
+
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, activation: str = "gelu",
                  out_norm: bool = False, **_: Any) -> None:
         super().__init__()
@@ -259,6 +263,7 @@ class PostAttentionRMSNorm(nn.Module):
 
 
 def add_post_attention_norms(lm: nn.Module) -> None:
+    """Give every Phi decoder layer of ``lm`` its ``post_layernorm`` on the attention output."""
     for layer in lm.modules():
         if type(layer).__name__ == "PhiDecoderLayer":
             layer.post_layernorm = PostAttentionRMSNorm(layer.input_layernorm.weight.shape[0])
