@@ -77,3 +77,18 @@ def test_a_local_path_wins_and_a_missing_id_is_a_clear_error(offline_cache, tmp_
     assert str(offline_cache) in text
     # a meta build needs shapes only: an id it cannot find falls back to the config block
     assert load_model("minigpt4", "tiny", device="meta", overrides={"llm": {"pretrained": "nobody/absent"}})
+
+
+def test_a_minigpt_export_loads_by_hub_id(offline_cache):
+    from minigpt.models.weights.export import export_model
+
+    torch.manual_seed(0)
+    source = load_model("tinygptv", "tiny", is_eval=True)
+    snap = cached_snapshot(offline_cache, "tiny-org/tiny-export")
+    os.rmdir(snap)
+    export_model(source, snap)
+    model = load_model("tiny-org/tiny-export", is_eval=True)
+    got, want = model.state_dict(), source.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    with pytest.raises(FileNotFoundError, match="load_model"):
+        load_model("tiny-org/absent-export")
