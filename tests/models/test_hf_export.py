@@ -56,6 +56,15 @@ def max_diff(model, hf_model) -> float:
     return float((ours - theirs)[b["attention_mask"].bool()].abs().max())
 
 
+def hf_greedy_text(model, hf_model) -> str:
+    """The exported model's greedy answer (transformers' generate) to our layout of the first prompt."""
+    ids = model.build_generation_inputs(PROMPTS[:1])
+    gen = hf_model.generate(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"],
+                            pixel_values=images(model)[:1], max_new_tokens=6, do_sample=False)
+    text = model.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return model.template.cut_at_stop(text)
+
+
 def no_minigpt_in(folder) -> None:
     """The folder names no minigpt module: transformers needs nothing of this library to load it."""
     for name in os.listdir(folder):
@@ -82,6 +91,7 @@ def test_minigpt4_exports_as_blip2(tmp_path):
     out = export_hf(model, str(tmp_path / "blip2"))
     hf = Blip2ForConditionalGeneration.from_pretrained(out).eval()
     assert max_diff(model, hf) <= TOL
+    assert hf_greedy_text(model, hf) == model.generate(images(model)[:1], PROMPTS[:1], max_new_tokens=6)[0]
     assert json.load(open(os.path.join(out, "config.json")))["model_type"] == "blip-2"
     assert type(AutoProcessor.from_pretrained(out)).__name__ == "Blip2Processor"
     card = open(os.path.join(out, "README.md"), encoding="utf-8").read()
@@ -159,12 +169,7 @@ def test_other_compositions_export_as_remote_code(tmp_path, arch, model_type, ov
     size = model.vision_encoder.image_size
     assert AutoImageProcessor.from_pretrained(out).size == {"height": size, "width": size}
     if model_type == "tiny":  # greedy decoding through transformers' generate gives our tokens
-        pixels, prompt = images(model)[:1], [PROMPTS[0]]
-        ids = model.build_generation_inputs(prompt)
-        gen = hf.generate(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"], pixel_values=pixels,
-                          max_new_tokens=6, do_sample=False)
-        text = model.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-        assert model.template.cut_at_stop(text) == model.generate(pixels, prompt, max_new_tokens=6)[0]
+        assert hf_greedy_text(model, hf) == model.generate(images(model)[:1], PROMPTS[:1], max_new_tokens=6)[0]
 
 
 @pytest.mark.parametrize("composition", ["tinygptv", "llava"])
