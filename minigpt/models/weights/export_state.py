@@ -21,7 +21,7 @@ def is_lora_key(name: str) -> bool:
     return ".lora_" in name
 
 
-def _storage_safe(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def storage_safe(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Contiguous CPU tensors, with any tensor whose storage another one already uses cloned.
 
     safetensors refuses tensors that share memory (tied embeddings, views); each name keeps its own copy.
@@ -59,7 +59,7 @@ def save_safetensors(state: Dict[str, torch.Tensor], path: str) -> None:
     """Write ``state`` to the safetensors file ``path`` (shared storage split, as safetensors needs)."""
     from safetensors.torch import save_file
 
-    save_file(_storage_safe(state), path, metadata={"format": "pt"})
+    save_file(storage_safe(state), path, metadata={"format": "pt"})
 
 
 def usual_permissions(root: str) -> None:

@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from minigpt.models.weights.export_state import storage_safe
+
 BLIP2 = "blip2"
 LLAVA = "llava"
 REMOTE = "remote_code"
@@ -241,14 +243,16 @@ def llava_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
 
 
 def _cast(state: StateDict, dtype: Optional[torch.dtype]) -> StateDict:
-    """Floating tensors in ``dtype`` (others as they are), contiguous, each with storage of its own."""
+    """Floating tensors in ``dtype`` (others as they are) on the CPU, no two sharing storage.
+
+    Tensors already right are used as they are (a 7B model is not copied a second time); a tensor
+    whose storage another one uses (tied weights) is cloned, which safetensors needs.
+    """
     out = {}
     for k, v in state.items():
-        v = v.detach().to("cpu")
-        if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
-        out[k] = v.clone().contiguous()
-    return out
+        v = v.detach()
+        out[k] = v.to(dtype) if dtype is not None and v.is_floating_point() else v
+    return storage_safe(out)
 
 
 # -- remote code -------------------------------------------------------------------------------------
