@@ -117,6 +117,7 @@ def test_llava_export_chat_template_processor_and_pipeline(llava_export):
     tok = AutoTokenizer.from_pretrained(out)
     user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
     prompt = tok.apply_chat_template([user], tokenize=False)
+    assert json.load(open(os.path.join(out, "tokenizer_config.json")))["chat_template"] == tok.chat_template
     assert prompt == model.layout.prompt_text([f"{IMG} {question}"])
     history = [user, {"role": "assistant", "content": "red"}, {"role": "user", "content": "and the square?"}]
     assert tok.apply_chat_template(history, tokenize=False) == model.layout.prompt_text(

@@ -181,8 +181,9 @@ def export_hf(model: nn.Module, out_dir: str, merge_lora: bool = True, dtype: Op
 
             shutil.copyfile(hf_remote_code.__file__, os.path.join(tmp, hf_layouts.REMOTE_MODULE + ".py"))
         tokenizer.chat_template = chat_template(model)
-        tokenizer.save_pretrained(tmp)
         _save_processors(model, layout, tokenizer, tmp)
+        # last, and into tokenizer_config.json (not only chat_template.jinja): older transformers read it there
+        tokenizer.save_pretrained(tmp, save_jinja_files=False)
         if lora:
             write_peft_adapter(model, lora, layout, os.path.join(tmp, ADAPTER_DIR), push_to or out_dir, torch_dtype)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as fh:
