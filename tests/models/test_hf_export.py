@@ -154,7 +154,7 @@ TOY_56 = {"scale": "toy", "vision_encoder": {"image_size": 56}, "llm": {"torch_d
     ids=["tinygptv-tiny", "tinygptv-real-toy", "minigpt_v2-toy"],
 )
 def test_other_compositions_export_as_remote_code(tmp_path, arch, model_type, overrides):
-    from transformers import AutoImageProcessor, AutoModel, AutoModelForCausalLM
+    from transformers import AutoImageProcessor, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
     model = load_model(arch, model_type, overrides=overrides).eval()
@@ -168,7 +168,10 @@ def test_other_compositions_export_as_remote_code(tmp_path, arch, model_type, ov
     assert max_diff(model, hf) <= TOL
     assert max_diff(model, AutoModel.from_pretrained(out, trust_remote_code=True).eval()) <= TOL
     size = model.vision_encoder.image_size
-    assert AutoImageProcessor.from_pretrained(out).size == {"height": size, "width": size}
+    assert AutoImageProcessor.from_pretrained(out, trust_remote_code=True).size == {"height": size, "width": size}
+    tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it?"}]}
+    assert tok.apply_chat_template([user], tokenize=False) == model.layout.prompt_text([f"{IMG} what is it?"])
     if model_type == "tiny":  # greedy decoding through transformers' generate gives our tokens
         assert hf_greedy_text(model, hf) == model.generate(images(model)[:1], PROMPTS[:1], max_new_tokens=6)[0]
 

@@ -84,8 +84,8 @@ print(pipe(text=messages, max_new_tokens=30))
 from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
 
 model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)
-tok = AutoTokenizer.from_pretrained("{repo}")
-pixel_values = AutoImageProcessor.from_pretrained("{repo}")(image, return_tensors="pt")["pixel_values"]
+tok = AutoTokenizer.from_pretrained("{repo}", trust_remote_code=True)
+pixel_values = AutoImageProcessor.from_pretrained("{repo}", trust_remote_code=True)(image, return_tensors="pt")["pixel_values"]
 prompt = tok.apply_chat_template([{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "What is in the picture?"}}]}}], tokenize=False)
 prompt = prompt.replace("<ImageHere>", "<ImageHere>" * {n_image})  # one slot per image embedding
 inputs = tok(prompt, return_tensors="pt", add_special_tokens=False)
