@@ -27,9 +27,7 @@ from typing import Optional
 HUB_SCHEME = "hf://"
 _TRUE = ("1", "on", "yes", "true")
 # org/name[/path/in/repo][@revision]; names as the Hub allows them
-_HUB_ID = re.compile(
-    r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?P<sub>(/[^@\s]+)*)(@(?P<rev>[\w./-]+))?$"
-)
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?P<sub>(/[^@\s]+)*)(@(?P<rev>[\w./-]+))?$")
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,9 @@ def _not_found(key: str, value: str, why: str) -> FileNotFoundError:
     )
 
 
-def resolve_pretrained(value: Optional[str], key: str, kind: str = "dir", required: bool = True) -> Optional[str]:
+def resolve_pretrained(
+    value: Optional[str], key: str, kind: str = "dir", required: bool = True
+) -> Optional[str]:
     """The local path ``value`` stands for: itself when it exists on disk, else the Hub files it names.
 
     ``kind`` is ``"dir"`` (a folder of a repository) or ``"file"`` (one file in it). A value that is
@@ -104,7 +104,9 @@ def resolve_pretrained(value: Optional[str], key: str, kind: str = "dir", requir
         )
     from huggingface_hub import hf_hub_download, snapshot_download
 
-    common = dict(revision=ref.revision, cache_dir=hub_cache_dir(), local_files_only=hub_offline() or not required)
+    common = dict(
+        revision=ref.revision, cache_dir=hub_cache_dir(), local_files_only=hub_offline() or not required
+    )
     try:
         if kind == "file":
             return hf_hub_download(ref.repo_id, ref.subpath, **common)

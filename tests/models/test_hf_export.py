@@ -25,8 +25,14 @@ CLIP_MLP = {
         "select_layer": -2,
         "drop_cls": True,
         "freeze": True,
-        "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                   "patch_size": 16, "image_size": 64},
+        "config": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "patch_size": 16,
+            "image_size": 64,
+        },
     },
     "projector": {"name": "mlp"},
 }
@@ -50,7 +56,9 @@ def our_logits(model) -> torch.Tensor:
 @torch.no_grad()
 def max_diff(model, hf_model) -> float:
     b = batch(model)
-    theirs = hf_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], pixel_values=images(model)).logits
+    theirs = hf_model(
+        input_ids=b["input_ids"], attention_mask=b["attention_mask"], pixel_values=images(model)
+    ).logits
     ours = our_logits(model)
     assert ours.shape == theirs.shape
     return float((ours - theirs)[b["attention_mask"].bool()].abs().max())
@@ -59,9 +67,14 @@ def max_diff(model, hf_model) -> float:
 def hf_greedy_text(model, hf_model) -> str:
     """The exported model's greedy answer (transformers' generate) to our layout of the first prompt."""
     ids = model.build_generation_inputs(PROMPTS[:1])
-    gen = hf_model.generate(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"],
-                            pixel_values=images(model)[:1], max_new_tokens=6, do_sample=False)
-    text = model.tokenizer.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    gen = hf_model.generate(
+        input_ids=ids["input_ids"],
+        attention_mask=ids["attention_mask"],
+        pixel_values=images(model)[:1],
+        max_new_tokens=6,
+        do_sample=False,
+    )
+    text = model.tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     return model.template.cut_at_stop(text)
 
 
@@ -127,13 +140,23 @@ def test_llava_export_chat_template_processor_and_pipeline(llava_export):
     size = model.vision_encoder.image_size
     picture = Image.fromarray((np.random.RandomState(0).rand(size, size, 3) * 255).astype("uint8"))
     inputs = AutoProcessor.from_pretrained(out)(images=picture, text=prompt, return_tensors="pt")
-    assert inputs["input_ids"].tolist() == model.build_generation_inputs([f"{IMG} {question}"])["input_ids"].tolist()
+    assert (
+        inputs["input_ids"].tolist()
+        == model.build_generation_inputs([f"{IMG} {question}"])["input_ids"].tolist()
+    )
     pixels = load_preprocess(model.cfg)[0]["eval"](picture)
     assert float((inputs["pixel_values"][0] - pixels).abs().max()) < 1e-5
     # the pipeline answers what our model answers (greedy)
     pipe = pipeline("image-text-to-text", model=out)
-    user_with_image = {"role": "user", "content": [{"type": "image", "image": picture}, {"type": "text", "text": question}]}
-    got = pipe(text=[user_with_image], generate_kwargs={"max_new_tokens": 8, "do_sample": False}, return_full_text=False)
+    user_with_image = {
+        "role": "user",
+        "content": [{"type": "image", "image": picture}, {"type": "text", "text": question}],
+    }
+    got = pipe(
+        text=[user_with_image],
+        generate_kwargs={"max_new_tokens": 8, "do_sample": False},
+        return_full_text=False,
+    )
     want = model.generate(pixels[None], [f"{IMG} {question}"], max_new_tokens=8)
     assert got[0]["generated_text"].strip() == want[0]
 
@@ -162,18 +185,25 @@ def test_other_compositions_export_as_remote_code(tmp_path, arch, model_type, ov
     out = export_hf(model, str(tmp_path / "remote"))
     cfg = json.load(open(os.path.join(out, "config.json")))
     assert cfg["auto_map"]["AutoModelForCausalLM"] == "modeling_minigpt.MiniGPTForConditionalGeneration"
-    assert cfg["text_variant"] == (model.cfg.llm.phi_variant) and os.path.isfile(os.path.join(out, "modeling_minigpt.py"))
+    assert cfg["text_variant"] == (model.cfg.llm.phi_variant) and os.path.isfile(
+        os.path.join(out, "modeling_minigpt.py")
+    )
     no_minigpt_in(out)
     hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
     assert max_diff(model, hf) <= TOL
     assert max_diff(model, AutoModel.from_pretrained(out, trust_remote_code=True).eval()) <= TOL
     size = model.vision_encoder.image_size
-    assert AutoImageProcessor.from_pretrained(out, trust_remote_code=True).size == {"height": size, "width": size}
+    assert AutoImageProcessor.from_pretrained(out, trust_remote_code=True).size == {
+        "height": size,
+        "width": size,
+    }
     tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
     user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it?"}]}
     assert tok.apply_chat_template([user], tokenize=False) == model.layout.prompt_text([f"{IMG} what is it?"])
     if model_type == "tiny":  # greedy decoding through transformers' generate gives our tokens
-        assert hf_greedy_text(model, hf) == model.generate(images(model)[:1], PROMPTS[:1], max_new_tokens=6)[0]
+        assert (
+            hf_greedy_text(model, hf) == model.generate(images(model)[:1], PROMPTS[:1], max_new_tokens=6)[0]
+        )
 
 
 @pytest.mark.parametrize("composition", ["tinygptv", "llava"])
@@ -249,7 +279,9 @@ def test_command_line_format_hf(repo_root, tmp_path):
     from minigpt.models.weights.export import main
 
     cfg_path = str(repo_root / "train_configs" / "quickstart_stage1.yaml")
-    out = main(["--cfg-path", cfg_path, "--out", str(tmp_path / "hf"), "--format", "hf", "--dtype", "bfloat16"])
+    out = main(
+        ["--cfg-path", cfg_path, "--out", str(tmp_path / "hf"), "--format", "hf", "--dtype", "bfloat16"]
+    )
     hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
     assert hf.dtype == torch.bfloat16 and type(hf).__name__ == "MiniGPTForConditionalGeneration"
     with pytest.raises(SystemExit, match="--format hf"):

@@ -39,7 +39,9 @@ def storage_safe(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
-def export_state_dicts(model: nn.Module, merge_lora: bool) -> tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+def export_state_dicts(
+    model: nn.Module, merge_lora: bool
+) -> tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """``(base tensors, LoRA tensors)`` under canonical names; with ``merge_lora`` the second is empty.
 
     Merging runs peft's ``merge_and_unload`` on a deep copy of the LLM, so ``model`` keeps its LoRA.

@@ -40,20 +40,33 @@ def chat_template(model: nn.Module) -> str:
         bos = ""
     return (
         bos
-        + "{{ " + _lit(tpl.system) + " }}"
+        + "{{ "
+        + _lit(tpl.system)
+        + " }}"
         + "{%- set ns = namespace(first=true) -%}"
         + "{%- for message in messages -%}"
         + "{%- if message['content'] is string -%}{%- set text = message['content'] -%}"
         + "{%- else -%}{%- set text = namespace(v='') -%}"
         + "{%- for part in message['content'] -%}"
-        + "{%- if part['type'] == 'image' -%}{%- set text.v = text.v + " + _lit(IMAGE_PROMPT + " ") + " -%}"
+        + "{%- if part['type'] == 'image' -%}{%- set text.v = text.v + "
+        + _lit(IMAGE_PROMPT + " ")
+        + " -%}"
         + "{%- elif part['type'] == 'text' -%}{%- set text.v = text.v + part['text'] -%}{%- endif -%}"
         + "{%- endfor -%}{%- set text = text.v -%}{%- endif -%}"
         + "{%- if message['role'] == 'user' -%}"
-        + "{{ (" + _lit(tpl.sep) + " if not ns.first else '') + " + _lit(head) + " + text + " + _lit(tail) + " }}"
+        + "{{ ("
+        + _lit(tpl.sep)
+        + " if not ns.first else '') + "
+        + _lit(head)
+        + " + text + "
+        + _lit(tail)
+        + " }}"
         + "{%- set ns.first = false -%}"
         + "{%- elif message['role'] == 'assistant' -%}"
-        + "{{ " + _lit(tpl.answer_prefix) + " + text }}" + end
+        + "{{ "
+        + _lit(tpl.answer_prefix)
+        + " + text }}"
+        + end
         + "{%- endif -%}"
         + "{%- endfor -%}"
     )
@@ -99,8 +112,11 @@ def model_card(model: nn.Module, layout: str, info: Dict[str, Any], repo: Option
     """README.md of an export: front matter for the Hub, what the model is, how to load it."""
     cfg = model.cfg or {}
     arch, mtype = cfg.get("arch", "minigpt"), cfg.get("model_type", "")
-    classes = {"blip2": "Blip2ForConditionalGeneration", "llava": "LlavaForConditionalGeneration",
-               "remote_code": "MiniGPTForConditionalGeneration (remote code)"}
+    classes = {
+        "blip2": "Blip2ForConditionalGeneration",
+        "llava": "LlavaForConditionalGeneration",
+        "remote_code": "MiniGPTForConditionalGeneration (remote code)",
+    }
     size = int(getattr(model.vision_encoder, "image_size", 0) or 0)
     fmt = dict(repo=repo or "<this folder>", n_image=model.num_image_tokens(), size=size)
     lora = info.get("adapter")
@@ -127,5 +143,12 @@ def model_card(model: nn.Module, layout: str, info: Dict[str, Any], repo: Option
         "",
     ]
     if lora:
-        lines += ["```python", "from peft import PeftModel", "", f'model = PeftModel.from_pretrained(model, "{repo or "<this folder>"}", subfolder="{lora}")', "```", ""]
+        lines += [
+            "```python",
+            "from peft import PeftModel",
+            "",
+            f'model = PeftModel.from_pretrained(model, "{repo or "<this folder>"}", subfolder="{lora}")',
+            "```",
+            "",
+        ]
     return "\n".join(lines)

@@ -62,12 +62,24 @@ def _image_transform(model: nn.Module) -> Dict[str, Any]:
     # the encoder takes one size only; a preprocess block that says otherwise is overruled, loudly
     size = int(getattr(model.vision_encoder, "image_size", 0) or block.get("image_size") or 224)
     if block.get("image_size") and int(block["image_size"]) != size:
-        logger.warning("export --format hf: preprocess image_size %s differs from the vision encoder's %d; "
-                       "the exported image processor uses %d", block["image_size"], size, size)
+        logger.warning(
+            "export --format hf: preprocess image_size %s differs from the vision encoder's %d; "
+            "the exported image processor uses %d",
+            block["image_size"],
+            size,
+            size,
+        )
     if block.get("name") not in (None, "image_eval"):
-        logger.warning("export --format hf: the eval image processor %s is written as a resize to %d px and normalise",
-                       block.get("name"), size)
-    return {"size": size, "mean": list(block.get("mean") or CLIP_MEAN), "std": list(block.get("std") or CLIP_STD)}
+        logger.warning(
+            "export --format hf: the eval image processor %s is written as a resize to %d px and normalise",
+            block.get("name"),
+            size,
+        )
+    return {
+        "size": size,
+        "mean": list(block.get("mean") or CLIP_MEAN),
+        "std": list(block.get("std") or CLIP_STD),
+    }
 
 
 def _save_processors(model: nn.Module, layout: str, tokenizer: Any, directory: str) -> None:
@@ -75,28 +87,49 @@ def _save_processors(model: nn.Module, layout: str, tokenizer: Any, directory: s
     from transformers import BlipImageProcessor, CLIPImageProcessor
 
     t = _image_transform(model)
-    common = dict(size={"height": t["size"], "width": t["size"]}, resample=3, image_mean=t["mean"],
-                  image_std=t["std"], do_rescale=True, do_normalize=True, do_convert_rgb=True)
+    common = dict(
+        size={"height": t["size"], "width": t["size"]},
+        resample=3,
+        image_mean=t["mean"],
+        image_std=t["std"],
+        do_rescale=True,
+        do_normalize=True,
+        do_convert_rgb=True,
+    )
     if layout == hf_layouts.LLAVA:
         from transformers import LlavaProcessor
 
         image = CLIPImageProcessor(do_resize=True, do_center_crop=False, **common)
         patch = model.vision_encoder.model.config.patch_size
         strategy = "default" if model.vision_encoder.drop_cls else "full"
-        LlavaProcessor(image_processor=image, tokenizer=tokenizer, patch_size=patch, image_token=model.layout.media_token,
-                       vision_feature_select_strategy=strategy, num_additional_image_tokens=1,
-                       chat_template=tokenizer.chat_template).save_pretrained(directory)
+        LlavaProcessor(
+            image_processor=image,
+            tokenizer=tokenizer,
+            patch_size=patch,
+            image_token=model.layout.media_token,
+            vision_feature_select_strategy=strategy,
+            num_additional_image_tokens=1,
+            chat_template=tokenizer.chat_template,
+        ).save_pretrained(directory)
     elif layout == hf_layouts.BLIP2:
         from transformers import Blip2Processor
 
         image = BlipImageProcessor(do_resize=True, **common)
-        Blip2Processor(image_processor=image, tokenizer=tokenizer, num_query_tokens=model.num_image_tokens()).save_pretrained(directory)
+        Blip2Processor(
+            image_processor=image, tokenizer=tokenizer, num_query_tokens=model.num_image_tokens()
+        ).save_pretrained(directory)
     else:
         CLIPImageProcessor(do_resize=True, do_center_crop=False, **common).save_pretrained(directory)
 
 
-def write_peft_adapter(model: nn.Module, lora: Dict[str, torch.Tensor], layout: str, directory: str,
-                       base_path: str, dtype: torch.dtype) -> str:
+def write_peft_adapter(
+    model: nn.Module,
+    lora: Dict[str, torch.Tensor],
+    layout: str,
+    directory: str,
+    base_path: str,
+    dtype: torch.dtype,
+) -> str:
     """LoRA tensors (canonical names) as a peft adapter folder for the exported model of ``layout``."""
     from peft import LoraConfig
     from safetensors.torch import save_file
@@ -105,18 +138,28 @@ def write_peft_adapter(model: nn.Module, lora: Dict[str, torch.Tensor], layout: 
     for key, value in lora.items():
         m = _LORA_KEY.match(key)
         if m is None:
-            raise ValueError(f"export --format hf: LoRA tensor {key} is not on the LLM; peft adapters cover the LLM only")
+            raise ValueError(
+                f"export --format hf: LoRA tensor {key} is not on the LLM; peft adapters cover the LLM only"
+            )
         module = hf_layouts.hf_llm_name(layout, m.group("module"))
         leaves.add(module.rsplit(".", 1)[-1])
         # peft's file layout: base_model.model.<module>.lora_A.weight (no adapter name)
-        tensors[f"base_model.model.{module}.{m.group('which')}.weight"] = value.detach().to("cpu", dtype).clone().contiguous()
+        tensors[f"base_model.model.{module}.{m.group('which')}.weight"] = (
+            value.detach().to("cpu", dtype).clone().contiguous()
+        )
     llm = (model.cfg or {}).get("llm") or {}
     prefix = hf_layouts.LLM_PREFIX[layout]
     # a regex, so the vision tower's q_proj/v_proj (CLIP has them too) stay without LoRA
     target = rf"{re.escape(prefix)}.*\.({'|'.join(sorted(leaves))})"
     os.makedirs(directory)
-    LoraConfig(r=int(llm.get("lora_r")), lora_alpha=int(llm.get("lora_alpha", 16)), lora_dropout=float(llm.get("lora_dropout", 0.0)),
-               target_modules=target, bias="none", base_model_name_or_path=base_path).save_pretrained(directory)
+    LoraConfig(
+        r=int(llm.get("lora_r")),
+        lora_alpha=int(llm.get("lora_alpha", 16)),
+        lora_dropout=float(llm.get("lora_dropout", 0.0)),
+        target_modules=target,
+        bias="none",
+        base_model_name_or_path=base_path,
+    ).save_pretrained(directory)
     save_file(tensors, os.path.join(directory, "adapter_model.safetensors"), metadata={"format": "pt"})
     return directory
 
@@ -144,8 +187,15 @@ def push_to_hub(folder: str, repo_id: str, private: bool = False, token: Optiona
     return url
 
 
-def export_hf(model: nn.Module, out_dir: str, merge_lora: bool = True, dtype: Optional[str] = None,
-              push_to: Optional[str] = None, private: bool = False, token: Optional[str] = None) -> str:
+def export_hf(
+    model: nn.Module,
+    out_dir: str,
+    merge_lora: bool = True,
+    dtype: Optional[str] = None,
+    push_to: Optional[str] = None,
+    private: bool = False,
+    token: Optional[str] = None,
+) -> str:
     """Write ``model`` to ``out_dir`` as a Hugging Face folder (see the module docs); return ``out_dir``.
 
     ``dtype`` (float32 | float16 | bfloat16) is the weights' dtype, by default the LLM's. With
@@ -161,19 +211,28 @@ def export_hf(model: nn.Module, out_dir: str, merge_lora: bool = True, dtype: Op
     layout, reasons = hf_layouts.hf_layout(model)
     torch_dtype = _resolve_dtype(model, dtype)
     base, lora = export_state_dicts(model, merge_lora)
-    build = {hf_layouts.BLIP2: hf_layouts.blip2_model, hf_layouts.LLAVA: hf_layouts.llava_model,
-             hf_layouts.REMOTE: hf_layouts.remote_model}[layout]
+    build = {
+        hf_layouts.BLIP2: hf_layouts.blip2_model,
+        hf_layouts.LLAVA: hf_layouts.llava_model,
+        hf_layouts.REMOTE: hf_layouts.remote_model,
+    }[layout]
     hf = build(model, base, torch_dtype)
     gen = hf.generation_config
     gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = (
-        model.tokenizer.pad_token_id, model.tokenizer.bos_token_id, model.tokenizer.eos_token_id)
+        model.tokenizer.pad_token_id,
+        model.tokenizer.bos_token_id,
+        model.tokenizer.eos_token_id,
+    )
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
     tokenizer, saved_template = model.tokenizer, model.tokenizer.chat_template
     has_lora = any(is_lora_key(n) for n, _ in model.named_parameters())
-    info = {"dtype": str(torch_dtype).replace("torch.", ""), "adapter": ADAPTER_DIR if lora else None,
-            "lora": "merged into the weights" if has_lora and not lora else "none"}
+    info = {
+        "dtype": str(torch_dtype).replace("torch.", ""),
+        "adapter": ADAPTER_DIR if lora else None,
+        "lora": "merged into the weights" if has_lora and not lora else "none",
+    }
     try:
         hf.save_pretrained(tmp)
         if layout == hf_layouts.REMOTE:
@@ -185,7 +244,9 @@ def export_hf(model: nn.Module, out_dir: str, merge_lora: bool = True, dtype: Op
         # last, and into tokenizer_config.json (not only chat_template.jinja): older transformers read it there
         tokenizer.save_pretrained(tmp, save_jinja_files=False)
         if lora:
-            write_peft_adapter(model, lora, layout, os.path.join(tmp, ADAPTER_DIR), push_to or out_dir, torch_dtype)
+            write_peft_adapter(
+                model, lora, layout, os.path.join(tmp, ADAPTER_DIR), push_to or out_dir, torch_dtype
+            )
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as fh:
             fh.write(model_card(model, layout, info, repo=push_to))
         usual_permissions(tmp)

@@ -64,7 +64,9 @@ def _blip2_blockers(model: nn.Module) -> List[str]:
     if type(venc) is not EVAViTEncoder:
         out.append(f"the vision encoder is {type(venc).__name__}, not eva_vit_g")
     elif venc.drop_cls or venc.ln_vision is not None:
-        out.append("vision_encoder.drop_cls / ln_vision are set (BLIP-2 keeps the class token, norms in the projector)")
+        out.append(
+            "vision_encoder.drop_cls / ln_vision are set (BLIP-2 keeps the class token, norms in the projector)"
+        )
     if type(proj) is not QFormerLinearProjector:
         out.append(f"the projector is {type(proj).__name__}, not qformer_linear")
     elif len(proj.proj) != 1:
@@ -125,7 +127,9 @@ def _assign(hf_model: nn.Module, state: StateDict, what: str) -> nn.Module:
         )
     for key, value in state.items():
         if value.shape != own[key].shape:
-            raise ValueError(f"{what}: {key} has shape {tuple(value.shape)}, the model wants {tuple(own[key].shape)}")
+            raise ValueError(
+                f"{what}: {key} has shape {tuple(value.shape)}, the model wants {tuple(own[key].shape)}"
+            )
     # non-persistent buffers (rotary tables, position ids) stay on meta: they are not saved, and
     # from_pretrained rebuilds them; the model returned is for save_pretrained only
     hf_model.load_state_dict(state, strict=True, assign=True)
@@ -146,8 +150,13 @@ def eva_to_blip2_vision(state: StateDict, prefix: str, to: str, depth: int) -> S
         f"{to}embeddings.patch_embedding.weight": v["patch_embed.proj.weight"],
         f"{to}embeddings.patch_embedding.bias": v["patch_embed.proj.bias"],
     }
-    names = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.proj": "self_attn.projection",
-             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+    names = {
+        "norm1": "layer_norm1",
+        "norm2": "layer_norm2",
+        "attn.proj": "self_attn.projection",
+        "mlp.fc1": "mlp.fc1",
+        "mlp.fc2": "mlp.fc2",
+    }
     for i in range(depth):
         b, h = f"blocks.{i}.", f"{to}encoder.layers.{i}."
         for ours, theirs in names.items():
@@ -288,6 +297,7 @@ def _remote_vision(model: nn.Module) -> Tuple[Dict[str, Any], Callable[[StateDic
             "stem_norm": "batch" if isinstance(venc.stem[1], nn.BatchNorm2d) else "group",
         }, keep
     if type(venc) is EVAViTEncoder:
+
         def rename(s: StateDict) -> StateDict:
             out = eva_to_blip2_vision(s, "vision_encoder.vit.", "vision_encoder.", venc.depth)
             out.update(_take(s, "vision_encoder.ln_vision.", "vision_encoder.ln_vision."))
@@ -297,7 +307,12 @@ def _remote_vision(model: nn.Module) -> Tuple[Dict[str, Any], Callable[[StateDic
         return {**cfg, "ln_vision": venc.ln_vision is not None}, rename
     if type(venc) is CLIPViTEncoder:
         clip = {k: v for k, v in venc.model.config.to_dict().items() if k != "transformers_version"}
-        return {"kind": "clip_vit", "clip": clip, "select_layer": venc.select_layer, "drop_cls": venc.drop_cls}, keep
+        return {
+            "kind": "clip_vit",
+            "clip": clip,
+            "select_layer": venc.select_layer,
+            "drop_cls": venc.drop_cls,
+        }, keep
     raise ValueError(
         f"export --format hf: the vision encoder {type(venc).__name__} has no Hugging Face form "
         "(remote code covers tiny_vit, eva_vit_g and clip_vit)"
@@ -314,23 +329,50 @@ def _remote_projector(model: nn.Module) -> Dict[str, Any]:
     proj = model.projector
     out_norm = isinstance(getattr(proj, "norm", None), nn.LayerNorm)
     if type(proj) is LinearProjector:
-        return {"kind": "linear", "in_dim": proj.proj.in_features, "out_dim": proj.proj.out_features, "out_norm": out_norm}
+        return {
+            "kind": "linear",
+            "in_dim": proj.proj.in_features,
+            "out_dim": proj.proj.out_features,
+            "out_norm": out_norm,
+        }
     if type(proj) is MLPProjector:
         a, b = proj.net[0], proj.net[2]
         act = "gelu" if isinstance(proj.net[1], nn.GELU) else "silu"
-        return {"kind": "mlp", "in_dim": a.in_features, "hidden_dim": a.out_features, "out_dim": b.out_features,
-                "activation": act, "out_norm": out_norm}
+        return {
+            "kind": "mlp",
+            "in_dim": a.in_features,
+            "hidden_dim": a.out_features,
+            "out_dim": b.out_features,
+            "activation": act,
+            "out_norm": out_norm,
+        }
     if type(proj) is ConcatLinearProjector:
         first = proj.proj[0] if isinstance(proj.proj, nn.Sequential) else proj.proj
         last = proj.proj[-1] if isinstance(proj.proj, nn.Sequential) else proj.proj
         hidden = first.out_features if isinstance(proj.proj, nn.Sequential) else None
-        return {"kind": "concat_linear", "in_dim": first.in_features // proj.group, "out_dim": last.out_features,
-                "group": proj.group, "layout": proj.layout, "hidden_dim": hidden, "out_norm": out_norm}
+        return {
+            "kind": "concat_linear",
+            "in_dim": first.in_features // proj.group,
+            "out_dim": last.out_features,
+            "group": proj.group,
+            "layout": proj.layout,
+            "hidden_dim": hidden,
+            "out_norm": out_norm,
+        }
     if type(proj) is QFormerLinearProjector:
-        qcfg = {k: v for k, v in proj.qformer.config.to_dict().items() if k not in ("transformers_version", "model_type")}
+        qcfg = {
+            k: v
+            for k, v in proj.qformer.config.to_dict().items()
+            if k not in ("transformers_version", "model_type")
+        }
         dims = [proj.proj[0].in_features] + [layer.out_features for layer in proj.proj]
-        return {"kind": "qformer_linear", "in_dim": proj.ln_vision.normalized_shape[0], "qformer": qcfg,
-                "num_query_token": proj.num_query_token, "dims": dims}
+        return {
+            "kind": "qformer_linear",
+            "in_dim": proj.ln_vision.normalized_shape[0],
+            "qformer": qcfg,
+            "num_query_token": proj.num_query_token,
+            "dims": dims,
+        }
     raise ValueError(
         f"export --format hf: the projector {type(proj).__name__} has no Hugging Face form "
         "(remote code covers linear, mlp, concat_linear and qformer_linear)"

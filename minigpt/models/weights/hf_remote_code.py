@@ -94,8 +94,18 @@ class _Block(nn.Module):
 class TinyViT(nn.Module):
     """Stride-2 conv stem with Batch/GroupNorm, a learned position table, ViT blocks, a final LayerNorm."""
 
-    def __init__(self, image_size: int, patch_size: int, width: int, depth: int, num_heads: int,
-                 mlp_ratio: float, stem_channels: Optional[int] = None, stem_norm: str = "batch", **_: Any) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        patch_size: int,
+        width: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        stem_channels: Optional[int] = None,
+        stem_norm: str = "batch",
+        **_: Any,
+    ) -> None:
         super().__init__()
         c, layers, in_ch = stem_channels or width // 2, [], 3
         n_down = int(math.log2(patch_size))
@@ -129,7 +139,9 @@ class _FP32LayerNorm(nn.LayerNorm):
 class EvaViT(nn.Module):
     """EVA ViT-g as BLIP-2's vision embeddings + encoder, all tokens of the last block (no final norm)."""
 
-    def __init__(self, blip2: Dict[str, Any], drop_cls: bool = False, ln_vision: bool = False, **_: Any) -> None:
+    def __init__(
+        self, blip2: Dict[str, Any], drop_cls: bool = False, ln_vision: bool = False, **_: Any
+    ) -> None:
         super().__init__()
         from transformers import Blip2VisionConfig
         from transformers.models.blip_2.modeling_blip_2 import Blip2Encoder, Blip2VisionEmbeddings
@@ -179,8 +191,15 @@ class LinearProjector(nn.Module):
 class MLPProjector(nn.Module):
     """``Linear -> GELU | SiLU -> Linear`` (+ LayerNorm with ``out_norm``)."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, activation: str = "gelu",
-                 out_norm: bool = False, **_: Any) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int,
+        activation: str = "gelu",
+        out_norm: bool = False,
+        **_: Any,
+    ) -> None:
         super().__init__()
         act = nn.GELU() if activation == "gelu" else nn.SiLU()
         self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), act, nn.Linear(hidden_dim, out_dim))
@@ -193,8 +212,16 @@ class MLPProjector(nn.Module):
 class ConcatLinearProjector(nn.Module):
     """``group`` adjacent tokens (in raster order, or ``square`` 2-D neighbours) concatenated, then projected."""
 
-    def __init__(self, in_dim: int, out_dim: int, group: int, layout: str = "sequence",
-                 hidden_dim: Optional[int] = None, out_norm: bool = False, **_: Any) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        group: int,
+        layout: str = "sequence",
+        hidden_dim: Optional[int] = None,
+        out_norm: bool = False,
+        **_: Any,
+    ) -> None:
         super().__init__()
         self.group, self.layout, d = group, layout, in_dim * group
         if hidden_dim:
@@ -217,7 +244,9 @@ class ConcatLinearProjector(nn.Module):
 class QFormerLinearProjector(nn.Module):
     """``ln_vision`` -> BLIP-2's Q-Former over learned queries -> Linear layers (no activation between)."""
 
-    def __init__(self, in_dim: int, qformer: Dict[str, Any], num_query_token: int, dims: list, **_: Any) -> None:
+    def __init__(
+        self, in_dim: int, qformer: Dict[str, Any], num_query_token: int, dims: list, **_: Any
+    ) -> None:
         super().__init__()
         from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
@@ -234,8 +263,12 @@ class QFormerLinearProjector(nn.Module):
 
 
 VISION = {"tiny_vit": TinyViT, "eva_vit_g": EvaViT, "clip_vit": ClipViT}
-PROJECTORS = {"linear": LinearProjector, "mlp": MLPProjector, "concat_linear": ConcatLinearProjector,
-              "qformer_linear": QFormerLinearProjector}
+PROJECTORS = {
+    "linear": LinearProjector,
+    "mlp": MLPProjector,
+    "concat_linear": ConcatLinearProjector,
+    "qformer_linear": QFormerLinearProjector,
+}
 
 
 def _build(table: Dict[str, type], block: Dict[str, Any], what: str) -> nn.Module:
@@ -302,9 +335,15 @@ class MiniGPTForConditionalGeneration(PreTrainedModel, GenerationMixin):
         """``[B, 3, S, S]`` -> ``[B, N', D]``, the embeddings that fill one image's slots."""
         return self.projector(self.vision_encoder(pixel_values))
 
-    def forward(self, input_ids: Optional[torch.LongTensor] = None, pixel_values: Optional[torch.Tensor] = None,
-                attention_mask: Optional[torch.Tensor] = None, inputs_embeds: Optional[torch.Tensor] = None,
-                labels: Optional[torch.LongTensor] = None, **kwargs: Any):
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        pixel_values: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.LongTensor] = None,
+        **kwargs: Any,
+    ):
         if inputs_embeds is None:
             slots = input_ids == self.config.image_token_id
             inputs_embeds = self.get_input_embeddings()(input_ids)
@@ -315,5 +354,9 @@ class MiniGPTForConditionalGeneration(PreTrainedModel, GenerationMixin):
                         f"{int(slots.sum())} image slots in input_ids but {feats.shape[0]} images of "
                         f"{feats.shape[1]} embeddings each"
                     )
-                inputs_embeds = inputs_embeds.masked_scatter(slots.unsqueeze(-1), feats.to(inputs_embeds.dtype))
-        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+                inputs_embeds = inputs_embeds.masked_scatter(
+                    slots.unsqueeze(-1), feats.to(inputs_embeds.dtype)
+                )
+        return self.language_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
+        )
