@@ -92,3 +92,16 @@ def test_a_minigpt_export_loads_by_hub_id(offline_cache):
     assert all(torch.equal(got[k], want[k]) for k in want)
     with pytest.raises(FileNotFoundError, match="load_model"):
         load_model("tiny-org/absent-export")
+
+
+def test_vision_encoder_weight_file_by_hub_id(offline_cache):
+    toy = {"scale": "toy", "vision_encoder": {"image_size": 56}}
+    torch.manual_seed(0)
+    source = load_model("minigpt4", "vicuna7b", overrides=toy)
+    snap = cached_snapshot(offline_cache, "org/eva")
+    torch.save(source.vision_encoder.vit.state_dict(), os.path.join(snap, "eva_vit_g.pth"))
+    torch.manual_seed(1)
+    toy["vision_encoder"]["pretrained"] = "org/eva/eva_vit_g.pth"
+    model = load_model("minigpt4", "vicuna7b", overrides=toy)
+    got, want = model.vision_encoder.state_dict(), source.vision_encoder.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)

@@ -50,6 +50,8 @@ def _common_blockers(model: nn.Module) -> List[str]:
         out.append("model.heads adds output heads")
     if getattr(model, "image_token_id", -1) < 0:
         out.append("model.image_markers is 'text' (the image slot has no token id)")
+    if _cfg(model, "llm").get("low_resource"):
+        out.append("llm.low_resource: a quantised LLM cannot be exported; load it without low_resource first")
     if _cfg(model, "llm").get("phi_variant"):
         out.append("llm.phi_variant changes the LLM's layers")
     return out
