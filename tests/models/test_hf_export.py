@@ -86,6 +86,65 @@ def no_minigpt_in(folder) -> None:
             assert not re.search(r"^\s*(import|from) minigpt", text, re.M), name
 
 
+def test_released_layout_with_text_image_markers_exports_as_blip2(tmp_path):
+    """The released presets keep <Img>/<ImageHere> as text: the export adds the image token, same logits."""
+    from transformers import AutoTokenizer, Blip2ForConditionalGeneration
+
+    torch.manual_seed(0)
+    small = {"scale": "toy", "vision_encoder": {"image_size": 56}, "llm": {"torch_dtype": "float32"}}
+    model = load_model("minigpt4", "released_vicuna7b", overrides=small).eval()
+    assert model.image_token_id < 0 and hf_layout(model)[0] == BLIP2
+    out = export_hf(model, str(tmp_path / "released"))
+    slot = json.load(open(os.path.join(out, "config.json")))["image_token_index"]
+    assert json.load(open(os.path.join(out, "generation_config.json")))["suppress_tokens"] == [slot]
+    hf = Blip2ForConditionalGeneration.from_pretrained(out).eval()
+    b = batch(model)
+    with torch.no_grad():
+        theirs = hf(
+            input_ids=b["input_ids"].masked_fill(b["media_mask"], slot),
+            attention_mask=b["attention_mask"],
+            pixel_values=images(model),
+        ).logits
+    assert float((our_logits(model) - theirs)[b["attention_mask"].bool()].abs().max()) <= TOL
+    # the chat template and the tokenizer give the ids the original layout builds (vicuna0_chat, BOS policy)
+    tok = AutoTokenizer.from_pretrained(out)
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "[vqa] what is it?"}]}
+    prompt = tok.apply_chat_template([user], tokenize=False).replace("<ImageHere>", "<ImageHere>" * 32)
+    ids = model.build_generation_inputs([f"{IMG} [vqa] what is it?"])
+    want = ids["input_ids"].masked_fill(ids["media_mask"], slot)[0].tolist()
+    assert tok(prompt, add_special_tokens=False)["input_ids"] == want
+
+
+def test_text_image_markers_grow_the_vocabulary_by_the_image_token(tmp_path):
+    """A vocabulary with no row to spare gets one for <ImageHere>; the other tokens' logits are unchanged."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    words = "<unk> <s> </s> <pad> <Img> </Img> ### what color is the circle ? red a blue square".split()
+    wl = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    wl.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    special = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    PreTrainedTokenizerFast(tokenizer_object=wl, **special).save_pretrained(str(tmp_path / "tok"))
+    torch.manual_seed(0)
+    llm = {"tokenizer": str(tmp_path / "tok"), "ordinal_grid_init": False}
+    model = load_model("tinygptv", "tiny", overrides={"image_markers": "text", "llm": llm}).eval()
+    rows = model.llm.causal_lm.get_input_embeddings().weight.shape[0]
+    assert rows == len(words)
+    out = export_hf(model, str(tmp_path / "grown"))
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert (cfg["image_token_id"], cfg["text_config"]["vocab_size"]) == (rows, rows + 1)
+    hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    b = model.build_inputs(
+        ["<Img> <ImageHere> </Img> what color is the circle ?"], ["red"], model.num_image_tokens()
+    )
+    pixels = images(model)[:1]
+    with torch.no_grad():
+        ours = model.llm(inputs_embeds=model.embed(b, pixels), attention_mask=b["attention_mask"]).logits
+        ids = b["input_ids"].masked_fill(b["media_mask"], rows)
+        theirs = hf(input_ids=ids, attention_mask=b["attention_mask"], pixel_values=pixels).logits
+    assert theirs.shape[-1] == rows + 1 and float((ours - theirs[..., :rows]).abs().max()) <= TOL
+
+
 @pytest.fixture(scope="module")
 def llava_export(tmp_path_factory):
     torch.manual_seed(0)
@@ -240,9 +299,8 @@ def test_lora_is_a_peft_adapter_on_the_exported_base(tmp_path, composition):
 
 def test_unsupported_models_and_offline_push_fail_clearly(llava_export, tmp_path, monkeypatch):
     model, _ = llava_export
-    text_markers = load_model("minigpt4", "tiny", overrides={"image_markers": "text"})
-    with pytest.raises(ValueError, match="image_markers"):
-        export_hf(text_markers, str(tmp_path / "text"))
+    with pytest.raises(ValueError, match="model.adapters"):  # LaVIN's adapters sit inside the LLM's layers
+        export_hf(load_model("lavin", "tiny"), str(tmp_path / "lavin"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE") as err:
         export_hf(model, str(tmp_path / "pushed"), push_to="someone/tiny")

@@ -133,7 +133,7 @@ def model_card(model: nn.Module, layout: str, info: Dict[str, Any], repo: Option
         f"LLM `{type(model.llm.causal_lm).__name__}`. Weights in `{info['dtype']}`.",
         "",
         f"* image: {size} x {size} px, {model.num_image_tokens()} embeddings per image "
-        f"(token `<ImageHere>`, id {model.image_token_id})",
+        f"(token `<ImageHere>`, id {info['image_token_id']})",
         f"* prompt template `{model.template.name}` (the tokenizer's chat template renders it)",
         f"* LoRA: {'a peft adapter in `' + lora + '/` (load it with `PeftModel.from_pretrained`)' if lora else info['lora']}",
         "",

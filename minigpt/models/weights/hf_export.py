@@ -23,12 +23,13 @@ equal the source model's). With ``merge_lora`` (the default) LoRA is folded into
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -164,6 +165,38 @@ def write_peft_adapter(
     return directory
 
 
+def _param_name(module: nn.Module, param: torch.Tensor) -> str:
+    return next(n for n, p in module.named_parameters(remove_duplicate=False) if p is param)
+
+
+def image_slot(model: nn.Module, base: Dict[str, torch.Tensor]) -> Tuple[Any, int, Optional[int]]:
+    """``(tokenizer, image token id, new vocabulary size or None)`` the export writes.
+
+    With ``image_markers: special_tokens`` the model's own. With ``image_markers: text`` (the released
+    presets) the image slot has no token, so a copy of the tokenizer gets ``<ImageHere>`` as an added
+    special token; where its id is past the embedding rows, ``base`` gets zero rows for it in the input
+    and output embeddings (the input row is never read: image features replace it) and the new size
+    is returned. Generation never emits it (``suppress_tokens``); other tokens' logits are unchanged.
+    """
+    if model.image_token_id >= 0:
+        return model.tokenizer, model.image_token_id, None
+    tokenizer = copy.deepcopy(model.tokenizer)
+    tokenizer.add_tokens([model.layout.media_token], special_tokens=True)
+    slot = tokenizer.convert_tokens_to_ids(model.layout.media_token)
+    lm = model.llm.causal_lm
+    rows = lm.get_input_embeddings().weight.shape[0]
+    if slot < rows:
+        return tokenizer, slot, None
+    out = lm.get_output_embeddings()
+    params = [lm.get_input_embeddings().weight, out.weight] + ([out.bias] if out.bias is not None else [])
+    for param in params:
+        key = "llm.model." + _param_name(lm, param)
+        grown = base[key].new_zeros((slot + 1, *base[key].shape[1:]))
+        grown[: base[key].shape[0]] = base[key]
+        base[key] = grown
+    return tokenizer, slot, slot + 1
+
+
 def push_to_hub(folder: str, repo_id: str, private: bool = False, token: Optional[str] = None) -> str:
     """Upload the export ``folder`` to the Hub repository ``repo_id`` (created if absent); return its URL."""
     if hub_offline():
@@ -216,22 +249,25 @@ def export_hf(
         hf_layouts.LLAVA: hf_layouts.llava_model,
         hf_layouts.REMOTE: hf_layouts.remote_model,
     }[layout]
-    hf = build(model, base, torch_dtype)
+    tokenizer, slot_id, vocab_size = image_slot(model, base)
+    hf = build(model, base, torch_dtype, slot_id, vocab_size)
     gen = hf.generation_config
     gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = (
-        model.tokenizer.pad_token_id,
-        model.tokenizer.bos_token_id,
-        model.tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
     )
+    gen.suppress_tokens = [slot_id]  # a placeholder for image features, never an answer
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
-    tokenizer, saved_template = model.tokenizer, model.tokenizer.chat_template
+    saved_template = tokenizer.chat_template
     has_lora = any(is_lora_key(n) for n, _ in model.named_parameters())
     info = {
         "dtype": str(torch_dtype).replace("torch.", ""),
         "adapter": ADAPTER_DIR if lora else None,
         "lora": "merged into the weights" if has_lora and not lora else "none",
+        "image_token_id": slot_id,
     }
     try:
         hf.save_pretrained(tmp)

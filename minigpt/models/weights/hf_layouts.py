@@ -48,8 +48,6 @@ def _common_blockers(model: nn.Module) -> List[str]:
         out.append("model.adapters places adapters inside the parts")
     if len(getattr(model, "output_heads", {}) or {}):
         out.append("model.heads adds output heads")
-    if getattr(model, "image_token_id", -1) < 0:
-        out.append("model.image_markers is 'text' (the image slot has no token id)")
     if _cfg(model, "llm").get("low_resource"):
         out.append("llm.low_resource: a quantised LLM cannot be exported; load it without low_resource first")
     if _cfg(model, "llm").get("phi_variant"):
@@ -107,9 +105,11 @@ def hf_layout(model: nn.Module) -> Tuple[str, Dict[str, List[str]]]:
     return REMOTE, reasons
 
 
-def _llm_config(model: nn.Module, dtype: torch.dtype):
+def _llm_config(model: nn.Module, dtype: torch.dtype, vocab_size: Optional[int] = None):
     config = model.llm.causal_lm.config.__class__.from_dict(model.llm.causal_lm.config.to_dict())
     config.dtype = dtype
+    if vocab_size is not None:  # rows added for an image token (hf_export.image_slot)
+        config.vocab_size = vocab_size
     return config
 
 
@@ -186,7 +186,13 @@ def blip2_vision_config(venc: nn.Module) -> Dict[str, Any]:
     )
 
 
-def blip2_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
+def blip2_model(
+    model: nn.Module,
+    state: StateDict,
+    dtype: torch.dtype,
+    image_token_id: int,
+    vocab_size: Optional[int] = None,
+):
     """``Blip2ForConditionalGeneration`` holding ``state`` (exported tensors under canonical names)."""
     from transformers import Blip2Config, Blip2ForConditionalGeneration
 
@@ -195,9 +201,9 @@ def blip2_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
     config = Blip2Config(
         vision_config=blip2_vision_config(model.vision_encoder),
         qformer_config={k: v for k, v in qcfg.items() if k not in ("transformers_version", "model_type")},
-        text_config=_llm_config(model, dtype).to_dict(),
+        text_config=_llm_config(model, dtype, vocab_size).to_dict(),
         num_query_tokens=proj.num_query_token,
-        image_token_index=model.image_token_id,
+        image_token_index=image_token_id,
     )
     config.dtype = dtype
     mapped = eva_to_blip2_vision(state, "vision_encoder.vit.", "vision_model.", model.vision_encoder.depth)
@@ -210,7 +216,12 @@ def blip2_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
     return _assign(hf, _cast(mapped, dtype), "BLIP-2 export")
 
 
-def llava_config(model: nn.Module, dtype: torch.dtype):
+def llava_config(
+    model: nn.Module,
+    dtype: torch.dtype,
+    image_token_id: Optional[int] = None,
+    vocab_size: Optional[int] = None,
+):
     """The ``LlavaConfig`` of a model :func:`hf_layout` calls LLAVA."""
     from transformers import LlavaConfig
 
@@ -218,8 +229,8 @@ def llava_config(model: nn.Module, dtype: torch.dtype):
     vcfg = venc.model.config.to_dict()
     config = LlavaConfig(
         vision_config={k: v for k, v in vcfg.items() if k != "transformers_version"},
-        text_config=_llm_config(model, dtype).to_dict(),
-        image_token_id=model.image_token_id,
+        text_config=_llm_config(model, dtype, vocab_size).to_dict(),
+        image_token_id=model.image_token_id if image_token_id is None else image_token_id,
         projector_hidden_act="gelu" if isinstance(proj.net[1], nn.GELU) else "silu",
         vision_feature_layer=venc.select_layer,
         vision_feature_select_strategy="default" if venc.drop_cls else "full",
@@ -244,11 +255,17 @@ def llava_state_dict(state: StateDict) -> StateDict:
     return mapped
 
 
-def llava_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
+def llava_model(
+    model: nn.Module,
+    state: StateDict,
+    dtype: torch.dtype,
+    image_token_id: int,
+    vocab_size: Optional[int] = None,
+):
     """``LlavaForConditionalGeneration`` holding ``state`` (exported tensors under canonical names)."""
     from transformers import LlavaForConditionalGeneration
 
-    config = llava_config(model, dtype)
+    config = llava_config(model, dtype, image_token_id, vocab_size)
     hf = _on_meta(lambda: LlavaForConditionalGeneration(config))
     return _assign(hf, _cast(llava_state_dict(state), dtype), "LLaVA export")
 
@@ -381,7 +398,13 @@ def _remote_projector(model: nn.Module) -> Dict[str, Any]:
     )
 
 
-def remote_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
+def remote_model(
+    model: nn.Module,
+    state: StateDict,
+    dtype: torch.dtype,
+    image_token_id: int,
+    vocab_size: Optional[int] = None,
+):
     """The remote-code model (:mod:`minigpt.models.weights.hf_remote_code`) holding ``state``."""
     from minigpt.models.weights.hf_remote_code import MiniGPTConfig, MiniGPTForConditionalGeneration
 
@@ -394,9 +417,9 @@ def remote_model(model: nn.Module, state: StateDict, dtype: torch.dtype):
     config = MiniGPTConfig(
         vision_config=vision,
         projector_config=_remote_projector(model),
-        text_config=_llm_config(model, dtype).to_dict(),
+        text_config=_llm_config(model, dtype, vocab_size).to_dict(),
         text_variant=variant,
-        image_token_id=model.image_token_id,
+        image_token_id=image_token_id,
         image_seq_length=model.num_image_tokens(),
     )
     config.dtype = dtype
