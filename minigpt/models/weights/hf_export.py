@@ -18,6 +18,8 @@ What the folder holds::
 
 :func:`minigpt.models.weights.hf_layouts.hf_layout` picks the class (exact weight maps; the logits
 equal the source model's). With ``merge_lora`` (the default) LoRA is folded into the LLM's weights.
+A model with ``image_markers: text`` (the released presets) gets ``<ImageHere>`` as a token
+(:func:`image_slot`).
 ``push_to_hub`` uploads the finished folder through ``huggingface_hub``.
 """
 
