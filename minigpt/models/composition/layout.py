@@ -6,7 +6,9 @@ continued) an answer. A turn becomes ``template.wrap(instruction)`` (``template.
 first, ``template.sep`` before every other), then ``template.answer_prefix + answer`` and the end
 marker. Labels are IGNORE_INDEX everywhere but on supervised answers and their end marker. Each
 media token in the text (``<ImageHere>``) is one slot that expands to that media item's number of
-embeddings; a sample may hold several slots, or none.
+embeddings; a sample may hold several slots, or none. A video token (``<VideoHere>``) is a slot too:
+the layout treats it as a media slot like any other (:func:`media_kinds` tells the two apart), and the
+model fills it with the video's embeddings.
 
 Five switches (model YAML keys) choose between this library's layout and the original code's:
 
@@ -31,12 +33,20 @@ Five switches (model YAML keys) choose between this library's layout and the ori
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from minigpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN
+from minigpt.common.constants import (
+    IGNORE_INDEX,
+    IMAGE_PLACEHOLDER,
+    IMAGE_TOKEN,
+    MEDIA_SLOT_TOKENS,
+    VIDEO_PLACEHOLDER,
+    VIDEO_TOKEN,
+)
 
 Turns = Union[str, Sequence[str]]
 
@@ -47,6 +57,14 @@ EOS_END = "eos"  # answer_end value: the EOS token ends an answer
 # the id a media slot holds with image_markers=text: no token of any vocabulary (slots are filled
 # with media embeddings before the LLM sees them)
 TEXT_SLOT_ID = -1
+
+
+_SLOT_PATTERN = re.compile("|".join(re.escape(t) for t in MEDIA_SLOT_TOKENS))
+
+
+def media_kinds(text: str) -> List[str]:
+    """The kind of each media slot in ``text``, in order: ``"image"`` (``<ImageHere>``) or ``"video"`` (``<VideoHere>``)."""
+    return [MEDIA_SLOT_TOKENS[m.group(0)] for m in _SLOT_PATTERN.finditer(text)]
 
 
 def _choice(value: Any, choices: Tuple[str, ...], key: str) -> str:
@@ -122,6 +140,11 @@ class PromptLayout:
         self.eos_token_id = tokenizer.eos_token_id
         self.bos_ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
 
+    @staticmethod
+    def slot_kinds(instructions: Sequence[Turns]) -> List[List[str]]:
+        """Each sample's media slots in the order ``build`` lays them out, as ``"image"`` / ``"video"``."""
+        return [[kind for turn in as_turns(inst) for kind in media_kinds(turn)] for inst in instructions]
+
     def tokenize(self, texts: Sequence[str], add_special_tokens: bool = False) -> List[List[int]]:
         if not texts:
             return []
@@ -166,6 +189,9 @@ class PromptLayout:
             for t, instruction in enumerate(turns):
                 if not self.image_tags:
                     instruction = instruction.replace(IMAGE_PLACEHOLDER, self.media_token)
+                    instruction = instruction.replace(VIDEO_PLACEHOLDER, VIDEO_TOKEN)
+                # a video slot is laid out as any media slot; its kind is read from the text (slot_kinds)
+                instruction = instruction.replace(VIDEO_TOKEN, self.media_token)
                 pieces.append(_Piece((tpl.sep if t else tpl.system) + tpl.wrap(instruction), False, False))
                 if t < len(said):
                     pieces.append(self._answer_piece(said[t], supervised))
