@@ -190,8 +190,6 @@ class PromptLayout:
                 if not self.image_tags:
                     instruction = instruction.replace(IMAGE_PLACEHOLDER, self.media_token)
                     instruction = instruction.replace(VIDEO_PLACEHOLDER, VIDEO_TOKEN)
-                # a video slot is laid out as any media slot; its kind is read from the text (slot_kinds)
-                instruction = instruction.replace(VIDEO_TOKEN, self.media_token)
                 pieces.append(_Piece((tpl.sep if t else tpl.system) + tpl.wrap(instruction), False, False))
                 if t < len(said):
                     pieces.append(self._answer_piece(said[t], supervised))
@@ -205,13 +203,16 @@ class PromptLayout:
         ``image_markers: text`` a piece is split at the media token; at generation the pieces are
         first joined into one string (an EOS after an earlier answer written as the EOS token's text).
         """
+        def slots(text: str) -> str:  # a video slot is laid out as any media slot (its kind: slot_kinds)
+            return text.replace(VIDEO_TOKEN, self.media_token)
+
         if self.image_markers == "special_tokens":
-            return [([p.text], p) for p in pieces]
+            return [([slots(p.text)], p) for p in pieces]
         if not training:
             eos_text = self.tokenizer.eos_token or ""
-            joined = "".join(p.text + (eos_text if p.eos else "") for p in pieces)
+            joined = slots("".join(p.text + (eos_text if p.eos else "") for p in pieces))
             return [(joined.split(self.media_token), _Piece(joined, False, False))]
-        return [(p.text.split(self.media_token), p) for p in pieces]
+        return [(slots(p.text).split(self.media_token), p) for p in pieces]
 
     def _tokenize_plans(self, plans: List[List[_Piece]], training: bool) -> List[List[Tuple[List[int], _Piece]]]:
         """Every sample's units as ``(ids with slot ids between segments, piece)``, in two tokenizer calls.
