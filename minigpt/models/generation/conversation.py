@@ -32,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
+from minigpt.common.constants import VIDEO_PLACEHOLDER
+
 # The image slot a user turn carries, as MiniGPT-4 / MiniGPT-v2 / TinyGPT-V write it; the model swaps
 # the ``<ImageHere>`` token for the image's embeddings.
 IMAGE_PROMPT = "<Img><ImageHere></Img>"
@@ -46,6 +48,11 @@ VICUNA0_SYSTEM = (
 def with_image(text: str) -> str:
     """``text`` with the image slot in front, as the datasets write an instruction about an image."""
     return f"{IMAGE_PROMPT} {text}"
+
+
+def with_video(text: str) -> str:
+    """``text`` with the video slot in front, as the video datasets write an instruction about a video."""
+    return f"{VIDEO_PLACEHOLDER} {text}"
 
 
 @dataclass(frozen=True)
