@@ -102,8 +102,8 @@ def build_demo(
         temperature: float,
         beams: float,
         max_new_tokens: float,
-        video: Any,
-        conversation: Optional[Conversation],
+        video: Any = None,  # a default: gradio_client callers may leave the video out
+        conversation: Optional[Conversation] = None,
     ):
         try:
             path = upload_path(image)
