@@ -44,7 +44,7 @@ class DemoSetupError(RuntimeError):
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The demo's command line (see the module docstring)."""
-    p = argparse.ArgumentParser(description="Chat with a minigpt model about an image, in the browser.")
+    p = argparse.ArgumentParser(description="Chat with a minigpt model about an image or a video, in the browser.")
     p.add_argument(
         "--cfg-path", required=True, help="an eval config (eval_configs/*.yaml): model and run settings"
     )
