@@ -178,8 +178,8 @@ def describe(cfg: Config, device: torch.device) -> str:
     else:
         where = f"checkpoints `{'`, `'.join(map(str, ckpt))}`"
     return (
-        f"`{mc.arch}` / `{mc.model_type}`, {where}, on `{device}`. Upload an image, pick a task shortcut "
-        "or type a question; boxes in an answer are drawn on the image."
+        f"`{mc.arch}` / `{mc.model_type}`, {where}, on `{device}`. Upload an image (or a video), pick a task "
+        "shortcut or type a question; boxes in an answer are drawn on the image."
     )
 
 
