@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from minigpt.common.constants import VIDEO_PLACEHOLDER
+from minigpt.common.constants import WHOLE_VIDEO_PLACEHOLDER
 from minigpt.common.io import DatasetError
 from minigpt.datasets.datasets.base_dataset import Processor, require_keys
 from minigpt.datasets.datasets.video_datasets import VIDEO_EXTENSIONS, VideoInstructDataset
@@ -86,7 +86,7 @@ class VideoChatInstructDataset(VideoInstructDataset):
     def __getitem__(self, index: int) -> Dict[str, Any]:
         record = self.records[index]
         sample_id = self.sample_id(record["key"])
-        first = " ".join(p for p in (VIDEO_PLACEHOLDER, self.task_tag or "", record["questions"][0]) if p)
+        first = " ".join(p for p in (WHOLE_VIDEO_PLACEHOLDER, self.task_tag or "", record["questions"][0]) if p)
         return {
             "image": self.load_video(record["video_id"], sample_id),
             "instruction_input": [first] + list(record["questions"][1:]),

@@ -36,7 +36,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
-from minigpt.common.constants import IMAGE_PLACEHOLDER, IMAGE_TOKEN, VIDEO_PLACEHOLDER
+from minigpt.common.constants import (
+    IMAGE_PLACEHOLDER,
+    IMAGE_TOKEN,
+    VIDEO_PLACEHOLDER,
+    WHOLE_VIDEO_PLACEHOLDER,
+)
 
 # The image slot a user turn carries, as MiniGPT-4 / MiniGPT-v2 / TinyGPT-V write it; the model swaps
 # the ``<ImageHere>`` token for the image's embeddings.
@@ -52,6 +57,11 @@ VICUNA0_SYSTEM = (
 def with_image(text: str) -> str:
     """``text`` with the image slot in front, as the datasets write an instruction about an image."""
     return f"{IMAGE_PROMPT} {text}"
+
+
+def with_video(text: str) -> str:
+    """``text`` with the video slot in front, as the video datasets write an instruction about a video."""
+    return f"{VIDEO_PLACEHOLDER} {text}"
 
 
 @dataclass(frozen=True)
@@ -176,7 +186,7 @@ TEMPLATES: Dict[str, ConversationTemplate] = {
         stop_strings=("[INST]",),
         media_wraps=(
             (IMAGE_PLACEHOLDER, f"<<IMG>>{IMAGE_TOKEN}<</IMG>>"),
-            (VIDEO_PLACEHOLDER, f"<<VID>>{IMAGE_TOKEN}<</VID>>"),
+            (WHOLE_VIDEO_PLACEHOLDER, f"<<VID>>{IMAGE_TOKEN}<</VID>>"),
         ),
         media_last=True,
     ),
