@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from torch.utils.data import Dataset, IterableDataset
 
-from minigpt.common.constants import IMAGE_SPECIAL_TOKENS, READ_STATS_KEY
+from minigpt.common.constants import IMAGE_SPECIAL_TOKENS, READ_STATS_KEY, VIDEO_TOKEN
 from minigpt.common.io import DatasetError, SkipRateExceeded
 from minigpt.common.sample_rng import seeded_sample
 
@@ -52,8 +52,8 @@ def skip_record(dataset: str, error: Any, sample_id: Optional[str] = None) -> Di
 def check_placeholders(sample: Mapping[str, Any], dataset: str) -> None:
     """Raise ``placeholder_in_text`` when a sample's text holds image-slot tokens the reader did not put there.
 
-    A reader writes one image placeholder into the instruction of a sample with an image and none
-    into its answers; annotation text carrying ``<ImageHere>`` (or ``<Img>``/``</Img>``) would give
+    A reader writes one media placeholder into the instruction of a sample with an image or video and
+    none into its answers; annotation text carrying ``<ImageHere>``, ``<VideoHere>`` (or ``<Img>``/``</Img>``) would give
     the model more image slots than images, which it refuses mid-step.
     """
     def texts(value: Any) -> List[str]:
@@ -61,7 +61,7 @@ def check_placeholders(sample: Mapping[str, Any], dataset: str) -> None:
 
     instructions, answers = texts(sample.get("instruction_input")), texts(sample.get("answer"))
     allowed = 0 if sample.get("image") is None else 1
-    for token in IMAGE_SPECIAL_TOKENS:
+    for token in (*IMAGE_SPECIAL_TOKENS, VIDEO_TOKEN):
         in_answers = sum(a.count(token) for a in answers)
         if sum(t.count(token) for t in instructions) > allowed or in_answers:
             sample_id = sample.get("sample_id")
