@@ -18,6 +18,7 @@ LAYERS = {
     "common": 0,
     "prompts": 0,
     "configs": 0,
+    "recipes": 0,  # data only: the shipped train_configs/ and eval_configs/
     "processors": 1,
     "datasets": 1,
     "models": 1,

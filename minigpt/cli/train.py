@@ -7,6 +7,7 @@ import sys
 from typing import List, Optional
 
 from minigpt.common.config import Config, ConfigError
+from minigpt.common.config.shipped import cfg_path_arg
 from minigpt.common.launch import finish_distributed
 from minigpt.common.logger import setup_logging
 from minigpt.common.registry import RegistryError
@@ -14,7 +15,7 @@ from minigpt.common.registry import RegistryError
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train a minigpt model from a YAML config.")
-    p.add_argument("--cfg-path", required=True, help="a stage config or a pipeline config (train_configs/*.yaml)")
+    p.add_argument("--cfg-path", required=True, type=cfg_path_arg, help="a stage config or a pipeline config (train_configs/*.yaml)")
     p.add_argument(
         "--options",
         nargs="+",
@@ -59,3 +60,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

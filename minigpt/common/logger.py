@@ -12,11 +12,26 @@ from typing import Any, Dict, Optional
 from minigpt.common.dist_utils import is_main_process
 
 
+class TqdmLoggingHandler(logging.StreamHandler):
+    """A console handler that writes through ``tqdm.write``: a log line clears the progress bars,
+    takes a line of its own and the bars are drawn again under it, instead of splicing into a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging must never raise; the handler reports it as logging does
+            self.handleError(record)
+
+
 def setup_logging(level: int = logging.INFO) -> None:
+    """Console logging for the command lines: through tqdm (see :class:`TqdmLoggingHandler`), rank 0 at ``level``."""
     root = logging.getLogger()
     if root.handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = TqdmLoggingHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root.addHandler(handler)
     # called before the process group exists, so read the rank torchrun gives each process

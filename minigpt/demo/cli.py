@@ -24,6 +24,7 @@ from typing import Any, List, Optional
 import torch
 
 from minigpt.common.config import Config, ConfigError
+from minigpt.common.config.shipped import cfg_path_arg
 from minigpt.common.registry import RegistryError, registry
 from minigpt.demo.inputs import (
     DEFAULT_MAX_IMAGE_BYTES,
@@ -46,7 +47,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The demo's command line (see the module docstring)."""
     p = argparse.ArgumentParser(description="Chat with a minigpt model about an image or a video, in the browser.")
     p.add_argument(
-        "--cfg-path", required=True, help="an eval config (eval_configs/*.yaml): model and run settings"
+        "--cfg-path", required=True, type=cfg_path_arg, help="an eval config (eval_configs/*.yaml): model and run settings"
     )
     p.add_argument(
         "--gpu-id",

@@ -188,4 +188,6 @@ class VisionPretrain(BaseModel):
             out["box_l1"] = box_l1.detach()
             loss = loss + self.box_loss_weight * box_l1
         out["loss"] = loss
+        # the tokens this step trains on are the labelled visual tokens (the runner's tokens/s)
+        out["n_tokens"] = torch.tensor(images.shape[0] * self.grid * self.grid)
         return out

@@ -24,7 +24,7 @@ from minigpt.tasks.evaluation.table import format_metrics as format_table  # the
 
 logger = logging.getLogger(__name__)
 
-HEADLINE = ("vqa_accuracy", "hallucination_rate", "grounding_acc@0.5", "identify_accuracy", "caption_bleu4", "caption_exact",
+HEADLINE = ("vqa_accuracy", "hallucination_rate", "grounding_acc@0.5", "identify_accuracy", "caption_bleu4_nltk", "caption_exact",
             "scienceqa_accuracy")  # the last: the ScienceQA table, accuracy_img and accuracy_text_only among it
 
 
@@ -94,19 +94,21 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
     data_ready = False
     pipe_name = str(pipe.get("name", "pipeline"))
     write_manifest(out_root, pipe_name, path, stage_dirs)  # a rerun starts with no finished stage
-    for stage in pipe.stages:
+    for k, stage in enumerate(pipe.stages, 1):
         name = str(stage.name)
         ckpts = [os.path.abspath(stage_dirs[n]) for n in stage_dirs]
         # first, so that the pipeline's, the user's or the stage's options can set another resume
         opts = ["run.resume_ckpt_path=auto", *base_opts, *[str(o) for o in (stage.get("options") or [])]]
-        opts += [f"run.stage_name={name}", f"run.output_dir={os.path.join(out_root, name)}"]
+        opts += [f"run.stage_name={name}", f"run.output_dir={os.path.join(out_root, name)}",
+                 f"run.progress_label={json.dumps(f'stage {k}/{len(pipe.stages)} {name}')}"]
         if ckpts:
             opts.append(f"model.ckpt={json.dumps(ckpts)}")
         cfg = Config(str(stage.cfg), opts)
         if not data_ready:
             _ensure_synthetic_data(pipe.get("data"), str(cfg.run_cfg.data_root))
             data_ready = True
-        logger.info("stage %s: %s (starts from %s)", name, stage.cfg, ", ".join(stage_dirs) or "random init")
+        logger.info("stage %d/%d %s: %s (starts from %s)", k, len(pipe.stages), name, stage.cfg,
+                    ", ".join(stage_dirs) or "random init")
         summaries.append(run_stage(cfg))
         stage_dirs[name] = str(cfg.run_cfg.output_dir)
         write_manifest(out_root, pipe_name, path, stage_dirs)

@@ -36,7 +36,7 @@ FINGERPRINT_FILE = "fingerprint.json"  # in a step folder: what the resume compa
 RESUME_FREE_KEYS = frozenset({
     "run.max_iters", "run.max_epoch", "run.output_dir", "run.stage_name", "run.data_root",
     "run.resume_ckpt_path", "run.resume_allow_changes", "run.overwrite_output",
-    "run.progress", "run.log_freq", "run.save_freq", "run.keep_last", "run.num_threads",
+    "run.progress", "run.progress_label", "run.log_freq", "run.save_freq", "run.keep_last", "run.num_threads",
     "run.tensorboard", "run.wandb_project", "run.sample_every", "run.sample_count",
     "run.eval_every", "run.test_splits", "run.max_eval_samples", "run.batch_size_eval",
     "run.evaluate_only", "run.eval_max_new_tokens", "run.eval_num_beams",

@@ -93,7 +93,7 @@ class TrainLog:
         self.bar = tqdm(
             total=max_iters,
             initial=start_step,
-            desc=str(run_cfg.get("stage_name") or "train"),
+            desc=str(run_cfg.progress_label or run_cfg.stage_name),
             disable=not (main and run_cfg.get("progress", True)),
             dynamic_ncols=True,
         )

@@ -16,7 +16,7 @@ DEMO_CONFIG = REPO_ROOT / "eval_configs" / "quickstart_demo.yaml"
 
 
 def test_defaults_listen_on_loopback():
-    args = parse_args(["--cfg-path", "x.yaml"])
+    args = parse_args(["--cfg-path", str(DEMO_CONFIG)])
     assert args.server_name == "127.0.0.1" and not args.share
     assert args.concurrency == 1 and args.max_queue == 16
     assert args.max_image_mb == 20 and args.max_image_megapixels == 50
@@ -32,7 +32,7 @@ def test_defaults_listen_on_loopback():
 )
 def test_bad_arguments_are_named(argv, culprit, capsys):
     with pytest.raises(SystemExit):
-        parse_args(["--cfg-path", "x.yaml", *argv])
+        parse_args(["--cfg-path", str(DEMO_CONFIG), *argv])
     assert culprit in capsys.readouterr().err
 
 

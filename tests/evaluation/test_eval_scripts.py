@@ -372,6 +372,11 @@ def test_eval_vqa_single_process(vqa_single):
     assert "okvqa" in proc.stdout and "accuracy" in proc.stdout  # the final table
     summary = json.loads((out / "okvqa_val_metrics.json").read_text())
     assert summary["samples"] == N and summary["prompt"].startswith("[vqa] Based on the image")
+    # a per-question-type chart for each split with types (VSR and Hateful Memes have none)
+    chart = out / "synthetic_vqa_test_question_types.png"
+    assert "pictures written to" in proc.stdout and str(chart) in proc.stdout
+    assert Image.open(chart).size[0] > 200 and (out / "gqa_testdev_question_types.png").is_file()
+    assert not (out / "vsr_test_question_types.png").exists()
 
 
 def test_eval_vqa_torchrun_gives_identical_figures(vqa_single, bench_root, tmp_path):
@@ -396,6 +401,9 @@ def test_eval_ref_single_process(ref_single):
     assert "synthetic_refcoco has no split 'testA'" in proc.stderr
     rows = merged_predictions(out1, "refcoco_val")
     assert all(set(r["target"]) == {"box", "width", "height"} and "iou" in r for r in rows)
+    # box overlays for a sample of each split's predictions
+    for stem in got:
+        assert Image.open(out1 / f"{stem}_boxes.png").size[0] > 200, stem
 
 
 @pytest.mark.slow  # ~30 s; test_eval_vqa_torchrun_gives_identical_figures covers torchrun in the default suite

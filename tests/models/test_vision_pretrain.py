@@ -93,6 +93,7 @@ def test_stage0_learns_and_stage1_loads_the_encoder(tmp_path: Path, data_root: P
         out = model(batch)
     assert out["loss"].item() < 0.6 * first
     assert float(out["acc_colour"]) > 0.5
+    assert int(out["n_tokens"]) == 32 * model.grid**2  # every visual token is labelled: tokens/s is not 0
 
     save_trained(model, str(tmp_path / "ck"))
     family = registry.get_model_class("tinygptv")

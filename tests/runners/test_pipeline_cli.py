@@ -195,8 +195,10 @@ def test_print_config_of_a_pipeline_prints_one_document_per_stage(capsys, monkey
 
 # -- the pipeline --------------------------------------------------------------------------------
 def _segments(stderr: str, names: List[str]) -> Dict[str, str]:
-    """stderr split at the pipeline's "stage <name>:" lines, one piece per stage (the last runs to the end)."""
-    marks = [(m.start(), m.group(1)) for m in re.finditer(r"minigpt\.runners\.pipeline: stage (\S+):", stderr)]
+    """stderr split at the pipeline's "stage k/N <name>:" lines, one piece per stage (the last runs to the end)."""
+    found = list(re.finditer(r"minigpt\.runners\.pipeline: stage (\d+)/(\d+) (\S+):", stderr))
+    assert [(int(m.group(1)), int(m.group(2))) for m in found] == [(k, len(names)) for k in range(1, len(names) + 1)]
+    marks = [(m.start(), m.group(3)) for m in found]
     assert [name for _, name in marks] == names, stderr[-4000:]
     ends = [start for start, _ in marks[1:]] + [len(stderr)]
     return {name: stderr[start:end] for (start, name), end in zip(marks, ends)}
@@ -225,7 +227,7 @@ def test_quickstart_pipeline_chains_stages_and_evaluates(run_cli, tmp_path):
     assert (data / "synthetic" / "manifest.json").is_file()
 
     result = json.loads((out / "metrics.json").read_text())
-    for key in ("vqa_accuracy", "grounding_acc@0.5", "caption_bleu4"):
+    for key in ("vqa_accuracy", "grounding_acc@0.5", "caption_bleu4_nltk"):
         assert 0.0 <= result[key] <= 1.0, (key, result)
     assert result["wall_time_s"] > 0
     assert [s["stage"] for s in result["stages"]] == stages
@@ -239,7 +241,9 @@ def test_quickstart_pipeline_chains_stages_and_evaluates(run_cli, tmp_path):
         assert (ckpt or []) == [str(p) for p in earlier]
         for prev in earlier:
             assert f"loaded {_tensor_count(prev)} tensors from {prev}" in pieces[name], (name, prev)
-        assert [r["step"] for r in _step_rows(out / name / "metrics.jsonl")] == [1, 2]
+        rows = _step_rows(out / name / "metrics.jsonl")
+        assert [r["step"] for r in rows] == [1, 2]
+        assert all(r["tokens_per_s"] > 0 for r in rows), (name, rows)  # stage 0 too: its labelled visual tokens
     eval_ckpt = yaml.safe_load((out / "eval" / "config.yaml").read_text())["model"]["ckpt"]
     assert eval_ckpt == [str(out / s) for s in stages]
     # stage 4's checkpoint is read once: by the evaluation
@@ -264,7 +268,7 @@ def test_evaluate_script_scores_a_checkpoint(stage1_run, run_cli, data_root, tmp
 
     result = json.loads((out / "metrics.json").read_text())
     assert result["checkpoint"] == str(stage1_out)
-    for key in ("vqa_accuracy", "grounding_acc@0.5", "caption_bleu4"):
+    for key in ("vqa_accuracy", "grounding_acc@0.5", "caption_bleu4_nltk"):
         assert 0.0 <= result[key] <= 1.0
     for name in ("synthetic_vqa", "synthetic_refcoco", "synthetic_invrefcoco", "synthetic_coco_caption"):
         assert result["all_metrics"][f"{name}/test/samples"] == 4
@@ -277,7 +281,7 @@ def test_evaluate_script_rejects_bad_config_with_exit_2(tmp_path, capsys, monkey
     spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "eval_scripts" / "evaluate.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    monkeypatch.setattr(script, "setup_logging", lambda: None)
+    monkeypatch.setattr("minigpt.cli.evaluate.setup_logging", lambda: None)
     out = tmp_path / "never"
     code = script.main(["--cfg-path", str(EVAL_CFG), "--options", "run.max_eval_samplez=4", f"run.output_dir={out}"])
     assert code == 2

@@ -30,9 +30,25 @@ def test_pipeline_output_dir_option_roots_the_stages_and_a_rerun_resumes(tiny_op
     for name in stages:
         assert (given / name / "checkpoints" / "step_000002").is_dir()
     assert [s["dir"] for s in json.loads((given / "pipeline.json").read_text())["stages"]] == stages
+    # each stage's bar says where it is in the pipeline
+    labels = [yaml.safe_load((given / n / "config.yaml").read_text())["run"]["progress_label"] for n in stages]
+    assert labels == ["stage 1/2 stage1", "stage 2/2 stage2"]
     # the same command again: each stage resumes at its last step and trains no step (no refusal)
     again = run_pipeline(str(cfg), options)
     assert [s["steps"] for s in again["stages"]] == [0, 0]
     # with another setting the resume is refused, naming the key
     with pytest.raises(ResumeMismatchError, match=r"run\.init_lr"):
         run_pipeline(str(cfg), [*options, "run.init_lr=0.5"])
+
+
+def test_the_bar_shows_the_progress_label_else_the_stage_name(tmp_path):
+    from minigpt.common.config import Config
+    from minigpt.runners.step_loop import TrainLog
+
+    for options, desc in ((["run.progress_label='stage 3/6 stage2'"], "stage 3/6 stage2"), ([], "quickstart_stage1")):
+        run_cfg = Config(str(REPO / "train_configs" / "quickstart_stage1.yaml"), options).run_cfg
+        log = TrainLog(run_cfg, str(tmp_path / desc.replace("/", "_")), 0, 10, None)
+        try:
+            assert log.bar.desc == desc
+        finally:
+            log.close()

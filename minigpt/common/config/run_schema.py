@@ -142,6 +142,7 @@ class RunSchema:
     save_freq: Count
     log_freq: Annotated[int, Range(ge=1, why="steps between metrics rows")]
     progress: bool
+    progress_label: Optional[str]
     keep_last: Optional[Annotated[int, Range(ge=1, why="checkpoints kept; null keeps all")]]
     tensorboard: bool
     wandb_project: Optional[str]

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from minigpt.common.config.shipped import cfg_path_arg
 from minigpt.evaluation.benchmarks import BENCHMARKS, benchmarks_of, format_table, get_benchmark
 from minigpt.evaluation.benchmarks.base import BenchmarkDataError
 from minigpt.evaluation.benchmarks.runner import EvalSettings, SplitResult, run_split
@@ -32,6 +33,8 @@ FAMILY_TITLES = {
     "scienceqa": "ScienceQA (image and text-only questions)",
     "pope": "POPE object hallucination",
 }
+# the benchmark run when --dataset is not given (families without one require it)
+DEFAULT_DATASETS = {"caption": "coco_caption", "scienceqa": "scienceqa", "pope": "pope"}
 
 
 def _comma_list(text: str) -> List[str]:
@@ -47,7 +50,7 @@ def build_parser(family: str, default_datasets: Optional[str]) -> argparse.Argum
         description=f"Evaluate a minigpt checkpoint on {FAMILY_TITLES[family]} benchmarks ({names}).",
         epilog="Data layout, metrics and resuming: eval_scripts/EVAL_README.md",
     )
-    p.add_argument("--cfg-path", required=True, help="an eval config (eval_configs/*.yaml): model and run settings")
+    p.add_argument("--cfg-path", required=True, type=cfg_path_arg, help="an eval config (eval_configs/*.yaml): model and run settings")
     p.add_argument(
         "--dataset", type=_comma_list, default=_comma_list(default_datasets) if default_datasets else None,
         required=default_datasets is None, help=f"comma-separated benchmarks: {names}",
@@ -68,6 +71,8 @@ def build_parser(family: str, default_datasets: Optional[str]) -> argparse.Argum
                    help="stop each process after N batches without scoring (rerun the command to continue)")
     p.add_argument("--overwrite", action="store_true", help="discard saved predictions instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-pictures", action="store_true",
+                   help="do not draw box overlays (ref) or the per-question-type chart (vqa) next to the metrics")
     return p
 
 
@@ -197,6 +202,12 @@ def evaluate(family: str, args: argparse.Namespace) -> List[SplitResult]:
         written = [r.metrics_path for r in results if r.metrics_path]
         if written:
             print("\nmetrics written to " + ", ".join(written))
+        if not args.no_pictures:
+            from minigpt.evaluation.pictures import write_split_pictures
+
+            pictures = write_split_pictures(family, results, settings.output_dir)
+            if pictures:
+                print("pictures written to " + ", ".join(pictures))
         if any(r.metrics is None for r in results):
             print(f"stopped after --max-batches {args.max_batches}: rerun the same command to continue")
     return results

@@ -40,6 +40,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from minigpt.common.config.shipped import cfg_path_arg
 from minigpt.models.weights.checkpoint import expand_checkpoints
 from minigpt.models.weights.export_state import (
     export_state_dicts,
@@ -308,7 +309,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         prog="python -m minigpt.models.weights.export",
         description="Export a trained model (LoRA merged or kept) with its tokenizer, processors and config.",
     )
-    p.add_argument("--cfg-path", required=True, help="the train or eval config that names the model")
+    p.add_argument("--cfg-path", required=True, type=cfg_path_arg, help="the train or eval config that names the model")
     p.add_argument(
         "--ckpt",
         nargs="+",

@@ -173,33 +173,6 @@ def hm_accuracy(prediction: str, label: int) -> float:
     return float(pred is not None and pred == int(label))
 
 
-def hm_auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve of "hateful" scores against 0/1 labels (the challenge's headline metric).
-
-    The Mann-Whitney form: the chance that a random hateful meme scores above a random benign one,
-    ties counting half. Needs both classes present.
-    """
-    if len(scores) != len(labels):
-        raise ValueError(f"hm_auroc: {len(scores)} scores but {len(labels)} labels")
-    pos = [float(s) for s, y in zip(scores, labels) if int(y) == 1]
-    neg = [float(s) for s, y in zip(scores, labels) if int(y) == 0]
-    if not pos or not neg:
-        raise ValueError("hm_auroc needs at least one hateful (1) and one benign (0) label")
-    # rank-sum with average ranks for ties: O(n log n)
-    ordered = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
-    rank_sum_pos = 0.0
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j < len(ordered) and ordered[j][0] == ordered[i][0]:
-            j += 1
-        avg_rank = (i + 1 + j) / 2.0  # ranks i+1 .. j
-        rank_sum_pos += avg_rank * sum(lab for _, lab in ordered[i:j])
-        i = j
-    n_pos, n_neg = len(pos), len(neg)
-    return (rank_sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-
-
 def _match_choice(prediction: str, choices: Sequence[str]) -> Optional[int]:
     """Index of the choice a free-text prediction names, or None when it names none or several."""
     pred = normalize_answer(prediction)
@@ -425,6 +398,9 @@ def caption_scores(
 
 def corpus_bleu4(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Corpus BLEU-4 (NLTK, method1 smoothing) over :func:`caption_tokens`; a quick training-time signal.
+
+    Reported as ``caption_bleu4_nltk``. It is not COCO's ``Bleu_4`` (:func:`caption_scores`,
+    pycocoevalcap, no smoothing), which ``eval_caption.py`` reports: the two differ on the same captions.
 
     Benchmarks report :func:`caption_scores` instead.
     """

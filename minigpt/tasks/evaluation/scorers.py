@@ -251,7 +251,8 @@ def _score_caption_sample(record: EvalRecord, prediction: str) -> Row:
 def _aggregate_caption_samples(records: List[EvalRecord], rows: List[Row]) -> Dict[str, float]:
     return {
         "caption_exact": mean(r["score"] for r in rows),
-        "caption_bleu4": M.corpus_bleu4([r["prediction"] for r in rows], [r["references"] for r in rows]),
+        # NLTK's smoothed corpus BLEU-4, not the COCO caption evaluation's Bleu_4 (pycocoevalcap, eval_caption.py)
+        "caption_bleu4_nltk": M.corpus_bleu4([r["prediction"] for r in rows], [r["references"] for r in rows]),
     }
 
 
