@@ -182,7 +182,7 @@ def test_bad_model_arguments_name_themselves():
         MiniGPTLMMS(pretrained="unused", model=object(), batch_size="many")
 
 
-@pytest.mark.slow  # a fresh interpreter importing lmms-eval's model table: ~15 s
+# a fresh interpreter importing lmms-eval's model table: ~15 s
 def test_pyproject_entry_point_makes_lmms_eval_find_the_model(tmp_path):
     # install nothing: a bare dist-info carrying this project's entry points is what pip would write
     eps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
