@@ -74,6 +74,8 @@ def test_same_under_bf16_autocast():
 
 def test_the_lm_head_sees_only_the_labelled_positions():
     model = _model()
+    if not model.llm.supports_logits_mask:
+        pytest.skip("this transformers release reads no boolean logits_to_keep mask (5.21 on do)")
     rows = []
     head = model.llm.causal_lm.get_output_embeddings()
     handle = head.register_forward_hook(
