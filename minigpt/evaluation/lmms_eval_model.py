@@ -1,6 +1,6 @@
 """An lmms-eval model for minigpt checkpoints, so the suites the field runs through lmms-eval run on them.
 
-Installed with ``pip install 'minigpt[lmms]'``; lmms-eval finds it through its entry-point group
+Installed with ``pip install 'minigpt-kit[lmms]'``; lmms-eval finds it through its entry-point group
 ``lmms_eval.models`` (declared in this package's ``pyproject.toml``), so no fork of lmms-eval::
 
     lmms-eval --model minigpt \\
