@@ -101,7 +101,7 @@ def format_phrase_boxes(phrase: str, grid_boxes: Iterable[Sequence[int]]) -> str
 # -- reading boxes -------------------------------------------------------------------------------
 _COORD = r"<\s*(-?\d{1,3})\s*>"
 # Braces optional (the closing one is often cut off by max_new_tokens), spaces anywhere between.
-_BOX_RE = re.compile(r"\{?\s*" + r"\s*".join([_COORD] * 4) + r"(?:\s*\})?")
+BOX_PATTERN = re.compile(r"\{?\s*" + r"\s*".join([_COORD] * 4) + r"(?:\s*\})?")
 # A phrase ends at </p>, or (when generation dropped the </p>) where its first box starts.
 _PHRASE_RE = re.compile(r"<p>\s*(.*?)\s*(?:</p>|(?=\{?\s*<\s*-?\d{1,3}\s*>))")
 _BETWEEN_RE = re.compile(r"^\s*(?:<delim>|,|;)?\s*$")  # what may sit between a phrase's boxes
@@ -126,7 +126,7 @@ def parse_boxes(text: str) -> List[LabelledBox]:
     label: Optional[str] = None
     anchor = 0  # where the text that must be empty for the current label to carry on starts
     pi = 0
-    for m in _BOX_RE.finditer(text):
+    for m in BOX_PATTERN.finditer(text):
         while pi < len(phrases) and phrases[pi][0] < m.start():  # the last phrase tag before this box
             _, anchor, label = phrases[pi]
             pi += 1

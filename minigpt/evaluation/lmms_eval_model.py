@@ -1,6 +1,6 @@
 """An lmms-eval model for minigpt checkpoints, so the suites the field runs through lmms-eval run on them.
 
-Installed with ``pip install 'minigpt[lmms]'``; lmms-eval finds it through its entry-point group
+Installed with ``pip install 'minigpt-kit[lmms]'``; lmms-eval finds it through its entry-point group
 ``lmms_eval.models`` (declared in this package's ``pyproject.toml``), so no fork of lmms-eval::
 
     lmms-eval --model minigpt \\
@@ -12,7 +12,15 @@ of an export directory (``model_type`` left out); ``checkpoint`` optionally load
 checkpoint on top. Requests are answered by :meth:`minigpt.models.generation.chat.Chat.answer_batch`: the
 first image of each request goes in front of its text as the chat's image slot, generation stops
 at the template's stop strings, the request's ``until`` strings and ``max_new_tokens``.
-Log-likelihood requests (multiple-choice tasks scored by likelihood) are not supported.
+Log-likelihood requests (tasks with ``output_type: loglikelihood`` / ``multiple_choice``) are scored
+by the answer loss: the summed log-probability of the continuation's tokens laid out as a training
+answer (:mod:`minigpt.models.generation.likelihood`).
+
+Under a multi-process launch (``accelerate launch`` / ``torchrun``) each process answers its own
+share: the adapter reports the process's rank and the world size, and lmms-eval's evaluator hands
+each rank every ``world_size``-th document. Boxes: MiniGPT-v2-style models answer grounding
+questions with ``{<x1><y1><x2><y2>}`` on a 0-100 grid; ``box_format=xyxy_unit`` rewrites each such box
+as ``[x1, y1, x2, y2]`` in 0-1 image fractions, the form lmms-eval's RefCOCO tasks parse.
 """
 
 from __future__ import annotations
@@ -20,12 +28,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from lmms_eval.api.registry import register_model
+from tqdm import tqdm
 
 from minigpt.common import grounding
 from minigpt.models import load_model_and_preprocess
@@ -35,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_ID = "minigpt"  # the name ``lmms-eval --model`` takes
 DEFAULT_MAX_NEW_TOKENS = 256
+BOX_FORMATS = ("minigpt", "xyxy_unit")
 
 
 def lmms_eval_manifest():
@@ -53,6 +64,29 @@ def _as_int(value: Any, name: str, default: int) -> int:
         raise ValueError(f"minigpt lmms-eval model: {name} must be an integer, got {value!r}") from exc
 
 
+def _process_grid() -> Tuple[int, int]:
+    """``(rank, world size)`` of this process: torch.distributed's when initialised, else the launcher's
+    environment (``RANK`` / ``WORLD_SIZE``, set by torchrun and accelerate), else a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank = _as_int(os.environ.get("RANK"), "RANK", 0)
+    world = _as_int(os.environ.get("WORLD_SIZE"), "WORLD_SIZE", 1)
+    if not 0 <= rank < world:
+        raise ValueError(f"minigpt lmms-eval model: RANK={rank} outside WORLD_SIZE={world}")
+    return rank, world
+
+
+def unit_boxes(text: str) -> str:
+    """``text`` with every ``{<x1><y1><x2><y2>}`` grid box written as ``[x1, y1, x2, y2]`` in 0-1 fractions."""
+
+    def unit(match: "re.Match[str]") -> str:
+        values = [min(max(int(v), 0), grounding.GRID) / grounding.GRID for v in match.groups()]
+        lead = re.match(r"\s*", match.group(0)).group(0)  # a box without braces matches its leading spaces too
+        return lead + "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
+
+    return grounding.BOX_PATTERN.sub(unit, text)
+
+
 def _default_device() -> str:
     if not torch.cuda.is_available():
         return "cpu"
@@ -66,8 +100,9 @@ class MiniGPTLMMS(lmms):
 
     Model arguments (``--model_args k=v,...``): ``pretrained`` (required), ``model_type``,
     ``checkpoint``, ``device``, ``dtype`` (``float16``/``bfloat16``/``float32``), ``batch_size``,
-    ``max_new_tokens`` (used when a task sets none) and ``task_tag`` (a MiniGPT-v2 task such as
-    ``vqa``: its ``[vqa]`` tag is put in front of every question, as MiniGPT-v2's evaluation does).
+    ``max_new_tokens`` (used when a task sets none), ``task_tag`` (a MiniGPT-v2 task such as
+    ``vqa``: its ``[vqa]`` tag is put in front of every question, as MiniGPT-v2's evaluation does) and
+    ``box_format`` (``minigpt``, the model's own ``{<x1><y1><x2><y2>}``, or ``xyxy_unit``).
     From Python, ``model=`` hands over an already loaded model instead of loading ``pretrained``.
     """
 
@@ -83,6 +118,7 @@ class MiniGPTLMMS(lmms):
         batch_size: Any = 1,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         task_tag: Optional[str] = None,
+        box_format: str = "minigpt",
         model: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -113,6 +149,10 @@ class MiniGPTLMMS(lmms):
             grounding.task_prompt(str(task_tag), "")  # fails early, naming the known tags
         self.task_tag = None if task_tag is None else str(task_tag)
         self._warned_multi_image = False
+        if str(box_format) not in BOX_FORMATS:
+            raise ValueError(f"minigpt lmms-eval model: box_format must be one of {list(BOX_FORMATS)}, got {box_format!r}")
+        self.box_format = str(box_format)
+        self._rank, self._world_size = _process_grid()
 
     @property
     def device(self) -> str:
@@ -185,6 +225,7 @@ class MiniGPTLMMS(lmms):
         for i, req in enumerate(requests):
             gen_kwargs = req.args[1] if len(req.args) > 1 else {}
             groups.setdefault(json.dumps(gen_kwargs, sort_keys=True, default=str), []).append(i)
+        bar = tqdm(total=len(requests), desc="minigpt generate_until", unit="req", disable=self._rank != 0)
         for indices in groups.values():
             gen, until = self._generation(requests[indices[0]].args[1])
             for start in range(0, len(indices), self.batch_size):
@@ -197,15 +238,35 @@ class MiniGPTLMMS(lmms):
                 with torch.inference_mode():
                     answers = self.chat.answer_batch(images, questions, **gen)
                 for i, answer in zip(chunk, answers):
-                    results[i] = self._cut(answer, until)
+                    text = self._cut(answer, until)
+                    results[i] = unit_boxes(text) if self.box_format == "xyxy_unit" else text
                     self.cache_hook.add_partial("generate_until", (requests[i].args[0], requests[i].args[1]), results[i])
+                bar.update(len(chunk))
+        bar.close()
         return [r if r is not None else "" for r in results]
 
     def loglikelihood(self, requests: List[Instance]) -> List[Tuple[float, bool]]:
-        raise NotImplementedError(
-            "the minigpt lmms-eval model answers generate_until requests only; tasks scored by "
-            "log-likelihood (output_type: loglikelihood / multiple_choice) are not supported"
-        )
+        """``(log-likelihood, is greedy)`` of each request's continuation after its context (and image)."""
+        results: List[Tuple[float, bool]] = []
+        bar = tqdm(total=len(requests), desc="minigpt loglikelihood", unit="req", disable=self._rank != 0)
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
+            questions, images, continuations = [], [], []
+            for req in chunk:
+                context, target, doc_to_visual, doc_id, task, split = req.args[:6]
+                if not isinstance(target, str):  # a doc_to_target function, as lmms-eval may pass
+                    target = target(self.task_dict[task][split][doc_id])
+                questions.append(self._question(context))
+                images.append(self._visual(doc_to_visual, doc_id, task, split))
+                continuations.append(str(target))
+            with torch.inference_mode():
+                scored = self.chat.continuation_logprobs(images, questions, continuations)
+            for req, value in zip(chunk, scored):
+                self.cache_hook.add_partial("loglikelihood", (req.args[0], req.args[1]), value)
+            results += scored
+            bar.update(len(chunk))
+        bar.close()
+        return results
 
     def generate_until_multi_round(self, requests: List[Instance]) -> List[str]:
         raise NotImplementedError("the minigpt lmms-eval model does not run multi-round tasks; use minigpt.models.generation.chat.Chat")

@@ -167,7 +167,7 @@ class _VideoProcessor(BaseProcessor):
         try:
             import decord
         except ImportError as exc:  # decord has wheels for x86-64 only
-            raise ImportError(f"reading video {path} needs decord (pip install decord)") from exc
+            raise ImportError(f"reading video {path} needs decord (pip install 'minigpt-kit[video]')") from exc
         # decord raises RuntimeError when it cannot open a file and its own DECORDError (an
         # Exception, not a RuntimeError) when it cannot decode or convert a frame
         errors = (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)

@@ -16,7 +16,7 @@ lmms_eval = pytest.importorskip("lmms_eval")
 
 from lmms_eval.api.instance import Instance  # noqa: E402
 
-from minigpt.evaluation.lmms_eval_model import MiniGPTLMMS  # noqa: E402
+from minigpt.evaluation.lmms_eval_model import MiniGPTLMMS, unit_boxes  # noqa: E402
 from minigpt.models.generation.chat import Chat  # noqa: E402
 from minigpt.models.generation.conversation import IMAGE_PROMPT  # noqa: E402
 
@@ -108,9 +108,73 @@ def test_max_new_tokens_defaults_to_the_model_argument(adapter, monkeypatch):
     assert rec.calls[0]["max_new_tokens"] == 7
 
 
-def test_loglikelihood_is_refused_with_a_reason(adapter):
-    with pytest.raises(NotImplementedError, match="generate_until"):
-        adapter.loglikelihood([])
+def _ll_request(context, continuation, doc_id, idx, visual=True):
+    # lmms-eval's simple-model loglikelihood arguments: (context, continuation, doc_to_visual, doc_id, task, split)
+    return Instance(
+        request_type="loglikelihood",
+        arguments=(context, continuation, _doc_to_visual if visual else None, doc_id, "fake_vqa", "test"),
+        idx=idx,
+        metadata={"task": "fake_vqa", "doc_id": doc_id, "repeats": 1},
+    )
+
+
+def test_loglikelihood_is_the_continuations_log_probability_after_the_prompt(adapter):
+    model = adapter.model
+    question, continuation = "what shape is it?", " a round one"
+    # independently: the generation layout of the text-only prompt, then the continuation's tokens
+    prompt = model.build_generation_inputs([[question]])
+    cont_ids = model.layout.tokenize([model.layout.template.answer_prefix + continuation])[0]
+    ids = torch.cat([prompt["input_ids"], torch.tensor([cont_ids])], dim=1)
+    with torch.no_grad():
+        logits = model.llm.causal_lm(input_ids=ids).logits[0].float()
+    logp = torch.log_softmax(logits[:-1], -1)
+    n = len(cont_ids)
+    expected = logp[-n:].gather(-1, ids[0, -n:, None]).sum().item()
+    greedy = bool((logp[-n:].argmax(-1) == ids[0, -n:]).all())
+
+    got = adapter.loglikelihood([_ll_request(question, continuation, 1, 0, visual=False)])
+    assert got[0][0] == pytest.approx(expected, abs=1e-4) and got[0][1] == greedy
+
+
+def test_loglikelihood_in_batches_equals_one_at_a_time(adapter, monkeypatch):
+    model = adapter.model
+    greedy = Chat(model).answer_batch([None], ["what colour is it?"], max_new_tokens=2, do_sample=False)[0]
+    requests = [
+        _ll_request("<image>\nwhat colour is it?", " red", 0, 0),
+        _ll_request("what colour is it?", greedy, 0, 1, visual=False),
+        _ll_request("what shape is it?", " a much longer answer than the others", 1, 2),
+    ]
+    batched = adapter.loglikelihood(requests)
+    monkeypatch.setattr(adapter, "batch_size", 1)
+    single = [adapter.loglikelihood([r])[0] for r in requests]
+    for (b, bg), (s, sg) in zip(batched, single):
+        assert b == pytest.approx(s, abs=1e-4) and bg == sg
+    assert all(v < 0 for v, _ in batched)
+    assert batched[2][0] < batched[1][0]
+
+
+def test_rank_and_world_size_come_from_the_launcher(adapter, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    lm = MiniGPTLMMS(pretrained="unused", model=adapter.model)
+    assert (lm.rank, lm.world_size) == (1, 2)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="RANK=2 outside WORLD_SIZE=2"):
+        MiniGPTLMMS(pretrained="unused", model=adapter.model)
+
+
+def test_boxes_are_rewritten_for_tasks_that_parse_unit_xyxy(adapter, monkeypatch):
+    assert unit_boxes("the dog {<10><20><30><40>} and <5><0><100><100>") == (
+        "the dog [0.10, 0.20, 0.30, 0.40] and [0.05, 0.00, 1.00, 1.00]"
+    )
+    rec = _Recorder(["<p>dog</p> {<10><20><30><40>}", "plain"])
+    monkeypatch.setattr(adapter.model, "generate", rec)
+    monkeypatch.setattr(adapter, "box_format", "xyxy_unit")
+    gen = {"until": []}
+    assert adapter.generate_until([_request("q", gen, 0, 0), _request("r", gen, 1, 1)]) == [
+        "<p>dog</p> [0.10, 0.20, 0.30, 0.40]", "plain"]
+    with pytest.raises(ValueError, match="box_format"):
+        MiniGPTLMMS(pretrained="unused", model=adapter.model, box_format="xywh")
 
 
 def test_bad_model_arguments_name_themselves():
@@ -118,7 +182,7 @@ def test_bad_model_arguments_name_themselves():
         MiniGPTLMMS(pretrained="unused", model=object(), batch_size="many")
 
 
-@pytest.mark.slow  # a fresh interpreter importing lmms-eval's model table: ~15 s
+# a fresh interpreter importing lmms-eval's model table: ~15 s
 def test_pyproject_entry_point_makes_lmms_eval_find_the_model(tmp_path):
     # install nothing: a bare dist-info carrying this project's entry points is what pip would write
     eps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["entry-points"]

@@ -74,6 +74,8 @@ def test_same_under_bf16_autocast():
 
 def test_the_lm_head_sees_only_the_labelled_positions():
     model = _model()
+    if not model.llm.supports_logits_mask:
+        pytest.skip("this transformers release reads no boolean logits_to_keep mask (5.21 on do)")
     rows = []
     head = model.llm.causal_lm.get_output_embeddings()
     handle = head.register_forward_hook(
@@ -99,6 +101,8 @@ def test_config_switch_turns_it_off():
 
 def test_a_model_that_ignores_the_mask_is_a_clear_error(monkeypatch):
     model = _model()
+    if not model.llm.supports_logits_mask:
+        pytest.skip("this transformers release reads no boolean logits_to_keep mask (5.21 on do)")
     real = model.llm.forward
 
     def full_logits(**kwargs):

@@ -122,7 +122,7 @@ class GenerationMixin:
             return "beam search"
         if not use_cache:
             return "use_cache=False"
-        if not self.llm.supports_logits_mask:
+        if not self.llm.takes_logits_to_keep:
             return "the LLM's forward takes no logits_to_keep"
         return decode_unsupported(self.llm.causal_lm.generation_config, generate_kwargs)
 

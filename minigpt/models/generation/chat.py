@@ -304,13 +304,10 @@ class Chat:
                 self.answers.append("".join(received))
 
     # -- batches for evaluation ------------------------------------------------------------------
-    def answer_batch(
-        self, images: Optional[Sequence[Optional[ImageInput]]], questions: Sequence[str], **gen: Any
-    ) -> List[str]:
-        """Single-turn answers to many (image, question) pairs at once, prompted as a chat's first turn.
-
-        ``images[i]`` may be None for a text-only question. The conversation's own state is untouched.
-        """
+    def _single_turn_batch(
+        self, images: Optional[Sequence[Optional[ImageInput]]], questions: Sequence[str]
+    ) -> Tuple[Optional[torch.Tensor], List[str]]:
+        """First-turn prompts for (image, question) pairs and their images as one ``[B, 3, H, W]`` batch."""
         if images is not None and len(images) != len(questions):
             raise ValueError(f"{len(images)} images for {len(questions)} questions")
         prompts, tensors = [], []
@@ -331,4 +328,24 @@ class Chat:
             batch = torch.zeros((len(questions), *shape), dtype=tensors[0][1].dtype)
             for i, t in tensors:
                 batch[i] = t
+        return batch, prompts
+
+    def answer_batch(
+        self, images: Optional[Sequence[Optional[ImageInput]]], questions: Sequence[str], **gen: Any
+    ) -> List[str]:
+        """Single-turn answers to many (image, question) pairs at once, prompted as a chat's first turn.
+
+        ``images[i]`` may be None for a text-only question. The conversation's own state is untouched.
+        """
+        batch, prompts = self._single_turn_batch(images, questions)
         return self.model.generate(batch, prompts, **{**self.generation_defaults, **gen})
+
+    def continuation_logprobs(
+        self, images: Optional[Sequence[Optional[ImageInput]]], questions: Sequence[str], continuations: Sequence[str]
+    ) -> List[Tuple[float, bool]]:
+        """``(log-likelihood, is greedy)`` of each continuation as the first-turn answer to its question
+        (see :func:`minigpt.models.generation.likelihood.continuation_logprobs`)."""
+        from minigpt.models.generation.likelihood import continuation_logprobs
+
+        batch, prompts = self._single_turn_batch(images, questions)
+        return continuation_logprobs(self.model, batch, prompts, continuations)

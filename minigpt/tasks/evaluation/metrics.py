@@ -372,7 +372,7 @@ def caption_scores(
         from pycocoevalcap.bleu.bleu import Bleu
         from pycocoevalcap.cider.cider import Cider
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("caption_scores needs pycocoevalcap: pip install 'minigpt[eval]'") from exc
+        raise ImportError("caption_scores needs pycocoevalcap: pip install 'minigpt-kit[eval]'") from exc
     missing = sorted(set(references) - set(predictions))
     extra = sorted(set(predictions) - set(references))
     if missing or extra:

@@ -331,11 +331,23 @@ class HFCausalLM(nn.Module):
         return get_base() if callable(get_base) else self.model
 
     @property
+    def takes_logits_to_keep(self) -> bool:
+        """Whether the causal LM's forward takes ``logits_to_keep`` (an int keeps the last positions)."""
+        if not hasattr(self, "_takes_logits_to_keep"):
+            self._takes_logits_to_keep = "logits_to_keep" in inspect.signature(self.causal_lm.forward).parameters
+        return self._takes_logits_to_keep
+
+    @property
     def supports_logits_mask(self) -> bool:
-        """Whether the causal LM's forward takes ``logits_to_keep`` (a boolean ``[B, T]`` mask selects positions)."""
+        """Whether ``logits_to_keep`` may also be a boolean ``[B, T]`` mask selecting positions.
+
+        transformers reads such a mask through ``slice_logits_to_keep`` from 5.21 on; earlier releases
+        take an int or a 1-D index only, and then the answer loss computes every position's logits.
+        """
         if not hasattr(self, "_supports_logits_mask"):
-            params = inspect.signature(self.causal_lm.forward).parameters
-            self._supports_logits_mask = "logits_to_keep" in params
+            import transformers.modeling_utils as modeling_utils
+
+            self._supports_logits_mask = self.takes_logits_to_keep and hasattr(modeling_utils, "slice_logits_to_keep")
         return self._supports_logits_mask
 
     def forward(self, **kwargs):
