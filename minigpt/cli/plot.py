@@ -6,7 +6,7 @@
 ``RUN_DIR`` is a pipeline's output folder (its ``pipeline.json`` lists the stage folders) or one
 stage's (its ``metrics.jsonl``). Steps run on across stages, each stage's span marked and named.
 The eval panel shows the ``eval`` rows a stage logged while training (``run.eval_every``), or else
-the headline metrics of the run's ``metrics.json``. Needs matplotlib: ``pip install 'minigpt[plot]'``.
+the headline metrics of the run's ``metrics.json``. Needs matplotlib: ``pip install 'minigpt-kit[plot]'``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pictures of an evaluation: boxes drawn over a sample of referring predictions, a per-question-type chart for VQA.
 
 The benchmark command (``minigpt eval ref|vqa``, ``eval_scripts/eval_ref.py``, ``eval_vqa.py``)
-writes them next to the metrics when matplotlib is installed (``pip install 'minigpt[plot]'``):
+writes them next to the metrics when matplotlib is installed (``pip install 'minigpt-kit[plot]'``):
 
 * ``<benchmark>_<split>_boxes.png``: a grid of images, each with the ground-truth box (green,
   solid) and the model's box (red, dashed), the expression and the IoU underneath;
@@ -20,7 +20,7 @@ from minigpt.common.grounding import grid_to_pixels, parse_box, split_task_tag
 
 logger = logging.getLogger(__name__)
 
-PLOT_EXTRA_HINT = "pip install 'minigpt[plot]'"
+PLOT_EXTRA_HINT = "pip install 'minigpt-kit[plot]'"
 BOX_SAMPLES = 8  # images in an overlay grid
 GROUND_TRUTH_COLOUR, PREDICTION_COLOUR = "#1a9641", "#d7191c"
 

@@ -87,4 +87,4 @@ def test_split_pictures_by_family_and_without_matplotlib(tmp_path, monkeypatch, 
     monkeypatch.setattr(pictures, "pyplot", missing)
     with caplog.at_level("WARNING"):
         assert pictures.write_split_pictures("vqa", [vqa], str(tmp_path / "none")) == []
-    assert "pip install 'minigpt[plot]'" in caplog.text
+    assert "pip install 'minigpt-kit[plot]'" in caplog.text
