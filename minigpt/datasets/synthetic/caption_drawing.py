@@ -1,0 +1,103 @@
+"""Draw the synthetic world's captions: the ``synthetic_shapes`` text-to-image generator.
+
+The generator's captions are a small language ("two shapes: a red circle at the top left and a
+blue square at the bottom right."), so a description can be parsed back to a :class:`Scene` and
+painted with the generator's own renderer: each shape at the middle of its 3x3 grid cell, at the
+middle of the generator's size range. This is the offline stand-in for a diffusion pipeline in the
+EasyGen route (the LLM writes ``<Img>caption</Img>``, a registered ``t2i`` draws it), with pictures
+whose content is known.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import List, Optional, Sequence
+
+from PIL import Image
+
+from minigpt.common.t2i import TextToImage
+from minigpt.datasets.synthetic.scenes import (
+    COLOURS,
+    KINDS,
+    NUMBER_WORDS,
+    POSITION_WORDS,
+    Scene,
+    render_scene,
+    side_range,
+)
+from minigpt.datasets.synthetic.streams import stream_rng
+
+logger = logging.getLogger(__name__)
+
+_POSITIONS = [word for row in POSITION_WORDS for word in row]
+# longest first, so "top left" wins over "top"
+_POSITION_ALT = "|".join(sorted(map(re.escape, _POSITIONS), key=len, reverse=True))
+_PHRASE = re.compile(
+    rf"\b(?:a|an)\s+({'|'.join(COLOURS)})\s+({'|'.join(KINDS)})\s+at\s+the\s+({_POSITION_ALT})\b"
+)
+_HEAD = re.compile(rf"^\s*({'|'.join(NUMBER_WORDS)})\s+shapes?\s*:")
+
+
+class CaptionParseError(ValueError):
+    """A description that is not a caption of the synthetic language; the message quotes it."""
+
+
+def parse_caption(text: str, image_size: int = 64) -> Scene:
+    """The scene a synthetic caption describes, each shape centred in its grid cell.
+
+    Raises :class:`CaptionParseError` when no shape phrase is found, when the count word
+    disagrees with the phrases, or when two shapes share a cell (they would overlap).
+    """
+    phrases = _PHRASE.findall(text)
+    if not phrases:
+        raise CaptionParseError(f"no '<a|an> <colour> <shape> at the <position>' phrase in {text!r:.200}")
+    head = _HEAD.match(text)
+    if head is not None and NUMBER_WORDS.index(head.group(1)) != len(phrases):
+        raise CaptionParseError(
+            f"caption says {head.group(1)} shape(s) but describes {len(phrases)}: {text!r:.200}"
+        )
+    lo, hi = side_range(image_size)
+    side = (lo + hi) // 2
+    cell = image_size / 3.0
+    objects, taken = [], set()
+    for colour, kind, where in phrases:
+        index = _POSITIONS.index(where)
+        if index in taken:
+            raise CaptionParseError(f"two shapes at the {where} in {text!r:.200}")
+        taken.add(index)
+        row, col = divmod(index, 3)
+        cx, cy = (col + 0.5) * cell, (row + 0.5) * cell
+        x1 = min(max(0, round(cx - side / 2)), image_size - side)
+        y1 = min(max(0, round(cy - side / 2)), image_size - side)
+        objects.append({"kind": kind, "colour": colour, "box": [x1, y1, x1 + side, y1 + side]})
+    return Scene(width=image_size, height=image_size, objects=objects)
+
+
+class SyntheticShapesTextToImage(TextToImage):
+    """Paints synthetic captions (no weights), registered as ``synthetic_shapes`` under the ``t2i`` kind.
+
+    ``image_size``: the square side in pixels. ``strict``: a description that does not parse is an
+    error; otherwise (the default, for scoring a model's free text) it gets the background alone
+    and a warning. The background is drawn from ``seed`` and the description's position in the
+    call, so a call is repeatable.
+    """
+
+    def __init__(self, image_size: int = 64, strict: bool = False) -> None:
+        if int(image_size) < 16:
+            raise ValueError(f"synthetic_shapes: image_size must be at least 16 pixels, got {image_size}")
+        self.image_size = int(image_size)
+        self.strict = bool(strict)
+
+    def draw(self, descriptions: Sequence[str], seed: Optional[int] = None) -> List[Image.Image]:
+        out = []
+        for i, text in enumerate(descriptions):
+            try:
+                scene = parse_caption(text, self.image_size)
+            except CaptionParseError:
+                if self.strict:
+                    raise
+                logger.warning("synthetic_shapes: description %d does not parse, drawing the background: %r", i, text)
+                scene = Scene(self.image_size, self.image_size, [])
+            out.append(render_scene(scene, stream_rng(0 if seed is None else int(seed), "test", i, "t2i_pixels")))
+        return out
