@@ -91,6 +91,12 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "synthetic_scene_labels": "minigpt.datasets.builders.synthetic_builders:SyntheticSceneLabelsBuilder",
         "synthetic_scienceqa": "minigpt.datasets.builders.synthetic_builders:SyntheticScienceQABuilder",
         "synthetic_alpaca": "minigpt.datasets.builders.synthetic_builders:SyntheticAlpacaBuilder",
+        "photochat": "minigpt.datasets.builders.generation_builders:PhotoChatBuilder",
+        "mmc4": "minigpt.datasets.builders.generation_builders:MMC4Builder",
+        "t2i_pairs": "minigpt.datasets.builders.generation_builders:TextToImagePairsBuilder",
+        "synthetic_photochat": "minigpt.datasets.builders.generation_builders:SyntheticPhotoChatBuilder",
+        "synthetic_mmc4": "minigpt.datasets.builders.generation_builders:SyntheticMMC4Builder",
+        "synthetic_t2i_pairs": "minigpt.datasets.builders.generation_builders:SyntheticTextToImagePairsBuilder",
     },
     "task": {
         "image_text_pretrain": "minigpt.tasks.image_text_pretrain:ImageTextPretrainTask",
