@@ -3,7 +3,7 @@
 The generator's captions are a small language ("two shapes: a red circle at the top left and a
 blue square at the bottom right."), so a description can be parsed back to a :class:`Scene` and
 painted with the generator's own renderer: each shape at the middle of its 3x3 grid cell, at the
-middle of the generator's size range. This is the offline stand-in for a diffusion pipeline in the
+middle of the generator's size range (shapes sharing a cell: smaller, in quarters of it). This is the offline stand-in for a diffusion pipeline in the
 EasyGen route (the LLM writes ``<Img>caption</Img>``, a registered ``t2i`` draws it), with pictures
 whose content is known.
 """
@@ -46,8 +46,9 @@ class CaptionParseError(ValueError):
 def parse_caption(text: str, image_size: int = 64) -> Scene:
     """The scene a synthetic caption describes, each shape centred in its grid cell.
 
-    Raises :class:`CaptionParseError` when no shape phrase is found, when the count word
-    disagrees with the phrases, or when two shapes share a cell (they would overlap).
+    Shapes that share a cell (the generator names a cell by a box's centre, so two or three can)
+    are drawn smaller, in quarters of it. Raises :class:`CaptionParseError` when no shape phrase
+    is found or when the count word disagrees with the phrases.
     """
     phrases = _PHRASE.findall(text)
     if not phrases:
@@ -58,16 +59,20 @@ def parse_caption(text: str, image_size: int = 64) -> Scene:
             f"caption says {head.group(1)} shape(s) but describes {len(phrases)}: {text!r:.200}"
         )
     lo, hi = side_range(image_size)
-    side = (lo + hi) // 2
     cell = image_size / 3.0
-    objects, taken = [], set()
-    for colour, kind, where in phrases:
-        index = _POSITIONS.index(where)
-        if index in taken:
-            raise CaptionParseError(f"two shapes at the {where} in {text!r:.200}")
-        taken.add(index)
-        row, col = divmod(index, 3)
-        cx, cy = (col + 0.5) * cell, (row + 0.5) * cell
+    in_cell = [sum(1 for p in phrases if p[2] == where) for _, _, where in phrases]
+    seen: dict = {}
+    objects = []
+    for (colour, kind, where), sharing in zip(phrases, in_cell):
+        row, col = divmod(_POSITIONS.index(where), 3)
+        k = seen[where] = seen.get(where, -1) + 1
+        if sharing == 1:  # alone in its cell: centred, at the middle of the size range
+            side = (lo + hi) // 2
+            cx, cy = (col + 0.5) * cell, (row + 0.5) * cell
+        else:  # the generator puts up to three shapes' centres in one cell: quarter-cells, along its diagonal first
+            side = max(4, int(cell / 2) - 1)
+            qx, qy = ((0, 0), (1, 1), (1, 0))[k]
+            cx, cy = (col + 0.25 + 0.5 * qx) * cell, (row + 0.25 + 0.5 * qy) * cell
         x1 = min(max(0, round(cx - side / 2)), image_size - side)
         y1 = min(max(0, round(cy - side / 2)), image_size - side)
         objects.append({"kind": kind, "colour": colour, "box": [x1, y1, x1 + side, y1 + side]})
@@ -90,14 +95,17 @@ class SyntheticShapesTextToImage(TextToImage):
         self.strict = bool(strict)
 
     def draw(self, descriptions: Sequence[str], seed: Optional[int] = None) -> List[Image.Image]:
-        out = []
+        out, unparsed = [], []
         for i, text in enumerate(descriptions):
             try:
                 scene = parse_caption(text, self.image_size)
             except CaptionParseError:
                 if self.strict:
                     raise
-                logger.warning("synthetic_shapes: description %d does not parse, drawing the background: %r", i, text)
+                unparsed.append(text)
                 scene = Scene(self.image_size, self.image_size, [])
             out.append(render_scene(scene, stream_rng(0 if seed is None else int(seed), "test", i, "t2i_pixels")))
+        if unparsed:
+            logger.warning("synthetic_shapes: %d of %d descriptions do not parse, drawn as the background alone "
+                           "(first: %r)", len(unparsed), len(descriptions), unparsed[0][:200])
         return out
