@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from PIL import Image
 
@@ -65,14 +65,25 @@ class TextToImage:
     (keyword arguments of ``__init__``; ``name`` picks the class and is not passed on).
     """
 
-    def draw(self, descriptions: Sequence[str], seed: Optional[int] = None) -> List[Image.Image]:
-        """One image per description; ``seed`` makes a random generator repeatable."""
+    def draw(self, descriptions: List[str], seeds: Optional[List[int]]) -> List[Image.Image]:
+        """One image per description; ``seeds`` (one per description, or None) make a random generator repeatable."""
         raise NotImplementedError
 
-    def __call__(self, descriptions: Sequence[str], seed: Optional[int] = None) -> List[Image.Image]:
+    def __call__(self, descriptions: Sequence[str], seed: Union[None, int, Sequence[int]] = None) -> List[Image.Image]:
+        """Draw ``descriptions``. ``seed``: None, a base seed (description ``i`` gets ``seed + i``), or one seed per
+        description, so that an image does not depend on which other descriptions share its call."""
         if isinstance(descriptions, str):
             raise TypeError("pass a list of descriptions, not one string")
-        images = self.draw(list(descriptions), seed=seed)
+        descriptions = list(descriptions)
+        if seed is None:
+            seeds = None
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(len(descriptions))]
+        else:
+            seeds = [int(s) for s in seed]
+            if len(seeds) != len(descriptions):
+                raise ValueError(f"{len(seeds)} seeds for {len(descriptions)} descriptions")
+        images = self.draw(descriptions, seeds)
         if len(images) != len(descriptions):
             raise RuntimeError(
                 f"{type(self).__name__} returned {len(images)} images for {len(descriptions)} descriptions"

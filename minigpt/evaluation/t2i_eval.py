@@ -213,7 +213,8 @@ def evaluate(args: argparse.Namespace) -> SplitResult:
             answers = ask([args.request.format(r.prompt) for r in recs])
             descriptions = [next((s.description for s in image_spans(a)), None) for a in answers]
         todo = [(r, d) for r, d in zip(recs, descriptions) if d]
-        images = t2i([d for _, d in todo], seed=args.seed + index[recs[0].id]) if todo else []
+        # one seed per prompt, from its place in the prompt file: the same image whatever the batching or sharding
+        images = t2i([d for _, d in todo], seed=[args.seed + index[r.id] for r, _ in todo]) if todo else []
         paths = {}
         for (r, _), im in zip(todo, images):
             rel = os.path.join(image_dir, _file_name(r.id))

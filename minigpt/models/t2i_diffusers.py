@@ -8,7 +8,7 @@ the folder ``save_pretrained`` writes, or a downloaded snapshot.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional
 
 import torch
 from PIL import Image
@@ -60,10 +60,11 @@ class DiffusersTextToImage(TextToImage):
         self.height, self.width = height, width
         self.negative_prompt = negative_prompt
 
-    def draw(self, descriptions: Sequence[str], seed: Optional[int] = None) -> List[Image.Image]:
+    def draw(self, descriptions: List[str], seeds: Optional[List[int]]) -> List[Image.Image]:
         if not descriptions:
             return []
-        generator = None if seed is None else torch.Generator(device="cpu").manual_seed(int(seed))
+        # one generator per prompt: an image does not depend on the batch it was drawn in
+        generator = None if seeds is None else [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         kwargs: Any = {
             "prompt": list(descriptions),
             "num_inference_steps": self.num_inference_steps,

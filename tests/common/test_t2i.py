@@ -36,7 +36,7 @@ def test_a_plugin_generator_registers_and_builds_with_its_keys():
         def __init__(self, level: int = 128):
             self.level = level
 
-        def draw(self, descriptions, seed=None):
+        def draw(self, descriptions, seeds):
             from PIL import Image
 
             return [Image.new("RGB", (4, 4), (self.level,) * 3) for _ in descriptions]
@@ -64,6 +64,17 @@ def test_every_generated_caption_is_painted_with_its_shapes_in_their_cells(index
     # the caption read back names the same shapes at the same grid words
     words = sorted((o["colour"], o["kind"]) for o in ex.scene.objects)
     assert sorted((o["colour"], o["kind"]) for o in parse_caption(ex.caption).objects) == words
+
+
+def test_a_drawing_depends_on_its_own_seed_not_on_the_call_it_is_in():
+    t2i = build_t2i({"name": "synthetic_shapes"})
+    a, b = "one shape: a red circle at the top.", "one shape: a blue square at the left."
+    pair = t2i([a, b], seed=[3, 4])
+    assert np.array_equal(np.asarray(pair[1]), np.asarray(t2i([b], seed=[4])[0]))
+    assert np.array_equal(np.asarray(pair[1]), np.asarray(t2i([a, b], seed=3)[1]))  # base seed: 3 + position
+    assert not np.array_equal(np.asarray(pair[1]), np.asarray(t2i([b], seed=[5])[0]))  # another background
+    with pytest.raises(ValueError, match="2 seeds for 1 descriptions"):
+        t2i([a], seed=[1, 2])
 
 
 def test_a_caption_that_does_not_parse_is_an_error_when_strict_and_a_background_otherwise():

@@ -174,3 +174,27 @@ def test_prompt_files_keep_one_caption_per_image_and_bad_ones_are_named(tmp_path
     path.write_text(json.dumps([{"image": "a.jpg"}]))
     with pytest.raises(BenchmarkDataError, match="entry 0 of .*p.json has no caption"):
         read_prompts(str(path))
+
+
+def test_two_processes_draw_the_same_images_and_give_the_same_figures(synthetic, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT, cli_env
+
+    root, _ = synthetic
+    ref = tmp_path / "ref.npz"
+    common = ["--prompts", str(root / "coco_caption" / "coco_karpathy_test.json"), "--ref-stats", str(ref),
+              "--ref-images", str(root / "images" / "test"), "--features", "random:16", "--no-progress",
+              "--batch-size", "3"]
+    assert main([*common, "--output-dir", str(tmp_path / "one")]) == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "eval_scripts/eval_t2i.py", *common, "--output-dir", str(tmp_path / "two")],
+        cwd=REPO_ROOT, env=cli_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "t2i_test_metrics.json").read_text())["metrics"] for d in ("one", "two"))
+    assert one == two and one["drawn"] == 1.0
+    parts = list((tmp_path / "two" / "predictions").glob("t2i_test.rank*-of-2.jsonl"))
+    assert len(parts) == 2 and all(p.read_text().strip() for p in parts)  # both processes drew

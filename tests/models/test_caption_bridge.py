@@ -82,12 +82,12 @@ def test_draw_hands_every_description_of_every_text_to_the_generator_in_one_call
     calls = []
 
     class Counting(TextToImage):
-        def draw(self, descriptions, seed=None):
-            calls.append((list(descriptions), seed))
+        def draw(self, descriptions, seeds):
+            calls.append((list(descriptions), seeds))
             return [Image.new("RGB", (2, 2)) for _ in descriptions]
 
     bridge = CaptionBridge(model=None, t2i=Counting())
     replies = bridge.draw(["<Img>a</Img> and <Img>b</Img>", "no picture", "<Img>c</Img>"], seed=5)
-    assert calls == [(["a", "b", "c"], 5)]
+    assert calls == [(["a", "b", "c"], [5, 6, 7])]
     assert [len(r.images) for r in replies] == [2, 0, 1] and replies[0].descriptions == ["a", "b"]
     assert bridge.draw(["nothing here"])[0].images == [] and len(calls) == 1

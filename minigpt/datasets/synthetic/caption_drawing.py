@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 from PIL import Image
 
@@ -84,8 +84,8 @@ class SyntheticShapesTextToImage(TextToImage):
 
     ``image_size``: the square side in pixels. ``strict``: a description that does not parse is an
     error; otherwise (the default, for scoring a model's free text) it gets the background alone
-    and a warning. The background is drawn from ``seed`` and the description's position in the
-    call, so a call is repeatable.
+    and a warning. The background is drawn from the description's seed (its position in the call
+    when none is given), so a drawing is repeatable.
     """
 
     def __init__(self, image_size: int = 64, strict: bool = False) -> None:
@@ -94,7 +94,7 @@ class SyntheticShapesTextToImage(TextToImage):
         self.image_size = int(image_size)
         self.strict = bool(strict)
 
-    def draw(self, descriptions: Sequence[str], seed: Optional[int] = None) -> List[Image.Image]:
+    def draw(self, descriptions: List[str], seeds: Optional[List[int]]) -> List[Image.Image]:
         out, unparsed = [], []
         for i, text in enumerate(descriptions):
             try:
@@ -104,7 +104,8 @@ class SyntheticShapesTextToImage(TextToImage):
                     raise
                 unparsed.append(text)
                 scene = Scene(self.image_size, self.image_size, [])
-            out.append(render_scene(scene, stream_rng(0 if seed is None else int(seed), "test", i, "t2i_pixels")))
+            seed = i if seeds is None else seeds[i]
+            out.append(render_scene(scene, stream_rng(seed, "test", 0, "t2i_pixels")))
         if unparsed:
             logger.warning("synthetic_shapes: %d of %d descriptions do not parse, drawn as the background alone "
                            "(first: %r)", len(unparsed), len(descriptions), unparsed[0][:200])
