@@ -64,6 +64,8 @@ PHOTOCHAT = [
      "dialogue": [_turn(1, share=True), _turn(0, "nice")]},  # shared before anything was asked
     {"photo_url": "w.jpg", "photo_description": "a dog", "dialogue_id": 504,
      "dialogue": [_turn(0, "hi"), {"user_id": 1, "message": "", "share_photo": "yes"}]},  # not a bool
+    {"photo_url": "v.jpg", "photo_description": "a <Img>dog</Img>", "dialogue_id": 506,
+     "dialogue": [_turn(0, "hi"), _turn(1, share=True)]},  # the tags themselves in the description
 ]
 
 
@@ -72,10 +74,10 @@ def test_photochat_release_becomes_a_conversation_with_the_photo_as_its_descript
     _json(tmp_path / "photochat" / "train" / "train_0.json", PHOTOCHAT[:3])
     _json(tmp_path / "photochat" / "train" / "train_1.json", PHOTOCHAT[3:] + [again])  # a split: a folder of files
     ds = _build("photochat", tmp_path)["train"]
-    assert len(ds) == 2 and [r["kind"] for r in ds.malformed_records] == ["wrong_type"] * 4
+    assert len(ds) == 2 and [r["kind"] for r in ds.malformed_records] == ["wrong_type"] * 5
     errors = " | ".join(r["error"] for r in ds.malformed_records)
     for needle in ("exactly one turn with share_photo true, has 2", "'photo_description' must be non-empty",
-                   "shared before the other user says anything", "turn 1 must be"):
+                   "shared before the other user says anything", "turn 1 must be", "holds an image tag itself"):
         assert needle in errors
     assert "dialogue 501 (entry 1) of" in errors and "train_0.json" in errors
     s = ds[0]
@@ -192,3 +194,22 @@ def test_registered_with_a_documented_default_yaml_and_catalogue_entry(name, tmp
         assert isinstance(getattr(cls, attr), str) and getattr(cls, attr).strip()
     assert f"``{name}``" in inspect.getdoc(cls)
     assert "train" in cls(None, data_root=str(tmp_path)).splits()
+
+
+def test_the_easygen_files_are_written_only_with_the_flag_and_listed_in_the_manifest(synthetic_root, tmp_path):
+    from minigpt.datasets.synthetic import is_complete
+    from minigpt.datasets.synthetic.__main__ import main
+
+    manifest = json.loads((synthetic_root / "synthetic" / "manifest.json").read_text())
+    assert manifest["easygen"] is True
+    assert manifest["files"]["photochat_train"] == "photochat/train/dialogues.json"
+    assert manifest["counts"]["mmc4_test"] == 2 and manifest["counts"]["photochat_test"] == 4
+    assert main(["--out", str(tmp_path / "plain"), "--n-train", "2", "--n-test", "1", "--num-workers", "0",
+                 "--no-progress"]) == 0
+    assert not (tmp_path / "plain" / "photochat").exists() and not (tmp_path / "plain" / "mmc4").exists()
+    assert not is_complete(tmp_path / "plain", 2, 1, 0, easygen=True)
+    assert is_complete(synthetic_root / "synthetic", 8, 4, 0)  # a root with the extra files serves a plain request
+    assert main(["--out", str(tmp_path / "plain"), "--n-train", "2", "--n-test", "1", "--num-workers", "0",
+                 "--no-progress", "--easygen"]) == 0
+    again = json.loads((tmp_path / "plain" / "photochat" / "train" / "dialogues.json").read_text())
+    assert again == json.loads((synthetic_root / "synthetic" / "photochat" / "train" / "dialogues.json").read_text())[:2]

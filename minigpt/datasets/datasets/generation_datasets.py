@@ -62,6 +62,8 @@ class PhotoChatDialogueDataset(BaseDataset):
         turns, description = entry["dialogue"], entry["photo_description"]
         if not isinstance(description, str) or not description.strip():
             raise DatasetError(f"{where}: 'photo_description' must be non-empty text, got {description!r:.100}")
+        if "<Img>" in description or "</Img>" in description:
+            raise DatasetError(f"{where}: 'photo_description' holds an image tag itself: {description!r:.100}")
         if not isinstance(turns, list) or not turns:
             raise DatasetError(f"{where}: 'dialogue' must be a non-empty list of turns")
         for t, turn in enumerate(turns):
