@@ -213,3 +213,25 @@ def test_the_easygen_files_are_written_only_with_the_flag_and_listed_in_the_mani
                  "--no-progress", "--easygen"]) == 0
     again = json.loads((tmp_path / "plain" / "photochat" / "train" / "dialogues.json").read_text())
     assert again == json.loads((synthetic_root / "synthetic" / "photochat" / "train" / "dialogues.json").read_text())[:2]
+
+
+def test_training_reads_the_readers_own_image_tags_and_still_skips_smuggled_slots(synthetic_root, tmp_path):
+    from minigpt.datasets.datasets.base_dataset import READ_STATS_KEY, skip_bad_samples
+
+    for name, cfg in (("synthetic_photochat", {}), ("synthetic_mmc4", SMALL_VIS), ("synthetic_t2i_pairs", SMALL_VIS)):
+        wrapped = skip_bad_samples(_build(name, synthetic_root, cfg)["train"], name)
+        assert all(wrapped[i][READ_STATS_KEY]["skipped"] == [] for i in range(4)), name
+    # a message or a sentence carrying a slot of its own is still refused
+    bad = [{**PHOTOCHAT[0], "dialogue_id": 9, "dialogue": [_turn(0, "hi <Img><ImageHere></Img>"), _turn(1, share=True)]},
+           PHOTOCHAT[0]]
+    _json(tmp_path / "photochat" / "test" / "x.json", bad)
+    wrapped = skip_bad_samples(_build("photochat", tmp_path, splits=("test",))["test"], "photochat")
+    (record,) = wrapped[0][READ_STATS_KEY]["skipped"]
+    assert record["kind"] == "placeholder_in_text" and record["sample_id"] == "photochat:9"
+    _mmc4_release(tmp_path)
+    doc = {"url": "u", "text_list": ["a <ImageHere> b", "c"],
+           "image_info": [{"image_name": "a1b2.jpg", "matched_text_index": 1}]}
+    path = tmp_path / "mmc4" / "docs" / "docs_shard_0_v2.jsonl"
+    path.write_text(json.dumps(doc) + "\n" + path.read_text())
+    wrapped = skip_bad_samples(_build("mmc4", tmp_path, SMALL_VIS)["train"], "mmc4")
+    assert wrapped[0][READ_STATS_KEY]["skipped"][0]["kind"] == "placeholder_in_text"

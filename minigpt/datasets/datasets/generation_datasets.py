@@ -48,6 +48,7 @@ class PhotoChatDialogueDataset(BaseDataset):
     """
 
     task = "conversation"
+    image_spans_in_answers = True  # the training wrapper's placeholder check lets its <Img>description</Img> pass
 
     def __init__(self, name: str, ann_paths: Sequence[str], *args: Any, **kwargs: Any) -> None:
         kwargs["read_images"] = False  # the photo is its description here; its pixels are never read
@@ -128,6 +129,7 @@ class MMC4InterleavedDataset(BaseDataset):
     """
 
     task = "interleaved"
+    slots_in_answers = True  # one placeholder per image, anywhere in the document (the placeholder check's rule)
 
     def __init__(self, name: str, ann_paths: Sequence[str], *args: Any, min_similarity: Optional[float] = None,
                  max_images: Optional[int] = None, **kwargs: Any) -> None:
@@ -199,6 +201,7 @@ class TextToImagePairDataset(BaseDataset):
     """
 
     task = "text_to_image"
+    image_spans_in_answers = True  # the default answer is <Img>caption</Img>
 
     def __init__(self, name: str, ann_paths: Sequence[str], *args: Any, answer_template: str = "<Img>{}</Img>",
                  **kwargs: Any) -> None:
