@@ -234,14 +234,17 @@ def build_llava(shape: Shape, ids: Dict[str, int], attn: str = "sdpa"):
 
 
 def copy_weights(ours, llava) -> None:
-    """Load every weight of ``ours`` into ``llava`` (strict: each side's names are all covered)."""
-    llava.model.vision_tower.load_state_dict(ours.vision_encoder.model.state_dict())
-    llava.model.multi_modal_projector.linear_1.load_state_dict(ours.projector.net[0].state_dict())
-    llava.model.multi_modal_projector.linear_2.load_state_dict(ours.projector.net[2].state_dict())
-    lm = ours.llm.causal_lm
-    llava.model.language_model.load_state_dict(lm.model.state_dict())
+    """Load every weight of ``ours`` into ``llava`` through the library's LLaVA weight map (strict).
+
+    The map is the one ``export --format hf`` writes LLaVA folders with
+    (:func:`minigpt.models.weights.hf_layouts.llava_state_dict`).
+    """
+    from minigpt.models.weights.export_state import export_state_dicts
+    from minigpt.models.weights.hf_layouts import llava_state_dict
+
+    state = llava_state_dict(export_state_dicts(ours, merge_lora=True)[0])
     with torch.no_grad():
-        llava.lm_head.weight.copy_(lm.lm_head.weight)
+        llava.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
 
 
 def attn_implementations(ours, llava) -> Dict[str, str]:

@@ -96,3 +96,38 @@ def stage_at_root(cfg_path: Path, yaml_text: str, root: Path, out: Path, max_ite
                f"run.output_dir={out}", "run.progress=false", "run.log_freq=1", "run.num_threads=1",
                "run.test_splits=[]", *extra]
     return Config(cfg_path, options)
+
+
+# -- small videos --------------------------------------------------------------------------------
+SQUARE_COLOURS = {"red": (230, 40, 40), "blue": (40, 80, 230)}
+
+
+def moving_square_frames(direction: str, colour: str = "red", n: int = 8, size: int = 64) -> List[Any]:
+    """``n`` uint8 ``[size, size, 3]`` frames of a square crossing a grey field ``left`` or ``right``."""
+    import numpy as np
+
+    side = size // 4
+    frames = []
+    for i in range(n):
+        step = (size - side) * i // max(1, n - 1)
+        x = step if direction == "right" else size - side - step
+        frame = np.full((size, size, 3), 128, np.uint8)
+        frame[size // 2 - side // 2: size // 2 + side // 2, x: x + side] = SQUARE_COLOURS[colour]
+        frames.append(frame)
+    return frames
+
+
+def write_mp4(path: Path, frames: Sequence[Any], fps: int = 8) -> Path:
+    """``frames`` (uint8 ``[H, W, 3]``) as an H.264 MP4 file (PyAV, the ``test`` extra), which browsers play."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())  # flush the encoder
+    return path

@@ -10,8 +10,19 @@ from __future__ import annotations
 IMAGE_TOKEN = "<ImageHere>"
 # How a prompt carries an image in the MiniGPT-4 / TinyGPT-V / MiniGPT-v2 formats.
 IMAGE_PLACEHOLDER = f"<Img>{IMAGE_TOKEN}</Img>"
+# How a prompt carries a video its encoder takes whole, as one media item in an image slot (MM-LLaMA:
+# ImageBind's clip views [S, 3, T, H, W] -> one embedding); a template may write the tags its own way
+# (``llama2_chat``: ``<<VID>>...<</VID>>``). A video encoded frame by frame uses VIDEO_PLACEHOLDER.
+WHOLE_VIDEO_PLACEHOLDER = f"<Vid>{IMAGE_TOKEN}</Vid>"
 # The tokens a tokenizer must hold as single special tokens for the image placeholder.
 IMAGE_SPECIAL_TOKENS = ("<Img>", "</Img>", IMAGE_TOKEN)
+# The single token a video slot is written with; the model expands it to the video's embeddings (its
+# frames encoded one by one, then pooled or concatenated as ``model.video_pooling`` says).
+VIDEO_TOKEN = "<VideoHere>"
+# How a prompt carries a video in the TinyGPT-V / MiniGPT-4 / MiniGPT-v2 formats (the tags are ordinary text).
+VIDEO_PLACEHOLDER = f"<Video>{VIDEO_TOKEN}</Video>"
+# Every token that marks one media slot, with the kind of media it takes.
+MEDIA_SLOT_TOKENS = {IMAGE_TOKEN: "image", VIDEO_TOKEN: "video"}
 
 # Label value that takes a position out of the loss (PyTorch cross-entropy's default ignore_index).
 IGNORE_INDEX = -100

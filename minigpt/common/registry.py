@@ -44,6 +44,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "minigpt_v2": "minigpt.models.families:MiniGPTv2",
         "vision_pretrain": "minigpt.models.vision_pretrain:VisionPretrain",
         "lavin": "minigpt.models.lavin.model:LaVIN",
+        "mm_llama": "minigpt.models.families:MMLLaMA",
     },
     "processor": {
         "image_train": "minigpt.processors.image:ImageTrainProcessor",
@@ -51,6 +52,8 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "caption_text": "minigpt.processors.text:CaptionTextProcessor",
         "video_train": "minigpt.processors.video:VideoTrainProcessor",
         "video_eval": "minigpt.processors.video:VideoEvalProcessor",
+        "video_imagebind": "minigpt.processors.imagebind_video:ImageBindVideoProcessor",
+        "image_center_crop": "minigpt.processors.image:ImageCenterCropProcessor",
     },
     "builder": {
         "cc_sbu": "minigpt.datasets.builders.caption_builders:CCSBUBuilder",
@@ -81,6 +84,9 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "video_instruct": "minigpt.datasets.builders.video_builders:VideoInstructBuilder",
         "multitask_conversation": "minigpt.datasets.builders.minigptv2_builders:MultiTaskConversationBuilder",
         "refvg": "minigpt.datasets.builders.minigptv2_builders:RefVGBuilder",
+        "llava_instruct_150k": "minigpt.datasets.builders.llava_builders:LlavaInstruct150KBuilder",
+        "llava_cc3m": "minigpt.datasets.builders.llava_builders:LlavaCC3MBuilder",
+        "videochat_instruct": "minigpt.datasets.builders.video_builders:VideoChatInstructBuilder",
         "synthetic_caption_wds": "minigpt.datasets.builders.synthetic_builders:SyntheticCaptionWdsBuilder",
         "synthetic_cc_sbu_align": "minigpt.datasets.builders.synthetic_builders:SyntheticCCSBUAlignBuilder",
         "synthetic_coco_caption": "minigpt.datasets.builders.synthetic_builders:SyntheticCOCOCaptionBuilder",
@@ -117,6 +123,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "clip_vit": "minigpt.models.parts.vision_encoders.clip_vit:CLIPViTEncoder",
         "clip_vit_cls": "minigpt.models.parts.vision_encoders.clip_vit:CLIPViTCLSStates",
         "precomputed": "minigpt.models.parts.vision_encoders.precomputed:PrecomputedFeatures",
+        "imagebind_vit": "minigpt.models.parts.vision_encoders.imagebind_vit:ImageBindViTEncoder",
     },
     "projector": {
         "linear": "minigpt.models.parts.projectors:LinearProjector",

@@ -26,7 +26,9 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     Tensors under a key are stacked (``image``: ``[B, 3, H, W]``). A key that is ``None`` in
     every sample (text-only samples' ``image``) stays ``None``. A media column (``image``) that
     mixes text-only samples (``None``), one-image samples and several-image samples (a list of
-    tensors) stays a list with one entry per sample, which the model reads as such; any other key
+    tensors) stays a list with one entry per sample, which the model reads as such, as does one
+    mixing images ``[3, H, W]`` and videos ``[T, 3, H, W]`` of one frame size (all videos of one
+    length stack to ``[B, T, 3, H, W]``); any other key
     holding tensors in some samples and not in others is an error naming the samples on each side,
     as is a shape mismatch. Every other key becomes a list with one entry per sample; samples
     that lack a key (batches mixing datasets with different evaluation keys) contribute
@@ -54,9 +56,10 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
             batch.update(_collate_image_refs(samples, values))
             continue
         tensors = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
-        if key in MEDIA_KEYS and any(v is None or isinstance(v, (list, tuple)) for v in values) and (
-            not all(v is None for v in values)
-        ):
+        mixed = any(v is None or isinstance(v, (list, tuple)) for v in values) or len(
+            {tuple(values[i].shape) for i in tensors}
+        ) > 1  # e.g. images [3, H, W] beside videos [T, 3, H, W]
+        if key in MEDIA_KEYS and mixed and not all(v is None for v in values):
             batch[key] = _media_column(samples, key, values)
             continue
         if not tensors:
@@ -82,8 +85,13 @@ def collate_samples(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     return batch
 
 
+def _frame_shape(t: torch.Tensor) -> tuple:
+    """An image's ``[3, H, W]`` and a video's frames ``[T, 3, H, W]`` share ``(3, H, W)``; features keep their shape."""
+    return tuple(t.shape[-3:]) if t.dim() >= 3 else tuple(t.shape)
+
+
 def _media_column(samples: List[Dict[str, Any]], key: str, values: List[Any]) -> List[Any]:
-    """A media column kept per sample: None, a tensor, or a list of tensors; every tensor of one shape."""
+    """A media column kept per sample: None, a tensor, or a list of tensors; images and video frames of one size."""
     shapes: Dict[tuple, List[int]] = {}
     for i, v in enumerate(values):
         for t in v if isinstance(v, (list, tuple)) else [v]:
@@ -91,7 +99,7 @@ def _media_column(samples: List[Dict[str, Any]], key: str, values: List[Any]) ->
                 continue
             if not isinstance(t, torch.Tensor):
                 raise ValueError(f"cannot batch {key!r}: sample {_ids(samples, [i])} holds a {type(t).__name__}")
-            shapes.setdefault(tuple(t.shape), []).append(i)
+            shapes.setdefault(_frame_shape(t), []).append(i)
     if len(shapes) > 1:
         detail = "; ".join(f"{list(s)}: {_ids(samples, idx)}" for s, idx in shapes.items())
         raise ValueError(f"cannot stack {key!r}: tensor shapes differ ({detail})")

@@ -1,11 +1,12 @@
 """The demo's page: a gradio Blocks app around :class:`minigpt.demo.session.DemoChat`.
 
-``build_demo(chat, examples)`` lays out the page (image, chat, task shortcuts, generation
+``build_demo(chat, examples)`` lays out the page (image, video, chat, task shortcuts, generation
 controls, boxes, examples) and wires its events; ``launch_demo`` queues and serves it. The page's
 API (what ``gradio_client`` calls) has two endpoints:
 
 * ``/ask`` — inputs ``image`` (file), ``message``, ``task`` (``chat`` or a MiniGPT-v2 task),
-  ``temperature``, ``beams``, ``max_new_tokens``; outputs the chat history, the image with the
+  ``temperature``, ``beams``, ``max_new_tokens``, ``video`` (file, optional: a question about a
+  video instead of an image); outputs the chat history, the image with the
   answer's boxes (or None), a status line and the cleared message box. The conversation is kept
   per client session, so a second ``/ask`` continues the first.
 * ``/clear`` — forgets the session's image and conversation.
@@ -42,6 +43,8 @@ def upload_path(payload: Any) -> Optional[str]:
     """
     if payload is None:
         return None
+    if isinstance(payload, dict) and isinstance(payload.get("video"), dict):  # a video input's {video, subtitles}
+        payload = payload["video"]
     if isinstance(payload, dict):
         path, url = payload.get("path"), payload.get("url") or ""
     else:  # a FileData-like object
@@ -49,8 +52,8 @@ def upload_path(payload: Any) -> Optional[str]:
     if path:
         return str(path)
     if url.startswith("data:"):
-        raise DemoInputError("Inline (base64) images are not taken: upload the image as a file.")
-    raise DemoInputError("The image arrived without a file; upload it again.")
+        raise DemoInputError("Inline (base64) images and videos are not taken: upload the file.")
+    raise DemoInputError("The upload arrived without a file; upload it again.")
 
 
 def _status(reply: Reply) -> str:
@@ -82,6 +85,16 @@ def build_demo(
         image_out = None if reply.error else gr.skip()  # a refused upload leaves the image box empty
         return image_out, reply.conversation, reply.messages, None, _status(reply)
 
+    def on_video(payload: Any, conversation: Optional[Conversation]):
+        if payload is None:
+            return gr.skip(), Conversation(), [], None, gr.skip()
+        try:
+            reply = chat.on_video(conversation, upload_path(payload))
+        except DemoInputError as exc:
+            reply = Reply(Conversation(), [], status=str(exc), error=True)
+        video_out = None if reply.error else gr.skip()  # a refused upload leaves the video box empty
+        return video_out, reply.conversation, reply.messages, None, _status(reply)
+
     def ask(
         image: Any,
         message: Optional[str],
@@ -89,10 +102,12 @@ def build_demo(
         temperature: float,
         beams: float,
         max_new_tokens: float,
-        conversation: Optional[Conversation],
+        video: Any = None,  # a default: gradio_client callers may leave the video out
+        conversation: Optional[Conversation] = None,
     ):
         try:
             path = upload_path(image)
+            video_path = upload_path(video)
         except DemoInputError as exc:
             refused = Reply(conversation or Conversation(), [], status=str(exc), error=True)
             yield (
@@ -103,7 +118,9 @@ def build_demo(
                 gr.skip(),
             )
             return
-        for reply in chat.respond(conversation, path, message, task, temperature, beams, max_new_tokens):
+        for reply in chat.respond(
+            conversation, path, message, task, temperature, beams, max_new_tokens, video_path=video_path
+        ):
             # the message box empties once the answer starts, and keeps the text when it was refused
             yield (
                 reply.messages,
@@ -114,7 +131,7 @@ def build_demo(
             )
 
     def clear():
-        return None, Conversation(), [], None, "", ""
+        return None, Conversation(), [], None, "", "", None
 
     def on_task(task: str) -> Dict[str, Any]:
         return gr.update(placeholder=TASK_HINTS.get(task, TASK_HINTS[NO_TASK]))
@@ -131,10 +148,10 @@ def build_demo(
                     height=320,
                     elem_id="image-input",
                 )
-                # No video input: no model family here takes video. The video processors
-                # (minigpt/processors/video.py) feed the video_instruct dataset, but no registered
-                # model has a video path in build_inputs/generate, so an uploaded video would have
-                # nowhere to go. A family that gains one adds a gr.Video here and a branch in DemoChat.
+                # a question is about the image or the video (DemoChat refuses both at once)
+                video = gr.Video(
+                    sources=["upload"], label="Video (instead of an image)", height=200, elem_id="video-input"
+                )
                 boxes = gr.Image(
                     label="Boxes from the last answer",
                     type="pil",
@@ -198,11 +215,19 @@ def build_demo(
             concurrency_limit=None,
             preprocess=False,  # see upload_path
         )
+        video.change(
+            on_video,
+            [video, conversation],
+            [video, conversation, chatbot, boxes, status],
+            api_visibility="private",
+            concurrency_limit=None,
+            preprocess=False,  # see upload_path: gradio would otherwise try to convert the file first
+        )
         task.change(on_task, task, message, queue=False, api_visibility="private")
         gr.on(
             [message.submit, send.click],
             ask,
-            [image, message, task, temperature, beams, max_new_tokens, conversation],
+            [image, message, task, temperature, beams, max_new_tokens, video, conversation],
             [chatbot, boxes, status, conversation, message],
             api_name="ask",
             concurrency_limit=concurrency_limit,
@@ -211,7 +236,7 @@ def build_demo(
             preprocess=False,  # see upload_path
         )
         clear_button.click(
-            clear, None, [image, conversation, chatbot, boxes, status, message], api_name="clear", queue=False
+            clear, None, [image, conversation, chatbot, boxes, status, message, video], api_name="clear", queue=False
         )
     return demo
 

@@ -25,7 +25,13 @@ import torch
 
 from minigpt.common.config import Config, ConfigError
 from minigpt.common.registry import RegistryError, registry
-from minigpt.demo.inputs import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, UploadLimits
+from minigpt.demo.inputs import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_VIDEO_BYTES,
+    DEFAULT_MAX_VIDEO_SECONDS,
+    UploadLimits,
+)
 
 logger = logging.getLogger("minigpt.demo")
 
@@ -38,7 +44,7 @@ class DemoSetupError(RuntimeError):
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """The demo's command line (see the module docstring)."""
-    p = argparse.ArgumentParser(description="Chat with a minigpt model about an image, in the browser.")
+    p = argparse.ArgumentParser(description="Chat with a minigpt model about an image or a video, in the browser.")
     p.add_argument(
         "--cfg-path", required=True, help="an eval config (eval_configs/*.yaml): model and run settings"
     )
@@ -87,11 +93,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=DEFAULT_MAX_IMAGE_PIXELS / 1e6,
         help=f"largest image in megapixels, judged before decoding (default {DEFAULT_MAX_IMAGE_PIXELS / 1e6:g})",
     )
+    p.add_argument(
+        "--max-video-mb",
+        type=float,
+        default=DEFAULT_MAX_VIDEO_BYTES / 2**20,
+        help=f"largest video upload in MB (default {DEFAULT_MAX_VIDEO_BYTES / 2**20:g})",
+    )
+    p.add_argument(
+        "--max-video-seconds",
+        type=float,
+        default=DEFAULT_MAX_VIDEO_SECONDS,
+        help=f"longest video upload in seconds (default {DEFAULT_MAX_VIDEO_SECONDS:g})",
+    )
     args = p.parse_args(argv)
     for name in ("concurrency", "max_queue"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("max_image_mb", "max_image_megapixels"):
+    for name in ("max_image_mb", "max_image_megapixels", "max_video_mb", "max_video_seconds"):
         if not getattr(args, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.server_port is not None and not 0 < args.server_port < 65536:
@@ -160,8 +178,8 @@ def describe(cfg: Config, device: torch.device) -> str:
     else:
         where = f"checkpoints `{'`, `'.join(map(str, ckpt))}`"
     return (
-        f"`{mc.arch}` / `{mc.model_type}`, {where}, on `{device}`. Upload an image, pick a task shortcut "
-        "or type a question; boxes in an answer are drawn on the image."
+        f"`{mc.arch}` / `{mc.model_type}`, {where}, on `{device}`. Upload an image (or a video), pick a task "
+        "shortcut or type a question; boxes in an answer are drawn on the image."
     )
 
 
@@ -192,7 +210,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from minigpt.demo.session import DemoChat
 
     limits = UploadLimits(
-        max_bytes=int(args.max_image_mb * 2**20), max_pixels=int(args.max_image_megapixels * 1e6)
+        max_bytes=int(args.max_image_mb * 2**20),
+        max_pixels=int(args.max_image_megapixels * 1e6),
+        max_video_bytes=int(args.max_video_mb * 2**20),
+        max_video_seconds=float(args.max_video_seconds),
     )
     chat = DemoChat(
         model,
@@ -220,7 +241,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         server_port=args.server_port,
         share=args.share,
         max_queue=args.max_queue,
-        max_file_size=limits.max_bytes,
+        max_file_size=max(limits.max_bytes, limits.max_video_bytes),  # each kind's own cap is checked on upload
         allowed_paths=[examples_dir],
     )
     return 0

@@ -1,5 +1,7 @@
 """What the demo accepts from a user: an image file within limits and a question, with a task tag.
 
+(Video uploads are checked in :mod:`minigpt.demo.video_input`, against the same :class:`UploadLimits`.)
+
 Everything here turns bad input into a :class:`DemoInputError` whose message the UI shows as is,
 so a wrong upload or an empty message gets an explanation and the server carries on. No gradio
 import: these checks are plain functions, testable and usable by any front end.
@@ -16,6 +18,7 @@ from typing import Dict, Optional, Tuple, Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from minigpt.common.constants import VIDEO_TOKEN
 from minigpt.common.grounding import TASK_TAGS, parse_box, split_task_tag
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -24,6 +27,9 @@ DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024  # a large phone photo is 5-12 MB
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000  # 8,000 x 6,000 (a 48-megapixel sensor) fits
 DEFAULT_MAX_SIDE = 1024  # the kept copy's longest side: the model sees 64-448 px, the page a preview
 DEFAULT_MAX_MESSAGE_CHARS = 2000
+DEFAULT_MAX_VIDEO_BYTES = 100 * 1024 * 1024  # a minute of 1080p phone video is 100-150 MB
+DEFAULT_MAX_VIDEO_SECONDS = 300  # the model sees a few frames sampled over the whole clip
+DEFAULT_MAX_VIDEO_FRAME_PIXELS = 3840 * 2160  # 4K frames fit
 
 # MiniGPT-v2's task shortcuts the demo offers, in the order the UI lists them.
 DEMO_TASKS: Tuple[str, ...] = ("vqa", "caption", "refer", "grounding", "identify")
@@ -53,29 +59,39 @@ class DemoInputError(ValueError):
 
 @dataclass(frozen=True)
 class UploadLimits:
-    """Limits on one uploaded image: file size, decoded pixel count, and the side of the copy kept.
+    """Limits on one uploaded image or video.
 
-    ``max_bytes`` and ``max_pixels`` refuse an upload (the pixel limit also stops a small file
-    that decodes to a huge image before it is decoded); ``max_side`` shrinks what is kept, which
-    the model's own processor then resizes to its input size.
+    Images: ``max_bytes`` and ``max_pixels`` refuse an upload (the pixel limit also stops a small
+    file that decodes to a huge image before it is decoded); ``max_side`` shrinks what is kept,
+    which the model's own processor then resizes to its input size. Videos: ``max_video_bytes``
+    (file size), ``max_video_frame_pixels`` (the frame size the container declares, checked before
+    decoding) and ``max_video_seconds`` (length) refuse an upload.
     """
 
     max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_side: int = DEFAULT_MAX_SIDE
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES
+    max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS
+    max_video_frame_pixels: int = DEFAULT_MAX_VIDEO_FRAME_PIXELS
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_pixels", "max_side"):
+        seconds = self.max_video_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+            raise ValueError(f"UploadLimits.max_video_seconds must be a positive number, got {seconds!r}")
+        for name in ("max_bytes", "max_pixels", "max_side", "max_video_bytes", "max_video_frame_pixels"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"UploadLimits.{name} must be a positive int, got {value!r}")
 
 
-def _megabytes(n: float) -> str:
+def megabytes(n: float) -> str:
+    """``n`` bytes for a person: ``12.3 MB``."""
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-def _megapixels(n: float) -> str:
+def megapixels(n: float) -> str:
+    """``n`` pixels for a person: ``8.3 megapixels``."""
     return f"{n / 1e6:.1f} megapixels"
 
 
@@ -106,7 +122,7 @@ def load_image(path: Optional[PathLike], limits: Optional[UploadLimits] = None) 
         raise DemoInputError(f"The upload {name} is empty (0 bytes); upload the image again.")
     if size > limits.max_bytes:
         raise DemoInputError(
-            f"{name} is {_megabytes(size)}; this demo takes images up to {_megabytes(limits.max_bytes)}. "
+            f"{name} is {megabytes(size)}; this demo takes images up to {megabytes(limits.max_bytes)}. "
             "Upload a smaller file."
         )
     try:
@@ -121,7 +137,7 @@ def load_image(path: Optional[PathLike], limits: Optional[UploadLimits] = None) 
     except Image.DecompressionBombError as exc:
         raise DemoInputError(
             f"{name} is too large to decode safely ({exc}); this demo takes images up to "
-            f"{_megapixels(limits.max_pixels)}."
+            f"{megapixels(limits.max_pixels)}."
         ) from exc
     except _DECODE_ERRORS as exc:
         raise DemoInputError(f"{name} cannot be opened as an image ({exc}); it may be corrupt.") from exc
@@ -131,8 +147,8 @@ def load_image(path: Optional[PathLike], limits: Optional[UploadLimits] = None) 
             raise DemoInputError(f"{name} has no pixels ({width}x{height}); upload another image.")
         if width * height > limits.max_pixels:
             raise DemoInputError(
-                f"{name} is {width}x{height} ({_megapixels(width * height)}); this demo takes images up to "
-                f"{_megapixels(limits.max_pixels)}. Upload a smaller image."
+                f"{name} is {width}x{height} ({megapixels(width * height)}); this demo takes images up to "
+                f"{megapixels(limits.max_pixels)}. Upload a smaller image."
             )
         try:
             # JPEG can decode at 1/2, 1/4 or 1/8 scale: a large photo then costs a fraction of the time
@@ -193,9 +209,10 @@ def compose_prompt(
     text = (message or "").strip()
     if len(text) > max_chars:
         raise DemoInputError(f"The message is {len(text)} characters long; keep it under {max_chars}.")
-    if "<ImageHere>" in text or "<Img>" in text:
+    if "<ImageHere>" in text or "<Img>" in text or VIDEO_TOKEN in text:
         raise DemoInputError(
-            "Leave <Img><ImageHere></Img> out of the message: the demo places the image itself."
+            "Leave <Img><ImageHere></Img> and <VideoHere> out of the message: the demo places the image itself "
+            "(or the video)."
         )
     tag, rest = split_task_tag(text)
     if tag is not None:  # a tag the user typed wins over the shortcut

@@ -1,7 +1,7 @@
 """The demo's behaviour without its page: one conversation per visitor, answers streamed, boxes drawn.
 
-:class:`DemoChat` holds the model (one per server) and turns a visitor's inputs (image file,
-message, task shortcut, generation controls) into :class:`Reply` objects, several per answer while
+:class:`DemoChat` holds the model (one per server) and turns a visitor's inputs (image or video
+file, message, task shortcut, generation controls) into :class:`Reply` objects, several per answer while
 it streams. The visitor's state is a small :class:`Conversation` (the image and the turns so far)
 kept by the front end, so one model serves every visitor and nothing model-sized is copied per
 session. Bad input never raises: it comes back as a reply whose ``error`` the page shows.
@@ -23,7 +23,8 @@ from PIL import Image
 from minigpt.common.grounding import TASK_TAGS, LabelledBox, draw_boxes, parse_boxes, split_task_tag
 from minigpt.common.precision import autocast
 from minigpt.demo.inputs import DemoInputError, UploadLimits, compose_prompt, image_key, load_image
-from minigpt.models.generation.chat import Chat
+from minigpt.demo.video_input import load_video, video_key
+from minigpt.models.generation.chat import Chat, video_eval_processor
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +33,17 @@ MIN_BOXES_SIDE = 384  # boxes are drawn on a copy at least this large, so labels
 
 @dataclass
 class Conversation:
-    """One visitor's conversation: the image it is about and the ``(question, answer)`` turns so far.
+    """One visitor's conversation: the image or video it is about and the ``(question, answer)`` turns so far.
 
-    ``source`` identifies the upload the image was read from (path, size, modification time), so
-    the same file is not decoded again on every turn; ``key`` identifies its pixels, so a new
-    upload of another picture starts a new conversation.
+    ``source`` identifies the upload the image (video) was read from (path, size, modification
+    time), so the same file is not decoded again on every turn; ``key`` identifies its pixels, so a
+    new upload of another picture starts a new conversation. ``video`` holds a video's sampled
+    frames ``[T, 3, H, W]`` (the model's input, small) and ``video_seconds`` its length.
     """
 
     image: Optional[Image.Image] = None
+    video: Optional[Any] = None
+    video_seconds: float = 0.0
     key: Optional[str] = None
     source: Optional[Tuple[str, int, int]] = None
     turns: List[Tuple[str, str]] = field(default_factory=list)
@@ -119,6 +123,8 @@ class DemoChat:
             raise ValueError(
                 "the model config names no eval image processor (model.preprocess.vis_processor.eval)"
             )
+        # None: this preset names no video processor, and video uploads are refused with that reason
+        self.video_processor = video_eval_processor(model)
 
     # -- images ----------------------------------------------------------------------------------
     def read_image(
@@ -133,8 +139,8 @@ class DemoChat:
         conversation = conversation or Conversation()
         if path is None:
             if not self.text_only:
-                raise DemoInputError("Upload an image first: the demo answers questions about an image.")
-            if conversation.image is None:
+                raise DemoInputError("Upload an image first (or a video): the demo answers questions about one.")
+            if conversation.image is None and conversation.video is None:
                 return conversation, ""
             return Conversation(), "No image: started a new conversation without one."
         source = _source_of(str(path))
@@ -146,6 +152,48 @@ class DemoChat:
             return dataclasses.replace(conversation, source=source), ""
         note = "New image: started a new conversation." if conversation.turns else ""
         return Conversation(image=image, key=key, source=source), note
+
+    def read_video(self, conversation: Optional[Conversation], path: str) -> Tuple[Conversation, str]:
+        """The conversation about the video at ``path``: ``conversation`` itself when it is the same
+        clip, else a new one. Raises :class:`DemoInputError` for an unusable video."""
+        conversation = conversation or Conversation()
+        if self.video_processor is None:
+            raise DemoInputError(
+                "This model takes no video: its config names no video processor (model.preprocess.video_processor)."
+            )
+        source = _source_of(str(path))
+        if source is not None and source == conversation.source and conversation.video is not None:
+            return conversation, ""
+        frames, seconds = load_video(path, self.video_processor, self.limits)
+        key = video_key(frames)
+        if key == conversation.key:
+            return dataclasses.replace(conversation, source=source), ""
+        note = "New video: started a new conversation." if conversation.turns else ""
+        return Conversation(video=frames, video_seconds=seconds, key=key, source=source), note
+
+    def read_media(
+        self, conversation: Optional[Conversation], image_path: Optional[str], video_path: Optional[str]
+    ) -> Tuple[Conversation, str]:
+        """:meth:`read_video` when a video is given, else :meth:`read_image`; both at once is refused."""
+        if video_path is None:
+            return self.read_image(conversation, image_path)
+        if image_path is not None:
+            raise DemoInputError("Give an image or a video, not both: remove one of them.")
+        return self.read_video(conversation, video_path)
+
+    def on_video(self, conversation: Optional[Conversation], path: Optional[str]) -> Reply:
+        """The reply to a video being uploaded, replaced or removed (before any question)."""
+        if path is None:
+            return Reply(Conversation(), [])
+        try:
+            conversation, note = self.read_video(conversation, path)
+        except DemoInputError as exc:
+            return Reply(Conversation(), [], status=str(exc), error=True)
+        frames = conversation.video.shape[0]
+        status = note or (
+            f"Video ready ({conversation.video_seconds:.1f} s, {frames} frames sampled). Ask a question about it."
+        )
+        return Reply(conversation, self.messages(conversation), status=status)
 
     def on_image(self, conversation: Optional[Conversation], path: Optional[str]) -> Reply:
         """The reply to an image being uploaded, replaced or removed (before any question)."""
@@ -180,9 +228,14 @@ class DemoChat:
 
     def _chat(self, conversation: Conversation) -> Chat:
         """A ``Chat`` holding the conversation so far: the image, then each past turn as it went."""
-        chat = Chat(self.model, vis_processor=self.vis_processor, require_image=not self.text_only)
+        chat = Chat(
+            self.model, vis_processor=self.vis_processor, require_image=not self.text_only,
+            video_processor=self.video_processor,
+        )  # fmt: skip
         if conversation.image is not None:
             chat.upload_image(conversation.image)
+        elif conversation.video is not None:
+            chat.upload_video(conversation.video)
         for question, answer in conversation.turns:
             chat.ask(question)
             chat.answers.append(answer)  # replayed, not regenerated: the answer the visitor saw
@@ -197,10 +250,12 @@ class DemoChat:
         temperature: Any = 0.0,
         num_beams: Any = None,
         max_new_tokens: Any = None,
+        video_path: Optional[str] = None,
     ) -> Iterator[Reply]:
-        """Answer ``message`` about the image at ``image_path``: replies while the answer streams, then a final one.
+        """Answer ``message`` about the image at ``image_path`` (or the video at ``video_path``): replies
+        while the answer streams, then a final one.
 
-        Input problems (no image, bad image, empty message, settings out of range, a question too
+        Input problems (no image, bad image or video, both at once, empty message, settings out of range, a question too
         long for the model's context) end in one reply with ``error`` set and the conversation as it
         was; a failure inside the model likewise, after logging it.
         """
@@ -208,7 +263,7 @@ class DemoChat:
         try:
             prompt = compose_prompt(message, task)
             gen = self._generation_kwargs(temperature, num_beams, max_new_tokens)
-            conversation, note = self.read_image(conversation, image_path)
+            conversation, note = self.read_media(conversation, image_path, video_path)
             chat = self._chat(conversation)
             chat.ask(prompt)
             chat.model_inputs(max_new_tokens=gen["max_new_tokens"])  # a question past the context fails here

@@ -13,9 +13,11 @@ from typing import Any, Dict, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.common.config.presets import load_model_preset
+from minigpt.common.hub import resolve_pretrained
 from minigpt.common.registry import registry
 
 __all__ = [
+    "export_hf",
     "export_model",
     "load_exported",
     "load_model",
@@ -31,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from minigpt.models.weights import export
 
         return getattr(export, name)
+    if name == "export_hf":  # the Hugging Face format (minigpt.models.weights.hf_export)
+        from minigpt.models.weights.hf_export import export_hf
+
+        return export_hf
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -61,7 +67,8 @@ def load_model(
     with ``__`` for dots is awkward, so pass a dict: ``overrides={"llm": {"lora_r": 8}}``);
     ``overrides={"scale": "toy"}`` builds the preset's toy-width twin (:mod:`minigpt.common.config.toy`).
     ``name`` may instead be the path of an export directory (see :mod:`minigpt.models.weights.export`),
-    which fixes the model type: ``model_type`` must then be None.
+    or the Hub id of one (``org/name``, see :mod:`minigpt.common.hub`), which fixes the model type:
+    ``model_type`` must then be None.
     """
     if _is_path(str(name)):
         from minigpt.models.weights.export import load_exported
@@ -71,7 +78,9 @@ def load_model(
         extra = overrides.pop("overrides", None)
         if overrides:
             raise TypeError(f"load_model got unexpected arguments {sorted(overrides)}")
-        return load_exported(str(name), is_eval=is_eval, device=device, checkpoint=checkpoint, overrides=extra)
+        # an export pushed to the Hub (org/name) is read from the local HF cache (minigpt.common.hub)
+        path = resolve_pretrained(str(name), "load_model(name)")
+        return load_exported(path, is_eval=is_eval, device=device, checkpoint=checkpoint, overrides=extra)
     model_cls, cfg = _preset_config(name, model_type)
     extra = overrides.pop("overrides", None)
     if extra:

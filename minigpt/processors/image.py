@@ -112,3 +112,31 @@ class ImageEvalProcessor(_ImageProcessor):
                 transforms.Normalize(self.mean, self.std),
             ]
         )
+
+
+class ImageCenterCropProcessor(_ImageProcessor):
+    """ImageBind's image transform, registered as ``image_center_crop``.
+
+    The short side resized to ``image_size`` (bicubic, aspect ratio kept), the centre square of
+    ``image_size`` cropped, then ``ToTensor`` and normalisation (CLIP's statistics by default, as
+    ImageBind's ``load_and_transform_vision_data``).
+    """
+
+    CONFIG_KEYS = {"image_size": 224, "mean": None, "std": None}
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+    ) -> None:
+        self.image_size = _check_size(image_size)
+        self.mean, self.std = _stats(mean, CLIP_MEAN, "mean"), _stats(std, CLIP_STD, "std")
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize(self.image_size, interpolation=InterpolationMode.BICUBIC),
+                transforms.CenterCrop(self.image_size),
+                transforms.ToTensor(),
+                transforms.Normalize(self.mean, self.std),
+            ]
+        )

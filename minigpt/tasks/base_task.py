@@ -17,6 +17,7 @@ from minigpt.tasks.evaluation.loop import EvalSettings, evaluate_split
 from minigpt.tasks.evaluation.records import EvalRecord
 from minigpt.tasks.evaluation.scorers import SAMPLES_SCORER
 from minigpt.tasks.evaluation.sources import DatasetSource
+from minigpt.tasks.evaluation.token_accuracy import token_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class BaseTask:
         and is scored per sample task (:data:`~minigpt.tasks.evaluation.scorers.SAMPLES_SCORER`); the scored
         predictions go to ``<output_dir>/predictions/<dataset>_<split>.jsonl``. Returns
         ``{"<dataset>/<split>/<metric>": value}`` with each split's ``samples`` and ``seconds``, and
-        ``skipped`` (unreadable samples, left out of the figures) with ``skipped_<kind>`` per kind.
+        ``skipped`` (unreadable samples, left out of the figures) with ``skipped_<kind>`` per kind; with
+        ``run.eval_token_accuracy`` also ``token_accuracy`` (teacher-forced, on the answer tokens).
         """
         from minigpt.datasets.collate import collate_samples
 
@@ -103,6 +105,8 @@ class BaseTask:
                     # unreadable samples (logged as they are met) are left out of the figures, counted by kind
                     "skipped": sum(result.skipped.values()),
                     **{f"skipped_{kind}": n for kind, n in result.skipped.items()}}
+            if run_cfg.eval_token_accuracy:  # teacher-forced, on the same samples (MM-LLaMA's validation metric)
+                part.update(token_accuracy(model, ds, n, int(run_cfg.batch_size_eval)))
             results.update({f"{name}/{split}/{k}": v for k, v in part.items()})
         model.train(was_training)
         return dist_utils.broadcast_object(results)  # rank 0's timings everywhere

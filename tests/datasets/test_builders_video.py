@@ -18,7 +18,7 @@ from minigpt.datasets.datasets.video_datasets import VideoInstructDataset, write
 
 pytest.importorskip("decord")
 
-PH = "<Img><ImageHere></Img>"
+PH = "<Video><VideoHere></Video>"
 STEP = 20
 SMALL = {
     "vis_processor": {

@@ -75,3 +75,16 @@ def test_keys_missing_in_some_samples_become_none():
 def test_empty_batch_is_an_error():
     with pytest.raises(ValueError, match="empty"):
         collate_samples([])
+
+
+def test_images_and_videos_of_one_frame_size_mix_as_a_per_sample_list():
+    image, video = _sample(0), _sample(1)
+    video["image"] = torch.zeros(4, 3, 4, 4)  # [T, 3, H, W] frames of the images' size
+    batch = collate_samples([image, video])
+    assert isinstance(batch["image"], list)
+    assert [tuple(t.shape) for t in batch["image"]] == [(3, 4, 4), (4, 3, 4, 4)]
+    video2 = dict(video)
+    assert collate_samples([video, video2])["image"].shape == (2, 4, 3, 4, 4)  # videos alone stack
+    video2["image"] = torch.zeros(4, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"shapes differ.*\[3, 16, 16\]: ds:1"):
+        collate_samples([image, video2])

@@ -21,7 +21,7 @@ PUBLISHED = (
     "laion cc_sbu cc_sbu_align coco_caption coco_vqa okvqa aokvqa gqa ocrvqa textcaps llava_conversation "
     "llava_detail llava_reason refcoco refcocop refcocog invrefcoco invrefcocop invrefcocog "
     "flickr_grounded_caption flickr_caption_to_phrase flickr_object_to_phrase unnatural_instruction "
-    "multitask_conversation refvg"
+    "multitask_conversation refvg llava_cc3m llava_instruct_150k videochat_instruct"
 ).split()
 
 
@@ -51,6 +51,8 @@ def test_builder_reads_its_default_paths(real_root: Path, name: str) -> None:
         assert sample["instruction_input"] and sample["answer"], (name, split)
         if name == "unnatural_instruction":
             assert sample["image"] is None
+        elif name == "videochat_instruct":  # a clip through ImageBind's protocol: 5 clips x 3 crops, 2 frames
+            assert tuple(sample["image"].shape) == (15, 3, 2, 224, 224), (name, split)
         else:
             assert tuple(sample["image"].shape) == (3, 224, 224), (name, split)
 
@@ -143,3 +145,22 @@ def test_every_benchmark_reads_its_default_files(real_root: Path) -> None:
     assert {r.target["label"] for r in vsr} == {0, 1}  # true and false claims (the balanced yes/no answers)
     with open(real_root / "hateful_meme" / "img" / "10000.png", "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_videochat_clips_move_the_way_their_answers_say(real_root: Path) -> None:
+    import decord
+    import numpy as np
+
+    info = default_build_info("videochat_instruct")
+    rows = json.loads((real_root / info.annotations.train[0]).read_text())
+    assert rows and {row["QA"][1]["a"] for row in rows} == {"left", "right", "up", "down"}
+    for row in rows:
+        frames = decord.VideoReader(str(real_root / info.videos / row["video"]))
+        first, last = (frames[k].asnumpy().astype(int) for k in (0, len(frames) - 1))
+        centres = []
+        for frame in (first, last):
+            ys, xs = np.nonzero(np.abs(frame - 235).sum(-1) > 60)  # the square on the light background
+            centres.append((xs.mean(), ys.mean()))
+        (x0, y0), (x1, y1) = centres
+        moved = {"left": x1 < x0 - 20, "right": x1 > x0 + 20, "up": y1 < y0 - 20, "down": y1 > y0 + 20}
+        assert moved[row["QA"][1]["a"]], row

@@ -3,13 +3,15 @@
 A randomly initialised model answers noise and never writes a box, so the server tests would prove
 little with it. ``taught_checkpoint`` instead trains the demo config's own model (the quickstart's
 tiny TinyGPT-V, ``[INST]`` template) on two synthetic scenes until it answers their refer, VQA and
-caption prompts exactly as taught, prompted the way the demo prompts (``compose_prompt``), and saves
+caption prompts exactly as taught, and a question about a short MP4 (a square moving right; its
+frames sampled by the preset's video processor, as the demo samples an upload), prompted the way the demo prompts (``compose_prompt``), and saves
 it as a checkpoint the demo loads with ``--options model.ckpt=...``. The server tests then know what
 a correct answer, and a correct box, is.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -29,7 +31,7 @@ SERVER_START_TIMEOUT = 180  # seconds: imports of torch, transformers and gradio
 
 @dataclass(frozen=True)
 class TaughtSample:
-    """One prompt the taught model answers exactly: its image file, task shortcut, message and answer."""
+    """One prompt the taught model answers exactly: its image (or video, task ``video``) file, task shortcut, message and answer."""
 
     image_path: str
     task: str
@@ -55,8 +57,8 @@ def taught_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TaughtModel:
     from minigpt.common.registry import registry
     from minigpt.datasets.synthetic import make_example
     from minigpt.demo.inputs import compose_prompt
-    from minigpt.models.generation.chat import Chat
-    from minigpt.models.generation.conversation import with_image
+    from minigpt.models.generation.chat import Chat, video_eval_processor
+    from minigpt.models.generation.conversation import with_image, with_video
     from minigpt.models.weights.checkpoint import save_trained
 
     folder = tmp_path_factory.mktemp("taught")
@@ -83,7 +85,16 @@ def taught_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> TaughtModel:
                 images.append(vis(ex.image))
                 prompts.append(with_image(compose_prompt(message, task)))
                 answers.append(answer)
-        batch = {"image": torch.stack(images), "instruction_input": prompts, "answer": answers}
+        if importlib.util.find_spec("av") and importlib.util.find_spec("decord"):
+            from shared_helpers import moving_square_frames, write_mp4
+
+            clip = str(write_mp4(folder / "square_right.mp4", moving_square_frames("right")))
+            message, answer = "which way does the square move?", "the red square moves to the right"
+            samples.append(TaughtSample(clip, "video", message, answer))
+            images.append(video_eval_processor(model)(clip))  # [T, 3, H, W], as the demo samples an upload
+            prompts.append(with_video(compose_prompt(message)))
+            answers.append(answer)
+        batch = {"image": images, "instruction_input": prompts, "answer": answers}  # images and a video
         opt = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.0)
         learned = False
         for step in range(1, 201):

@@ -2,7 +2,8 @@
 
 Uploads a file that is not an image (and reads the page's message), then an image, picks the
 [caption] shortcut, sends, and watches the answer stream into the page, then saves a screenshot as a test artifact: under ``$MINIGPT_TEST_ARTIFACTS`` when set, else the
-test's temporary folder; its path is printed. Without ``/usr/bin/chromium`` (or Playwright) the test
+test's temporary folder; its path is printed. A second page uploads a corrupt video (and reads the
+page's message), then a small MP4, asks about it and gets the taught answer. Without ``/usr/bin/chromium`` (or Playwright) the test
 skips, except under CI (``$CI`` set), where it fails: CI must exercise the browser.
 """
 
@@ -125,3 +126,50 @@ def test_upload_ask_and_watch_the_answer_stream(demo_server, tmp_path):
     assert seen[-1] == final
     with Image.open(screenshot) as shot:
         assert shot.format == "PNG" and shot.width >= 1280
+
+
+def test_upload_a_video_and_get_the_answer(demo_server, tmp_path):
+    if MISSING:
+        pytest.fail(
+            f"CI must run the browser test (.ci/run installs chromium), but it lacks {' and '.join(MISSING)}"
+        )
+    if not any(s.task == "video" for s in demo_server.taught.samples):
+        pytest.skip("the taught model learned no video (needs av and decord)")
+    clip = demo_server.taught.sample("video")
+    screenshot = _artifacts_dir(tmp_path) / "demo_browser_video.png"
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1100},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(demo_server.url, wait_until="domcontentloaded")
+            page.wait_for_selector("#message textarea", timeout=60_000)
+
+            # a file that is not a video gets a message on the page
+            broken = tmp_path / "broken.mp4"
+            broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
+            page.set_input_files("#video-input input[type=file]", str(broken))
+            sync_api.expect(page.locator("#status")).to_contain_text(
+                "broken.mp4 cannot be read as a video", timeout=30_000
+            )
+
+            page.set_input_files("#video-input input[type=file]", clip.image_path)
+            sync_api.expect(page.locator("#status")).to_contain_text("Video ready", timeout=30_000)
+            page.fill("#message textarea", clip.message)
+            page.click("#send")
+            sync_api.expect(page.locator("#status")).to_contain_text("Answered in", timeout=60_000)
+            final = page.locator("#chat .bot").last.inner_text().strip()
+            user = page.locator("#chat .user").last.inner_text().strip()
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+
+    print(f"\nscreenshot: {screenshot}")
+    assert user == clip.message
+    assert final == clip.answer

@@ -184,3 +184,13 @@ def test_listens_on_loopback_only(demo_server):
         ports = [int(line.split()[1].split(":")[1], 16) for line in tcp6.read_text().splitlines()[1:]
                  if line.split()[3] == "0A"]  # fmt: skip
         assert demo_server.port not in ports
+
+
+def test_a_question_about_a_video_over_the_api(demo_server, client):
+    if not any(s.task == "video" for s in demo_server.taught.samples):
+        pytest.skip("the taught model learned no video (needs av and decord)")
+    clip = demo_server.taught.sample("video")
+    chat, boxes, status, _message = client.predict(
+        None, clip.message, "chat", 0.0, 1, 48, gradio_client.handle_file(clip.image_path), api_name="/ask"
+    )
+    assert turns(chat) == [(clip.message, clip.answer)] and boxes is None and "Answered in" in status

@@ -156,3 +156,30 @@ def test_answer_batch_matches_one_chat_per_question(model):
         single.ask(q)
         assert single.answer() == got
     assert chat.history == []
+
+
+def test_a_video_file_is_sampled_by_the_presets_video_processor_and_answered(model, tmp_path):
+    pytest.importorskip("decord")
+    pytest.importorskip("av")
+    from shared_helpers import moving_square_frames, write_mp4
+
+    from minigpt.models.generation.conversation import with_video
+
+    path = write_mp4(tmp_path / "clip.mp4", moving_square_frames("left"))
+    chat = Chat(model, max_new_tokens=6)
+    chat.upload_video(path)
+    assert chat.image.shape == (4, 3, 64, 64)  # the tiny preset's video_eval: 4 frames at 64 px
+    with pytest.raises(ValueError, match="already has an image or a video"):
+        chat.upload_video(path)
+    chat.ask("which way does it move?")
+    assert chat.turns() == [with_video("which way does it move?")]
+    n = model.num_video_tokens(4)
+    assert int(chat.model_inputs()["media_mask"].sum()) == n
+    want = model.generate([chat.image], chat.turns(), max_new_tokens=6)[0]
+    assert "".join(chat.stream_answer()) == want
+    chat.ask("and the colour?")  # the second turn still sees the video
+    assert int(chat.model_inputs()["media_mask"].sum()) == n
+    want = model.generate([chat.image], [chat.turns()], history=[list(chat.answers)], max_new_tokens=6)[0]
+    assert chat.answer() == want
+    with pytest.raises(ValueError, match=r"without .*<VideoHere>"):
+        Chat(model).ask("<VideoHere> what?")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minigpt.common.registry import registry
-from minigpt.models.parts.projectors import ConcatLinearProjector
+from minigpt.models.parts.projectors import ConcatLinearProjector, LinearProjector
 from minigpt.models.parts.vision_encoders.tiny_vit import TinyViTEncoder, sincos_2d
 
 
@@ -54,3 +54,17 @@ def test_mlp_projector_takes_lavins_silu():
     assert isinstance(proj.net[1], torch.nn.SiLU) and proj(torch.randn(2, 3, 16)).shape == (2, 3, 8)
     with pytest.raises(ValueError, match="projector.activation must be one of gelu, silu"):
         MLPProjector(16, 8, activation="relu")
+
+
+def test_linear_projector_without_bias_and_with_dropout():
+    proj = LinearProjector(in_dim=8, out_dim=4, bias=False, dropout=0.5)
+    assert proj.proj.bias is None and sum(p.numel() for p in proj.parameters()) == 32
+    x = torch.randn(3, 1, 8)
+    proj.eval()
+    assert torch.equal(proj(x), x @ proj.proj.weight.T)  # no dropout in eval mode
+    proj.train()
+    torch.manual_seed(0)
+    dropped = proj(x)
+    assert (dropped == 0).any() and not torch.equal(dropped, x @ proj.proj.weight.T)
+    with pytest.raises(ValueError, match=r"projector: dropout must be in \[0, 1\)"):
+        LinearProjector(in_dim=8, out_dim=4, dropout=1.0)

@@ -70,3 +70,15 @@ def test_bad_config_names_the_key(cfg, message):
 def test_rejects_non_image_input():
     with pytest.raises(TypeError, match="PIL image"):
         ImageEvalProcessor(image_size=8)(torch.zeros(3, 8, 8))
+
+
+def test_center_crop_keeps_the_aspect_ratio_and_the_middle():
+    # 40 x 120: left third red, middle third green, right third blue
+    img = Image.new("RGB", (120, 40))
+    for x0, colour in ((0, (255, 0, 0)), (40, (0, 255, 0)), (80, (0, 0, 255))):
+        img.paste(colour, (x0, 0, x0 + 40, 40))
+    p = registry.get_processor_class("image_center_crop").from_config({"name": "image_center_crop", "image_size": 20})
+    out = p(img)
+    assert out.shape == (3, 20, 20)
+    rgb = out * torch.tensor(CLIP_STD)[:, None, None] + torch.tensor(CLIP_MEAN)[:, None, None]
+    assert torch.allclose(rgb.mean((1, 2)), torch.tensor([0.0, 1.0, 0.0]), atol=0.02)  # only the green middle

@@ -157,6 +157,7 @@ class RunSchema:
     best_mode: Literal["max", "min"]
     eval_max_new_tokens: PositiveInt
     eval_num_beams: PositiveInt
+    eval_token_accuracy: bool
 
 
 # -- reading the annotations ------------------------------------------------------------------------

@@ -46,6 +46,8 @@ TOY_PART_WIDTHS: Dict[str, Dict[str, Dict[str, Any]]] = {
             "pretrained": None,
             "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 8, "num_attention_heads": 2},
         },
+        # ImageBind-Huge's vision branch: 32 blocks of 1280 -> 2 of 32; the 1024-d output space kept
+        "imagebind_vit": {"width": 32, "depth": 2, "num_heads": 4, "pretrained": None},
         "clip_vit_cls": {
             "pretrained": None,
             "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 8, "num_attention_heads": 2},

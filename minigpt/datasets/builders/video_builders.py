@@ -1,4 +1,4 @@
-"""Builder of the video instruction set (Video-ChatGPT's VideoInstruct-100K over ActivityNet videos)."""
+"""Builders of the video instruction sets: Video-ChatGPT's VideoInstruct-100K, VideoChat-Instruct-11K."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from torch.utils.data import Dataset
 from minigpt.common.io import as_list
 from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
 from minigpt.datasets.datasets.video_datasets import VideoInstructDataset
+from minigpt.datasets.datasets.videochat_datasets import VideoChatInstructDataset
 
 
 class VideoInstructBuilder(BaseDatasetBuilder):
@@ -32,5 +33,34 @@ class VideoInstructBuilder(BaseDatasetBuilder):
             text,
             self.path(self.build_info.videos),
             task_tag=self.config.get("task_tag"),
+            video_extensions=as_list(self.build_info.video_extensions),
+        )
+
+
+class VideoChatInstructBuilder(BaseDatasetBuilder):
+    """VideoChat-Instruct-11K conversations over WebVid clips, as ``videochat_instruct``.
+
+    ``build_info.annotations`` maps each split to ``videochat_instruct_11k.json``-format files
+    (``[{"video", "QA": [{"i", "q", "a"}]}]``); ``build_info.videos`` is the folder of the clips.
+    ``video_path`` and ``max_turns`` are the reader's switches
+    (:class:`~minigpt.datasets.datasets.videochat_datasets.VideoChatInstructDataset`).
+    """
+
+    TASK = "video_conversation"
+    FORMAT = "VideoChat-Instruct JSON (video, QA: [{i, q, a}]) + WebVid-10M clips, decoded with decord"
+    APPROX_SIZE = "7k descriptions + 4k conversations / 8k videos"
+    DATASET_CONFIG_DICT = {"default": "configs/datasets/videochat_instruct/defaults.yaml"}
+
+    def build_split(self, split: str) -> Dataset:
+        vis, text = self.build_processors(split)
+        return VideoChatInstructDataset(
+            self.name(),
+            self.split_paths("annotations", split),
+            vis,
+            text,
+            self.path(self.build_info.videos),
+            task_tag=self.config.get("task_tag"),
+            video_path=self.config.get("video_path"),
+            max_turns=self.config.get("max_turns"),
             video_extensions=as_list(self.build_info.video_extensions),
         )

@@ -88,9 +88,12 @@ def pick(options: Sequence[str], key: Union[int, str]) -> str:
     return random.Random(key).choice(list(options))
 
 
-def make_instruction(text: str, task_tag: Optional[str] = None, with_image: bool = True) -> str:
-    """``"<Img><ImageHere></Img> [tag] text"`` (placeholder and tag each optional)."""
-    parts = [IMAGE_PLACEHOLDER] if with_image else []
+def make_instruction(
+    text: str, task_tag: Optional[str] = None, with_image: bool = True, placeholder: str = IMAGE_PLACEHOLDER
+) -> str:
+    """``"<Img><ImageHere></Img> [tag] text"`` (placeholder and tag each optional; a video sample's
+    ``placeholder`` is ``<Video><VideoHere></Video>``)."""
+    parts = [placeholder] if with_image else []
     if task_tag:
         parts.append(task_tag)
     if text:
@@ -263,9 +266,14 @@ class BaseDataset(Dataset):
     def text(self, text: str) -> str:
         return self.text_processor(text) if self.text_processor is not None else " ".join(text.split())
 
+    # the media slot a sample's instruction starts with (a video dataset: the video placeholder)
+    placeholder = IMAGE_PLACEHOLDER
+
     def instruction(self, text: str, task_tag: Optional[str] = None) -> str:
-        """``text`` behind the image placeholder (if images are read) and the task tag."""
-        return make_instruction(text, self.task_tag if task_tag is None else task_tag, self.read_images)
+        """``text`` behind the media placeholder (if media are read) and the task tag."""
+        return make_instruction(
+            text, self.task_tag if task_tag is None else task_tag, self.read_images, self.placeholder
+        )
 
     @property
     def limits(self) -> ReadLimits:

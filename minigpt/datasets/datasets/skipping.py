@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from torch.utils.data import Dataset, IterableDataset
 
-from minigpt.common.constants import IMAGE_SPECIAL_TOKENS, READ_STATS_KEY
+from minigpt.common.constants import IMAGE_SPECIAL_TOKENS, READ_STATS_KEY, VIDEO_TOKEN
 from minigpt.common.io import DatasetError, SkipRateExceeded
 from minigpt.common.sample_rng import seeded_sample
 from minigpt.common.t2i import image_spans as spans_of
@@ -54,8 +54,8 @@ def check_placeholders(sample: Mapping[str, Any], dataset: str, slots_in_answers
                        image_spans: bool = False) -> None:
     """Raise ``placeholder_in_text`` when a sample's text holds image-slot tokens the reader did not put there.
 
-    A reader writes one image placeholder into the instruction of a sample with an image and none
-    into its answers; annotation text carrying ``<ImageHere>`` (or ``<Img>``/``</Img>``) would give
+    A reader writes one media placeholder into the instruction of a sample with an image or video and
+    none into its answers; annotation text carrying ``<ImageHere>``, ``<VideoHere>`` (or ``<Img>``/``</Img>``) would give
     the model more image slots than images, which it refuses mid-step. Two kinds of reader write
     more, and say so with class attributes the skipping wrapper passes on: an interleaved reader
     (``slots_in_answers``, MMC4) puts one placeholder per image anywhere in its text, so each token
@@ -70,8 +70,8 @@ def check_placeholders(sample: Mapping[str, Any], dataset: str, slots_in_answers
         answers = ["".join(_outside_spans(a)) for a in answers]
     image = sample.get("image")
     n_media = 0 if image is None else len(image) if isinstance(image, (list, tuple)) else 1
-    allowed = min(n_media, 1)
-    for token in IMAGE_SPECIAL_TOKENS:
+    allowed = 0 if image is None else 1
+    for token in (*IMAGE_SPECIAL_TOKENS, VIDEO_TOKEN):
         in_instructions, in_answers = sum(t.count(token) for t in instructions), sum(a.count(token) for a in answers)
         too_many = (in_instructions + in_answers > n_media) if slots_in_answers else (
             in_instructions > allowed or in_answers > 0

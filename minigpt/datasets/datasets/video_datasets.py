@@ -2,8 +2,8 @@
 
 A video sample has the one sample schema with the clip in ``"image"``: the video processor's
 ``FloatTensor[T, 3, H, W]`` (``T`` = ``n_frms``; a batch stacks to ``[B, T, 3, H, W]``). The
-instruction carries the same ``<Img><ImageHere></Img>`` placeholder as an image sample; a model
-that takes video puts the frames' tokens there.
+instruction starts with the video placeholder ``<Video><VideoHere></Video>``; the model encodes
+each frame through its image path and puts the pooled (or concatenated) frames' tokens there.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from minigpt.common.constants import VIDEO_PLACEHOLDER
 from minigpt.common.io import DatasetError, MissingDataError, path_manager
 from minigpt.common.video_files import check_video_file
 from minigpt.datasets.datasets.base_dataset import (
@@ -33,8 +34,8 @@ class VideoInstructDataset(BaseDataset):
 
     ``video_id`` names the video file under ``videos_root`` without its extension (ActivityNet's
     ``v_<youtube id>``); the first of ``video_extensions`` that exists is read (an id that already
-    ends in one of them is used as it is). The instruction is the placeholder, the task tag (if
-    any) and ``q``; the answer is ``a`` as written (answers run to paragraphs: no text
+    ends in one of them is used as it is). The instruction is the video placeholder
+    (``<Video><VideoHere></Video>``), the task tag (if any) and ``q``; the answer is ``a`` as written (answers run to paragraphs: no text
     processor). Samples also carry ``"video_id"``. An unreadable or missing video raises the
     :mod:`~minigpt.common.io` error naming the dataset, sample and path; so does one over the
     ``read_limits`` video caps (``max_video_bytes``, ``max_video_frame_pixels`` from the container
@@ -42,6 +43,7 @@ class VideoInstructDataset(BaseDataset):
     """
 
     task = "video_conversation"
+    placeholder = VIDEO_PLACEHOLDER
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ from minigpt.datasets.synthetic import real_rows as rows
 from minigpt.datasets.synthetic.benchmark_files import write_benchmark_files
 from minigpt.datasets.synthetic.files import FILES, atomic_write_json, shard_name
 from minigpt.datasets.synthetic.scenes import Example, iter_examples
+from minigpt.datasets.synthetic.videochat_rows import write_videochat_files
 
 SPLITS = ("train", "test")
 
@@ -63,6 +64,9 @@ REAL_LAYOUT_BUILDERS = (
     "unnatural_instruction",
     "multitask_conversation",
     "refvg",
+    "llava_cc3m",
+    "llava_instruct_150k",
+    "videochat_instruct",
 )
 
 Rows = Callable[[Sequence[Example]], Any]
@@ -80,6 +84,8 @@ _ANNOTATIONS: Dict[str, Union[str, Rows]] = {
     "coco_vqa": "vqa_{split}",
     "okvqa": "vqa_{split}",
     "llava_conversation": "llava_{split}",
+    "llava_instruct_150k": "llava_{split}",
+    "llava_cc3m": rows.llava_detail_rows,
     "aokvqa": rows.aokvqa_rows,
     "gqa": rows.gqa_rows,
     "textcaps": rows.textcaps_file,
@@ -180,6 +186,14 @@ def _refvg(layout: _Layout, info: DictConfig, n_train: int) -> None:
     layout.write(str(info.image_data), files["image_data.json"], "refvg_image_data")
 
 
+def _videochat(layout: _Layout, info: DictConfig) -> None:
+    for split, paths in info.annotations.items():
+        for rel in as_list(paths):
+            written = write_videochat_files(layout.root, str(info.videos), layout.examples[split])
+            layout.write(rel, written, f"videochat_instruct_{split}")
+    layout.made.append(str(info.videos))
+
+
 def write_real_layout(
     root: Union[str, "os.PathLike[str]"],
     seed: int,
@@ -209,6 +223,8 @@ def write_real_layout(
             _ocrvqa(layout, info)
         elif name == "refvg":
             _refvg(layout, info, n_train)
+        elif name == "videochat_instruct":
+            _videochat(layout, info)
         else:
             _annotations(layout, name, info)
         if "images" in info:

@@ -8,6 +8,7 @@ import torch
 
 from minigpt.common.precision import autocast
 from minigpt.models.composition.layout import EOS_END, Turns
+from minigpt.models.composition.media import gather_media
 
 
 def with_autocast(fn: Any, precision: str, device: torch.device) -> Any:
@@ -83,10 +84,11 @@ class GenerationMixin:
         use_cache: bool,
         generate_kwargs: Dict[str, Any],
     ) -> Dict[str, Any]:
-        batch = self.build_generation_inputs(prompts, history)
+        media = gather_media(images, self.layout.slot_kinds(prompts))
+        batch = self.build_generation_inputs(prompts, history, self.media_lengths(media))
         device = self.device
         batch = {k: v.to(device) for k, v in batch.items()}
-        emb = self.embed(batch, images)
+        emb = self.embed_media(batch, media)
         kwargs: Dict[str, Any] = dict(
             inputs_embeds=emb,
             attention_mask=batch["attention_mask"],
@@ -179,7 +181,8 @@ class GenerationMixin:
     ) -> List[str]:
         """Answers to a batch of prompts: greedy, beam (``num_beams``) or sampling (``do_sample``).
 
-        ``images`` is ``[B, 3, H, W]`` (rows of prompts without ``<ImageHere>`` are ignored) or None;
+        ``images`` is ``[B, 3, H, W]`` (rows of prompts without ``<ImageHere>`` are ignored), a list with
+        each sample's images and videos (see :mod:`~minigpt.models.composition.media`), or None;
         prompts are left-padded and decoded with the KV cache. ``history[i]`` holds the earlier
         answers of a multi-turn ``prompts[i]`` (see ``build_generation_inputs``). Generation stops
         at this tokenizer's EOS or a stop string (the template's unless ``stop_strings`` is given);
@@ -224,7 +227,8 @@ class GenerationMixin:
     ) -> Iterator[str]:
         """The answer to one prompt as text pieces while it is generated (for the demo).
 
-        ``image`` is ``[3, H, W]``, ``[1, 3, H, W]`` or None. Generation runs in a thread through
+        ``image`` is ``[3, H, W]``, ``[1, 3, H, W]``, a video ``[1, T, 3, H, W]`` (behind a ``<VideoHere>``
+        slot) or None. Generation runs in a thread through
         transformers' ``TextIteratorStreamer``; the pieces join to what ``generate`` returns for the
         same arguments (stop string cut, whitespace stripped). Closing the iterator early stops the
         generation; ``timeout`` (seconds) bounds the wait for each piece. Greedy or sampling only.
@@ -235,14 +239,18 @@ class GenerationMixin:
 
         if int(generate_kwargs.get("num_beams", 1)) != 1:
             raise ValueError("stream_generate decodes one sequence: num_beams must be 1 (generate has beams)")
+        media = None
         if image is not None:
             if image.dim() == 3:
                 image = image[None]
-            if image.dim() != 4 or image.shape[0] != 1:
-                raise ValueError(f"stream_generate takes one image [3, H, W], got shape {tuple(image.shape)}")
+            if image.dim() not in (4, 5) or image.shape[0] != 1:
+                raise ValueError(
+                    f"stream_generate takes one image [3, H, W] or one video [1, T, 3, H, W], got shape {tuple(image.shape)}"
+                )
+            media = [image[0]]  # the prompt's one slot says whether it is an image or a video
         stops = self.resolve_stop_strings(stop_strings)
         kwargs = self._generate_kwargs(
-            image, [prompt], None if history is None else [history], stops, max_new_tokens, 1, do_sample,
+            media, [prompt], None if history is None else [history], stops, max_new_tokens, 1, do_sample,
             temperature, top_p, repetition_penalty, True, generate_kwargs,
         )
         # autocast is per thread: the decoding thread enters the run's precision, or the caller's autocast

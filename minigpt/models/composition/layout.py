@@ -6,9 +6,11 @@ continued) an answer. A turn becomes ``template.wrap(instruction)`` (``template.
 first, ``template.sep`` before every other), then ``template.answer_prefix + answer`` and the end
 marker. Labels are IGNORE_INDEX everywhere but on supervised answers and their end marker. Each
 media token in the text (``<ImageHere>``) is one slot that expands to that media item's number of
-embeddings; a sample may hold several slots, or none.
+embeddings; a sample may hold several slots, or none. A video token (``<VideoHere>``) is a slot too:
+the layout treats it as a media slot like any other (:func:`media_kinds` tells the two apart), and the
+model fills it with the video's embeddings.
 
-Five switches (model YAML keys) choose between this library's layout and the original code's:
+Six switches (model YAML keys) choose between this library's layout and the original code's:
 
 * ``image_markers``: ``special_tokens`` tokenises ``<Img>``, ``</Img>`` and ``<ImageHere>`` as added
   tokens of the vocabulary; ``text`` does what MiniGPT-4 / MiniGPT-v2 / TinyGPT-V do: the text is
@@ -27,26 +29,45 @@ Five switches (model YAML keys) choose between this library's layout and the ori
   sample (BOS, prompt and answer); ``answer`` counts only what follows the first prompt (the answer
   with its end marker, and in a conversation the later turns) and never cuts the prompt, as the
   originals truncate the answer tokens alone.
+* ``supervise``: ``all`` puts labels on every answer of a conversation; ``last`` only on its last
+  answer, the earlier ones staying in the prompt unlabelled, as MM-LLaMA trains (its completion).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from minigpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN
+from minigpt.common.constants import (
+    IGNORE_INDEX,
+    IMAGE_PLACEHOLDER,
+    IMAGE_TOKEN,
+    MEDIA_SLOT_TOKENS,
+    VIDEO_PLACEHOLDER,
+    VIDEO_TOKEN,
+)
 
 Turns = Union[str, Sequence[str]]
 
 IMAGE_MARKERS = ("special_tokens", "text")
 BOS_POLICIES = ("always", "first_segment", "none")
 TEXT_BUDGETS = ("sequence", "answer")
+SUPERVISED_ANSWERS = ("all", "last")
 EOS_END = "eos"  # answer_end value: the EOS token ends an answer
 # the id a media slot holds with image_markers=text: no token of any vocabulary (slots are filled
 # with media embeddings before the LLM sees them)
 TEXT_SLOT_ID = -1
+
+
+_SLOT_PATTERN = re.compile("|".join(re.escape(t) for t in MEDIA_SLOT_TOKENS))
+
+
+def media_kinds(text: str) -> List[str]:
+    """The kind of each media slot in ``text``, in order: ``"image"`` (``<ImageHere>``) or ``"video"`` (``<VideoHere>``)."""
+    return [MEDIA_SLOT_TOKENS[m.group(0)] for m in _SLOT_PATTERN.finditer(text)]
 
 
 def _choice(value: Any, choices: Tuple[str, ...], key: str) -> str:
@@ -85,8 +106,8 @@ class PromptLayout:
     ``media_lengths[i]`` lists how many embeddings each media slot of sample ``i`` expands to, in
     the order the slots appear; an int gives every slot that many. ``truncate`` (training) cuts a
     sample to ``max_txt_len`` text tokens as ``max_txt_len_counts`` says and refuses a cut that drops
-    a media slot. ``image_markers``, ``bos``, ``answer_end``, ``image_tags`` and ``max_txt_len_counts`` are the
-    switches the module docstring describes.
+    a media slot. ``image_markers``, ``bos``, ``answer_end``, ``image_tags``, ``max_txt_len_counts`` and
+    ``supervise`` are the switches the module docstring describes.
     """
 
     def __init__(
@@ -100,8 +121,10 @@ class PromptLayout:
         answer_end: str = EOS_END,
         max_txt_len_counts: str = "sequence",
         image_tags: bool = True,
+        supervise: str = "all",
     ) -> None:
         self.tokenizer = tokenizer
+        self.supervise = _choice(supervise, SUPERVISED_ANSWERS, "supervise")
         if not isinstance(image_tags, bool):
             raise ValueError(f"model.image_tags must be true or false, got {image_tags!r}")
         self.image_tags = image_tags
@@ -121,6 +144,11 @@ class PromptLayout:
         self.pad_token_id = tokenizer.pad_token_id
         self.eos_token_id = tokenizer.eos_token_id
         self.bos_ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+
+    @staticmethod
+    def slot_kinds(instructions: Sequence[Turns]) -> List[List[str]]:
+        """Each sample's media slots in the order ``build`` lays them out, as ``"image"`` / ``"video"``."""
+        return [[kind for turn in as_turns(inst) for kind in media_kinds(turn)] for inst in instructions]
 
     def tokenize(self, texts: Sequence[str], add_special_tokens: bool = False) -> List[List[int]]:
         if not texts:
@@ -166,9 +194,11 @@ class PromptLayout:
             for t, instruction in enumerate(turns):
                 if not self.image_tags:
                     instruction = instruction.replace(IMAGE_PLACEHOLDER, self.media_token)
+                    instruction = instruction.replace(VIDEO_PLACEHOLDER, VIDEO_TOKEN)
                 pieces.append(_Piece((tpl.sep if t else tpl.system) + tpl.wrap(instruction), False, False))
                 if t < len(said):
-                    pieces.append(self._answer_piece(said[t], supervised))
+                    labelled = supervised and (self.supervise == "all" or t == len(said) - 1)
+                    pieces.append(self._answer_piece(said[t], labelled))
             samples.append(pieces)
         return samples
 
@@ -179,13 +209,16 @@ class PromptLayout:
         ``image_markers: text`` a piece is split at the media token; at generation the pieces are
         first joined into one string (an EOS after an earlier answer written as the EOS token's text).
         """
+        def slots(text: str) -> str:  # a video slot is laid out as any media slot (its kind: slot_kinds)
+            return text.replace(VIDEO_TOKEN, self.media_token)
+
         if self.image_markers == "special_tokens":
-            return [([p.text], p) for p in pieces]
+            return [([slots(p.text)], p) for p in pieces]
         if not training:
             eos_text = self.tokenizer.eos_token or ""
-            joined = "".join(p.text + (eos_text if p.eos else "") for p in pieces)
+            joined = slots("".join(p.text + (eos_text if p.eos else "") for p in pieces))
             return [(joined.split(self.media_token), _Piece(joined, False, False))]
-        return [(p.text.split(self.media_token), p) for p in pieces]
+        return [(slots(p.text).split(self.media_token), p) for p in pieces]
 
     def _tokenize_plans(self, plans: List[List[_Piece]], training: bool) -> List[List[Tuple[List[int], _Piece]]]:
         """Every sample's units as ``(ids with slot ids between segments, piece)``, in two tokenizer calls.

@@ -2,15 +2,15 @@
 
 Every family (``tinygptv``, ``minigpt4``, ``minigpt_v2``) is this composition with its own presets.
 A batch is ``{"image", "instruction_input", "answer"}``; ``image`` may give each sample one image,
-several or none (see :mod:`minigpt.models.composition.media`), so text-only, single-image and
-multi-image samples mix in one batch. :class:`~minigpt.models.composition.layout.PromptLayout` lays
+several, a video (``[T, 3, H, W]`` frames behind a ``<VideoHere>`` slot) or none (see
+:mod:`minigpt.models.composition.media`), so text-only, image and video samples mix in one batch. :class:`~minigpt.models.composition.layout.PromptLayout` lays
 out the text for training and generation alike.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -23,8 +23,8 @@ from minigpt.models.composition.adapters import place_adapters
 from minigpt.models.composition.generating import GenerationMixin
 from minigpt.models.composition.heads import build_heads, zero_touch
 from minigpt.models.composition.layout import PromptLayout, Turns
-from minigpt.models.composition.media import MediaBatch, gather_media
-from minigpt.models.composition.vision_path import VisionPathMixin
+from minigpt.models.composition.media import IMAGE, MediaBatch, gather_media
+from minigpt.models.composition.vision_path import VIDEO_POOLINGS, VisionPathMixin
 from minigpt.models.generation.conversation import get_template
 from minigpt.models.weights.checkpoint import (
     STAGE0_HEADS_PREFIX,
@@ -65,14 +65,20 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         answer_end: str = "eos",
         max_txt_len_counts: str = "sequence",
         image_tags: bool = True,
+        supervise: str = "all",
         freeze_vision: bool = False,
         freeze_projector: bool = False,
         loss_on_label_positions: bool = True,
         lean_generate: bool = True,
         adapters: Optional[List[Any]] = None,
         heads: Optional[Dict[str, Any]] = None,
+        video_pooling: str = "mean",
     ) -> None:
         super().__init__()
+        if video_pooling not in VIDEO_POOLINGS:
+            raise ValueError(f"model.video_pooling must be one of {', '.join(VIDEO_POOLINGS)}, got {video_pooling!r}")
+        # a video's frames -> one frame's tokens (mean) or all frames' tokens in order (concat)
+        self.video_pooling = video_pooling
         self.vision_encoder = vision_encoder
         self.projector = projector
         self.llm = llm
@@ -87,6 +93,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             answer_end=answer_end,
             max_txt_len_counts=max_txt_len_counts,
             image_tags=image_tags,
+            supervise=supervise,
         )
         self.max_txt_len = self.layout.max_txt_len
         self.freeze_vision = freeze_vision
@@ -135,12 +142,14 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             answer_end=cfg.get("answer_end", "eos"),
             max_txt_len_counts=cfg.get("max_txt_len_counts", "sequence"),
             image_tags=cfg.get("image_tags", True),
+            supervise=cfg.get("supervise", "all"),
             freeze_vision=bool(venc_cfg.get("freeze", False)),
             freeze_projector=bool(proj_cfg.get("freeze", False)),
             loss_on_label_positions=bool(cfg.get("loss_on_label_positions", True)),
             lean_generate=bool(cfg.get("lean_generate", True)),
             adapters=cfg.get("adapters"),
             heads=cfg.get("heads"),
+            video_pooling=cfg.get("video_pooling", "mean"),
         )
         model.cfg = cfg
         for path in expand_checkpoints(cfg.get("ckpt")):
@@ -176,10 +185,13 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         self,
         instructions: Sequence[Turns],
         answers: Optional[Sequence[Turns]],
-        n_image_tokens: int,
+        n_image_tokens: Union[int, Sequence[Sequence[int]]],
         padding_side: str = "right",
     ) -> Dict[str, torch.Tensor]:
-        """A training batch's layout (answers supervised, cut at ``max_txt_len``); see :class:`PromptLayout`."""
+        """A training batch's layout (answers supervised, cut at ``max_txt_len``); see :class:`PromptLayout`.
+
+        ``n_image_tokens``: every slot's length, or each sample's slot lengths (:meth:`media_lengths`).
+        """
         return self.layout.build(
             instructions, answers, n_image_tokens, padding_side=padding_side, truncate=answers is not None
         )
@@ -188,41 +200,76 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         self,
         prompts: Sequence[Turns],
         history: Optional[Sequence[Optional[Sequence[str]]]] = None,
+        media_lengths: Optional[Sequence[Sequence[int]]] = None,
     ) -> Dict[str, torch.Tensor]:
         """Left-padded inputs for prompts whose answers start where they end.
 
         ``history[i]`` holds the answers to all but the last instruction of ``prompts[i]``; the
-        conversation is laid out token for token as a training sample is.
+        conversation is laid out token for token as a training sample is. ``media_lengths`` gives
+        each sample's slot lengths (:meth:`media_lengths`); without it every slot is an image's.
         """
         if history is not None and not any(history):
             history = None
-        return self.layout.build(prompts, None, self.num_image_tokens(), padding_side="left", history=history)
+        if media_lengths is None:
+            if any(k != IMAGE for kinds in self.layout.slot_kinds(prompts) for k in kinds):
+                raise ValueError(
+                    "prompts with a video slot need media_lengths=model.media_lengths(media) (a video's "
+                    "length depends on its frame count)"
+                )
+            media_lengths = self.num_image_tokens()
+        return self.layout.build(prompts, None, media_lengths, padding_side="left", history=history)
 
-    def embed(self, batch: Dict[str, torch.Tensor], images: Any) -> torch.Tensor:
-        """Token embeddings with the media slots filled by the media's embeddings, in slot order."""
-        media = gather_media(images, batch["media_counts"].tolist())
+    def media_lengths(self, media: MediaBatch) -> List[List[int]]:
+        """Each sample's slot lengths (embeddings per slot) for ``media``, in slot order."""
+        n_img = self.num_image_tokens()
+        videos = media.videos
+        n_vid = n_img if videos is None or videos.dim() != 5 else self.num_video_tokens(videos.shape[1])
+        flat = [n_img if kind == IMAGE else n_vid for kind in media.kinds]
+        out, start = [], 0
+        for c in media.counts:
+            out.append(flat[start:start + c])
+            start += c
+        return out
+
+    def embed(self, batch: Dict[str, torch.Tensor], images: Any, slot_kinds: Optional[Sequence[Any]] = None) -> torch.Tensor:
+        """Token embeddings with the media slots filled by the media's embeddings, in slot order.
+
+        ``slot_kinds`` (``layout.slot_kinds(prompts)``) is needed when a prompt holds a video slot;
+        without it every slot is an image's.
+        """
+        media = gather_media(images, slot_kinds if slot_kinds is not None else batch["media_counts"].tolist())
         return self.embed_media(batch, media)
 
     def embed_media(self, batch: Dict[str, torch.Tensor], media: MediaBatch) -> torch.Tensor:
         ids = batch["input_ids"].masked_fill(batch["media_mask"], self.pad_token_id)
         emb = self.llm.embed_tokens(ids)
-        if media.items is not None:
-            img = self.encode_images(media.items.to(emb.device))  # [M, N, D]
-            emb = emb.masked_scatter(batch["media_mask"].unsqueeze(-1), img.to(emb.dtype))
-        return emb
+        if media.items is None and media.videos is None:
+            return emb
+        to = emb.device
+        img, vid = self.encode_media_items(
+            None if media.items is None else media.items.to(to), None if media.videos is None else media.videos.to(to)
+        )  # [M, N, D], [V, N', D]
+        if vid is None:
+            filled = img
+        elif img is None:
+            filled = vid
+        else:  # the slots' embeddings in the order the slots appear: [sum of slot lengths, D]
+            images, videos = iter(img), iter(vid)
+            filled = torch.cat([next(images) if kind == IMAGE else next(videos) for kind in media.kinds])
+        return emb.masked_scatter(batch["media_mask"].unsqueeze(-1), filled.to(emb.dtype))
 
     # -- training ------------------------------------------------------------------------------
     def forward(self, samples: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         device = self.device
-        batch = self.build_inputs(samples["instruction_input"], samples["answer"], self.num_image_tokens())
+        media = gather_media(samples.get("image"), self.layout.slot_kinds(samples["instruction_input"]))
+        batch = self.build_inputs(samples["instruction_input"], samples["answer"], self.media_lengths(media))
         batch = {k: v.to(device) for k, v in batch.items()}
-        media = gather_media(samples.get("image"), batch["media_counts"].tolist())
         for adapter in self.adapters.values():
             adapter.set_context(has_media=batch["has_media"])
         emb = self.embed_media(batch, media)
         hidden_needed = len(self.output_heads) > 0
-        loss, hidden = self.answer_loss(emb, batch, output_hidden=hidden_needed)
-        out: Dict[str, torch.Tensor] = {"lm_loss": loss.detach()}
+        loss, hidden, n_correct = self.answer_loss(emb, batch, output_hidden=hidden_needed)
+        out: Dict[str, torch.Tensor] = {"lm_loss": loss.detach(), "n_correct": n_correct}
         for name, head in self.output_heads.items():
             head_loss = head.loss(hidden, batch, samples)
             if head_loss is None:
@@ -230,7 +277,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
                 head_loss = touch if touch is not None else loss.new_zeros(())
             out[f"{name}_loss"] = head_loss.detach()
             loss = loss + head.weight * head_loss
-        if self.training and media.items is None:
+        if self.training and media.items is None and media.videos is None:
             # no media this step: the image path's trainable parameters still take part (zero
             # gradients), so data-parallel training with text-only micro-batches never stalls
             for part in (self.vision_encoder, self.projector):
@@ -243,7 +290,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
 
     def answer_loss(
         self, inputs_embeds: torch.Tensor, batch: Dict[str, torch.Tensor], output_hidden: bool = False
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """Mean next-token cross-entropy over the positions whose next token carries a label.
 
         ``inputs_embeds`` is ``[B, T, D]``; ``batch`` the layout (``attention_mask``, ``position_ids``,
@@ -251,7 +298,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         positions ``t`` whose label ``t + 1`` counts (transformers' ``logits_to_keep`` with a boolean
         mask): answers are a small part of a sequence that is mostly image and prompt tokens. The
         value is the full-logits loss's: the same mean over the same tokens, logits in float32.
-        Returns ``(loss, last hidden states [B, T, D] or None)``.
+        Returns ``(loss, last hidden states [B, T, D] or None, n_correct)``: ``n_correct`` counts the
+        labelled tokens the logits' argmax predicts (teacher-forced token accuracy's numerator).
         """
         labels = batch["labels"]
         common = dict(
@@ -262,7 +310,9 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         )
         if not (self.loss_on_label_positions and self.llm.supports_logits_mask):
             out = self.llm(labels=labels, **common)
-            return out.loss, (out.hidden_states[-1] if output_hidden else None)
+            has_label = labels[:, 1:] != IGNORE_INDEX
+            n_correct = (out.logits[:, :-1].argmax(-1) == labels[:, 1:])[has_label].sum().detach()
+            return out.loss, (out.hidden_states[-1] if output_hidden else None), n_correct
         has_label = labels[:, 1:] != IGNORE_INDEX  # [B, T-1]: position t predicts token t+1
         keep = torch.nn.functional.pad(has_label, (0, 1), value=False)  # [B, T]
         out = self.llm(use_cache=False, logits_to_keep=keep, **common)
@@ -275,7 +325,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
                 "loss_on_label_positions: false to compute logits at every position"
             )
         loss = torch.nn.functional.cross_entropy(logits.float(), targets)
-        return loss, (out.hidden_states[-1] if output_hidden else None)
+        n_correct = (logits.argmax(-1) == targets).sum().detach()
+        return loss, (out.hidden_states[-1] if output_hidden else None), n_correct
 
     # -- optimisation helpers --------------------------------------------------------------------
     def param_groups(self, weight_decay: float, projector_lr_scale: float = 1.0) -> List[Dict[str, Any]]:

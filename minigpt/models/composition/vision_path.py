@@ -1,11 +1,14 @@
-"""The image path of a multimodal LLM: vision encoder -> projector, and the vision feature cache's split points."""
+"""The image path of a multimodal LLM: vision encoder -> projector, videos frame by frame through it, and the
+vision feature cache's split points."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
+
+VIDEO_POOLINGS = ("mean", "concat")  # model.video_pooling: how a video's frames fill its one slot
 
 
 def _stochastic(module: nn.Module) -> bool:
@@ -28,7 +31,7 @@ class VisionPathMixin:
     vision_encoder: nn.Module
     projector: nn.Module
     freeze_vision: bool
-
+    video_pooling: str
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> ``[B, N, llm_hidden]`` image embeddings.
@@ -48,6 +51,40 @@ class VisionPathMixin:
 
     def num_image_tokens(self) -> int:
         return self.projector.num_output_tokens(self.vision_encoder.num_tokens)
+
+    def num_video_tokens(self, n_frames: int) -> int:
+        """The embeddings a video of ``n_frames`` frames fills its slot with (``model.video_pooling``)."""
+        n = self.num_image_tokens()
+        return n if self.video_pooling == "mean" else n * int(n_frames)
+
+    def pool_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[V, T, N, D]`` per-frame embeddings -> ``[V, N, D]`` (``mean``) or ``[V, T*N, D]`` (``concat``, frame by frame)."""
+        if self.video_pooling == "mean":
+            return frames.mean(1)
+        return frames.flatten(1, 2)
+
+    def encode_media_items(
+        self, images: Optional[torch.Tensor], videos: Optional[torch.Tensor]
+    ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """``(images [M, 3, H, W], videos [V, T, 3, H, W])`` -> ``([M, N, D], [V, N or T*N, D])`` (None stays None).
+
+        Each frame of a video goes through the image path as an image does, then
+        :meth:`pool_frames` joins a video's frames. Frames and images of one size share one pass
+        through the encoder. Videos given as features (a ``precomputed`` encoder: ``[V, N, C]``) take
+        the image path as they are, as one item each.
+        """
+        if videos is None or videos.dim() != 5:
+            vid = None if videos is None else self.encode_images(videos)
+            return (None if images is None else self.encode_images(images)), vid
+        v, t = videos.shape[:2]
+        frames = videos.flatten(0, 1)  # [V*T, 3, H, W]
+        if images is not None and images.shape[1:] == frames.shape[1:]:
+            both = self.encode_images(torch.cat([images, frames]))
+            img, per_frame = both[: images.shape[0]], both[images.shape[0]:]
+        else:
+            img = None if images is None else self.encode_images(images)
+            per_frame = self.encode_images(frames)
+        return img, self.pool_frames(per_frame.unflatten(0, (v, t)))  # [V, T, N, D] pooled
 
     # the parts of the image path whose output the vision feature cache may store, deepest first
     VISION_CACHE_POINTS = ("projector", "projector_prefix", "vision_encoder")

@@ -1,6 +1,6 @@
-"""A conversation about an image with one model: what ``demo.py`` and the eval scripts share.
+"""A conversation about an image or a video with one model: what ``demo.py`` and the eval scripts share.
 
-``Chat`` keeps the turns, puts the image slot in the right place and asks the model for answers
+``Chat`` keeps the turns, puts the image (or video) slot in the right place and asks the model for answers
 through the model's own template, so a chat prompt is laid out exactly as training laid out its
 conversations::
 
@@ -12,6 +12,7 @@ conversations::
     for piece in chat.stream_answer():      # the same answer, piece by piece
         print(piece, end="")
     chat.reset()
+    chat.upload_video("clip.mp4")           # or a video: its frames, sampled by the preset's video processor
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from PIL import Image
 
-from minigpt.models.generation.conversation import IMAGE_PROMPT, with_image
+from minigpt.common.constants import VIDEO_TOKEN
+from minigpt.models.generation.conversation import IMAGE_PROMPT, with_image, with_video
 
 logger = logging.getLogger(__name__)
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, torch.Tensor]
+VideoInput = Union[str, "os.PathLike[str]", torch.Tensor]
 
 DEFAULT_MAX_NEW_TOKENS = 300  # TinyGPT-V's and MiniGPT-4's demo default
 
@@ -41,6 +44,17 @@ def _eval_processor(model: Any) -> Optional[Callable[[Image.Image], torch.Tensor
     return load_preprocess(cfg)[0].get("eval")
 
 
+def video_eval_processor(model: Any) -> Optional[Callable[[str], torch.Tensor]]:
+    """The model preset's eval video processor (``model.preprocess.video_processor.eval``), or None."""
+    cfg = getattr(model, "cfg", None)
+    block = ((cfg.get("preprocess") or {}).get("video_processor") or {}).get("eval") if cfg is not None else None
+    if block is None:
+        return None
+    from minigpt.common.registry import registry
+
+    return registry.get_processor_class(block.name).from_config(block)
+
+
 def _context_limit(model: Any) -> Optional[int]:
     llm = getattr(getattr(model, "llm", None), "model", None)
     config = getattr(llm, "config", None)
@@ -48,11 +62,13 @@ def _context_limit(model: Any) -> Optional[int]:
 
 
 class Chat:
-    """A multi-turn conversation about (at most) one image with a MiniGPT-family model. Not registered.
+    """A multi-turn conversation about (at most) one image or video with a MiniGPT-family model. Not registered.
 
     * ``upload_image`` sets the conversation's image; its slot (``<Img><ImageHere></Img>``) goes in
       front of the next question asked, normally the first, and later turns refer back to it. One
-      image per conversation: ``reset()`` before talking about another.
+      image per conversation: ``reset()`` before talking about another. ``upload_video`` does the
+      same with a video (``<Video><VideoHere></Video>``), sampled by ``video_processor`` (by default
+      the preset's ``preprocess.video_processor.eval``).
     * Questions without any image are allowed: every family here also trains on text-only samples
       and answers them. ``require_image=True`` makes ``ask`` refuse a question before an image.
     * ``ask("")`` (or only whitespace) raises ``ValueError``; so does asking twice without
@@ -72,10 +88,12 @@ class Chat:
         vis_processor: Optional[Callable[[Image.Image], torch.Tensor]] = None,
         require_image: bool = False,
         max_context_tokens: Optional[int] = None,
+        video_processor: Optional[Callable[[str], torch.Tensor]] = None,
         **generation_defaults: Any,
     ) -> None:
         self.model = model
         self.vis_processor = vis_processor if vis_processor is not None else _eval_processor(model)
+        self.video_processor = video_processor
         self.require_image = require_image
         self.max_context_tokens = (
             max_context_tokens if max_context_tokens is not None else _context_limit(model)
@@ -88,8 +106,9 @@ class Chat:
 
     # -- state ---------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget the image and every turn."""
-        self.image: Optional[torch.Tensor] = None  # [3, H, W], processed
+        """Forget the image (or video) and every turn."""
+        self.image: Optional[torch.Tensor] = None  # [3, H, W] processed, or a video's [T, 3, H, W] frames
+        self.is_video = False
         self.questions: List[str] = []  # as asked
         self.answers: List[str] = []
         self._image_turn: Optional[int] = None  # the question that carries the image slot
@@ -137,6 +156,32 @@ class Chat:
             )
         self.image = self.process_image(image)
 
+    def process_video(self, video: VideoInput) -> torch.Tensor:
+        """A video file's path, or its frames ``[T, 3, H, W]`` (processed), as the frames the model takes."""
+        if isinstance(video, torch.Tensor):
+            if video.dim() != 4:
+                raise ValueError(f"a video tensor must be [T, 3, H, W] (processed frames), got shape {tuple(video.shape)}")
+            return video
+        if not isinstance(video, (str, os.PathLike)):
+            raise TypeError(f"upload_video takes a path or a [T, 3, H, W] tensor, got {type(video).__name__}")
+        if self.video_processor is None:
+            self.video_processor = video_eval_processor(self.model)
+        if self.video_processor is None:
+            raise ValueError(
+                "this Chat has no video processor (the model config names no preprocess.video_processor.eval): "
+                "pass video_processor="
+            )
+        return self.video_processor(os.fspath(video))
+
+    def upload_video(self, video: VideoInput) -> None:
+        """Set the conversation's video; its slot goes in front of the next question asked."""
+        if self.image is not None:
+            raise ValueError(
+                "this conversation already has an image or a video (one per conversation): call reset() first"
+            )
+        self.image = self.process_video(video)
+        self.is_video = True
+
     def ask(self, text: str) -> None:
         """Add a user turn. Raises ``ValueError`` on an empty message or while an answer is pending."""
         if not isinstance(text, str):
@@ -148,17 +193,19 @@ class Chat:
             raise ValueError("the last question has no answer yet: call answer() before asking again")
         if self.require_image and self.image is None:
             raise ValueError("this chat needs an image: call upload_image() before asking")
-        if IMAGE_PROMPT in text or "<ImageHere>" in text:
+        if IMAGE_PROMPT in text or "<ImageHere>" in text or VIDEO_TOKEN in text:
             raise ValueError(
-                f"write the question without {IMAGE_PROMPT}: upload_image() places the image slot"
+                f"write the question without {IMAGE_PROMPT} or {VIDEO_TOKEN}: upload_image() / upload_video() "
+                "places the slot"
             )
         if self.image is not None and self._image_turn is None:
             self._image_turn = len(self.questions)
         self.questions.append(text)
 
     def turns(self) -> List[str]:
-        """The user turns as the model reads them: the image slot in front of the turn that carries it."""
-        return [with_image(q) if i == self._image_turn else q for i, q in enumerate(self.questions)]
+        """The user turns as the model reads them: the image (video) slot in front of the turn that carries it."""
+        place = with_video if self.is_video else with_image
+        return [place(q) if i == self._image_turn else q for i, q in enumerate(self.questions)]
 
     # -- prompt ----------------------------------------------------------------------------------
     def _visible_turns(self, max_new_tokens: int) -> List[int]:
@@ -188,9 +235,15 @@ class Chat:
 
     def _inputs(self, keep: Sequence[int]) -> Dict[str, torch.Tensor]:
         turns = self.turns()
-        return self.model.build_generation_inputs(
-            [[turns[i] for i in keep]], [[self.answers[i] for i in keep[:-1]]]
-        )
+        return self._generation_inputs([turns[i] for i in keep], [self.answers[i] for i in keep[:-1]])
+
+    def _generation_inputs(self, turns: List[str], past: List[str]) -> Dict[str, torch.Tensor]:
+        if not self.is_video:
+            return self.model.build_generation_inputs([turns], [past])
+        from minigpt.models.composition.media import gather_media
+
+        media = gather_media(self._image_batch(), self.model.layout.slot_kinds([turns]))
+        return self.model.build_generation_inputs([turns], [past], self.model.media_lengths(media))
 
     def _request(self, gen: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str], List[str]]:
         if not self.pending:
@@ -203,7 +256,7 @@ class Chat:
     def model_inputs(self, **gen: Any) -> Dict[str, torch.Tensor]:
         """The token ids and masks the next ``answer(**gen)`` feeds the model (for checks and debugging)."""
         _, turns, past = self._request(gen)
-        return self.model.build_generation_inputs([turns], [past])
+        return self._generation_inputs(turns, past)
 
     def prompt_text(self, **gen: Any) -> str:
         """The next prompt as text (the template on the visible turns), ending where the answer starts."""

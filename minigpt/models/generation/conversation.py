@@ -25,12 +25,23 @@ demos, character for character, trailing space included:
 * ``minigptv2_chat``: MiniGPT-v2's ``demo_v2.py`` conversation (and its eval scripts'
   ``CONV_VISION_minigptv2``), used by TinyGPT-V's ``demo_v2.py`` for stage 4 too: ``<s>[INST] `` and
   `` [/INST]`` written as text, nothing between turns.
+
+MM-LLaMA (Llama-2 chat, ImageBind embeddings) trains and answers with ``llama2_chat``: Meta's Llama-2
+chat format, each turn ``<s>[INST] {question} <<IMG>>{media}<</IMG>> [/INST] {answer} </s>``, the media
+slot after the question and wrapped in ``<<IMG>>``/``<</IMG>>`` (a video in ``<<VID>>``/``<</VID>>``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
+
+from minigpt.common.constants import (
+    IMAGE_PLACEHOLDER,
+    IMAGE_TOKEN,
+    VIDEO_PLACEHOLDER,
+    WHOLE_VIDEO_PLACEHOLDER,
+)
 
 # The image slot a user turn carries, as MiniGPT-4 / MiniGPT-v2 / TinyGPT-V write it; the model swaps
 # the ``<ImageHere>`` token for the image's embeddings.
@@ -48,6 +59,11 @@ def with_image(text: str) -> str:
     return f"{IMAGE_PROMPT} {text}"
 
 
+def with_video(text: str) -> str:
+    """``text`` with the video slot in front, as the video datasets write an instruction about a video."""
+    return f"{VIDEO_PLACEHOLDER} {text}"
+
+
 @dataclass(frozen=True)
 class ConversationTemplate:
     """How one user turn is wrapped before the model's answer.
@@ -60,7 +76,10 @@ class ConversationTemplate:
     the model's end marker): the start of a new turn, or the end marker the original trained answers
     to end with. ``system`` comes before the first turn. ``history_end`` is what follows an earlier
     answer inside a prompt where the original conversation writes something else there than the end
-    marker answers are trained with (None: the end marker).
+    marker answers are trained with (None: the end marker). ``media_wraps`` rewrites each media slot
+    as the datasets write it (``<Img><ImageHere></Img>``, a video's ``<Vid><ImageHere></Vid>``) into
+    the template's own markers, ``(written, rewritten)`` pairs; with ``media_last`` the slots leave
+    their place in the instruction and follow its text, in order, after one space.
     """
 
     name: str
@@ -70,9 +89,33 @@ class ConversationTemplate:
     answer_prefix: str = " "
     system: str = ""
     history_end: Optional[str] = None
+    media_wraps: Tuple[Tuple[str, str], ...] = ()
+    media_last: bool = False
+
+    def place_media(self, instruction: str) -> str:
+        """``instruction`` with its media slots written in this template's markers and place."""
+        if not (self.media_wraps or self.media_last) or IMAGE_TOKEN not in instruction:
+            return instruction
+        slots = [(written, rewritten) for written, rewritten in self.media_wraps if written in instruction]
+        if not self.media_last:
+            for written, rewritten in slots:
+                instruction = instruction.replace(written, rewritten)
+            return instruction
+        # each slot in the order it appears: a wrapped form, else the bare token
+        forms = dict(slots)
+        found = []
+        rest = instruction
+        while IMAGE_TOKEN in rest:
+            hits = [(rest.find(w), w) for w in forms if w in rest] + [(rest.find(IMAGE_TOKEN), IMAGE_TOKEN)]
+            pos, written = min(hits, key=lambda h: (h[0], -len(h[1])))
+            found.append(forms.get(written, written))
+            end = pos + len(written)
+            end += rest[end : end + 1] == " "  # the space that followed the slot goes with it
+            rest = rest[:pos] + rest[end:]
+        return " ".join([rest.strip()] + found).strip()
 
     def wrap(self, instruction: str) -> str:
-        return self.user.format(instruction)
+        return self.user.format(self.place_media(instruction))
 
     def render(self, instructions: Sequence[str], answers: Sequence[str] = (), eos: str = "") -> str:
         """A conversation as one string: each turn wrapped, each given answer followed by ``eos``
@@ -134,6 +177,18 @@ TEMPLATES: Dict[str, ConversationTemplate] = {
     # '<s>' as text; an earlier answer is followed directly by the next turn
     "minigptv2_chat": ConversationTemplate(
         "minigptv2_chat", "<s>[INST] {} [/INST]", answer_prefix="", history_end=""
+    ),
+    # MM-LLaMA: Llama-2 chat, a BOS before every turn, the media after the question in <<IMG>> / <<VID>> tags
+    "llama2_chat": ConversationTemplate(
+        "llama2_chat",
+        "[INST] {} [/INST]",
+        sep="<s>",
+        stop_strings=("[INST]",),
+        media_wraps=(
+            (IMAGE_PLACEHOLDER, f"<<IMG>>{IMAGE_TOKEN}<</IMG>>"),
+            (WHOLE_VIDEO_PLACEHOLDER, f"<<VID>>{IMAGE_TOKEN}<</VID>>"),
+        ),
+        media_last=True,
     ),
     # no wrapping: the instruction is the prompt
     "plain": ConversationTemplate("plain", "{}", sep=" "),

@@ -89,8 +89,8 @@ class LaVIN(MultimodalLLM):
     def build_inputs(self, instructions, answers, n_image_tokens, padding_side="right"):  # noqa: D102
         return super().build_inputs(self._with_text_only_prefix(instructions), answers, n_image_tokens, padding_side)
 
-    def build_generation_inputs(self, prompts, history=None):  # noqa: D102
-        return super().build_generation_inputs(self._with_text_only_prefix(prompts), history)
+    def build_generation_inputs(self, prompts, history=None, media_lengths=None):  # noqa: D102
+        return super().build_generation_inputs(self._with_text_only_prefix(prompts), history, media_lengths)
 
     # -- the modality token --------------------------------------------------------------------
     def modality_ids(self, has_media: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,9 @@ Command line (a train or eval config names the model; ``--ckpt`` its trained che
 
     python -m minigpt.models.weights.export --cfg-path train_configs/quickstart_stage1.yaml \\
         --ckpt output/quickstart_stage1 --out exports/tiny [--keep-lora] [--options key=value ...]
+
+``--format hf`` writes a Hugging Face folder instead (:mod:`minigpt.models.weights.hf_export`), with
+``--dtype`` and ``--push-to-hub ORG/NAME [--private]``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from minigpt.models.weights.checkpoint import expand_checkpoints
+from minigpt.models.weights.export_state import (
+    export_state_dicts,
+    is_lora_key,
+    save_safetensors,
+    usual_permissions,
+)
 from minigpt.models.weights.names import canonical_name, copy_into_model
 
 logger = logging.getLogger(__name__)
@@ -68,10 +77,6 @@ _HF_CONFIG_DROP = (
     "output_hidden_states",
     "return_dict",
 )
-
-
-def _is_lora_key(name: str) -> bool:
-    return ".lora_" in name
 
 
 def _llm_base_model(llm: nn.Module) -> nn.Module:
@@ -124,56 +129,6 @@ def export_config(model: nn.Module, merged_lora: bool) -> Dict[str, Any]:
     return out
 
 
-def _storage_safe(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Contiguous CPU tensors, with any tensor whose storage another one already uses cloned.
-
-    safetensors refuses tensors that share memory (tied embeddings, views); each name keeps its own copy.
-    """
-    seen = set()
-    out = {}
-    for name, tensor in state.items():
-        tensor = tensor.detach().to("cpu")
-        ptr = tensor.untyped_storage().data_ptr()
-        if ptr in seen:
-            tensor = tensor.clone()
-        else:
-            seen.add(ptr)
-        out[name] = tensor.contiguous()
-    return out
-
-
-def export_state_dicts(model: nn.Module, merge_lora: bool) -> tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-    """``(base tensors, LoRA tensors)`` under canonical names; with ``merge_lora`` the second is empty.
-
-    Merging runs peft's ``merge_and_unload`` on a deep copy of the LLM, so ``model`` keeps its LoRA.
-    """
-    full = model.state_dict()
-    if merge_lora and any(_is_lora_key(k) for k in full):
-        base = {k: v for k, v in full.items() if not k.startswith("llm.")}
-        merged = copy.deepcopy(model.llm.model).merge_and_unload()
-        base.update({f"llm.model.{k}": v for k, v in merged.state_dict().items()})
-    else:
-        base = {canonical_name(k): v for k, v in full.items()}
-    lora = {k: base.pop(k) for k in [k for k in base if _is_lora_key(k)]}
-    return base, lora
-
-
-def _save_safetensors(state: Dict[str, torch.Tensor], path: str) -> None:
-    from safetensors.torch import save_file
-
-    save_file(_storage_safe(state), path, metadata={"format": "pt"})
-
-
-def _usual_permissions(root: str) -> None:
-    """mkdtemp makes a private directory and safetensors private files; an export is meant to be shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for dirpath, _, names in os.walk(root):
-        os.chmod(dirpath, 0o777 & ~umask)
-        for name in names:
-            os.chmod(os.path.join(dirpath, name), 0o666 & ~umask)
-
-
 def _list_files(root: str) -> List[str]:
     files = []
     for dirpath, _, names in os.walk(root):
@@ -194,15 +149,15 @@ def export_model(model: nn.Module, out_dir: str, merge_lora: bool = True) -> str
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise FileExistsError(f"export directory {out_dir} exists and is not empty; choose a new one")
     base, lora = export_state_dicts(model, merge_lora)
-    has_lora = bool(lora) or (merge_lora and any(_is_lora_key(n) for n, _ in model.named_parameters()))
+    has_lora = bool(lora) or (merge_lora and any(is_lora_key(n) for n, _ in model.named_parameters()))
     cfg = export_config(model, merged_lora=merge_lora and has_lora)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
     try:
-        _save_safetensors(base, os.path.join(tmp, WEIGHTS_FILE))
+        save_safetensors(base, os.path.join(tmp, WEIGHTS_FILE))
         if lora:
-            _save_safetensors(lora, os.path.join(tmp, LORA_FILE))
+            save_safetensors(lora, os.path.join(tmp, LORA_FILE))
         model.tokenizer.save_pretrained(os.path.join(tmp, TOKENIZER_DIR))
         header = (
             "# A minigpt export: reload with minigpt.models.load_model_and_preprocess(<this directory>).\n"
@@ -222,7 +177,7 @@ def export_model(model: nn.Module, out_dir: str, merge_lora: bool = True) -> str
         }
         with open(os.path.join(tmp, MANIFEST_FILE), "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2)
-        _usual_permissions(tmp)
+        usual_permissions(tmp)
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)  # empty (checked above); os.replace cannot replace a directory
         os.replace(tmp, out_dir)
@@ -332,7 +287,7 @@ def load_exported(
     done = set(loaded)
     missing = [canonical_name(k) for k in model.state_dict() if canonical_name(k) not in done]
     if LORA_FILE not in files:  # LoRA asked for by overrides starts fresh (B = 0), as in a new stage
-        missing = [k for k in missing if not _is_lora_key(k)]
+        missing = [k for k in missing if not is_lora_key(k)]
     if missing:
         raise ValueError(
             f"{os.path.join(path, files[-1])}: the export lacks {len(missing)} tensors of the model, "
@@ -364,6 +319,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--out", required=True, help="the export directory to create (must not exist or be empty)")
     p.add_argument("--keep-lora", action="store_true", help="keep LoRA weights separate instead of merging")
+    p.add_argument(
+        "--format",
+        choices=("minigpt", "hf"),
+        default="minigpt",
+        help="minigpt: reloads with load_model_and_preprocess; hf: a folder transformers loads without minigpt "
+        "(BLIP-2, LLaVA or remote code; LoRA kept as a peft adapter with --keep-lora)",
+    )
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="--format hf: the weights' dtype (default: the LLM's)")
+    p.add_argument("--push-to-hub", default=None, metavar="ORG/NAME",
+                   help="--format hf: upload the folder to this Hub repository afterwards")
+    p.add_argument("--private", action="store_true", help="--push-to-hub: create the repository private")
     p.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
     return p.parse_args(argv)
 
@@ -382,7 +349,15 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     if not model_cfg.get("ckpt"):
         logger.warning("no --ckpt and no model.ckpt in %s: exporting the preset's initial weights", args.cfg_path)
     model = registry.get_model_class(str(model_cfg.arch)).from_config(model_cfg)
-    out = export_model(model.eval(), args.out, merge_lora=not args.keep_lora)
+    if args.format == "hf":
+        from minigpt.models.weights.hf_export import export_hf
+
+        out = export_hf(model.eval(), args.out, merge_lora=not args.keep_lora, dtype=args.dtype,
+                        push_to=args.push_to_hub, private=args.private)
+    else:
+        if args.push_to_hub or args.dtype:
+            raise SystemExit("--push-to-hub and --dtype need --format hf")
+        out = export_model(model.eval(), args.out, merge_lora=not args.keep_lora)
     print(f"exported {model_cfg.arch}/{model_cfg.model_type} to {out}")
     return out
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from minigpt.common.constants import IMAGE_SPECIAL_TOKENS
+from minigpt.common.hub import resolve_pretrained
 from minigpt.models.parts.llms.tinygptv_phi import (
     PHI_VARIANTS,
     apply_tinygptv_phi,
@@ -139,7 +140,7 @@ def share_qkv_lora_a(model: nn.Module) -> int:
 class HFCausalLM(nn.Module):
     """A transformers ``AutoModelForCausalLM`` with its tokenizer. YAML name ``hf_causal_lm``.
 
-    ``pretrained`` is a local directory in Hugging Face format (real weights); without it the
+    ``pretrained`` is a directory in Hugging Face format (real weights), local or a Hub id; without it the
     model is built from ``config`` (a transformers config dict with ``model_type``) at random init.
     ``lora_r > 0`` wraps the model with peft LoRA on ``lora_target_modules``; ``lora_share_qkv_a``
     gives ``q_proj``, ``k_proj`` and ``v_proj`` of each attention one shared LoRA A (TinyGPT-V's LoRA on
@@ -189,6 +190,9 @@ class HFCausalLM(nn.Module):
                 f"llm.phi_variant: unknown variant {phi_variant!r}; known: {', '.join(PHI_VARIANTS)}"
             )
         on_meta = building_on_meta()
+        # a Hub id (org/name) stands for its files in the local HF cache (minigpt.common.hub)
+        pretrained = resolve_pretrained(pretrained, "llm.pretrained", required=not on_meta)
+        tokenizer = resolve_pretrained(tokenizer, "llm.tokenizer", required=not on_meta)
         have_dir = bool(pretrained) and os.path.isdir(pretrained)
         if pretrained and not have_dir and not on_meta:
             raise FileNotFoundError(f"llm.pretrained: directory not found: {pretrained}")

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
+from minigpt.common.hub import resolve_pretrained
 from minigpt.models.base_model import building_on_meta
 from minigpt.models.parts.vision_encoders.precision import FP32LayerNorm
 from minigpt.models.weights.files import KeyMapping, LoadReport, load_converted, read_state_dict
@@ -146,6 +147,7 @@ class QFormerLinearProjector(nn.Module):
     # -- weights ---------------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> LoadReport:
         """Load BLIP-2's Q-Former, queries and ``ln_vision`` from a LAVIS file; returns the key report."""
+        path = resolve_pretrained(path, f"projector.pretrained ({PART})", kind="file")  # or a Hub file id
         converted = convert_blip2_qformer_state_dict(read_state_dict(path, PART))
         # the linear layers are trained by MiniGPT-4 / TinyGPT-V; a BLIP-2 file never has them
         return load_converted(self, converted, path, PART, expected_missing=lambda k: k.startswith("proj."))

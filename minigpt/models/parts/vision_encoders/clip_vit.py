@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from minigpt.common.hub import resolve_pretrained
 from minigpt.common.precision import precision_dtype
 from minigpt.models.base_model import building_on_meta, strict_part_kwargs
 from minigpt.models.parts.vision_encoders.precision import PrecisionRunner, freeze_and_cast
@@ -75,6 +76,8 @@ class CLIPViTEncoder(nn.Module):
         super().__init__()
         dtype = precision_dtype(precision, PART)
         on_meta = building_on_meta()
+        # a Hub id (org/name) stands for its files in the local HF cache (minigpt.common.hub)
+        pretrained = resolve_pretrained(pretrained, f"{PART}.pretrained", required=not on_meta)
         if pretrained and not on_meta:
             path = os.path.expanduser(str(pretrained))
             if not os.path.isdir(path):

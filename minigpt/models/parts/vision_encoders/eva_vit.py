@@ -44,6 +44,7 @@ from timm.models.eva import Eva
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from minigpt.common.hub import resolve_pretrained
 from minigpt.common.precision import precision_dtype
 from minigpt.models.base_model import building_on_meta, strict_part_kwargs
 from minigpt.models.parts.vision_encoders.precision import (
@@ -205,6 +206,7 @@ class EVAViTEncoder(nn.Module):
     # -- weights ---------------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> LoadReport:
         """Load EVA-CLIP weights in LAVIS's ``eva_vit_g.pth`` layout; returns (and logs) the key report."""
+        path = resolve_pretrained(path, f"vision_encoder.pretrained ({PART})", kind="file")  # or a Hub file id
         state = read_state_dict(path, PART)
         converted = convert_eva_vit_state_dict(state, self.depth)
         pos = converted.tensors.get("pos_embed")
