@@ -25,7 +25,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from minigpt.datasets.synthetic import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("data")
-    generate_synthetic_dataset(root / "synthetic", n_train=200, n_test=40, seed=0, shard_size=50, progress=False)
+    generate_synthetic_dataset(root / "synthetic", n_train=200, n_test=40, seed=0, shard_size=50, progress=False,
+                               easygen=True)
     return root
 
 

@@ -37,3 +37,6 @@ LATEST_POINTER = "latest"  # <output_dir>/checkpoints/latest: the name of the ne
 TRAINED_FILE = "trained.safetensors"  # what was trained, in a step folder
 CHECKPOINT_MANIFEST = "manifest.json"  # a step folder: step, each file's size and sha256, written last
 PIPELINE_FILE = "pipeline.json"  # a pipeline's output directory: its finished stages in order
+
+# The sample key of an image a model learns to generate (creation pairs); collate stacks it like "image".
+TARGET_IMAGE_KEY = "target_image"

@@ -1,7 +1,8 @@
 """The one registry that maps YAML names to classes.
 
 Every component a config can name — models, processors, dataset builders, tasks, runners,
-lr schedulers, the model parts (vision encoders, projectors, LLMs), adapters and output heads —
+lr schedulers, the model parts (vision encoders, projectors, LLMs), adapters, output heads and text-to-image
+generators (``t2i``) —
 is looked up here by its exact name. The built-in names live in one place, the table below
 (``name -> "module:Class"``); a module is imported only when one of its names is asked for, so
 ``import minigpt`` stays light, and built-in classes carry no registration decorator. Third-party
@@ -31,6 +32,7 @@ KINDS = (
     "llm",
     "adapter",
     "head",
+    "t2i",
 )
 
 # kind -> name -> "module:attribute": the one list of built-in names. tests/common/test_registry.py
@@ -95,6 +97,12 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "synthetic_scene_labels": "minigpt.datasets.builders.synthetic_builders:SyntheticSceneLabelsBuilder",
         "synthetic_scienceqa": "minigpt.datasets.builders.synthetic_builders:SyntheticScienceQABuilder",
         "synthetic_alpaca": "minigpt.datasets.builders.synthetic_builders:SyntheticAlpacaBuilder",
+        "photochat": "minigpt.datasets.builders.generation_builders:PhotoChatBuilder",
+        "mmc4": "minigpt.datasets.builders.generation_builders:MMC4Builder",
+        "t2i_pairs": "minigpt.datasets.builders.generation_builders:TextToImagePairsBuilder",
+        "synthetic_photochat": "minigpt.datasets.builders.generation_builders:SyntheticPhotoChatBuilder",
+        "synthetic_mmc4": "minigpt.datasets.builders.generation_builders:SyntheticMMC4Builder",
+        "synthetic_t2i_pairs": "minigpt.datasets.builders.generation_builders:SyntheticTextToImagePairsBuilder",
     },
     "task": {
         "image_text_pretrain": "minigpt.tasks.image_text_pretrain:ImageTextPretrainTask",
@@ -131,6 +139,10 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "mma": "minigpt.models.lavin.mma:MMAdapter",
     },
     "head": {},
+    "t2i": {
+        "diffusers": "minigpt.models.t2i_diffusers:DiffusersTextToImage",
+        "synthetic_shapes": "minigpt.datasets.synthetic.caption_drawing:SyntheticShapesTextToImage",
+    },
 }
 
 
@@ -385,6 +397,15 @@ class Registry:
 
     def list_heads(self) -> List[str]:
         return self.list("head")
+
+    def register_t2i(self, name: str, override: bool = False) -> Callable:
+        return self._register("t2i", name, override)
+
+    def get_t2i_class(self, name: str):
+        return self.get_class("t2i", name)
+
+    def list_t2i(self) -> List[str]:
+        return self.list("t2i")
 
     # -- named paths (e.g. the data root) -------------------------------------------------
     def register_path(self, name: str, path: str) -> None:

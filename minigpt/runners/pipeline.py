@@ -36,7 +36,8 @@ def _ensure_synthetic_data(data_cfg, data_root: str) -> Optional[str]:
     s = data_cfg.synthetic
     root = os.path.join(data_root, str(s.get("root", "synthetic")))
     kw = dict(n_train=int(s.n_train), n_test=int(s.n_test), seed=int(s.get("seed", 0)),
-              image_size=int(s.get("image_size", 64)), absent=bool(s.get("absent", False)))
+              image_size=int(s.get("image_size", 64)), absent=bool(s.get("absent", False)),
+              easygen=bool(s.get("easygen", False)))
     if dist_utils.is_main_process():
         if is_complete(root, **kw):
             logger.info("synthetic data present at %s", root)

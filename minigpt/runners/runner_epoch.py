@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import Dataset, IterableDataset
 
 from minigpt.common import dist_utils
+from minigpt.common.mixing import epoch_sizes
 from minigpt.datasets.splits import iter_splits
 from minigpt.runners.runner_iter import RunnerIter, dataset_batch_sizes
 
@@ -44,7 +45,9 @@ class RunnerEpoch(RunnerIter):
     rank, last partial batch dropped), divided by ``run.accum_grad_iters``; ``run.iters_per_epoch``
     sets it instead (streaming datasets need that). The datasets are still drawn by
     ``sample_ratio``, so each one is read exactly once per epoch when there is one dataset, or when
-    the ratios are proportional to the datasets' sizes (in expectation). ``run.max_iters`` is
+    the ratios are proportional to the datasets' sizes (in expectation). With ``samples_per_epoch``
+    sizes instead (``"20M"``, :mod:`minigpt.common.mixing`) an epoch holds the sizes' sum and each
+    dataset is drawn in proportion to its size. ``run.max_iters`` is
     replaced by ``max_epoch * steps_per_epoch`` (the lr schedule spans that; ``run.iters_per_epoch``
     by the derived epoch length, which ``linear_warmup_cosine_epoch_lr`` steps by); a checkpoint is written
     and an ``epoch_end`` row logged at the end of every epoch.
@@ -56,11 +59,17 @@ class RunnerEpoch(RunnerIter):
         max_epoch = int(rc.get("max_epoch") or 0)
         if max_epoch < 1:
             raise ValueError(f"run.max_epoch={rc.get('max_epoch')!r}: runner_epoch needs at least 1 epoch")
+        training = [n for n, splits in datasets.items() if any(s in splits for s in rc.train_splits)]
+        declared = epoch_sizes(cfg.datasets_cfg, training)
         if rc.get("iters_per_epoch"):
             per_epoch = int(rc.iters_per_epoch)
         else:
             sizes = dataset_batch_sizes(cfg.datasets_cfg, datasets)
-            batches = batches_per_epoch(datasets, rc, dist_utils.get_world_size(), sizes)
+            if declared is not None:  # samples_per_epoch: the epoch is the declared sizes, not the files' lengths
+                world = dist_utils.get_world_size()
+                batches = {n: (k // world) // int(sizes.get(n) or rc.batch_size_train) for n, k in declared.items()}
+            else:
+                batches = batches_per_epoch(datasets, rc, dist_utils.get_world_size(), sizes)
             per_epoch = sum(batches.values()) // int(rc.accum_grad_iters)
             if per_epoch < 1:
                 raise ValueError(

@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from minigpt.common import dist_utils
+from minigpt.common.mixing import mixing_weights
 from minigpt.common.optims import peak_lr
 from minigpt.common.precision import autocast, check_precision_device
 from minigpt.common.registry import registry
@@ -142,7 +143,9 @@ class RunnerIter:
     def _build_data(self) -> None:
         """The training stream (``self.loader``), its skip counts and the vision feature cache."""
         rc = self.run_cfg
-        ratios = {name: float(self.cfg.datasets_cfg[name].get("sample_ratio", 1.0)) for name in self.datasets}
+        # sample_ratio, or samples_per_epoch sizes ("20M") as the weights (minigpt/common/mixing.py)
+        training = [n for n, splits in self.datasets.items() if any(s in splits for s in rc.train_splits)]
+        ratios = mixing_weights(self.cfg.datasets_cfg, training)
         # run.vision_feature_cache: the frozen image path's output stored per image (minigpt/runners/vision_cache.py)
         cache = self.vision_cache = VisionFeatureCache.from_run_config(rc, self.model, self.output_dir, self._autocast)
         tokenizer = getattr(self.model, "tokenizer", None)

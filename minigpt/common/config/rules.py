@@ -3,7 +3,7 @@
 Each key's type, choices and range are the run schema's (:mod:`.run_schema`); what is here relates
 keys to each other or to the registry: ``run.task``/``runner``/``lr_sched`` name registered
 components, the lr schedule's own rules (``min_lr <= init_lr`` where it decays, defined by the
-schedule), every dataset's ``sample_ratio > 0`` and ``batch_size`` (null or a positive int), and the feature cache's
+schedule), every dataset's ``sample_ratio > 0``, its ``samples_per_epoch`` size (when given) and ``batch_size`` (null or a positive int), and the feature cache's
 needs from the model and the datasets, and every dataset's image processors resizing to the vision encoder's
 ``image_size``. They run on the resolved config, after composition, so every
 message can show each value with the file it came from (``run.min_lr = 0.5 (from --options)``).
@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from minigpt.common.config.errors import ConfigError, is_number, shown, type_name
 from minigpt.common.config.run_schema import check_run, registered_keys
 from minigpt.common.config.sections import DEFAULT_RUN_PATH
+from minigpt.common.mixing import epoch_sizes
 from minigpt.common.optims import BLR_BATCH, peak_lr
 from minigpt.common.registry import RegistryError, registry
 
@@ -78,6 +79,11 @@ class RuleChecker:
                     f"{self._shown(f'datasets.{name}.sample_ratio', ratio)} must be > 0 "
                     "(it weighs how often the mixer draws from this dataset)"
                 )
+            if block.get("samples_per_epoch") is not None:
+                try:  # the form of the size and "one weight, not two"; all-or-nothing is the runner's (it knows which train)
+                    epoch_sizes({name: block})
+                except ValueError as exc:
+                    raise ConfigError(f"{self._source_of(f'datasets.{name}.samples_per_epoch')}: {exc}") from exc
             size = block.get("batch_size")
             if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
                 raise ConfigError(

@@ -34,8 +34,9 @@ from minigpt.common.registry import RegistryError, registry
 DEFAULT_RUN_PATH = Path(__file__).resolve().parents[2] / "configs" / "default_run.yaml"
 
 # Keys every dataset block accepts even when its builder's default YAML does not list them:
-# `type` picks that default YAML, and the mixer needs a weight for every dataset.
-DATASET_COMMON_DEFAULTS: Dict[str, Any] = {"type": "default", "sample_ratio": 1.0}
+# `type` picks that default YAML, and the mixer needs a weight for every dataset: `sample_ratio`, or
+# `samples_per_epoch` as a size ("5k", "20M"; minigpt/common/mixing.py).
+DATASET_COMMON_DEFAULTS: Dict[str, Any] = {"type": "default", "sample_ratio": 1.0, "samples_per_epoch": None}
 DATASET_COMMON_SOURCE = "minigpt.common.config.DATASET_COMMON_DEFAULTS"
 
 

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
+from minigpt.common.config.sections import DATASET_COMMON_DEFAULTS
 from minigpt.common.io import ReadLimits, default_read_limits_config, resolve_path
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import PACKAGE_DIR, Processor, load_prompts
@@ -85,7 +86,9 @@ class BaseDatasetBuilder:
             raise ValueError(f"{path} must hold exactly one block under 'datasets:'")
         (block,) = blocks.values()
         # the shared read limits under the dataset's own (a dataset YAML may set some of them)
-        return OmegaConf.merge({"read_limits": default_read_limits_config()}, block)
+        # and the keys every block accepts (the mixing weights), whether its YAML lists them or not
+        common = {k: v for k, v in DATASET_COMMON_DEFAULTS.items() if k != "type"}
+        return OmegaConf.merge({"read_limits": default_read_limits_config(), **common}, block)
 
     # -- construction -----------------------------------------------------------------------
     def __init__(self, cfg: Any = None, data_root: Optional[str] = None) -> None:

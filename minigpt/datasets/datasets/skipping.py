@@ -27,6 +27,7 @@ from torch.utils.data import Dataset, IterableDataset
 from minigpt.common.constants import IMAGE_SPECIAL_TOKENS, READ_STATS_KEY, VIDEO_TOKEN
 from minigpt.common.io import DatasetError, SkipRateExceeded
 from minigpt.common.sample_rng import seeded_sample
+from minigpt.common.t2i import image_spans as spans_of
 
 logger = logging.getLogger(__name__)
 
@@ -49,27 +50,48 @@ def skip_record(dataset: str, error: Any, sample_id: Optional[str] = None) -> Di
     }
 
 
-def check_placeholders(sample: Mapping[str, Any], dataset: str) -> None:
+def check_placeholders(sample: Mapping[str, Any], dataset: str, slots_in_answers: bool = False,
+                       image_spans: bool = False) -> None:
     """Raise ``placeholder_in_text`` when a sample's text holds image-slot tokens the reader did not put there.
 
     A reader writes one media placeholder into the instruction of a sample with an image or video and
     none into its answers; annotation text carrying ``<ImageHere>``, ``<VideoHere>`` (or ``<Img>``/``</Img>``) would give
-    the model more image slots than images, which it refuses mid-step.
+    the model more image slots than images, which it refuses mid-step. Two kinds of reader write
+    more, and say so with class attributes the skipping wrapper passes on: an interleaved reader
+    (``slots_in_answers``, MMC4) puts one placeholder per image anywhere in its text, so each token
+    may occur as often as the sample has images; a reader that writes images as their descriptions
+    (``image_spans``, PhotoChat) puts ``<Img>description</Img>`` spans in answers, which hold no slot.
     """
     def texts(value: Any) -> List[str]:
         return [value] if isinstance(value, str) else [v for v in value or () if isinstance(v, str)]
 
     instructions, answers = texts(sample.get("instruction_input")), texts(sample.get("answer"))
-    allowed = 0 if sample.get("image") is None else 1
+    if image_spans:  # drop the description spans the reader wrote; a slot left inside one still counts
+        answers = ["".join(_outside_spans(a)) for a in answers]
+    image = sample.get("image")
+    n_media = 0 if image is None else len(image) if isinstance(image, (list, tuple)) else 1
+    allowed = 0 if image is None else 1
     for token in (*IMAGE_SPECIAL_TOKENS, VIDEO_TOKEN):
-        in_answers = sum(a.count(token) for a in answers)
-        if sum(t.count(token) for t in instructions) > allowed or in_answers:
+        in_instructions, in_answers = sum(t.count(token) for t in instructions), sum(a.count(token) for a in answers)
+        too_many = (in_instructions + in_answers > n_media) if slots_in_answers else (
+            in_instructions > allowed or in_answers > 0
+        )
+        if too_many:
             sample_id = sample.get("sample_id")
             raise DatasetError(
                 f"dataset {dataset!r}, sample {sample_id!r}: the annotation text holds {token!r}, which only the "
                 "reader may write (the image placeholder); remove it from the annotation",
                 kind="placeholder_in_text", sample_id=sample_id,
             )
+
+
+def _outside_spans(text: str) -> List[str]:
+    """The pieces of ``text`` outside its ``<Img>description</Img>`` spans."""
+    pieces, at = [], 0
+    for span in spans_of(text):
+        pieces.append(text[at : span.start])
+        at = span.end
+    return pieces + [text[at:]]
 
 
 def replacement_index(seed: int, index: int, attempt: int, size: int) -> int:
@@ -130,7 +152,8 @@ class SkippingDataset(Dataset):
                 with seeded_sample(self.seed, self.name, epoch, index, attempt):
                     sample = self.dataset[candidate]
                 if isinstance(sample, Mapping):
-                    check_placeholders(sample, self.name)
+                    check_placeholders(sample, self.name, getattr(self.dataset, "slots_in_answers", False),
+                                       getattr(self.dataset, "image_spans_in_answers", False))
             except DatasetError as exc:
                 skipped.append(skip_record(self.name, exc, exc.sample_id or f"{self.name}:#{candidate}"))
                 nxt = replacement_index(self.seed, index, attempt, len(self.dataset))

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also ask about what each picture lacks: a VQA question answered 'there is no ...' and, in the "
         "conversations, a [refer] turn refused for half the images",
     )
+    p.add_argument(
+        "--easygen",
+        action="store_true",
+        help="also write drawing dialogues in PhotoChat's JSON (photochat/) and interleaved documents in MMC4's "
+        "layout (mmc4/), for image-generation training (docs/easygen.md)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -53,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.skip_if_complete and is_complete(
-        args.out, args.n_train, args.n_test, args.seed, args.image_size, args.real_layout, args.absent
+        args.out, args.n_train, args.n_test, args.seed, args.image_size, args.real_layout, args.absent,
+        args.easygen,
     ):
         print(f"synthetic shapes: {args.out} is already complete; nothing to do")
         return 0
@@ -69,6 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         progress=not args.no_progress,
         real_layout=args.real_layout,
         absent=args.absent,
+        easygen=args.easygen,
     )
     c = manifest["counts"]
     print(

@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tu
 from PIL import Image
 
 from minigpt.datasets.synthetic.absent import REFER_TURN
+from minigpt.datasets.synthetic.easygen_files import write_easygen_files
 from minigpt.datasets.synthetic.files import (
     ANN_IDS_PER_IMAGE,
     FILES,
@@ -231,7 +232,8 @@ def _read_manifest(root: Path) -> Optional[Dict[str, Any]]:
 
 
 def _settings(
-    seed: int, image_size: int, n_train: int, n_test: int, real_layout: bool = False, absent: bool = False
+    seed: int, image_size: int, n_train: int, n_test: int, real_layout: bool = False, absent: bool = False,
+    easygen: bool = False,
 ) -> Dict[str, Any]:
     """The manifest keys a finished dataset must match to be reused as it is."""
     settings: Dict[str, Any] = {
@@ -246,22 +248,25 @@ def _settings(
         settings["real_layout"] = True
     if absent:
         settings["absent"] = True
+    if easygen:
+        settings["easygen"] = True
     return settings
 
 
 def is_complete(
     root: PathLike, n_train: int, n_test: int, seed: int, image_size: int = 64, real_layout: bool = False,
-    absent: bool = False,
+    absent: bool = False, easygen: bool = False,
 ) -> bool:
     """True when ``root`` holds a finished dataset generated with exactly these settings.
 
-    A dataset laid out for the real builders (``real_layout``) also serves a plain request.
+    A dataset laid out for the real builders (``real_layout``) or with the image-generation files
+    (``easygen``) also serves a plain request.
     """
     root = Path(root)
     m = _read_manifest(root)
     if m is None:
         return False
-    wanted = _settings(seed, image_size, n_train, n_test, real_layout, absent)
+    wanted = _settings(seed, image_size, n_train, n_test, real_layout, absent, easygen)
     if any(m.get(k) != v for k, v in wanted.items()) or bool(m.get("absent")) != absent:
         return False
     for rel in m.get("files", {}).values():
@@ -296,6 +301,7 @@ def generate_synthetic_dataset(
     progress: bool = True,
     real_layout: bool = False,
     absent: bool = False,
+    easygen: bool = False,
 ) -> Dict[str, Any]:
     """Generate the shapes dataset under ``root`` in every format; returns the manifest.
 
@@ -303,7 +309,9 @@ def generate_synthetic_dataset(
     ``real_layout`` the data is also laid out where the real builders' default YAMLs look
     (:mod:`minigpt.datasets.synthetic.real_layout`), so ``run.data_root=root`` trains them. With
     ``absent`` every image is also asked about something it lacks (an ``absent`` VQA question, a refused
-    ``[refer]`` turn in half the conversations; :mod:`minigpt.datasets.synthetic.absent`).
+    ``[refer]`` turn in half the conversations; :mod:`minigpt.datasets.synthetic.absent`). With
+    ``easygen`` drawing dialogues (PhotoChat's JSON) and interleaved documents (MMC4's) are written
+    too (:mod:`minigpt.datasets.synthetic.easygen_files`).
     """
     if n_train < 1 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_test >= 0, got n_train={n_train}, n_test={n_test}")
@@ -368,6 +376,10 @@ def generate_synthetic_dataset(
     files["cc_sbu_test"] = [shard_name("test", i) for i in range(n_test_shards)]
     files.update({f"pope_{split}": pope_file(split) for split in POPE_SPLITS} if n_test else {})
     files.update(lavin["files"])
+    if easygen:
+        extra = write_easygen_files(root, seed, image_size, {"train": n_train, "test": n_test})
+        files.update(extra["files"])
+        lavin["counts"].update(extra["counts"])
     counts: Dict[str, int] = {}
     if real_layout:
         from minigpt.datasets.synthetic.real_layout import write_real_layout  # imports the builders' YAMLs
@@ -378,7 +390,7 @@ def generate_synthetic_dataset(
         files["real_layout"] = laid_out["files"]
         counts = laid_out["counts"]
     manifest: Dict[str, Any] = {
-        **_settings(seed, image_size, n_train, n_test, real_layout, absent),
+        **_settings(seed, image_size, n_train, n_test, real_layout, absent, easygen),
         "shard_size": shard_size,
         "files": files,
         # Brace patterns as webdataset's WebDataset(urls) expands them.

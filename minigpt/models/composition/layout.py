@@ -146,9 +146,22 @@ class PromptLayout:
         self.bos_ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
 
     @staticmethod
-    def slot_kinds(instructions: Sequence[Turns]) -> List[List[str]]:
-        """Each sample's media slots in the order ``build`` lays them out, as ``"image"`` / ``"video"``."""
-        return [[kind for turn in as_turns(inst) for kind in media_kinds(turn)] for inst in instructions]
+    def slot_kinds(instructions: Sequence[Turns], answers: Optional[Sequence[Turns]] = None) -> List[List[str]]:
+        """Each sample's media slots in the order ``build`` lays them out, as ``"image"`` / ``"video"``.
+
+        With ``answers`` (training) the slots an answer holds count too, after its instruction's: an
+        interleaved document (MMC4) is one answer with its images' slots in it.
+        """
+        out = []
+        for i, inst in enumerate(instructions):
+            said = as_turns(answers[i]) if answers is not None else []
+            kinds: List[str] = []
+            for t, turn in enumerate(as_turns(inst)):
+                kinds += media_kinds(turn)
+                if t < len(said):
+                    kinds += media_kinds(said[t])
+            out.append(kinds)
+        return out
 
     def tokenize(self, texts: Sequence[str], add_special_tokens: bool = False) -> List[List[int]]:
         if not texts:

@@ -261,7 +261,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
     # -- training ------------------------------------------------------------------------------
     def forward(self, samples: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         device = self.device
-        media = gather_media(samples.get("image"), self.layout.slot_kinds(samples["instruction_input"]))
+        media = gather_media(samples.get("image"), self.layout.slot_kinds(samples["instruction_input"], samples["answer"]))
         batch = self.build_inputs(samples["instruction_input"], samples["answer"], self.media_lengths(media))
         batch = {k: v.to(device) for k, v in batch.items()}
         for adapter in self.adapters.values():

@@ -6,9 +6,12 @@ from typing import Any, Mapping, Sequence
 
 from minigpt.tasks.evaluation.loop import SplitResult
 
+# metrics already on the scale papers print them (FID; CLIP score is 100 * cosine): shown as they are
+UNSCALED = ("fid", "clip_score")
+
 
 def format_table(results: Sequence[SplitResult]) -> str:
-    """One line per (benchmark, split, metric), each value x100 as papers print them."""
+    """One line per (benchmark, split, metric), each value x100 as papers print them (:data:`UNSCALED` as it is)."""
     lines = [f"{'benchmark':<24} {'split':<8} {'metric':<28} {'x100':>8} {'samples':>8}"]
     lines.append("-" * len(lines[0]))
     for r in results:
@@ -16,7 +19,8 @@ def format_table(results: Sequence[SplitResult]) -> str:
             lines.append(f"{r.benchmark:<24} {r.split:<8} {'(stopped early: rerun to finish)':<28}")
             continue
         for k, v in r.metrics.items():
-            lines.append(f"{r.benchmark:<24} {r.split:<8} {k:<28} {100 * v:>8.2f} {r.samples:>8}")
+            shown = v if k in UNSCALED else 100 * v
+            lines.append(f"{r.benchmark:<24} {r.split:<8} {k:<28} {shown:>8.2f} {r.samples:>8}")
         if r.skipped:
             kinds = ", ".join(f"{kind} {n}" for kind, n in r.skipped.items())
             lines.append(f"{r.benchmark:<24} {r.split:<8} unreadable, skipped: {kinds}")
