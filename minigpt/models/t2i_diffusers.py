@@ -24,7 +24,7 @@ class DiffusersTextToImage(TextToImage):
     ``pretrained``: the pipeline folder (``model_index.json`` at its top). ``num_inference_steps``,
     ``guidance_scale``, ``height``/``width`` (None: the pipeline's default) and ``negative_prompt``
     go to every call; ``device`` and ``torch_dtype`` place the pipeline. Needs the ``gen`` extra
-    (``pip install minigpt[gen]``).
+    (``pip install minigpt-kit[gen]``).
     """
 
     def __init__(
@@ -41,7 +41,7 @@ class DiffusersTextToImage(TextToImage):
         try:
             from diffusers import DiffusionPipeline
         except ImportError as exc:  # the extra is optional
-            raise ImportError("t2i 'diffusers' needs the diffusers package: pip install 'minigpt[gen]'") from exc
+            raise ImportError("t2i 'diffusers' needs the diffusers package: pip install 'minigpt-kit[gen]'") from exc
         if torch_dtype not in _DTYPES:
             raise ValueError(f"t2i diffusers: torch_dtype must be one of {', '.join(_DTYPES)}, got {torch_dtype!r}")
         if int(num_inference_steps) < 1:
