@@ -89,6 +89,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "synthetic_scene_labels": "minigpt.datasets.builders.synthetic_builders:SyntheticSceneLabelsBuilder",
         "synthetic_scienceqa": "minigpt.datasets.builders.synthetic_builders:SyntheticScienceQABuilder",
         "synthetic_alpaca": "minigpt.datasets.builders.synthetic_builders:SyntheticAlpacaBuilder",
+        "synthetic_videochat": "minigpt.datasets.builders.synthetic_builders:SyntheticVideoChatBuilder",
     },
     "task": {
         "image_text_pretrain": "minigpt.tasks.image_text_pretrain:ImageTextPretrainTask",
