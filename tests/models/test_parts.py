@@ -54,3 +54,18 @@ def test_mlp_projector_takes_lavins_silu():
     assert isinstance(proj.net[1], torch.nn.SiLU) and proj(torch.randn(2, 3, 16)).shape == (2, 3, 8)
     with pytest.raises(ValueError, match="projector.activation must be one of gelu, silu"):
         MLPProjector(16, 8, activation="relu")
+
+
+def test_linear_projector_bias_free_with_dropout_as_mm_llama():
+    from minigpt.models.parts.projectors import LinearProjector
+
+    proj = LinearProjector(1024, 64, bias=False, dropout=0.1)
+    assert proj.proj.bias is None and proj.dropout.p == 0.1
+    x = torch.randn(4, 1, 1024)
+    proj.train()
+    assert not torch.equal(proj(x), proj(x))  # dropout draws anew in training
+    proj.eval()
+    assert torch.equal(proj(x), proj(x)) and proj(x).shape == (4, 1, 64)
+    assert LinearProjector(8, 4).proj.bias is not None  # MiniGPT-4's llama_proj keeps its bias
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        LinearProjector(8, 4, dropout=1.0)
