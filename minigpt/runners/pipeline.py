@@ -11,7 +11,10 @@ A stage may instead be a command, ``{name, module, args}``: ``python -m <module>
 the main process, as a single process), e.g. feature extraction between two training stages. Its
 folder is ``<root>/<name>``; it is no checkpoint, so later stages do not load it. In a command's
 ``args`` and in any stage's (and the eval's) options, ``{dir:NAME}`` is the folder of stage NAME,
-``{output_dir}`` the command stage's own folder and ``{data_root}`` the run's data root.
+``{output_dir}`` the command stage's own folder and ``{data_root}`` the run's data root. A training
+stage's ``start_from`` (a list of earlier stage names; default: all of them) says which checkpoints it
+loads: ``[]`` starts it from its preset, for a model that shares no part with the stages before it; the
+eval's ``start_from`` does the same for the evaluated model.
 """
 
 from __future__ import annotations
@@ -139,6 +142,18 @@ def run_module_stage(stage, folder: str, folders: Dict[str, str], data_root: Opt
     return {"stage": str(stage.name), "steps": 0, "train_seconds": round(time.time() - t0, 1), "checkpoint": None}
 
 
+def start_from(stage, stage_dirs: Dict[str, str]) -> List[str]:
+    """The earlier training stages whose checkpoints ``stage`` loads: its ``start_from`` list, else all of them."""
+    names = stage.get("start_from")
+    if names is None:
+        return list(stage_dirs)
+    unknown = [str(n) for n in names if str(n) not in stage_dirs]
+    if unknown:
+        raise ValueError(f"pipeline stage {stage.get('name', 'eval')}: start_from names {unknown}, not an earlier training stage "
+                         f"({', '.join(stage_dirs) or 'none'})")
+    return [str(n) for n in names]
+
+
 def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
     """Run every stage of a pipeline config in order, then its evaluation; write metrics.json."""
     t0 = time.time()
@@ -160,7 +175,7 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
             folders[name] = os.path.join(out_root, name)
             summaries.append(run_module_stage(stage, folders[name], folders, data_root))
             continue
-        ckpts = [os.path.abspath(stage_dirs[n]) for n in stage_dirs]
+        ckpts = [os.path.abspath(stage_dirs[n]) for n in start_from(stage, stage_dirs)]
         # first, so that the pipeline's, the user's or the stage's options can set another resume
         own = [fill_placeholders(str(o), folders, data_root) for o in (stage.get("options") or [])]
         opts = ["run.resume_ckpt_path=auto", *base_opts, *own]
@@ -178,7 +193,7 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
         write_manifest(out_root, pipe_name, path, stage_dirs)
     metrics: Dict[str, float] = {}
     if pipe.get("eval"):
-        ckpts = [os.path.abspath(d) for d in stage_dirs.values()]
+        ckpts = [os.path.abspath(stage_dirs[n]) for n in start_from(pipe.eval, stage_dirs)]
         opts = base_opts + [fill_placeholders(str(o), folders, data_root) for o in (pipe.eval.get("options") or [])]
         opts += ["run.evaluate_only=true", "run.stage_name=eval", f"run.output_dir={os.path.join(out_root, 'eval')}"]
         if ckpts:
