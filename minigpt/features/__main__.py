@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--options", nargs="*", default=[], help="dotted overrides of the dataset block, e.g. build_info.images=videos")
     e.add_argument("--frames", type=int, default=2, help="frames per clip embedding, first and last included; an image is repeated (default 2)")
     e.add_argument("--pool-grid", type=int, default=1, help="each frame's tokens pooled to a G x G grid of cells (default 1)")
+    e.add_argument("--centre", action="store_true", help="give each channel relative to its mean over the clip's cells "
+                   "(the background every cell shares drops out)")
     e.add_argument("--shard-size", type=int, default=512, help="media items per shard (default 512)")
     e.add_argument("--batch-size", type=int, default=64, help="media items per encoder call (default 64)")
     e.add_argument("--seed", type=int, default=0, help="torch seed set before the encoder is built (a random-init encoder is then the same every run)")
@@ -59,13 +61,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     splits = resolve_splits(builder.splits(), args.splits.split(",") if args.splits else None)
     datasets = builder.build_datasets(splits)
     torch.manual_seed(args.seed)
-    embedder = build_embedder(args.encoder, args.ckpt, frames=args.frames, pool_grid=args.pool_grid)
+    embedder = build_embedder(args.encoder, args.ckpt, frames=args.frames, pool_grid=args.pool_grid,
+                              centre=args.centre)
     describe = {
         "encoder": args.encoder,
         "checkpoints": [os.path.abspath(c) for c in args.ckpt],
         "dataset": args.dataset,
         "splits": splits,
-        "embedding": {"frames": args.frames, "pool_grid": args.pool_grid},
+        "embedding": {"frames": args.frames, "pool_grid": args.pool_grid, "centre": args.centre},
         "seed": args.seed,
         "shard_size": args.shard_size,
         "batch_size": args.batch_size,
