@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -129,8 +129,8 @@ class FeatureStore:
             self._loaded[shard] = load_file(os.path.join(self.folder, self.shards[shard]))
         return self._loaded[shard][key]
 
-    def lookup(self, key: str, dataset: str, sample_id: str, read: Optional[Callable[[], Any]] = None) -> torch.Tensor:
-        """The features of media ``key`` for ``sample_id`` of ``dataset`` (``read``, the pixel reader, is not called)."""
+    def lookup(self, key: str, dataset: str, sample_id: str) -> torch.Tensor:
+        """The features of media ``key`` for ``sample_id`` of ``dataset``; an error naming the sample when it has none."""
         try:
             return self[key]
         except KeyError:

@@ -45,7 +45,7 @@ class _MediaKey:
 class _Probe:
     """A stand-in feature store that answers every lookup with the media id, so listing the media decodes nothing."""
 
-    def lookup(self, key: str, dataset: str, sample_id: str, read: Optional[Callable[[], Any]] = None) -> _MediaKey:
+    def lookup(self, key: str, dataset: str, sample_id: str) -> _MediaKey:
         return _MediaKey(key)
 
 
