@@ -175,7 +175,8 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
             folders[name] = os.path.join(out_root, name)
             summaries.append(run_module_stage(stage, folders[name], folders, data_root))
             continue
-        ckpts = [os.path.abspath(stage_dirs[n]) for n in start_from(stage, stage_dirs)]
+        earlier = start_from(stage, stage_dirs)
+        ckpts = [os.path.abspath(stage_dirs[n]) for n in earlier]
         # first, so that the pipeline's, the user's or the stage's options can set another resume
         own = [fill_placeholders(str(o), folders, data_root) for o in (stage.get("options") or [])]
         opts = ["run.resume_ckpt_path=auto", *base_opts, *own]
@@ -186,7 +187,7 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
         if not data_ready:
             _ensure_synthetic_data(pipe.get("data"), str(cfg.run_cfg.data_root))
             data_ready = True
-        logger.info("stage %s: %s (starts from %s)", name, stage.cfg, ", ".join(stage_dirs) or "random init")
+        logger.info("stage %s: %s (starts from %s)", name, stage.cfg, ", ".join(earlier) or "its preset")
         data_root = str(cfg.run_cfg.data_root)
         summaries.append(run_stage(cfg))
         stage_dirs[name] = folders[name] = str(cfg.run_cfg.output_dir)
