@@ -21,12 +21,15 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root holding ``synthetic/`` (200 train / 40 test images, shards of 50 so two ranks each get one)."""
+    """A data root holding ``synthetic/`` (200 train / 40 test images, shards of 50 so two ranks each get one;
+    8 train / 4 test clips under ``synthetic/videochat``)."""
     from minigpt.datasets.synthetic import generate_synthetic_dataset
+    from minigpt.datasets.synthetic.videos import generate_synthetic_videos
 
     root = tmp_path_factory.mktemp("data")
     generate_synthetic_dataset(root / "synthetic", n_train=200, n_test=40, seed=0, shard_size=50, progress=False,
                                easygen=True)
+    generate_synthetic_videos(root / "synthetic", n_train=8, n_test=4)
     return root
 
 

@@ -68,7 +68,7 @@ def missing_arch(path: Path) -> Optional[str]:
     files = [path]
     if Config.is_pipeline_file(path):
         pipe = Config.load_pipeline(path).pipeline
-        files = [Path(str(s.cfg)) for s in pipe.stages] + ([Path(str(pipe.eval.cfg))] if pipe.get("eval") else [])
+        files = [Path(str(s.cfg)) for s in pipe.stages if s.get("cfg")] + ([Path(str(pipe.eval.cfg))] if pipe.get("eval") else [])
     for file in files:
         arch = ((load_yaml(file) or {}).get("model") or {}).get("arch")
         if arch and arch not in registry.list_models():

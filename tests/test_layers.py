@@ -27,6 +27,7 @@ LAYERS = {
     "evaluation": 3,
     "demo": 3,
     "cli": 3,
+    "features": 3,
 }
 
 

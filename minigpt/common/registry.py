@@ -103,6 +103,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "synthetic_photochat": "minigpt.datasets.builders.generation_builders:SyntheticPhotoChatBuilder",
         "synthetic_mmc4": "minigpt.datasets.builders.generation_builders:SyntheticMMC4Builder",
         "synthetic_t2i_pairs": "minigpt.datasets.builders.generation_builders:SyntheticTextToImagePairsBuilder",
+        "synthetic_videochat": "minigpt.datasets.builders.synthetic_builders:SyntheticVideoChatBuilder",
     },
     "task": {
         "image_text_pretrain": "minigpt.tasks.image_text_pretrain:ImageTextPretrainTask",

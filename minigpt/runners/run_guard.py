@@ -218,8 +218,15 @@ def write_fingerprint(directory: str, fingerprint: Dict[str, Any]) -> None:
 
 
 def fingerprint_changes(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
-    """The keys whose values differ (or that only one side has), sorted."""
-    return sorted(k for k in set(saved) | set(current) if saved.get(k, "<absent>") != current.get(k, "<absent>"))
+    """The keys whose values differ (or that only one side has), sorted.
+
+    A key one side lacks and the other holds as null is no change: an option added later with a null
+    default (off, such as ``features_dir``) leaves a run as it was.
+    """
+    def same(a: Any, b: Any) -> bool:
+        return a == b or (a in ("<absent>", None) and b in ("<absent>", None))
+
+    return sorted(k for k in set(saved) | set(current) if not same(saved.get(k, "<absent>"), current.get(k, "<absent>")))
 
 
 def check_resume_matches(cfg, ckpt_dir: str) -> None:

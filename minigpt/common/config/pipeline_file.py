@@ -21,6 +21,22 @@ from minigpt.common.config.yaml_io import PathLike, load_user, load_yaml
 PIPELINE_KEYS = ("name", "output_dir", "data", "options", "stages", "eval")
 
 
+def _check_module_stage(path: PathLike, where: str, stage: dict, first_index: Dict[str, int], index: int) -> None:
+    name, module, args = stage.get("name"), stage.get("module"), stage.get("args", [])
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}: {where}.name must be a non-empty string, got {name!r}")
+    if name in first_index:
+        raise ConfigError(f"{path}: {where}.name: duplicate stage name {name!r} (also pipeline[{first_index[name]}])")
+    first_index[name] = index
+    if not isinstance(module, str) or not module.replace(".", "").replace("_", "").isalnum():
+        raise ConfigError(f"{path}: {where}.module must be a module name (run as python -m <module>), got {module!r}")
+    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
+        raise ConfigError(f"{path}: {where}.args must be a list of strings, got {type_name(args)} {args!r}")
+    unknown = sorted(str(k) for k in stage if k not in ("name", "module", "args"))
+    if unknown:
+        raise ConfigError(f"{path}: {where}: unknown key {unknown[0]!r}; a module stage takes 'name', 'module' and 'args'")
+
+
 def is_pipeline_file(path: PathLike) -> bool:
     """Whether the YAML at ``path`` chains stages (has a top-level ``pipeline:``)."""
     data = load_yaml(path)
@@ -69,6 +85,9 @@ def load_pipeline(path: PathLike) -> DictConfig:
             raise ConfigError(
                 f"{path}: {where} must be a mapping with 'name' and 'cfg', got {type_name(stage)} {stage!r}"
             )
+        if stage.get("module") is not None:  # a command stage: python -m <module> <args> (runners/pipeline.py)
+            _check_module_stage(path, where, stage, first_index, index)
+            continue
         lacking = [key for key in ("name", "cfg") if stage.get(key) in (None, "")]
         if lacking:
             raise ConfigError(

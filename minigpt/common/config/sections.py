@@ -28,10 +28,12 @@ from minigpt.common.config.errors import (
 )
 from minigpt.common.config.presets import load_model_preset_with_sources
 from minigpt.common.config.toy import SCALE_KEY, TOY_SOURCE, check_scale, toy_twin
-from minigpt.common.config.yaml_io import load_defaults
+from minigpt.common.config.yaml_io import load_defaults, load_yaml
 from minigpt.common.registry import RegistryError, registry
 
 DEFAULT_RUN_PATH = Path(__file__).resolve().parents[2] / "configs" / "default_run.yaml"
+# the option every dataset has (features_dir), merged under each dataset block as the builders do
+MEDIA_FEATURES_PATH = DEFAULT_RUN_PATH.parent / "datasets" / "media_features.yaml"
 
 # Keys every dataset block accepts even when its builder's default YAML does not list them:
 # `type` picks that default YAML, and the mixer needs a weight for every dataset: `sample_ratio`, or
@@ -238,10 +240,16 @@ def compose_datasets(composer: Composer, user_datasets: Any, options: Dict[str, 
         common = [key for key in DATASET_COMMON_DEFAULTS if key not in defaults]
         for key in common:
             defaults[key] = DATASET_COMMON_DEFAULTS[key]
+        media = load_yaml(MEDIA_FEATURES_PATH)
+        shared = [key for key in media if key not in defaults]
+        for key in shared:
+            defaults[key] = media[key]
         defaults["type"] = dtype
         composer.register_defaults(dotted, defaults, defaults_path)
         for key in common:
             composer.register_defaults(f"{dotted}.{key}", defaults[key], DATASET_COMMON_SOURCE)
+        for key in shared:
+            composer.register_defaults(f"{dotted}.{key}", defaults[key], str(MEDIA_FEATURES_PATH))
         composer.sources[f"{dotted}.type"] = type_src
         composed[name] = composer.merge(copy.deepcopy(defaults), user_block, dotted, composer.cfg_path)
     return composed

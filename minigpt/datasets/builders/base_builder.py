@@ -4,7 +4,8 @@ A builder's default YAML (``DATASET_CONFIG_DICT``) is both its defaults and its 
 user's block is merged over it, and a key the YAML does not hold is rejected by name. Every path
 in a block is relative to the run's data root (``run.data_root``). Every block also holds
 ``read_limits`` (file size and pixel caps, the image-root rule), whose defaults are in
-``configs/datasets/read_limits.yaml`` for all datasets at once.
+``configs/datasets/read_limits.yaml`` for all datasets at once, and ``features_dir`` (read stored
+features instead of pixels), whose default is in ``configs/datasets/media_features.yaml``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from minigpt.common.config.sections import DATASET_COMMON_DEFAULTS
+from minigpt.common.feature_store import FeatureStore
 from minigpt.common.io import ReadLimits, default_read_limits_config, resolve_path
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import PACKAGE_DIR, Processor, load_prompts
+
+MEDIA_FEATURES_YAML = os.path.join(PACKAGE_DIR, "configs", "datasets", "media_features.yaml")
 
 # build_info keys whose value maps a split name to something. A user who gives one replaces the
 # default mapping instead of merging into it, so listing only `train` does not keep the
@@ -85,10 +89,12 @@ class BaseDatasetBuilder:
         if not blocks or len(blocks) != 1:
             raise ValueError(f"{path} must hold exactly one block under 'datasets:'")
         (block,) = blocks.values()
-        # the shared read limits under the dataset's own (a dataset YAML may set some of them)
+        # the shared read limits and features option under the dataset's own (a dataset YAML may set them),
         # and the keys every block accepts (the mixing weights), whether its YAML lists them or not
         common = {k: v for k, v in DATASET_COMMON_DEFAULTS.items() if k != "type"}
-        return OmegaConf.merge({"read_limits": default_read_limits_config(), **common}, block)
+        return OmegaConf.merge(
+            {"read_limits": default_read_limits_config(), **common}, OmegaConf.load(MEDIA_FEATURES_YAML), block
+        )
 
     # -- construction -----------------------------------------------------------------------
     def __init__(self, cfg: Any = None, data_root: Optional[str] = None) -> None:
@@ -153,6 +159,11 @@ class BaseDatasetBuilder:
     def read_limits(self) -> ReadLimits:
         """The block's ``read_limits``: what a reader may open (see ``configs/datasets/read_limits.yaml``)."""
         return ReadLimits.from_config(self.config.read_limits)
+
+    def feature_store(self) -> Optional[FeatureStore]:
+        """The stored features ``features_dir`` names (None when it is null)."""
+        folder = self.config.get("features_dir")
+        return FeatureStore(self.path(str(folder))) if folder else None
 
     def path(self, rel: str) -> str:
         """``rel`` resolved against the data root."""
@@ -228,6 +239,14 @@ class BaseDatasetBuilder:
             dataset.sample_ratio = self.sample_ratio
             dataset.split = split
             dataset.read_limits = self.read_limits
+            store = self.feature_store()
+            if store is not None:
+                if not hasattr(dataset, "feature_store"):
+                    raise ValueError(
+                        f"datasets.{self.name()}.features_dir: {type(dataset).__name__} reads no image or video "
+                        "files, so it cannot read stored features"
+                    )
+                dataset.feature_store = store
             datasets[split] = dataset
         return datasets
 

@@ -52,3 +52,21 @@ class SyntheticSceneLabelsBuilder(BaseDatasetBuilder):
             self.images_root(),
             fields=[str(f) for f in self.config.label_fields],
         )
+
+
+class SyntheticVideoChatBuilder(BaseDatasetBuilder):
+    """The synthetic clips (a shape moving or changing colour) in VideoChat-Instruct's layout, as ``synthetic_videochat``.
+
+    Written by ``python -m minigpt.datasets.synthetic --videos`` under ``synthetic/videochat/``; samples
+    hold the video processor's ``[T, 3, H, W]`` frames, or with ``features_dir`` each clip's stored embedding.
+    """
+
+    DATASET_CONFIG_DICT = default_yaml("synthetic_videochat")
+    TASK = "vqa"
+    FORMAT = "videochat_instruct_<split>.json [{video, QA: [{i, q, a}]}] + MJPEG mp4 clips under synthetic/videochat/"
+    APPROX_SIZE = "one question per generated clip (default 4k train / 400 test)"
+
+    def build_split(self, split: str) -> Dataset:
+        from minigpt.datasets.datasets.videochat_qa_datasets import VideoChatQADataset
+
+        return self.annotation_dataset(VideoChatQADataset, split)

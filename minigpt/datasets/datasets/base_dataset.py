@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from minigpt.common import grounding
 from minigpt.common.constants import IMAGE_PLACEHOLDER, IMAGE_TOKEN, READ_STATS_KEY  # noqa: F401  (re-exported)
+from minigpt.common.feature_store import FeatureStore, media_id
 from minigpt.common.io import (
     DatasetError,
     ReadLimits,
@@ -189,6 +190,9 @@ class BaseDataset(Dataset):
     image_source: Optional[Callable[[str, Callable[[], Any]], Any]] = None
     # the dataset config's read_limits block, set by the builder; None: configs/datasets/read_limits.yaml
     read_limits: Optional[ReadLimits] = None
+    # set by the builder from the dataset's features_dir (minigpt.common.feature_store): each media item
+    # is then its stored embedding, looked up by media id, and no file is opened
+    feature_store: Optional[FeatureStore] = None
 
     def __init__(
         self,
@@ -298,9 +302,19 @@ class BaseDataset(Dataset):
         if not self.read_images:
             return None
         path = self.image_path(rel_path, sample_id)
+        if self.feature_store is not None:
+            return self.stored_features(path, sample_id)
         if self.image_source is not None:
             return self.image_source(path, lambda: self.process_image(self.open_image(path, sample_id)))
         return self.process_image(self.open_image(path, sample_id))
+
+    def media_id(self, path: str) -> str:
+        """The media id of the file at ``path``: its path under this dataset's media root (feature stores' key)."""
+        return media_id(path, self.images_root)
+
+    def stored_features(self, path: str, sample_id: str):
+        """The stored features of the media file at ``path`` (``feature_store`` set); an error naming the sample if absent."""
+        return self.feature_store.lookup(self.media_id(path), self.name, sample_id)
 
     def process_image(self, image):
         return self.vis_processor(image) if self.vis_processor is not None else image

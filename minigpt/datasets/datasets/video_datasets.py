@@ -97,6 +97,8 @@ class VideoInstructDataset(BaseDataset):
 
     def load_video(self, video_id: str, sample_id: str):
         path = self.video_path(video_id, sample_id)
+        if self.feature_store is not None:
+            return self.stored_features(path, sample_id)
         # the byte cap and the header's frame size, before the decoder allocates anything
         check_video_file(path, self.limits, self.name, sample_id)
         try:

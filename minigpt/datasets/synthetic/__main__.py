@@ -10,6 +10,7 @@ import os
 import time
 from typing import List, Optional
 
+from minigpt.datasets.synthetic.videos import generate_synthetic_videos, videos_complete
 from minigpt.datasets.synthetic.writers import generate_synthetic_dataset, is_complete
 
 
@@ -52,18 +53,34 @@ def _parser() -> argparse.ArgumentParser:
         help="also write drawing dialogues in PhotoChat's JSON (photochat/) and interleaved documents in MMC4's "
         "layout (mmc4/), for image-generation training (docs/easygen.md)",
     )
+    p.add_argument(
+        "--videos",
+        action="store_true",
+        help="also write short mp4 clips (a shape moving left/right/up/down, or changing colour) with questions in "
+        "VideoChat-Instruct's JSON under OUT/videochat/ (--n-train-videos, --n-test-videos)",
+    )
+    p.add_argument("--n-train-videos", type=int, default=4000, help="training clips with --videos (default 4000)")
+    p.add_argument("--n-test-videos", type=int, default=400, help="held-out clips with --videos (default 400)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    if args.skip_if_complete and is_complete(
+    videos_done = not args.videos or videos_complete(
+        args.out, args.n_train_videos, args.n_test_videos, args.seed, args.image_size
+    )
+    if args.skip_if_complete and videos_done and is_complete(
         args.out, args.n_train, args.n_test, args.seed, args.image_size, args.real_layout, args.absent,
         args.easygen,
     ):
         print(f"synthetic shapes: {args.out} is already complete; nothing to do")
         return 0
+    if args.videos and not videos_done:
+        t0 = time.perf_counter()
+        generate_synthetic_videos(args.out, args.n_train_videos, args.n_test_videos, args.seed, args.image_size)
+        print(f"synthetic videos -> {args.out}/videochat: {args.n_train_videos} train / {args.n_test_videos} test clips; "
+              f"{time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
     manifest = generate_synthetic_dataset(
         args.out,
