@@ -131,3 +131,34 @@ def write_mp4(path: Path, frames: Sequence[Any], fps: int = 8) -> Path:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())  # flush the encoder
     return path
+
+
+def write_addition_instructions(path: Path, n: int = 40) -> Path:
+    """``n`` Unnatural-Instructions records ("add i and i+1" -> the sum) as a JSON file: text-only data."""
+    import json
+
+    records = [
+        {"instances": [{"instruction_with_input": f"add {i} and {i + 1}", "constraints": None, "output": str(2 * i + 1)}]}
+        for i in range(n)
+    ]
+    path = Path(path)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(records))
+    return path
+
+
+def assert_trains_vision_encoder(model: Any, batch: Any) -> None:
+    """One training step's backward on ``batch`` gives a finite loss and a gradient in the trainable vision encoder.
+
+    The model is left in eval mode with its gradients cleared.
+    """
+    model.train()
+    try:
+        out = model(batch)
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"])
+        grads = [p.grad for p in model.vision_encoder.parameters() if p.requires_grad]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()

@@ -18,18 +18,14 @@ import sys
 from pathlib import Path
 from typing import List
 
+from shared_helpers import write_addition_instructions
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def train_mixed(arch: str, steps: int, init_lr: float, seed: int, tiny_options, tmp_path: Path) -> List[str]:
     """Train ``arch``'s tiny preset for ``steps`` steps on two processes; the dataset each step drew."""
-    text = tmp_path / "text" / "unnatural.json"
-    text.parent.mkdir()
-    records = [
-        {"instances": [{"instruction_with_input": f"add {i} and {i + 1}", "constraints": None, "output": str(2 * i + 1)}]}
-        for i in range(40)
-    ]
-    text.write_text(json.dumps(records))
+    text = write_addition_instructions(tmp_path / "text" / "unnatural.json")
     cfg = tmp_path / "stage.yaml"
     cfg.write_text(
         f"model: {{arch: {arch}, model_type: tiny}}\n"

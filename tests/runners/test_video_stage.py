@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from shared_helpers import moving_square_frames, write_mp4
+from shared_helpers import moving_square_frames, write_addition_instructions, write_mp4
 
 from minigpt.common.config import Config
 from minigpt.runners.stage import run_stage
@@ -85,13 +85,7 @@ def test_a_stage_trains_on_video_and_image_batches(arch, pooling, tmp_path, data
 def test_video_image_and_text_only_batches_train_under_two_process_ddp(tmp_path, data_root, tiny_options):
     """torchrun, 2 processes (gloo): the ranks draw video, image and text-only micro-batches in any mix."""
     videos = _video_root(tmp_path / "videos_root") / "video_instruct"
-    text = tmp_path / "text" / "unnatural.json"
-    text.parent.mkdir()
-    records = [
-        {"instances": [{"instruction_with_input": f"add {i} and {i + 1}", "constraints": None, "output": str(2 * i + 1)}]}
-        for i in range(40)
-    ]
-    text.write_text(json.dumps(records))
+    text = write_addition_instructions(tmp_path / "text" / "unnatural.json")
     stage = tmp_path / "stage.yaml"
     stage.write_text(
         STAGE.format(arch="tinygptv", pooling="concat")
