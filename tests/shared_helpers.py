@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from transformers import LogitsProcessor
@@ -162,3 +162,27 @@ def assert_trains_vision_encoder(model: Any, batch: Any) -> None:
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
+
+
+def train_on_two_processes(cfg_path: Path, out: Path, options: Sequence[str], timeout: int) -> List[Dict[str, Any]]:
+    """``train.py`` on ``cfg_path`` under torchrun (2 processes, gloo, one thread each); the step rows it logged.
+
+    ``options`` are ``--options`` overrides after ``run.test_splits=[]`` and the gloo backend; the
+    run must write ``out/metrics.jsonl`` (``run.output_dir`` is the caller's to set). A failed run
+    fails the test with the end of its stderr.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
+    env.pop("MINIGPT_DATA_ROOT", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "train.py",
+           "--cfg-path", str(cfg_path), "--options", "run.test_splits=[]", "run.dist_backend=gloo", *options]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in rows if "event" not in r]
