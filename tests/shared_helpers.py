@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from transformers import LogitsProcessor
@@ -131,3 +131,58 @@ def write_mp4(path: Path, frames: Sequence[Any], fps: int = 8) -> Path:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())  # flush the encoder
     return path
+
+
+def write_addition_instructions(path: Path, n: int = 40) -> Path:
+    """``n`` Unnatural-Instructions records ("add i and i+1" -> the sum) as a JSON file: text-only data."""
+    import json
+
+    records = [
+        {"instances": [{"instruction_with_input": f"add {i} and {i + 1}", "constraints": None, "output": str(2 * i + 1)}]}
+        for i in range(n)
+    ]
+    path = Path(path)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(records))
+    return path
+
+
+def assert_trains_vision_encoder(model: Any, batch: Any) -> None:
+    """One training step's backward on ``batch`` gives a finite loss and a gradient in the trainable vision encoder.
+
+    The model is left in eval mode with its gradients cleared.
+    """
+    model.train()
+    try:
+        out = model(batch)
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"])
+        grads = [p.grad for p in model.vision_encoder.parameters() if p.requires_grad]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def train_on_two_processes(cfg_path: Path, out: Path, options: Sequence[str], timeout: int) -> List[Dict[str, Any]]:
+    """``train.py`` on ``cfg_path`` under torchrun (2 processes, gloo, one thread each); the step rows it logged.
+
+    ``options`` are ``--options`` overrides after ``run.test_splits=[]`` and the gloo backend; the
+    run must write ``out/metrics.jsonl`` (``run.output_dir`` is the caller's to set). A failed run
+    fails the test with the end of its stderr.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
+    env.pop("MINIGPT_DATA_ROOT", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "train.py",
+           "--cfg-path", str(cfg_path), "--options", "run.test_splits=[]", "run.dist_backend=gloo", *options]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in rows if "event" not in r]

@@ -14,7 +14,7 @@ API (what ``gradio_client`` calls) has two endpoints:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import gradio as gr
 
@@ -75,25 +75,22 @@ def build_demo(
     under the title.
     """
 
-    def on_image(payload: Any, conversation: Optional[Conversation]):
-        if payload is None:  # removed (or cleared after a refused upload): keep the status line as it is
-            return gr.skip(), Conversation(), [], None, gr.skip()
-        try:
-            reply = chat.on_image(conversation, upload_path(payload))
-        except DemoInputError as exc:
-            reply = Reply(Conversation(), [], status=str(exc), error=True)
-        image_out = None if reply.error else gr.skip()  # a refused upload leaves the image box empty
-        return image_out, reply.conversation, reply.messages, None, _status(reply)
+    def upload_handler(accept: Callable[[Optional[Conversation], Optional[str]], Reply]):
+        """The callback of an upload box (image or video) whose file ``accept`` turns into a reply."""
 
-    def on_video(payload: Any, conversation: Optional[Conversation]):
-        if payload is None:
-            return gr.skip(), Conversation(), [], None, gr.skip()
-        try:
-            reply = chat.on_video(conversation, upload_path(payload))
-        except DemoInputError as exc:
-            reply = Reply(Conversation(), [], status=str(exc), error=True)
-        video_out = None if reply.error else gr.skip()  # a refused upload leaves the video box empty
-        return video_out, reply.conversation, reply.messages, None, _status(reply)
+        def on_upload(payload: Any, conversation: Optional[Conversation]):
+            if payload is None:  # removed (or cleared after a refused upload): keep the status line as it is
+                return gr.skip(), Conversation(), [], None, gr.skip()
+            try:
+                reply = accept(conversation, upload_path(payload))
+            except DemoInputError as exc:
+                reply = Reply(Conversation(), [], status=str(exc), error=True)
+            box = None if reply.error else gr.skip()  # a refused upload leaves its box empty
+            return box, reply.conversation, reply.messages, None, _status(reply)
+
+        return on_upload
+
+    on_image, on_video = upload_handler(chat.on_image), upload_handler(chat.on_video)
 
     def ask(
         image: Any,

@@ -95,6 +95,30 @@ def megapixels(n: float) -> str:
     return f"{n / 1e6:.1f} megapixels"
 
 
+def unreadable_upload(name: str, exc: OSError) -> DemoInputError:
+    """The refusal of an upload ``name`` the server cannot read."""
+    return DemoInputError(f"The upload {name} cannot be read ({exc.strerror or exc}); upload it again.")
+
+
+def uploaded_file(path: Optional[PathLike], kind: str, missing: str) -> Tuple[str, str, int]:
+    """``(path, file name, size in bytes)`` of a readable, non-empty upload of a ``kind`` ("image", "video").
+
+    Refuses with the message ``missing`` when there is no file, and names the file when it cannot
+    be read or is empty.
+    """
+    if path is None or (isinstance(path, str) and not path.strip()):
+        raise DemoInputError(missing)
+    path = os.fspath(path)
+    name = os.path.basename(path) or path
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise unreadable_upload(name, exc) from exc
+    if size == 0:
+        raise DemoInputError(f"The upload {name} is empty (0 bytes); upload the {kind} again.")
+    return path, name, size
+
+
 # PIL raises these for a file whose header reads but whose data does not decode.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
@@ -108,18 +132,9 @@ def load_image(path: Optional[PathLike], limits: Optional[UploadLimits] = None) 
     rotation is applied and transparency is laid over white, so the model sees what a viewer shows.
     """
     limits = limits if limits is not None else UploadLimits()
-    if path is None or (isinstance(path, str) and not path.strip()):
-        raise DemoInputError("Upload an image first: the demo answers questions about an image.")
-    path = os.fspath(path)
-    name = os.path.basename(path) or path
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise DemoInputError(
-            f"The upload {name} cannot be read ({exc.strerror or exc}); upload it again."
-        ) from exc
-    if size == 0:
-        raise DemoInputError(f"The upload {name} is empty (0 bytes); upload the image again.")
+    path, name, size = uploaded_file(
+        path, "image", "Upload an image first: the demo answers questions about an image."
+    )
     if size > limits.max_bytes:
         raise DemoInputError(
             f"{name} is {megabytes(size)}; this demo takes images up to {megabytes(limits.max_bytes)}. "

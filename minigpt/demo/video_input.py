@@ -17,7 +17,15 @@ import torch
 
 from minigpt.common.io import DatasetError
 from minigpt.common.video_files import declared_frame_size
-from minigpt.demo.inputs import DemoInputError, PathLike, UploadLimits, megabytes, megapixels
+from minigpt.demo.inputs import (
+    DemoInputError,
+    PathLike,
+    UploadLimits,
+    megabytes,
+    megapixels,
+    unreadable_upload,
+    uploaded_file,
+)
 
 VIDEO_FORMATS = "an MP4, WebM, MKV, AVI or MOV file"
 
@@ -39,16 +47,7 @@ def check_video(path: Optional[PathLike], limits: Optional[UploadLimits] = None)
     video, corrupt), one without frames or frame rate, and one longer than ``limits.max_video_seconds``.
     """
     limits = limits if limits is not None else UploadLimits()
-    if path is None or (isinstance(path, str) and not path.strip()):
-        raise DemoInputError("Upload a video first.")
-    path = os.fspath(path)
-    name = os.path.basename(path) or path
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise DemoInputError(f"The upload {name} cannot be read ({exc.strerror or exc}); upload it again.") from exc
-    if size == 0:
-        raise DemoInputError(f"The upload {name} is empty (0 bytes); upload the video again.")
+    path, name, size = uploaded_file(path, "video", "Upload a video first.")
     if size > limits.max_video_bytes:
         raise DemoInputError(
             f"{name} is {megabytes(size)}; this demo takes videos up to {megabytes(limits.max_video_bytes)}. "
@@ -57,7 +56,7 @@ def check_video(path: Optional[PathLike], limits: Optional[UploadLimits] = None)
     try:
         declared = declared_frame_size(path)
     except OSError as exc:
-        raise DemoInputError(f"The upload {name} cannot be read ({exc.strerror or exc}); upload it again.") from exc
+        raise unreadable_upload(name, exc) from exc
     if declared is not None and declared[0] * declared[1] > limits.max_video_frame_pixels:
         w, h = declared
         raise DemoInputError(

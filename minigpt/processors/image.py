@@ -45,6 +45,29 @@ class _ImageProcessor(BaseProcessor):
             image = image.convert("RGB")
         return self.transform(image)
 
+    def _normalised(self, *geometry: object) -> transforms.Compose:
+        """``geometry`` (the crop / resize steps), then ``ToTensor`` and normalisation with ``mean``/``std``."""
+        return transforms.Compose([*geometry, transforms.ToTensor(), transforms.Normalize(self.mean, self.std)])
+
+
+class _SquareImageProcessor(_ImageProcessor):
+    """A deterministic transform to ``image_size`` square: :meth:`_geometry`, then tensor and normalisation."""
+
+    CONFIG_KEYS = {"image_size": 224, "mean": None, "std": None}
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
+    ) -> None:
+        self.image_size = _check_size(image_size)
+        self.mean, self.std = _stats(mean, CLIP_MEAN, "mean"), _stats(std, CLIP_STD, "std")
+        self.transform = self._normalised(*self._geometry())
+
+    def _geometry(self) -> Tuple[object, ...]:
+        raise NotImplementedError
+
 
 class ImageTrainProcessor(_ImageProcessor):
     """Training-time image transform, registered as ``image_train``.
@@ -73,48 +96,27 @@ class ImageTrainProcessor(_ImageProcessor):
             )
         self.min_scale, self.max_scale = float(min_scale), float(max_scale)
         self.mean, self.std = _stats(mean, CLIP_MEAN, "mean"), _stats(std, CLIP_STD, "std")
-        self.transform = transforms.Compose(
-            [
-                transforms.RandomResizedCrop(
-                    self.image_size,
-                    scale=(self.min_scale, self.max_scale),
-                    interpolation=InterpolationMode.BICUBIC,
-                ),
-                transforms.ToTensor(),
-                transforms.Normalize(self.mean, self.std),
-            ]
+        self.transform = self._normalised(
+            transforms.RandomResizedCrop(
+                self.image_size,
+                scale=(self.min_scale, self.max_scale),
+                interpolation=InterpolationMode.BICUBIC,
+            )
         )
 
 
-class ImageEvalProcessor(_ImageProcessor):
+class ImageEvalProcessor(_SquareImageProcessor):
     """Deterministic image transform for evaluation, registered as ``image_eval``.
 
     Resizes to ``image_size`` x ``image_size`` (bicubic, aspect ratio not kept, so a box given as
     fractions of the width and height stays where it was), then ``ToTensor`` and normalisation.
     """
 
-    CONFIG_KEYS = {"image_size": 224, "mean": None, "std": None}
-
-    def __init__(
-        self,
-        image_size: int = 224,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
-    ) -> None:
-        self.image_size = _check_size(image_size)
-        self.mean, self.std = _stats(mean, CLIP_MEAN, "mean"), _stats(std, CLIP_STD, "std")
-        self.transform = transforms.Compose(
-            [
-                transforms.Resize(
-                    (self.image_size, self.image_size), interpolation=InterpolationMode.BICUBIC
-                ),
-                transforms.ToTensor(),
-                transforms.Normalize(self.mean, self.std),
-            ]
-        )
+    def _geometry(self) -> Tuple[object, ...]:
+        return (transforms.Resize((self.image_size, self.image_size), interpolation=InterpolationMode.BICUBIC),)
 
 
-class ImageCenterCropProcessor(_ImageProcessor):
+class ImageCenterCropProcessor(_SquareImageProcessor):
     """ImageBind's image transform, registered as ``image_center_crop``.
 
     The short side resized to ``image_size`` (bicubic, aspect ratio kept), the centre square of
@@ -122,21 +124,8 @@ class ImageCenterCropProcessor(_ImageProcessor):
     ImageBind's ``load_and_transform_vision_data``).
     """
 
-    CONFIG_KEYS = {"image_size": 224, "mean": None, "std": None}
-
-    def __init__(
-        self,
-        image_size: int = 224,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
-    ) -> None:
-        self.image_size = _check_size(image_size)
-        self.mean, self.std = _stats(mean, CLIP_MEAN, "mean"), _stats(std, CLIP_STD, "std")
-        self.transform = transforms.Compose(
-            [
-                transforms.Resize(self.image_size, interpolation=InterpolationMode.BICUBIC),
-                transforms.CenterCrop(self.image_size),
-                transforms.ToTensor(),
-                transforms.Normalize(self.mean, self.std),
-            ]
+    def _geometry(self) -> Tuple[object, ...]:
+        return (
+            transforms.Resize(self.image_size, interpolation=InterpolationMode.BICUBIC),
+            transforms.CenterCrop(self.image_size),
         )

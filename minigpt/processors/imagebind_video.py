@@ -18,10 +18,10 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from minigpt.common.io import DatasetError, MissingDataError, path_manager
+from minigpt.common.io import DatasetError
 from minigpt.processors.base import BaseProcessor
 from minigpt.processors.image import CLIP_MEAN, CLIP_STD
-from minigpt.processors.video import clip_frame_range
+from minigpt.processors.video import clip_frame_range, decode_frames, open_video
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -123,26 +123,12 @@ class ImageBindVideoProcessor(BaseProcessor):
 
     def __call__(self, path: PathLike) -> torch.Tensor:
         """The ``[clips * crops, 3, frames, S, S]`` views of the video at ``path``."""
-        path = os.fspath(path)
-        if not path_manager.exists(path):
-            raise MissingDataError(f"video file not found: {path}", path=path)
-        import decord
-
-        errors = (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
-        try:
-            reader = decord.VideoReader(path_manager.get_local_path(path), num_threads=1)
-            num_frames = len(reader)
-            fps = float(reader.get_avg_fps()) if num_frames else 0.0
-        except errors as exc:
-            raise DatasetError(f"unreadable or corrupt video {path}: {exc}", "decode_error", path) from exc
+        path, reader, num_frames, fps = open_video(path)
         if num_frames == 0 or not (math.isfinite(fps) and fps > 0):
             raise DatasetError(f"video {path} holds no decodable frame or no frame rate", "decode_error", path)
         per_clip = self.frame_indices(num_frames, fps)
         flat = sorted({i for clip in per_clip for i in clip})
-        try:
-            decoded = reader.get_batch(flat).asnumpy()  # [N, H, W, 3] uint8
-        except errors as exc:
-            raise DatasetError(f"cannot decode frames {flat} of video {path}: {exc}", "decode_error", path) from exc
+        decoded = decode_frames(reader, flat, path)  # [N, H, W, 3] uint8
         frame = {i: torch.from_numpy(decoded[k]) for k, i in enumerate(flat)}
         views = []
         for indices in per_clip:

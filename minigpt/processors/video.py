@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torchvision import transforms
 
@@ -121,6 +122,44 @@ def frames_transform(image_transform: transforms.Compose) -> transforms.Compose:
     return transforms.Compose(steps)
 
 
+def _decord_errors() -> Tuple[type, ...]:
+    import decord
+
+    # decord raises RuntimeError when it cannot open a file and its own DECORDError (an
+    # Exception, not a RuntimeError) when it cannot decode or convert a frame
+    return (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
+
+
+def open_video(path: PathLike) -> Tuple[str, Any, int, float]:
+    """``(path, decord reader, frame count, frames per second)`` of the video file at ``path``.
+
+    Raises :class:`MissingDataError` for a missing file, ``ImportError`` naming the ``video`` extra
+    without decord, and :class:`DatasetError` (naming the path) for a file decord cannot open.
+    """
+    path = os.fspath(path)
+    if not path_manager.exists(path):
+        raise MissingDataError(f"video file not found: {path}", path=path)
+    try:
+        import decord
+    except ImportError as exc:  # decord has wheels for x86-64 only
+        raise ImportError(f"reading video {path} needs decord (pip install 'minigpt-kit[video]')") from exc
+    try:
+        reader = decord.VideoReader(path_manager.get_local_path(path), num_threads=1)
+        num_frames = len(reader)
+        fps = float(reader.get_avg_fps()) if num_frames else 0.0
+    except _decord_errors() as exc:
+        raise DatasetError(f"unreadable or corrupt video {path}: {exc}", "decode_error", path) from exc
+    return path, reader, num_frames, fps
+
+
+def decode_frames(reader: Any, indices: List[int], path: str) -> np.ndarray:
+    """Frames ``indices`` of a video opened by :func:`open_video`, as ``uint8 [N, H, W, 3]``."""
+    try:
+        return reader.get_batch(indices).asnumpy()
+    except _decord_errors() as exc:
+        raise DatasetError(f"cannot decode frames {indices} of video {path}: {exc}", "decode_error", path) from exc
+
+
 def _check_n_frms(n_frms: int) -> int:
     if int(n_frms) != n_frms or n_frms <= 0:
         raise ValueError(f"video processor n_frms must be a positive integer, got {n_frms!r}")
@@ -161,22 +200,7 @@ class _VideoProcessor(BaseProcessor):
         Raises :class:`MissingDataError` for a missing file and :class:`DatasetError` (both
         naming the path) for one decord cannot open or decode, or a clip outside the video.
         """
-        path = os.fspath(path)
-        if not path_manager.exists(path):
-            raise MissingDataError(f"video file not found: {path}", path=path)
-        try:
-            import decord
-        except ImportError as exc:  # decord has wheels for x86-64 only
-            raise ImportError(f"reading video {path} needs decord (pip install 'minigpt-kit[video]')") from exc
-        # decord raises RuntimeError when it cannot open a file and its own DECORDError (an
-        # Exception, not a RuntimeError) when it cannot decode or convert a frame
-        errors = (decord.DECORDError, RuntimeError, OSError, ValueError, IndexError)
-        try:
-            reader = decord.VideoReader(path_manager.get_local_path(path), num_threads=1)
-            num_frames = len(reader)
-            fps = float(reader.get_avg_fps()) if num_frames else 0.0
-        except errors as exc:
-            raise DatasetError(f"unreadable or corrupt video {path}: {exc}", "decode_error", path) from exc
+        path, reader, num_frames, fps = open_video(path)
         if num_frames == 0:
             raise DatasetError(f"video {path} holds no decodable frame", "decode_error", path)
         try:
@@ -186,10 +210,7 @@ class _VideoProcessor(BaseProcessor):
         except ValueError as exc:
             raise DatasetError(f"video {path} ({num_frames} frames at {fps:g} fps): {exc}", path=path) from exc
         indices = sample_frame_indices(first, stop, self.n_frms, self.sampling)
-        try:
-            frames = reader.get_batch(indices).asnumpy()  # [T, H, W, 3] uint8
-        except errors as exc:
-            raise DatasetError(f"cannot decode frames {indices} of video {path}: {exc}", "decode_error", path) from exc
+        frames = decode_frames(reader, indices, path)  # [T, H, W, 3] uint8
         return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), indices  # [T, 3, H, W]
 
     def __call__(

@@ -9,9 +9,11 @@ skips, except under CI (``$CI`` set), where it fails: CI must exercise the brows
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 from PIL import Image
@@ -70,50 +72,58 @@ def _artifacts_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def test_upload_ask_and_watch_the_answer_stream(demo_server, tmp_path):
+def _require_browser() -> None:
     if MISSING:
         pytest.fail(
             f"CI must run the browser test (.ci/run installs chromium), but it lacks {' and '.join(MISSING)}"
         )
-    caption = demo_server.taught.sample("caption", 1)
-    screenshot = _artifacts_dir(tmp_path) / "demo_browser.png"
-    profile = tmp_path / "chromium-profile"  # a fresh profile every run
 
+
+@contextlib.contextmanager
+def _demo_page(demo_server, tmp_path: Path, height: int) -> Iterator[Any]:
+    """The demo's page, loaded and ready for a message, in headless chromium with a fresh profile."""
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
-            str(profile),
+            str(tmp_path / "chromium-profile"),
             executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1000},
+            viewport={"width": 1280, "height": height},
         )
         try:
             page = browser.new_page()
             page.goto(demo_server.url, wait_until="domcontentloaded")
             page.wait_for_selector("#message textarea", timeout=60_000)
-
-            # a file that is not an image gets a message on the page, and the page carries on
-            not_image = tmp_path / "notes.png"
-            not_image.write_text("these are not pixels")
-            page.set_input_files("#image-input input[type=file]", str(not_image))
-            sync_api.expect(page.locator("#status")).to_contain_text(
-                "notes.png is not an image", timeout=30_000
-            )
-
-            page.set_input_files("#image-input input[type=file]", caption.image_path)
-            sync_api.expect(page.locator("#status")).to_contain_text("Image ready", timeout=30_000)
-
-            page.get_by_label("[caption]").check()
-            page.evaluate(RECORD_ANSWERS)
-            page.click("#send")
-            sync_api.expect(page.locator("#status")).to_contain_text("Answered in", timeout=60_000)
-
-            final = page.locator("#chat .bot").last.inner_text().strip()
-            user = page.locator("#chat .user").last.inner_text().strip()
-            seen = [html.unescape(t) for t in page.evaluate("window.__answers") if t]
-            page.screenshot(path=str(screenshot), full_page=True)
+            yield page
         finally:
             browser.close()
+
+
+def test_upload_ask_and_watch_the_answer_stream(demo_server, tmp_path):
+    _require_browser()
+    caption = demo_server.taught.sample("caption", 1)
+    screenshot = _artifacts_dir(tmp_path) / "demo_browser.png"
+    with _demo_page(demo_server, tmp_path, height=1000) as page:
+        # a file that is not an image gets a message on the page, and the page carries on
+        not_image = tmp_path / "notes.png"
+        not_image.write_text("these are not pixels")
+        page.set_input_files("#image-input input[type=file]", str(not_image))
+        sync_api.expect(page.locator("#status")).to_contain_text(
+            "notes.png is not an image", timeout=30_000
+        )
+
+        page.set_input_files("#image-input input[type=file]", caption.image_path)
+        sync_api.expect(page.locator("#status")).to_contain_text("Image ready", timeout=30_000)
+
+        page.get_by_label("[caption]").check()
+        page.evaluate(RECORD_ANSWERS)
+        page.click("#send")
+        sync_api.expect(page.locator("#status")).to_contain_text("Answered in", timeout=60_000)
+
+        final = page.locator("#chat .bot").last.inner_text().strip()
+        user = page.locator("#chat .user").last.inner_text().strip()
+        seen = [html.unescape(t) for t in page.evaluate("window.__answers") if t]
+        page.screenshot(path=str(screenshot), full_page=True)
 
     print(f"\nscreenshot: {screenshot}")
     assert user.startswith("[caption] ")
@@ -129,46 +139,29 @@ def test_upload_ask_and_watch_the_answer_stream(demo_server, tmp_path):
 
 
 def test_upload_a_video_and_get_the_answer(demo_server, tmp_path):
-    if MISSING:
-        pytest.fail(
-            f"CI must run the browser test (.ci/run installs chromium), but it lacks {' and '.join(MISSING)}"
-        )
+    _require_browser()
     if not any(s.task == "video" for s in demo_server.taught.samples):
         pytest.skip("the taught model learned no video (needs av and decord)")
     clip = demo_server.taught.sample("video")
     screenshot = _artifacts_dir(tmp_path) / "demo_browser_video.png"
 
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1100},
+    with _demo_page(demo_server, tmp_path, height=1100) as page:
+        # a file that is not a video gets a message on the page
+        broken = tmp_path / "broken.mp4"
+        broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
+        page.set_input_files("#video-input input[type=file]", str(broken))
+        sync_api.expect(page.locator("#status")).to_contain_text(
+            "broken.mp4 cannot be read as a video", timeout=30_000
         )
-        try:
-            page = browser.new_page()
-            page.goto(demo_server.url, wait_until="domcontentloaded")
-            page.wait_for_selector("#message textarea", timeout=60_000)
 
-            # a file that is not a video gets a message on the page
-            broken = tmp_path / "broken.mp4"
-            broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 200)
-            page.set_input_files("#video-input input[type=file]", str(broken))
-            sync_api.expect(page.locator("#status")).to_contain_text(
-                "broken.mp4 cannot be read as a video", timeout=30_000
-            )
-
-            page.set_input_files("#video-input input[type=file]", clip.image_path)
-            sync_api.expect(page.locator("#status")).to_contain_text("Video ready", timeout=30_000)
-            page.fill("#message textarea", clip.message)
-            page.click("#send")
-            sync_api.expect(page.locator("#status")).to_contain_text("Answered in", timeout=60_000)
-            final = page.locator("#chat .bot").last.inner_text().strip()
-            user = page.locator("#chat .user").last.inner_text().strip()
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+        page.set_input_files("#video-input input[type=file]", clip.image_path)
+        sync_api.expect(page.locator("#status")).to_contain_text("Video ready", timeout=30_000)
+        page.fill("#message textarea", clip.message)
+        page.click("#send")
+        sync_api.expect(page.locator("#status")).to_contain_text("Answered in", timeout=60_000)
+        final = page.locator("#chat .bot").last.inner_text().strip()
+        user = page.locator("#chat .user").last.inner_text().strip()
+        page.screenshot(path=str(screenshot), full_page=True)
 
     print(f"\nscreenshot: {screenshot}")
     assert user == clip.message

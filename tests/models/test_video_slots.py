@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from shared_helpers import assert_trains_vision_encoder
 
 from minigpt.common.constants import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, VIDEO_TOKEN
 from minigpt.models import load_model
@@ -95,16 +96,7 @@ def test_video_slot_holds_the_pooled_frames(family, pooling):
 
 def test_a_mixed_batch_trains(family):
     model, size = family
-    model.train()
-    try:
-        out = model(_mixed(size))
-        out["loss"].backward()
-        assert torch.isfinite(out["loss"])
-        grads = [p.grad for p in model.vision_encoder.parameters() if p.requires_grad]
-        assert any(g is not None and g.abs().sum() > 0 for g in grads)
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.eval()
+    assert_trains_vision_encoder(model, _mixed(size))
 
 
 def test_generation_answers_a_video_alone_as_in_a_mixed_batch(family):

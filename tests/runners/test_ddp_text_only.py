@@ -10,26 +10,16 @@ steps too (minigpt/models/lavin/model.py).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import List
 
-REPO = Path(__file__).resolve().parents[2]
+from shared_helpers import train_on_two_processes, write_addition_instructions
 
 
 def train_mixed(arch: str, steps: int, init_lr: float, seed: int, tiny_options, tmp_path: Path) -> List[str]:
     """Train ``arch``'s tiny preset for ``steps`` steps on two processes; the dataset each step drew."""
-    text = tmp_path / "text" / "unnatural.json"
-    text.parent.mkdir()
-    records = [
-        {"instances": [{"instruction_with_input": f"add {i} and {i + 1}", "constraints": None, "output": str(2 * i + 1)}]}
-        for i in range(40)
-    ]
-    text.write_text(json.dumps(records))
+    text = write_addition_instructions(tmp_path / "text" / "unnatural.json")
     cfg = tmp_path / "stage.yaml"
     cfg.write_text(
         f"model: {{arch: {arch}, model_type: tiny}}\n"
@@ -38,17 +28,8 @@ def train_mixed(arch: str, steps: int, init_lr: float, seed: int, tiny_options, 
         f"  unnatural_instruction: {{sample_ratio: 1.0, build_info: {{annotations: {{train: [{text}]}}}}}}\n"
         f"run: {{stage_name: mixed_{arch}, init_lr: {init_lr}, warmup_steps: 0, seed: {seed}}}\n"
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env.pop("MINIGPT_DATA_ROOT", None)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "train.py",
-           "--cfg-path", str(cfg), "--options", "run.test_splits=[]", "run.dist_backend=gloo",
-           *tiny_options(out, steps), "run.batch_size_train=2"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    done = [r for r in rows if "event" not in r]
+    done = train_on_two_processes(cfg, out, [*tiny_options(out, steps), "run.batch_size_train=2"], timeout=600)
     assert len(done) == steps and all(math.isfinite(r["loss"]) for r in done)
     return [r["dataset"] for r in done]
 

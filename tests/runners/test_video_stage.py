@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from shared_helpers import moving_square_frames, write_mp4
+from shared_helpers import (
+    moving_square_frames,
+    train_on_two_processes,
+    write_addition_instructions,
+    write_mp4,
+)
 
 from minigpt.common.config import Config
 from minigpt.runners.stage import run_stage
 
 pytest.importorskip("decord")
 pytest.importorskip("av")
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _video_root(root: Path) -> Path:
@@ -85,30 +85,16 @@ def test_a_stage_trains_on_video_and_image_batches(arch, pooling, tmp_path, data
 def test_video_image_and_text_only_batches_train_under_two_process_ddp(tmp_path, data_root, tiny_options):
     """torchrun, 2 processes (gloo): the ranks draw video, image and text-only micro-batches in any mix."""
     videos = _video_root(tmp_path / "videos_root") / "video_instruct"
-    text = tmp_path / "text" / "unnatural.json"
-    text.parent.mkdir()
-    records = [
-        {"instances": [{"instruction_with_input": f"add {i} and {i + 1}", "constraints": None, "output": str(2 * i + 1)}]}
-        for i in range(40)
-    ]
-    text.write_text(json.dumps(records))
+    text = write_addition_instructions(tmp_path / "text" / "unnatural.json")
     stage = tmp_path / "stage.yaml"
     stage.write_text(
         STAGE.format(arch="tinygptv", pooling="concat")
         .replace("datasets:\n", f"datasets:\n  unnatural_instruction: {{sample_ratio: 1.0, build_info: {{annotations: {{train: [{text}]}}}}}}\n")
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env.pop("MINIGPT_DATA_ROOT", None)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "train.py",
-           "--cfg-path", str(stage), "--options", "run.test_splits=[]", "run.dist_backend=gloo",
-           *tiny_options(out, 12), "run.batch_size_train=2",
-           f"datasets.video_instruct.build_info.annotations.train=[{videos}/VideoInstruct100K.json]",
-           f"datasets.video_instruct.build_info.videos={videos}/videos"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    done = [r for r in rows if "event" not in r]
+    options = [*tiny_options(out, 12), "run.batch_size_train=2",
+               f"datasets.video_instruct.build_info.annotations.train=[{videos}/VideoInstruct100K.json]",
+               f"datasets.video_instruct.build_info.videos={videos}/videos"]  # fmt: skip
+    done = train_on_two_processes(stage, out, options, timeout=900)
     assert len(done) == 12 and all(math.isfinite(r["loss"]) for r in done)
     assert {r["dataset"] for r in done} == {"video_instruct", "synthetic_caption_wds", "unnatural_instruction"}, done

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Dict, Type
+
 from torch.utils.data import Dataset
 
 from minigpt.common.io import as_list
@@ -24,9 +26,15 @@ class VideoInstructBuilder(BaseDatasetBuilder):
     APPROX_SIZE = "100k QA pairs / 13k videos"
     DATASET_CONFIG_DICT = {"default": "configs/datasets/video_instruct/defaults.yaml"}
 
+    dataset_cls: Type[VideoInstructDataset] = VideoInstructDataset
+
+    def reader_options(self) -> Dict[str, Any]:
+        """The reader's own switches from the config (none for VideoInstruct)."""
+        return {}
+
     def build_split(self, split: str) -> Dataset:
         vis, text = self.build_processors(split)
-        return VideoInstructDataset(
+        return self.dataset_cls(
             self.name(),
             self.split_paths("annotations", split),
             vis,
@@ -34,10 +42,11 @@ class VideoInstructBuilder(BaseDatasetBuilder):
             self.path(self.build_info.videos),
             task_tag=self.config.get("task_tag"),
             video_extensions=as_list(self.build_info.video_extensions),
+            **self.reader_options(),
         )
 
 
-class VideoChatInstructBuilder(BaseDatasetBuilder):
+class VideoChatInstructBuilder(VideoInstructBuilder):
     """VideoChat-Instruct-11K conversations over WebVid clips, as ``videochat_instruct``.
 
     ``build_info.annotations`` maps each split to ``videochat_instruct_11k.json``-format files
@@ -51,16 +60,7 @@ class VideoChatInstructBuilder(BaseDatasetBuilder):
     APPROX_SIZE = "7k descriptions + 4k conversations / 8k videos"
     DATASET_CONFIG_DICT = {"default": "configs/datasets/videochat_instruct/defaults.yaml"}
 
-    def build_split(self, split: str) -> Dataset:
-        vis, text = self.build_processors(split)
-        return VideoChatInstructDataset(
-            self.name(),
-            self.split_paths("annotations", split),
-            vis,
-            text,
-            self.path(self.build_info.videos),
-            task_tag=self.config.get("task_tag"),
-            video_path=self.config.get("video_path"),
-            max_turns=self.config.get("max_turns"),
-            video_extensions=as_list(self.build_info.video_extensions),
-        )
+    dataset_cls = VideoChatInstructDataset
+
+    def reader_options(self) -> Dict[str, Any]:
+        return {"video_path": self.config.get("video_path"), "max_turns": self.config.get("max_turns")}

@@ -32,8 +32,6 @@ import copy
 import json
 import logging
 import os
-import shutil
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -43,10 +41,11 @@ from torch import nn
 from minigpt.common.config.shipped import cfg_path_arg
 from minigpt.models.weights.checkpoint import expand_checkpoints
 from minigpt.models.weights.export_state import (
+    check_export_target,
     export_state_dicts,
     is_lora_key,
     save_safetensors,
-    usual_permissions,
+    staged_export,
 )
 from minigpt.models.weights.names import canonical_name, copy_into_model
 
@@ -144,18 +143,11 @@ def export_model(model: nn.Module, out_dir: str, merge_lora: bool = True) -> str
     ``out_dir`` must not exist or be empty. The directory is written under a temporary name next
     to it and renamed when complete, so a failed export leaves no half-written directory.
     """
-    if any(p.is_meta for p in model.parameters()):
-        raise ValueError("cannot export a model built on the meta device: it has shapes but no weights")
-    out_dir = os.path.abspath(str(out_dir))
-    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise FileExistsError(f"export directory {out_dir} exists and is not empty; choose a new one")
+    out_dir = check_export_target(model, out_dir)
     base, lora = export_state_dicts(model, merge_lora)
     has_lora = bool(lora) or (merge_lora and any(is_lora_key(n) for n, _ in model.named_parameters()))
     cfg = export_config(model, merged_lora=merge_lora and has_lora)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
-    try:
+    with staged_export(out_dir) as tmp:
         save_safetensors(base, os.path.join(tmp, WEIGHTS_FILE))
         if lora:
             save_safetensors(lora, os.path.join(tmp, LORA_FILE))
@@ -178,13 +170,6 @@ def export_model(model: nn.Module, out_dir: str, merge_lora: bool = True) -> str
         }
         with open(os.path.join(tmp, MANIFEST_FILE), "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2)
-        usual_permissions(tmp)
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)  # empty (checked above); os.replace cannot replace a directory
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("exported %s (LoRA %s) to %s", cfg.get("arch"), manifest["lora"], out_dir)
     return out_dir
 

@@ -6,9 +6,12 @@ Shared by the minigpt export format (:mod:`minigpt.models.weights.export`) and t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from typing import Dict
+import shutil
+import tempfile
+from typing import Dict, Iterator
 
 import torch
 from torch import nn
@@ -62,6 +65,37 @@ def save_safetensors(state: Dict[str, torch.Tensor], path: str) -> None:
     from safetensors.torch import save_file
 
     save_file(storage_safe(state), path, metadata={"format": "pt"})
+
+
+def check_export_target(model: nn.Module, out_dir: str) -> str:
+    """``out_dir`` made absolute, after checking that ``model`` has weights and ``out_dir`` is new or empty."""
+    if any(p.is_meta for p in model.parameters()):
+        raise ValueError("cannot export a model built on the meta device: it has shapes but no weights")
+    out_dir = os.path.abspath(str(out_dir))
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise FileExistsError(f"export directory {out_dir} exists and is not empty; choose a new one")
+    return out_dir
+
+
+@contextlib.contextmanager
+def staged_export(out_dir: str) -> Iterator[str]:
+    """A temporary directory next to ``out_dir`` to write an export into.
+
+    When the block completes it gets the usual permissions and is renamed to ``out_dir``; when the
+    block raises it is removed, so a failed export leaves no half-written directory.
+    """
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
+    try:
+        yield tmp
+        usual_permissions(tmp)
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)  # empty (checked by check_export_target); os.replace cannot replace a directory
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def usual_permissions(root: str) -> None:

@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -38,7 +37,12 @@ from torch import nn
 
 from minigpt.common.hub import hub_offline
 from minigpt.models.weights import hf_layouts
-from minigpt.models.weights.export_state import export_state_dicts, is_lora_key, usual_permissions
+from minigpt.models.weights.export_state import (
+    check_export_target,
+    export_state_dicts,
+    is_lora_key,
+    staged_export,
+)
 from minigpt.models.weights.hf_card import chat_template, model_card
 
 logger = logging.getLogger(__name__)
@@ -238,11 +242,7 @@ def export_hf(
     ``push_to`` uploads the folder to that Hub repository afterwards. ``out_dir`` must not exist
     or be empty; it is written under a temporary name and renamed when complete.
     """
-    if any(p.is_meta for p in model.parameters()):
-        raise ValueError("cannot export a model built on the meta device: it has shapes but no weights")
-    out_dir = os.path.abspath(str(out_dir))
-    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise FileExistsError(f"export directory {out_dir} exists and is not empty; choose a new one")
+    out_dir = check_export_target(model, out_dir)
     layout, reasons = hf_layouts.hf_layout(model)
     torch_dtype = _resolve_dtype(model, dtype)
     base, lora = export_state_dicts(model, merge_lora)
@@ -260,9 +260,6 @@ def export_hf(
         tokenizer.eos_token_id,
     )
     gen.suppress_tokens = [slot_id]  # a placeholder for image features, never an answer
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
     saved_template = tokenizer.chat_template
     has_lora = any(is_lora_key(n) for n, _ in model.named_parameters())
     info = {
@@ -272,28 +269,22 @@ def export_hf(
         "image_token_id": slot_id,
     }
     try:
-        hf.save_pretrained(tmp)
-        if layout == hf_layouts.REMOTE:
-            from minigpt.models.weights import hf_remote_code
+        with staged_export(out_dir) as tmp:
+            hf.save_pretrained(tmp)
+            if layout == hf_layouts.REMOTE:
+                from minigpt.models.weights import hf_remote_code
 
-            shutil.copyfile(hf_remote_code.__file__, os.path.join(tmp, hf_layouts.REMOTE_MODULE + ".py"))
-        tokenizer.chat_template = chat_template(model)
-        _save_processors(model, layout, tokenizer, tmp)
-        # last, and into tokenizer_config.json (not only chat_template.jinja): older transformers read it there
-        tokenizer.save_pretrained(tmp, save_jinja_files=False)
-        if lora:
-            write_peft_adapter(
-                model, lora, layout, os.path.join(tmp, ADAPTER_DIR), push_to or out_dir, torch_dtype
-            )
-        with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as fh:
-            fh.write(model_card(model, layout, info, repo=push_to))
-        usual_permissions(tmp)
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)  # empty (checked above); os.replace cannot replace a directory
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                shutil.copyfile(hf_remote_code.__file__, os.path.join(tmp, hf_layouts.REMOTE_MODULE + ".py"))
+            tokenizer.chat_template = chat_template(model)
+            _save_processors(model, layout, tokenizer, tmp)
+            # last, and into tokenizer_config.json (not only chat_template.jinja): older transformers read it there
+            tokenizer.save_pretrained(tmp, save_jinja_files=False)
+            if lora:
+                write_peft_adapter(
+                    model, lora, layout, os.path.join(tmp, ADAPTER_DIR), push_to or out_dir, torch_dtype
+                )
+            with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as fh:
+                fh.write(model_card(model, layout, info, repo=push_to))
     finally:
         tokenizer.chat_template = saved_template
     why = "" if layout != hf_layouts.REMOTE else f" (no stock class: {reasons})"

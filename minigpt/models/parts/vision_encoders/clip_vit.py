@@ -24,13 +24,12 @@ import os
 from typing import Any, Dict, Optional
 
 import torch
-from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from minigpt.common.hub import resolve_pretrained
 from minigpt.common.precision import precision_dtype
-from minigpt.models.base_model import building_on_meta, strict_part_kwargs
-from minigpt.models.parts.vision_encoders.precision import PrecisionRunner, freeze_and_cast
+from minigpt.models.base_model import building_on_meta
+from minigpt.models.parts.vision_encoders.base import FreezableEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +57,10 @@ def _check_image_size(wanted: Optional[int], actual: int, pretrained: str) -> No
         )
 
 
-class CLIPViTEncoder(nn.Module):
+class CLIPViTEncoder(FreezableEncoder):
     """CLIP vision tower returning one hidden layer's tokens. YAML name ``clip_vit``."""
 
+    PART = PART
     CONFIG_KEYS = ("pretrained", "config", "image_size", "select_layer", "drop_cls", "precision", "freeze")
 
     def __init__(
@@ -120,22 +120,11 @@ class CLIPViTEncoder(nn.Module):
         self.image_size = cfg.image_size
         grid = cfg.image_size // cfg.patch_size
         self.num_tokens = grid * grid + (0 if self.drop_cls else 1)
-        self.frozen = bool(freeze)
-        self._run = PrecisionRunner(self)
-        freeze_and_cast(self, bool(freeze), dtype, PART, precision)
+        self._finish_init(freeze, dtype, precision)
 
     @property
     def out_dim(self) -> int:
         return self.model.config.hidden_size
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "CLIPViTEncoder":
-        """Build from a ``vision_encoder:`` YAML block; an unknown key is an error naming it."""
-        return cls(**strict_part_kwargs(cfg, cls.CONFIG_KEYS, PART))
-
-    def train(self, mode: bool = True) -> "CLIPViTEncoder":
-        super().train(mode and not self.frozen)
-        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> ``[B, N, hidden]``: hidden state ``select_layer`` (no CLS if ``drop_cls``)."""
@@ -154,6 +143,7 @@ class CLIPViTCLSStates(CLIPViTEncoder):
     ``[B, 6, 1024]``. Keys as ``clip_vit`` but ``every`` in place of ``select_layer`` / ``drop_cls``.
     """
 
+    PART = "clip_vit_cls"
     CONFIG_KEYS = ("pretrained", "config", "image_size", "every", "precision", "freeze")
 
     def __init__(
@@ -171,11 +161,6 @@ class CLIPViTCLSStates(CLIPViTEncoder):
             raise ValueError(f"clip_vit_cls: every must be between 1 and the tower's {n_blocks} blocks, got {every}")
         self.every = int(every)
         self.num_tokens = n_blocks // self.every
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "CLIPViTCLSStates":
-        """Build from a ``vision_encoder:`` YAML block; an unknown key is an error naming it."""
-        return cls(**strict_part_kwargs(cfg, cls.CONFIG_KEYS, "clip_vit_cls"))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> ``[B, blocks // every, hidden]``: the class token after every ``every``-th block."""

@@ -36,21 +36,18 @@ import logging
 import math
 import re
 from functools import partial
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 from timm.layers import LayerNorm, resample_abs_pos_embed
 from timm.models.eva import Eva
-from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from minigpt.common.hub import resolve_pretrained
 from minigpt.common.precision import precision_dtype
-from minigpt.models.base_model import building_on_meta, strict_part_kwargs
+from minigpt.models.parts.vision_encoders.base import FreezableEncoder, check_vit_shape
 from minigpt.models.parts.vision_encoders.precision import (
     FP32LayerNorm,
-    PrecisionRunner,
-    freeze_and_cast,
 )
 from minigpt.models.weights.files import KeyMapping, LoadReport, load_converted, read_state_dict, strip_prefix
 
@@ -111,7 +108,7 @@ def convert_eva_vit_state_dict(state: Dict[str, torch.Tensor], depth: int = 39):
     return converted
 
 
-class EVAViTEncoder(nn.Module):
+class EVAViTEncoder(FreezableEncoder):
     """EVA-CLIP ViT-g/14 (timm's ``Eva``) returning all tokens of its last block. YAML name ``eva_vit_g``.
 
     The defaults are the published ViT-g shapes as LAVIS builds them: width 1408, 39 of EVA-CLIP's
@@ -120,6 +117,7 @@ class EVAViTEncoder(nn.Module):
     explicit key mapping; the report of the load is kept in ``self.load_report``.
     """
 
+    PART = PART
     CONFIG_KEYS = (
         "image_size",
         "patch_size",
@@ -155,10 +153,7 @@ class EVAViTEncoder(nn.Module):
         freeze: bool = False,
     ) -> None:
         super().__init__()
-        if image_size % patch_size:
-            raise ValueError(f"{PART}: image_size {image_size} is not a multiple of patch_size {patch_size}")
-        if width % num_heads:
-            raise ValueError(f"{PART}: width {width} is not divisible by num_heads {num_heads}")
+        check_vit_shape(PART, image_size, patch_size, width, num_heads)
         dtype = precision_dtype(precision, PART)
         # timm sizes the MLP as int(width * ratio); half a unit of slack makes int() land on mlp_dim exactly
         ratio = (mlp_dim + 0.5) / width if mlp_dim else mlp_ratio
@@ -187,21 +182,11 @@ class EVAViTEncoder(nn.Module):
         # eps 1e-5 (torch's default), as the ln_vision of LAVIS / MiniGPT-4's Blip2Base
         self.ln_vision = FP32LayerNorm(width) if ln_vision else None
         self.use_grad_checkpoint = bool(use_grad_checkpoint)
-        self.frozen = bool(freeze)
-        self._run = PrecisionRunner(self)
-        self.load_report: Optional[LoadReport] = None
-        if pretrained and not building_on_meta():
-            self.load_report = self.load_pretrained(str(pretrained))
-        freeze_and_cast(self, bool(freeze), dtype, PART, precision)
+        self._finish_init(freeze, dtype, precision, pretrained)
 
     @property
     def out_dim(self) -> int:
         return self.width
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "EVAViTEncoder":
-        """Build from a ``vision_encoder:`` YAML block; an unknown key is an error naming it."""
-        return cls(**strict_part_kwargs(cfg, cls.CONFIG_KEYS, PART))
 
     # -- weights ---------------------------------------------------------------------------------
     def load_pretrained(self, path: str) -> LoadReport:
@@ -238,10 +223,6 @@ class EVAViTEncoder(nn.Module):
         )
 
     # -- forward ----------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "EVAViTEncoder":
-        super().train(mode and not self.frozen)  # a frozen encoder never drops paths
-        return self
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> ``[B, 1 + (H/14)*(W/14), width]`` (class token first unless ``drop_cls``)."""
         vit, run = self.vit, self._run

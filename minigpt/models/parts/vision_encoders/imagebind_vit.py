@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from timm.layers import LayerNorm
@@ -43,8 +43,8 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from minigpt.common.precision import precision_dtype
-from minigpt.models.base_model import building_on_meta, strict_part_kwargs
-from minigpt.models.parts.vision_encoders.precision import PrecisionRunner, freeze_and_cast
+from minigpt.models.base_model import building_on_meta
+from minigpt.models.parts.vision_encoders.base import FreezableEncoder, check_vit_shape
 from minigpt.models.weights.files import KeyMapping, LoadReport, load_converted, read_state_dict
 
 PART = "imagebind_vit"
@@ -79,7 +79,7 @@ def imagebind_key_mapping() -> KeyMapping:
     return KeyMapping(rules=_IMAGEBIND_RULES, ignore=_IMAGEBIND_OTHERS)
 
 
-class ImageBindViTEncoder(nn.Module):
+class ImageBindViTEncoder(FreezableEncoder):
     """ImageBind's vision encoder: one L2-normalised 1024-d embedding per image or video. YAML name ``imagebind_vit``.
 
     Built from timm's ViT ``Block`` (pre-norm attention + GELU MLP); the defaults are ImageBind-Huge's
@@ -87,6 +87,7 @@ class ImageBindViTEncoder(nn.Module):
     :func:`imagebind_key_mapping`; the load report is kept in ``self.load_report``.
     """
 
+    PART = PART
     CONFIG_KEYS = (
         "image_size",
         "patch_size",
@@ -118,10 +119,7 @@ class ImageBindViTEncoder(nn.Module):
         freeze: bool = False,
     ) -> None:
         super().__init__()
-        if image_size % patch_size:
-            raise ValueError(f"{PART}: image_size {image_size} is not a multiple of patch_size {patch_size}")
-        if width % num_heads:
-            raise ValueError(f"{PART}: width {width} is not divisible by num_heads {num_heads}")
+        check_vit_shape(PART, image_size, patch_size, width, num_heads)
         if int(frames) < 1:
             raise ValueError(f"{PART}: frames must be at least 1, got {frames}")
         dtype = precision_dtype(precision, PART)
@@ -147,30 +145,16 @@ class ImageBindViTEncoder(nn.Module):
             nn.init.normal_(self.cls_token, std=width**-0.5)
             nn.init.normal_(self.pos_embed, std=width**-0.5)
         self.num_tokens = 1
-        self.frozen = bool(freeze)
-        self._run = PrecisionRunner(self)
-        self.load_report: Optional[LoadReport] = None
-        if pretrained and not building_on_meta():
-            self.load_report = self.load_pretrained(str(pretrained))
-        freeze_and_cast(self, bool(freeze), dtype, PART, precision)
+        self._finish_init(freeze, dtype, precision, pretrained)
 
     @property
     def out_dim(self) -> int:
         return self._out_dim
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> "ImageBindViTEncoder":
-        """Build from a ``vision_encoder:`` YAML block; an unknown key is an error naming it."""
-        return cls(**strict_part_kwargs(cfg, cls.CONFIG_KEYS, PART))
-
     def load_pretrained(self, path: str) -> LoadReport:
         """Load the vision branch of the released ``imagebind_huge.pth``; returns (and logs) the key report."""
         state = read_state_dict(path, PART)
         return load_converted(self, imagebind_key_mapping().convert(state), path, PART)
-
-    def train(self, mode: bool = True) -> "ImageBindViTEncoder":
-        super().train(mode and not self.frozen)
-        return self
 
     # -- forward ----------------------------------------------------------------------------------
     def _as_clips(self, x: torch.Tensor) -> torch.Tensor:
