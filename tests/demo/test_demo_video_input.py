@@ -76,10 +76,10 @@ def test_upload_limits_and_command_line_take_the_video_caps():
         UploadLimits(max_video_seconds=0)
     with pytest.raises(ValueError, match="max_video_bytes must be a positive int"):
         UploadLimits(max_video_bytes=-1)
-    args = parse_args(["--cfg-path", "x.yaml", "--max-video-mb", "5", "--max-video-seconds", "30"])
+    args = parse_args(["--cfg-path", "quickstart_demo", "--max-video-mb", "5", "--max-video-seconds", "30"])
     assert args.max_video_mb == 5 and args.max_video_seconds == 30
     with pytest.raises(SystemExit):
-        parse_args(["--cfg-path", "x.yaml", "--max-video-seconds", "0"])
+        parse_args(["--cfg-path", "quickstart_demo", "--max-video-seconds", "0"])
 
 
 def test_demo_chat_answers_about_a_video_and_keeps_its_conversation(model, clip, tmp_path):
