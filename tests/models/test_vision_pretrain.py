@@ -53,6 +53,27 @@ def test_preset_encoder_block_is_the_tinygptv_tiny_encoder():
     assert OmegaConf.to_container(ours.model.vision_encoder) == OmegaConf.to_container(theirs.model.vision_encoder)
 
 
+def test_lavin_stage0_preset_is_the_lavin_tiny_tower_and_hands_it_on(tmp_path: Path, caplog):
+    """The LaVIN quickstart's stage 0 trains the tiny LaVIN's CLIP tower read as patch tokens; LaVIN loads it."""
+    ours = OmegaConf.load(registry.get_model_class("vision_pretrain").default_config_path("lavin_tiny")).model
+    lavin_cls = registry.get_model_class("lavin")
+    theirs = OmegaConf.load(lavin_cls.default_config_path("tiny")).model
+    assert ours.vision_encoder.name == "clip_vit" and theirs.vision_encoder.name == "clip_vit_cls"
+    for key in ("pretrained", "config", "image_size", "precision"):
+        assert OmegaConf.to_container(ours.vision_encoder)[key] == OmegaConf.to_container(theirs.vision_encoder)[key]
+    torch.manual_seed(0)
+    stage0 = registry.get_model_class("vision_pretrain").from_config(ours)
+    assert stage0.grid == 8  # 64 px / patch 8: every patch token is labelled
+    save_trained(stage0, str(tmp_path / "ck"))
+    theirs.ckpt = str(tmp_path / "ck")
+    with caplog.at_level(logging.INFO):
+        lavin = lavin_cls.from_config(theirs)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the label heads are expected extras
+    tower = lavin.vision_encoder.model.state_dict()
+    for name, value in stage0.vision_encoder.model.state_dict().items():
+        assert torch.equal(value, tower[name]), name
+
+
 def test_scene_dataset_reads_regions_and_rejects_a_bad_box(tmp_path: Path, data_root: Path):
     builder = registry.get_builder_class("synthetic_scene_labels")(None, data_root=str(data_root))
     train = builder.build_datasets(["train"])["train"]
