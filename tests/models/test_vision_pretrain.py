@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from minigpt.common.registry import registry
 from minigpt.datasets.collate import collate_samples
@@ -16,6 +17,7 @@ from minigpt.datasets.datasets.base_dataset import DatasetError
 from minigpt.datasets.datasets.region_label_datasets import SceneRegionDataset
 from minigpt.models.vision_pretrain import BACKGROUND, region_targets
 from minigpt.models.weights.checkpoint import save_trained
+from minigpt.models.weights.names import canonical_name
 
 FIELDS = {"kind": ["circle", "square"], "colour": ["red", "blue"]}
 
@@ -64,7 +66,9 @@ def test_lavin_stage0_preset_is_the_lavin_tiny_tower_and_hands_it_on(tmp_path: P
     torch.manual_seed(0)
     stage0 = registry.get_model_class("vision_pretrain").from_config(ours)
     assert stage0.grid == 8  # 64 px / patch 8: every patch token is labelled
-    save_trained(stage0, str(tmp_path / "ck"))
+    saved = load_file(save_trained(stage0, str(tmp_path / "ck")))
+    assert "vision_encoder.model.encoder.layers.0.self_attn.q_proj.weight" in saved
+    assert set(saved) <= {canonical_name(k) for k in stage0.state_dict()}  # CLIP's non-persistent position_ids stay out
     theirs.ckpt = str(tmp_path / "ck")
     with caplog.at_level(logging.INFO):
         lavin = lavin_cls.from_config(theirs)
