@@ -92,7 +92,10 @@ class VisionPretrain(BaseModel):
     ``box_l1`` for the log.
     """
 
-    PRETRAINED_MODEL_CONFIG_DICT = {"tinygptv_tiny": "configs/models/vision_pretrain/tinygptv_tiny.yaml"}
+    PRETRAINED_MODEL_CONFIG_DICT = {
+        "tinygptv_tiny": "configs/models/vision_pretrain/tinygptv_tiny.yaml",
+        "lavin_tiny": "configs/models/vision_pretrain/lavin_tiny.yaml",
+    }
     DEFAULT_MODEL_TYPE = "tinygptv_tiny"
 
     def __init__(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from minigpt.common.registry import registry
 from minigpt.datasets.collate import collate_samples
@@ -16,6 +17,7 @@ from minigpt.datasets.datasets.base_dataset import DatasetError
 from minigpt.datasets.datasets.region_label_datasets import SceneRegionDataset
 from minigpt.models.vision_pretrain import BACKGROUND, region_targets
 from minigpt.models.weights.checkpoint import save_trained
+from minigpt.models.weights.names import canonical_name
 
 FIELDS = {"kind": ["circle", "square"], "colour": ["red", "blue"]}
 
@@ -51,6 +53,29 @@ def test_preset_encoder_block_is_the_tinygptv_tiny_encoder():
     ours = OmegaConf.load(registry.get_model_class("vision_pretrain").default_config_path("tinygptv_tiny"))
     theirs = OmegaConf.load(registry.get_model_class("tinygptv").default_config_path("tiny"))
     assert OmegaConf.to_container(ours.model.vision_encoder) == OmegaConf.to_container(theirs.model.vision_encoder)
+
+
+def test_lavin_stage0_preset_is_the_lavin_tiny_tower_and_hands_it_on(tmp_path: Path, caplog):
+    """The LaVIN quickstart's stage 0 trains the tiny LaVIN's CLIP tower read as patch tokens; LaVIN loads it."""
+    ours = OmegaConf.load(registry.get_model_class("vision_pretrain").default_config_path("lavin_tiny")).model
+    lavin_cls = registry.get_model_class("lavin")
+    theirs = OmegaConf.load(lavin_cls.default_config_path("tiny")).model
+    assert ours.vision_encoder.name == "clip_vit" and theirs.vision_encoder.name == "clip_vit_cls"
+    for key in ("pretrained", "config", "image_size", "precision"):
+        assert OmegaConf.to_container(ours.vision_encoder)[key] == OmegaConf.to_container(theirs.vision_encoder)[key]
+    torch.manual_seed(0)
+    stage0 = registry.get_model_class("vision_pretrain").from_config(ours)
+    assert stage0.grid == 8  # 64 px / patch 8: every patch token is labelled
+    saved = load_file(save_trained(stage0, str(tmp_path / "ck")))
+    assert "vision_encoder.model.encoder.layers.0.self_attn.q_proj.weight" in saved
+    assert set(saved) <= {canonical_name(k) for k in stage0.state_dict()}  # CLIP's non-persistent position_ids stay out
+    theirs.ckpt = str(tmp_path / "ck")
+    with caplog.at_level(logging.INFO):
+        lavin = lavin_cls.from_config(theirs)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the label heads are expected extras
+    tower = lavin.vision_encoder.model.state_dict()
+    for name, value in stage0.vision_encoder.model.state_dict().items():
+        assert torch.equal(value, tower[name]), name
 
 
 def test_scene_dataset_reads_regions_and_rejects_a_bad_box(tmp_path: Path, data_root: Path):

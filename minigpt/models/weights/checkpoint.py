@@ -32,15 +32,20 @@ RELEASED_SUFFIXES = (".pth", ".pt")
 STAGE0_HEADS_PREFIX = "heads."
 
 def trained_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
-    """The parameters that require grad, plus buffers of trained modules (e.g. BatchNorm stats)."""
+    """The parameters that require grad, plus buffers of trained modules (e.g. BatchNorm stats).
+
+    Non-persistent buffers (e.g. CLIP's ``position_ids``) are left out: the module rebuilds them and
+    does not list them in its state dict.
+    """
     out: Dict[str, torch.Tensor] = {}
     trained_modules = set()
     for name, p in model.named_parameters():
         if p.requires_grad:
             out[canonical_name(name)] = p.detach().cpu().contiguous()
             trained_modules.add(name.rsplit(".", 1)[0])
+    persistent = set(model.state_dict(keep_vars=True))
     for name, b in model.named_buffers():
-        if b is not None and name.rsplit(".", 1)[0] in trained_modules:
+        if b is not None and name in persistent and name.rsplit(".", 1)[0] in trained_modules:
             out[canonical_name(name)] = b.detach().cpu().contiguous()
     return out
 
