@@ -26,6 +26,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Unio
 from iopath.common.file_io import PathManager
 from PIL import Image, UnidentifiedImageError
 
+from minigpt.common.image_decode import load_whole
+
 path_manager = PathManager()
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
@@ -258,8 +260,7 @@ def open_image(
     return decode_image(data, path, dataset, sample_id, limits)
 
 
-# what PIL raises for a corrupt file: OSError (truncated), SyntaxError (a broken PNG chunk),
-# struct.error / EOFError / ValueError / IndexError (headers that lie about their lengths)
+# what PIL raises for a corrupt file: OSError (truncated), SyntaxError (broken PNG chunk), the rest: lying headers
 _DECODE_ERRORS = (OSError, SyntaxError, struct.error, EOFError, ValueError, IndexError)
 
 
@@ -296,10 +297,9 @@ def decode_image(
                 f"image {path} is {width}x{height}, a side under read_limits.min_image_side={limits.min_image_side}",
                 "bad_size",
             )
-        image.load()  # decode now, so a truncated file fails here and not inside a transform
+        load_whole(image)  # decode now, so a truncated file fails here and not inside a transform
         return image.convert("RGB")
     except UnidentifiedImageError as exc:
-        # PIL's own message names only the in-memory buffer
         raise error(f"unreadable or corrupt image {path}: not a recognised image format", "decode_error") from exc
     except (Image.DecompressionBombError, MemoryError) as exc:
         raise error(f"image {path} is too large to decode: {exc}", "too_large") from exc

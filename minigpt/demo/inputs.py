@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from minigpt.common.constants import VIDEO_TOKEN
 from minigpt.common.grounding import TASK_TAGS, parse_box, split_task_tag
+from minigpt.common.image_decode import load_whole
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -168,7 +169,7 @@ def load_image(path: Optional[PathLike], limits: Optional[UploadLimits] = None) 
         try:
             # JPEG can decode at 1/2, 1/4 or 1/8 scale: a large photo then costs a fraction of the time
             image.draft("RGB", (limits.max_side, limits.max_side))
-            image.load()
+            load_whole(image)  # truncated is corrupt, whatever PIL's global setting
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
         except _DECODE_ERRORS as exc:

@@ -177,10 +177,19 @@ def test_prompt_files_keep_one_caption_per_image_and_bad_ones_are_named(tmp_path
 
 
 def test_two_processes_draw_the_same_images_and_give_the_same_figures(synthetic, tmp_path):
+    import os
     import subprocess
     import sys
+    from pathlib import Path
 
-    from conftest import REPO_ROOT, cli_env
+    REPO_ROOT = Path(__file__).resolve().parents[2]
+
+    def cli_env() -> dict:  # as the run_cli fixture's (tests/conftest.py): this checkout first, one thread
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+        env["OMP_NUM_THREADS"] = "1"
+        env.pop("MINIGPT_DATA_ROOT", None)
+        return env
 
     root, _ = synthetic
     ref = tmp_path / "ref.npz"
