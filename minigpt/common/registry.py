@@ -42,6 +42,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "minigpt_v2": "minigpt.models.families:MiniGPTv2",
         "vision_pretrain": "minigpt.models.vision_pretrain:VisionPretrain",
         "lavin": "minigpt.models.lavin.model:LaVIN",
+        "dreamllm": "minigpt.models.dream.model:DreamLLM",
     },
     "processor": {
         "image_train": "minigpt.processors.image:ImageTrainProcessor",
@@ -123,7 +124,9 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "bottleneck": "minigpt.models.composition.adapters:BottleneckAdapter",
         "mma": "minigpt.models.lavin.mma:MMAdapter",
     },
-    "head": {},
+    "head": {
+        "dream_diffusion": "minigpt.models.dream.diffusion_head:DreamDiffusionHead",
+    },
 }
 
 
