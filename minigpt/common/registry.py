@@ -90,9 +90,11 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "synthetic_scene_labels": "minigpt.datasets.builders.synthetic_builders:SyntheticSceneLabelsBuilder",
         "synthetic_scienceqa": "minigpt.datasets.builders.synthetic_builders:SyntheticScienceQABuilder",
         "synthetic_alpaca": "minigpt.datasets.builders.synthetic_builders:SyntheticAlpacaBuilder",
+        "synthetic_drawing": "minigpt.datasets.builders.dream_builders:SyntheticDrawingBuilder",
     },
     "task": {
         "image_text_pretrain": "minigpt.tasks.image_text_pretrain:ImageTextPretrainTask",
+        "image_creation": "minigpt.tasks.dream_task:ImageCreationTask",
     },
     "runner": {
         "runner_iter": "minigpt.runners.runner_iter:RunnerIter",

@@ -46,14 +46,24 @@ def _parser() -> argparse.ArgumentParser:
         help="also ask about what each picture lacks: a VQA question answered 'there is no ...' and, in the "
         "conversations, a [refer] turn refused for half the images",
     )
+    p.add_argument(
+        "--creation",
+        type=int,
+        nargs=2,
+        metavar=("N_TRAIN", "N_TEST"),
+        default=None,
+        help="also write N_TRAIN / N_TEST drawing requests ('draw a red circle in the top left') with their target "
+        "images under creation/ (DreamLLM's creation data; off by default)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    creation = {"train": args.creation[0], "test": args.creation[1]} if args.creation else None
     if args.skip_if_complete and is_complete(
-        args.out, args.n_train, args.n_test, args.seed, args.image_size, args.real_layout, args.absent
+        args.out, args.n_train, args.n_test, args.seed, args.image_size, args.real_layout, args.absent, creation
     ):
         print(f"synthetic shapes: {args.out} is already complete; nothing to do")
         return 0
@@ -69,6 +79,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         progress=not args.no_progress,
         real_layout=args.real_layout,
         absent=args.absent,
+        creation=creation,
     )
     c = manifest["counts"]
     print(

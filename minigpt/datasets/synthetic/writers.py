@@ -231,7 +231,8 @@ def _read_manifest(root: Path) -> Optional[Dict[str, Any]]:
 
 
 def _settings(
-    seed: int, image_size: int, n_train: int, n_test: int, real_layout: bool = False, absent: bool = False
+    seed: int, image_size: int, n_train: int, n_test: int, real_layout: bool = False, absent: bool = False,
+    creation: Optional[Dict[str, int]] = None,
 ) -> Dict[str, Any]:
     """The manifest keys a finished dataset must match to be reused as it is."""
     settings: Dict[str, Any] = {
@@ -246,12 +247,14 @@ def _settings(
         settings["real_layout"] = True
     if absent:
         settings["absent"] = True
+    if creation:  # drawing requests (draw_prompts.py): only then, as real_layout
+        settings["creation"] = {k: int(v) for k, v in sorted(creation.items())}
     return settings
 
 
 def is_complete(
     root: PathLike, n_train: int, n_test: int, seed: int, image_size: int = 64, real_layout: bool = False,
-    absent: bool = False,
+    absent: bool = False, creation: Optional[Dict[str, int]] = None,
 ) -> bool:
     """True when ``root`` holds a finished dataset generated with exactly these settings.
 
@@ -261,7 +264,7 @@ def is_complete(
     m = _read_manifest(root)
     if m is None:
         return False
-    wanted = _settings(seed, image_size, n_train, n_test, real_layout, absent)
+    wanted = _settings(seed, image_size, n_train, n_test, real_layout, absent, creation)
     if any(m.get(k) != v for k, v in wanted.items()) or bool(m.get("absent")) != absent:
         return False
     for rel in m.get("files", {}).values():
@@ -296,6 +299,7 @@ def generate_synthetic_dataset(
     progress: bool = True,
     real_layout: bool = False,
     absent: bool = False,
+    creation: Optional[Dict[str, int]] = None,
 ) -> Dict[str, Any]:
     """Generate the shapes dataset under ``root`` in every format; returns the manifest.
 
@@ -303,7 +307,9 @@ def generate_synthetic_dataset(
     ``real_layout`` the data is also laid out where the real builders' default YAMLs look
     (:mod:`minigpt.datasets.synthetic.real_layout`), so ``run.data_root=root`` trains them. With
     ``absent`` every image is also asked about something it lacks (an ``absent`` VQA question, a refused
-    ``[refer]`` turn in half the conversations; :mod:`minigpt.datasets.synthetic.absent`).
+    ``[refer]`` turn in half the conversations; :mod:`minigpt.datasets.synthetic.absent`). ``creation``
+    (``{"train": n, "test": m}``; off by default) also writes that many drawing requests with their
+    target images (:mod:`minigpt.datasets.synthetic.draw_prompts`).
     """
     if n_train < 1 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_test >= 0, got n_train={n_train}, n_test={n_test}")
@@ -361,6 +367,12 @@ def generate_synthetic_dataset(
         root, seed, {"train": train["scienceqa"], "test": test["scienceqa"]}, {"train": n_train, "test": n_test}
     )
 
+    drawing: Dict[str, Any] = {"files": {}, "counts": {}}
+    if creation:
+        from minigpt.datasets.synthetic.draw_prompts import write_creation_files
+
+        drawing = write_creation_files(root, seed, creation, image_size)
+
     n_train_shards = sum(1 for j in jobs if j.split == "train")
     n_test_shards = len(jobs) - n_train_shards
     files: Dict[str, Any] = dict(FILES)
@@ -368,6 +380,7 @@ def generate_synthetic_dataset(
     files["cc_sbu_test"] = [shard_name("test", i) for i in range(n_test_shards)]
     files.update({f"pope_{split}": pope_file(split) for split in POPE_SPLITS} if n_test else {})
     files.update(lavin["files"])
+    files.update(drawing["files"])
     counts: Dict[str, int] = {}
     if real_layout:
         from minigpt.datasets.synthetic.real_layout import write_real_layout  # imports the builders' YAMLs
@@ -378,7 +391,7 @@ def generate_synthetic_dataset(
         files["real_layout"] = laid_out["files"]
         counts = laid_out["counts"]
     manifest: Dict[str, Any] = {
-        **_settings(seed, image_size, n_train, n_test, real_layout, absent),
+        **_settings(seed, image_size, n_train, n_test, real_layout, absent, creation),
         "shard_size": shard_size,
         "files": files,
         # Brace patterns as webdataset's WebDataset(urls) expands them.
@@ -399,6 +412,7 @@ def generate_synthetic_dataset(
             "llava_test": len(test["llava"]),
             **pope_counts,
             **lavin["counts"],
+            **drawing["counts"],
             **counts,
         },
     }
