@@ -21,11 +21,13 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data root holding ``synthetic/`` (200 train / 40 test images, shards of 50 so two ranks each get one)."""
+    """A data root holding ``synthetic/`` (200 train / 40 test images, shards of 50 so two ranks each get one;
+    40 / 8 drawing requests)."""
     from minigpt.datasets.synthetic import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("data")
-    generate_synthetic_dataset(root / "synthetic", n_train=200, n_test=40, seed=0, shard_size=50, progress=False)
+    generate_synthetic_dataset(root / "synthetic", n_train=200, n_test=40, seed=0, shard_size=50, progress=False,
+                               creation={"train": 40, "test": 8})
     return root
 
 

@@ -37,6 +37,8 @@ def runnable_copy(path: Path, folder: Path) -> Path:
     if not (pipe.pipeline.get("data") or {}).get("synthetic"):
         return path
     pipe.pipeline.data.synthetic.update(SMALL_SYNTHETIC)
+    if pipe.pipeline.data.synthetic.get("creation"):
+        pipe.pipeline.data.synthetic.creation = {"train": 40, "test": 10}
     copy = folder / path.name
     copy.write_text(OmegaConf.to_yaml(pipe))
     return copy

@@ -1,7 +1,7 @@
 """Output heads: registered outputs beyond the LM head, each with its own loss added to the LM loss.
 
 A model's ``heads:`` YAML mapping names each head (``registry.list_heads()``) with its ``weight`` in
-the total loss, its ``scale`` rule and its constructor keys. A head reads the LLM's last hidden states
+the total loss, its ``scale`` rule, ``freeze`` (true: none of its weights train) and its constructor keys. A head reads the LLM's last hidden states
 and the batch; it returns its loss, or None when the batch holds nothing for it, and then the model
 adds the head's parameters times zero so that data-parallel training sees every parameter used in
 every step. Heads live under ``model.output_heads`` (checkpoint names ``output_heads.<name>.*``) and
@@ -59,16 +59,19 @@ class OutputHead(nn.Module):
 
 
 def build_heads(hidden_size: int, specs: Any) -> nn.ModuleDict:
-    """The ``heads:`` mapping as modules, by name."""
+    """The ``heads:`` mapping as modules, by name; a head whose block says ``freeze: true`` trains nothing."""
     if isinstance(specs, DictConfig):
         specs = OmegaConf.to_container(specs, resolve=True)
     out = nn.ModuleDict()
     for name, kwargs in dict(specs or {}).items():
         kwargs = dict(kwargs or {})
+        freeze = bool(kwargs.pop("freeze", False))
         try:
             out[name] = registry.get_head_class(name)(hidden_size, **kwargs)
         except TypeError as e:
             raise ValueError(f"model.heads.{name}: {e}") from e
+        if freeze:
+            out[name].requires_grad_(False)
     return out
 
 

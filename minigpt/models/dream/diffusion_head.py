@@ -162,7 +162,7 @@ class DreamDiffusionHead(OutputHead):
 
     def condition(self, states: torch.Tensor) -> torch.Tensor:
         """The dream queries' last-layer states ``[N, Q, D]`` -> the UNet's cross-attention input ``[N, Q, C]``."""
-        return self.condition_projector(states)
+        return self.condition_projector(states.to(self.condition_projector.weight.dtype))
 
     # -- training --------------------------------------------------------------------------------
     def count_items(self, batch: Dict[str, torch.Tensor], samples: Dict[str, Any]) -> int:
