@@ -49,12 +49,6 @@ class DreamOutput:
     images: List[torch.Tensor] = field(default_factory=list)
 
 
-def _subset(images: Any, rows: Sequence[int]) -> Any:
-    if images is None:
-        return None
-    return images[list(rows)] if isinstance(images, torch.Tensor) else [images[r] for r in rows]
-
-
 class DreamLLM(MultimodalLLM):
     """DreamLLM: dream queries and a diffusion head on the multimodal LLM. YAML name ``dreamllm``.
 
@@ -136,9 +130,10 @@ class DreamLLM(MultimodalLLM):
 
     # -- drawing ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def dream_states(self, images: Any, prompts: Sequence[Turns], answers: Sequence[str]) -> torch.Tensor:
+    def dream_states(self, images: Any, prompts: Sequence[Turns], answers: Sequence[Turns]) -> torch.Tensor:
         """The last-layer states ``[N, Q, D]`` of the dream queries of ``answers`` (each written up to and
-        including its ``<dream>``) after ``prompts``, laid out as in training."""
+        including its ``<dream>``; a list: the answers of a conversation's turns) after ``prompts``, laid out
+        as in training."""
         batch = self.build_inputs(list(prompts), list(answers), self.num_image_tokens())
         batch = {k: v.to(self.device) for k, v in batch.items()}
         emb = self.embed(batch, images)
@@ -158,7 +153,7 @@ class DreamLLM(MultimodalLLM):
         self,
         prompts: Sequence[Turns],
         images: Any = None,
-        answers: Optional[Sequence[str]] = None,
+        answers: Optional[Sequence[Turns]] = None,
         guidance_scale: Optional[float] = None,
         steps: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
@@ -212,16 +207,25 @@ class DreamLLM(MultimodalLLM):
         guidance_scale: Optional[float] = None,
         steps: Optional[int] = None,
         generator: Optional[torch.Generator] = None,
+        history: Optional[Sequence[Optional[Sequence[str]]]] = None,
     ) -> List[DreamOutput]:
         """Answers that may hold drawn images: decode; where the model writes ``<dream>``, draw the image,
-        feed it back after ``<dream_end>`` and continue (at most ``max_images`` images per answer)."""
+        feed it back after ``<dream_end>`` and continue (at most ``max_images`` images per answer).
+
+        ``history[i]`` holds the earlier answers of a multi-turn ``prompts[i]``, as for ``generate``.
+        """
         if not prompts:
             return []
+        past = [list(h or []) for h in history] if history is not None else [[] for _ in prompts]
+
+        def turns_answer(i: int, partial: str) -> Turns:
+            return past[i] + [partial] if past[i] else partial
+
         stops = self.resolve_stop_strings(None)
         settings: Dict[str, Any] = dict(do_sample=do_sample, repetition_penalty=1.0)
         if do_sample:
             settings.update(temperature=temperature, top_p=top_p)
-        first = self.build_generation_inputs(list(prompts))
+        first = self.build_generation_inputs(list(prompts), past if any(past) else None)
         first = {k: v.to(self.device) for k, v in first.items()}
         out_ids = self._decode_from(self.embed(first, images), first["attention_mask"], stops + [DREAM_TOKEN],
                                     max_new_tokens, settings)
@@ -235,15 +239,18 @@ class DreamLLM(MultimodalLLM):
         rounds = 0
         while pending:
             rounds += 1
-            drawn = self.draw([prompts[i] for i in pending], _subset(images, pending),
-                              [answers[i] for i in pending], guidance_scale, steps, generator)
+            # each row's media so far: its own images, then the images drawn before this round (fed back)
+            media = [self._row_media(images, i, outputs[i].images) or None for i in pending]
+            drawn = self.draw([prompts[i] for i in pending], media,
+                              [turns_answer(i, answers[i]) for i in pending], guidance_scale, steps, generator)
             still = []
             for row, i in enumerate(pending):
                 outputs[i].images.append(drawn[row].cpu())
-                text, dreamed = self._continue(images, prompts, i, answers[i], outputs[i].images, stops,
-                                               max_new_tokens, settings, allow_dream=rounds < max_images)
+                text, dreamed = self._continue(images, prompts, i, turns_answer(i, answers[i] + IMAGE_PLACEHOLDER),
+                                               outputs[i].images, stops, max_new_tokens, settings,
+                                               allow_dream=rounds < max_images)
                 answers[i] = answers[i] + IMAGE_PLACEHOLDER + text + (DREAM_TOKEN if dreamed else "")
-                outputs[i].text = (answers[i] if dreamed else answers[i]).replace(IMAGE_PLACEHOLDER, "")
+                outputs[i].text = answers[i].replace(IMAGE_PLACEHOLDER, "")
                 if dreamed:
                     still.append(i)
                 else:
@@ -251,13 +258,22 @@ class DreamLLM(MultimodalLLM):
             pending = still
         return outputs
 
-    def _continue(self, images: Any, prompts: Sequence[Turns], i: int, answer: str, drawn: List[torch.Tensor],
+    def _row_media(self, images: Any, i: int, drawn: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Row ``i``'s own input images, then the images drawn for it so far (as the encoder takes them)."""
+        entry = None if images is None else images[i]
+        if entry is None:
+            own: List[torch.Tensor] = []
+        elif isinstance(entry, torch.Tensor):
+            own = [entry]
+        else:
+            own = [x for x in entry if x is not None]
+        return own + [self.feedback_image(img) for img in drawn]
+
+    def _continue(self, images: Any, prompts: Sequence[Turns], i: int, answer: Turns, drawn: List[torch.Tensor],
                   stops: List[str], max_new_tokens: int, settings: Dict[str, Any], allow_dream: bool) -> tuple:
-        """Decode row ``i`` on from ``answer`` + the last drawn image fed back; (new text, wrote ``<dream>``)."""
-        own = _subset(images, [i])
-        own = [] if own is None else [x for x in (own if isinstance(own, list) else list(own)) if x is not None]
-        media = own + [self.feedback_image(img) for img in drawn]
-        batch = self.build_inputs([prompts[i]], [answer + IMAGE_PLACEHOLDER], self.num_image_tokens(), "left")
+        """Decode row ``i`` on from ``answer`` (ending with the drawn image's slot); (new text, wrote ``<dream>``)."""
+        media = self._row_media(images, i, drawn)
+        batch = self.build_inputs([prompts[i]], [answer], self.num_image_tokens(), "left")
         end = 1 if self.layout.answer_end == EOS_END else len(self.layout.tokenize([self.layout.answer_end])[0])
         batch = {k: (v[:, :-end] if v.dim() == 2 else v).to(self.device) for k, v in batch.items()}
         emb = self.embed_media(batch, gather_media([media], batch["media_counts"].tolist()))
