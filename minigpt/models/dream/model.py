@@ -57,6 +57,8 @@ class DreamLLM(MultimodalLLM):
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = presets("dreamllm", "tiny", "vicuna7b_sd21")
+    # the demo takes a message without an image (a drawing request needs none)
+    ANSWERS_TEXT_ONLY = True
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "DreamLLM":
