@@ -190,3 +190,19 @@ def test_generation_draws_where_the_model_writes_dream_and_feeds_the_image_back(
     assert outs[0].images[0].shape == (3, 16, 16)
     assert outs[0].text.startswith(DREAM_TOKEN)
     assert fed == [(3, 16, 16), (3, 16, 16)]  # each drawn image went back in as the encoder's input
+
+
+def test_coordinate_channels_tell_the_unet_where_it_is():
+    model = tiny(coord_channels=True, unet={"config": {"in_channels": 5}})
+    head = model.dream_head
+    x = torch.zeros(2, 3, 16, 16)
+    inp = head.unet_input(x)
+    assert inp.shape == (2, 5, 16, 16)
+    assert float(inp[0, 3, 0, 0]) == -1.0 and float(inp[0, 3, 0, -1]) == 1.0  # x runs left to right
+    assert float(inp[0, 4, 0, 0]) == -1.0 and float(inp[0, 4, -1, 0]) == 1.0  # y runs top to bottom
+    model.train()
+    assert torch.isfinite(model(drawing_batch())["dream_diffusion_loss"])
+    model.eval()
+    assert model.draw(["draw it"], steps=2).shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError, match="coordinate"):
+        tiny(coord_channels=True)  # the preset's UNet takes 3 channels in

@@ -83,6 +83,7 @@ class DreamDiffusionHead(OutputHead):
         cfg_dropout: float = 0.0,
         guidance_scale: float = 1.0,
         sampling_steps: int = 50,
+        coord_channels: bool = False,
     ) -> None:
         super().__init__(hidden_size, weight, scale)
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -100,6 +101,9 @@ class DreamDiffusionHead(OutputHead):
         self.cfg_dropout = float(cfg_dropout)
         self.guidance_scale = float(guidance_scale)
         self.sampling_steps = int(sampling_steps)
+        # two extra UNet input channels holding each position's x and y in [-1, 1]: a small conv net can
+        # then tell where "top left" is (its padding alone says so weakly); off for Stable Diffusion's UNet
+        self.coord_channels = bool(coord_channels)
         # [Q, D]: at the LLM's embedding scale, like token embeddings
         self.queries = nn.Parameter(torch.randn(self.num_queries, hidden_size) * hidden_size**-0.5)
         unet_block = _part_block(unet, "heads.dream_diffusion.unet")
@@ -129,10 +133,13 @@ class DreamDiffusionHead(OutputHead):
                 f"got {self.noise_scheduler.config.prediction_type!r}"
             )
         latent_channels = self.vae.config.latent_channels if self.vae is not None else 3
-        if self.unet.config.in_channels != latent_channels:
+        self.latent_channels = int(latent_channels)
+        wanted = latent_channels + (2 if self.coord_channels else 0)
+        if self.unet.config.in_channels != wanted or self.unet.config.out_channels != latent_channels:
             raise ValueError(
-                f"heads.dream_diffusion.unet: in_channels is {self.unet.config.in_channels} but the "
-                f"{'VAE latents' if self.vae is not None else 'pixel-space images'} have {latent_channels} channels"
+                f"heads.dream_diffusion.unet: in_channels/out_channels are {self.unet.config.in_channels}/"
+                f"{self.unet.config.out_channels} but the {'VAE latents' if self.vae is not None else 'pixel-space images'}"
+                f" have {latent_channels} channels" + (" (+2 coordinate channels in)" if self.coord_channels else "")
             )
 
     def train(self, mode: bool = True) -> "DreamDiffusionHead":
@@ -159,6 +166,15 @@ class DreamDiffusionHead(OutputHead):
         if self.vae is not None:
             latents = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return ((latents.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def unet_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[N, C, h, w]``, with the coordinate channels appended when ``coord_channels`` is on."""
+        if not self.coord_channels:
+            return x
+        n, _, h, w = x.shape
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
+        return torch.cat([x, xs, ys], dim=1)
 
     def condition(self, states: torch.Tensor) -> torch.Tensor:
         """The dream queries' last-layer states ``[N, Q, D]`` -> the UNet's cross-attention input ``[N, Q, C]``."""
@@ -189,7 +205,7 @@ class DreamDiffusionHead(OutputHead):
         if self.training and self.cfg_dropout > 0:
             keep = (torch.rand(cond.shape[0], device=cond.device) >= self.cfg_dropout).to(cond.dtype)
             cond = cond * keep[:, None, None]
-        pred = self.unet(noisy.to(cond.dtype), t, encoder_hidden_states=cond).sample
+        pred = self.unet(self.unet_input(noisy.to(cond.dtype)), t, encoder_hidden_states=cond).sample
         per_item = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))  # [N]
         if self.snr_gamma is not None:
             alphas = self.noise_scheduler.alphas_cumprod.to(x0.device)[t]
@@ -218,13 +234,13 @@ class DreamDiffusionHead(OutputHead):
         sampler.set_timesteps(int(steps or self.sampling_steps), device=states.device)
         cond = self.condition(states)
         n = cond.shape[0]
-        channels = self.unet.config.in_channels
+        channels = self.latent_channels
         side = self.resolution // (2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1)
         x = torch.randn(n, channels, side, side, generator=generator, device="cpu").to(states.device, cond.dtype)
         both = torch.cat([cond, torch.zeros_like(cond)]) if scale != 1.0 else cond
         for t in sampler.timesteps:
             inp = torch.cat([x, x]) if scale != 1.0 else x
-            eps = self.unet(inp, t, encoder_hidden_states=both).sample
+            eps = self.unet(self.unet_input(inp), t, encoder_hidden_states=both).sample
             if scale != 1.0:
                 eps_c, eps_u = eps.chunk(2)
                 eps = eps_u + scale * (eps_c - eps_u)
