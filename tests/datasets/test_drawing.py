@@ -92,7 +92,7 @@ def test_random_init_dreamllm_draws_at_chance_for_the_judge():
     torch.manual_seed(0)
     model = load_model("dreamllm", "tiny", is_eval=True)
     requests = [make_request(0, "test", i, 64)[0] for i in range(48)]
-    images = model.draw([r["prompt"] for r in requests], steps=10, generator=torch.Generator().manual_seed(0))
+    images = model.draw([r["prompt"] for r in requests], steps=5, generator=torch.Generator().manual_seed(0))
     verdicts = [judge_drawing(img.permute(1, 2, 0).numpy()) for img in images]
     colour = np.mean([v[0] == r["colour"] for v, r in zip(verdicts, requests)])
     quadrant = np.mean([v[1] == r["quadrant"] for v, r in zip(verdicts, requests)])
