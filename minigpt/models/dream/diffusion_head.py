@@ -176,6 +176,15 @@ class DreamDiffusionHead(OutputHead):
         xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
         return torch.cat([x, xs, ys], dim=1)
 
+    def run_unet(self, x: torch.Tensor, t: Any, cond: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction for ``x`` at ``t`` given ``cond`` ``[N, Q, C]``: through cross-attention, and,
+        when the UNet has a projection class embedding (``class_embed_type: projection``), also as the mean
+        condition added to its time embedding (a global path every block sees)."""
+        extra = {}
+        if self.unet.config.class_embed_type is not None:
+            extra["class_labels"] = cond.mean(dim=1)
+        return self.unet(self.unet_input(x), t, encoder_hidden_states=cond, **extra).sample
+
     def condition(self, states: torch.Tensor) -> torch.Tensor:
         """The dream queries' last-layer states ``[N, Q, D]`` -> the UNet's cross-attention input ``[N, Q, C]``."""
         return self.condition_projector(states.to(self.condition_projector.weight.dtype))
@@ -205,7 +214,7 @@ class DreamDiffusionHead(OutputHead):
         if self.training and self.cfg_dropout > 0:
             keep = (torch.rand(cond.shape[0], device=cond.device) >= self.cfg_dropout).to(cond.dtype)
             cond = cond * keep[:, None, None]
-        pred = self.unet(self.unet_input(noisy.to(cond.dtype)), t, encoder_hidden_states=cond).sample
+        pred = self.run_unet(noisy.to(cond.dtype), t, cond)
         per_item = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))  # [N]
         if self.snr_gamma is not None:
             alphas = self.noise_scheduler.alphas_cumprod.to(x0.device)[t]
@@ -240,7 +249,7 @@ class DreamDiffusionHead(OutputHead):
         both = torch.cat([cond, torch.zeros_like(cond)]) if scale != 1.0 else cond
         for t in sampler.timesteps:
             inp = torch.cat([x, x]) if scale != 1.0 else x
-            eps = self.unet(self.unet_input(inp), t, encoder_hidden_states=both).sample
+            eps = self.run_unet(inp, t, both)
             if scale != 1.0:
                 eps_c, eps_u = eps.chunk(2)
                 eps = eps_u + scale * (eps_c - eps_u)
