@@ -107,6 +107,11 @@ class DreamDiffusionHead(OutputHead):
         # [Q, D]: at the LLM's embedding scale, like token embeddings
         self.queries = nn.Parameter(torch.randn(self.num_queries, hidden_size) * hidden_size**-0.5)
         unet_block = _part_block(unet, "heads.dream_diffusion.unet")
+        config = dict(unet_block.get("config") or {})
+        if config.get("class_embed_type") == "projection" and not config.get("projection_class_embeddings_input_dim"):
+            # the mean condition is what joins the time embedding: its width is the cross-attention's
+            config["projection_class_embeddings_input_dim"] = config.get("cross_attention_dim")
+            unet_block["config"] = config
         self.unet = _build_diffusers_part(UNet2DConditionModel, unet_block, "heads.dream_diffusion.unet")
         self.freeze_unet = bool(unet_block.get("freeze", True))
         if self.freeze_unet:
