@@ -22,13 +22,14 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root holding ``synthetic/`` (200 train / 40 test images, shards of 50 so two ranks each get one;
-    8 train / 4 test clips under ``synthetic/videochat``)."""
+    the image-generation dialogues and documents; 40 / 8 drawing requests; 8 train / 4 test clips under
+    ``synthetic/videochat``)."""
     from minigpt.datasets.synthetic import generate_synthetic_dataset
     from minigpt.datasets.synthetic.videos import generate_synthetic_videos
 
     root = tmp_path_factory.mktemp("data")
     generate_synthetic_dataset(root / "synthetic", n_train=200, n_test=40, seed=0, shard_size=50, progress=False,
-                               easygen=True)
+                               easygen=True, creation={"train": 40, "test": 8})
     generate_synthetic_videos(root / "synthetic", n_train=8, n_test=4)
     return root
 

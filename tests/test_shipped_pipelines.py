@@ -40,6 +40,8 @@ def runnable_copy(path: Path, folder: Path) -> Path:
     pipe.pipeline.data.synthetic.update(SMALL_SYNTHETIC)
     if pipe.pipeline.data.synthetic.get("videos"):
         pipe.pipeline.data.synthetic.videos.update(SMALL_VIDEOS)
+    if pipe.pipeline.data.synthetic.get("creation"):
+        pipe.pipeline.data.synthetic.creation = {"train": 40, "test": 10}
     copy = folder / path.name
     copy.write_text(OmegaConf.to_yaml(pipe))
     return copy

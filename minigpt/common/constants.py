@@ -24,6 +24,15 @@ VIDEO_PLACEHOLDER = f"<Video>{VIDEO_TOKEN}</Video>"
 # Every token that marks one media slot, with the kind of media it takes.
 MEDIA_SLOT_TOKENS = {IMAGE_TOKEN: "image", VIDEO_TOKEN: "video"}
 
+# DreamLLM's tokens: the model writes DREAM_TOKEN where an image is to be drawn; the layout follows it
+# with DREAM_START, one DREAM_QUERY slot per learned dream query (their embeddings are the queries) and
+# DREAM_END. Only DREAM_TOKEN is predicted; the rest is laid out by the model.
+DREAM_TOKEN = "<dream>"
+DREAM_START = "<dream_start>"
+DREAM_END = "<dream_end>"
+DREAM_QUERY = "<dream_query>"
+DREAM_SPECIAL_TOKENS = (DREAM_TOKEN, DREAM_START, DREAM_END, DREAM_QUERY)
+
 # Label value that takes a position out of the loss (PyTorch cross-entropy's default ignore_index).
 IGNORE_INDEX = -100
 

@@ -45,6 +45,7 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "vision_pretrain": "minigpt.models.vision_pretrain:VisionPretrain",
         "lavin": "minigpt.models.lavin.model:LaVIN",
         "mm_llama": "minigpt.models.families:MMLLaMA",
+        "dreamllm": "minigpt.models.dream.model:DreamLLM",
     },
     "processor": {
         "image_train": "minigpt.processors.image:ImageTrainProcessor",
@@ -104,9 +105,11 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "synthetic_mmc4": "minigpt.datasets.builders.generation_builders:SyntheticMMC4Builder",
         "synthetic_t2i_pairs": "minigpt.datasets.builders.generation_builders:SyntheticTextToImagePairsBuilder",
         "synthetic_videochat": "minigpt.datasets.builders.synthetic_builders:SyntheticVideoChatBuilder",
+        "synthetic_drawing": "minigpt.datasets.builders.dream_builders:SyntheticDrawingBuilder",
     },
     "task": {
         "image_text_pretrain": "minigpt.tasks.image_text_pretrain:ImageTextPretrainTask",
+        "image_creation": "minigpt.tasks.dream_task:ImageCreationTask",
     },
     "runner": {
         "runner_iter": "minigpt.runners.runner_iter:RunnerIter",
@@ -139,7 +142,9 @@ _BUILTIN: Dict[str, Dict[str, str]] = {
         "bottleneck": "minigpt.models.composition.adapters:BottleneckAdapter",
         "mma": "minigpt.models.lavin.mma:MMAdapter",
     },
-    "head": {},
+    "head": {
+        "dream_diffusion": "minigpt.models.dream.diffusion_head:DreamDiffusionHead",
+    },
     "t2i": {
         "diffusers": "minigpt.models.t2i_diffusers:DiffusersTextToImage",
         "synthetic_shapes": "minigpt.datasets.synthetic.caption_drawing:SyntheticShapesTextToImage",

@@ -10,7 +10,7 @@ from minigpt.common.constants import READ_STATS_KEY
 from minigpt.datasets.image_source import IMAGE_KEY, IMAGE_PIXEL_ROWS, IMAGE_PIXELS, ImageRef, split_refs
 
 # columns holding each sample's media: one tensor, several (a list), or None for a text-only sample
-MEDIA_KEYS = ("image",)
+MEDIA_KEYS = ("image", "target_image")  # target_image: the images a creation sample is to draw
 MAX_REPORTED_ERRORS = 64  # skip records carried per batch (for the log); the counts are always complete
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import gradio as gr
+from PIL import Image
 
 from minigpt.demo.examples import DemoExample
-from minigpt.demo.inputs import DEMO_TASKS, NO_TASK, TASK_HINTS, DemoInputError
+from minigpt.demo.inputs import DEMO_TASKS, DRAW_TASK, NO_TASK, TASK_HINTS, DemoInputError
 from minigpt.demo.session import Conversation, DemoChat, Reply
 
 DEFAULT_TITLE = "minigpt demo"
@@ -56,6 +57,14 @@ def upload_path(payload: Any) -> Optional[str]:
     raise DemoInputError("The upload arrived without a file; upload it again.")
 
 
+def page_messages(messages: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The session's messages for the Chatbot: a drawn image (a PIL image as content) becomes an image in the chat."""
+    return [
+        {**m, "content": gr.Image(value=m["content"], show_label=False)} if isinstance(m["content"], Image.Image) else m
+        for m in messages
+    ]
+
+
 def _status(reply: Reply) -> str:
     if not reply.status:
         return ""
@@ -86,7 +95,7 @@ def build_demo(
             except DemoInputError as exc:
                 reply = Reply(Conversation(), [], status=str(exc), error=True)
             box = None if reply.error else gr.skip()  # a refused upload leaves its box empty
-            return box, reply.conversation, reply.messages, None, _status(reply)
+            return box, reply.conversation, page_messages(reply.messages), None, _status(reply)
 
         return on_upload
 
@@ -108,7 +117,7 @@ def build_demo(
         except DemoInputError as exc:
             refused = Reply(conversation or Conversation(), [], status=str(exc), error=True)
             yield (
-                chat.messages(refused.conversation),
+                page_messages(chat.messages(refused.conversation)),
                 gr.skip(),
                 _status(refused),
                 refused.conversation,
@@ -120,7 +129,7 @@ def build_demo(
         ):
             # the message box empties once the answer starts, and keeps the text when it was refused
             yield (
-                reply.messages,
+                page_messages(reply.messages),
                 reply.boxes_image if reply.done else gr.skip(),
                 _status(reply) if reply.done else "Answering…",
                 reply.conversation,
@@ -172,7 +181,8 @@ def build_demo(
                     )
                     send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                 task = gr.Radio(
-                    TASK_CHOICES, value=NO_TASK, label="Task shortcut (MiniGPT-v2 tags)", elem_id="task"
+                    TASK_CHOICES + ([("draw (an image)", DRAW_TASK)] if chat.can_draw else []), value=NO_TASK,
+                    label="Task shortcut (MiniGPT-v2 tags)", elem_id="task"
                 )
                 with gr.Accordion("Generation", open=False):
                     temperature = gr.Slider(

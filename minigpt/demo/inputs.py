@@ -35,6 +35,9 @@ DEFAULT_MAX_VIDEO_FRAME_PIXELS = 3840 * 2160  # 4K frames fit
 # MiniGPT-v2's task shortcuts the demo offers, in the order the UI lists them.
 DEMO_TASKS: Tuple[str, ...] = ("vqa", "caption", "refer", "grounding", "identify")
 NO_TASK = "chat"  # the shortcut that adds no tag: the message goes to the model as typed
+# the shortcut of models that draw (dreamllm): the message becomes a drawing request, "draw <message>"
+DRAW_TASK = "draw"
+DRAW_VERBS = ("draw", "paint", "make a picture", "create an image")
 
 # Tasks whose instruction the tag alone implies; an empty message with them asks this. The first
 # prompt of the prompt files the datasets train these tasks with, so the wording is one the model saw.
@@ -48,6 +51,7 @@ TASK_HINTS: Dict[str, str] = {
     "refer": "an object to find, e.g. give me the location of the red circle",
     "grounding": "leave empty for a description with a box after each object",
     "identify": "a box on the 0-100 grid, e.g. what is this {<10><20><50><60>}",
+    DRAW_TASK: "what to draw, e.g. a red circle in the top left",
 }
 
 
@@ -208,16 +212,31 @@ def default_prompt(task: str) -> Optional[str]:
     return load_prompts(os.path.join("prompts", filename))[0]
 
 
+def draw_prompt(message: Optional[str], max_chars: int = DEFAULT_MAX_MESSAGE_CHARS) -> str:
+    """The ``draw`` shortcut: ``message`` as a drawing request (``draw <message>`` unless it already asks to draw)."""
+    text = (message or "").strip()
+    if not text:
+        raise DemoInputError(f"Type what to draw first ({TASK_HINTS[DRAW_TASK]}).")
+    if len(text) > max_chars:
+        raise DemoInputError(f"The message is {len(text)} characters long; keep it under {max_chars}.")
+    if "<ImageHere>" in text or "<Img>" in text:
+        raise DemoInputError("Leave <Img><ImageHere></Img> out of the message: the demo places the image itself.")
+    return text if text.lower().startswith(DRAW_VERBS) else f"draw {text}"
+
+
 def compose_prompt(
     message: Optional[str], task: Optional[str] = None, max_chars: int = DEFAULT_MAX_MESSAGE_CHARS
 ) -> str:
     """The user's ``message`` as the model should read it: with the ``task`` shortcut's tag in front.
 
-    ``task`` is one of :data:`DEMO_TASKS`, or None / :data:`NO_TASK` for the message as typed. A
+    ``task`` is one of :data:`DEMO_TASKS`, :data:`DRAW_TASK` (a drawing request, :func:`draw_prompt`), or
+    None / :data:`NO_TASK` for the message as typed. A
     message that already starts with a task tag keeps its own. An empty message is refused unless
     the task implies the instruction (``caption``, ``grounding``); ``identify`` needs a box in the
     message. Every refusal is a :class:`DemoInputError`.
     """
+    if task == DRAW_TASK:
+        return draw_prompt(message, max_chars)
     if task in (None, "", NO_TASK):
         task = None
     elif task not in DEMO_TASKS:

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
+from torchvision.transforms.functional import to_pil_image
 
+from minigpt.common.constants import DREAM_TOKEN
 from minigpt.common.grounding import TASK_TAGS, LabelledBox, draw_boxes, parse_boxes, split_task_tag
 from minigpt.common.precision import autocast
 from minigpt.demo.inputs import DemoInputError, UploadLimits, compose_prompt, image_key, load_image
@@ -29,6 +31,7 @@ from minigpt.models.generation.chat import Chat, video_eval_processor
 logger = logging.getLogger(__name__)
 
 MIN_BOXES_SIDE = 384  # boxes are drawn on a copy at least this large, so labels stay legible
+MIN_DRAWING_SIDE = 256  # a drawn image is shown at least this large (a tiny model draws 16 px)
 
 
 @dataclass
@@ -47,6 +50,8 @@ class Conversation:
     key: Optional[str] = None
     source: Optional[Tuple[str, int, int]] = None
     turns: List[Tuple[str, str]] = field(default_factory=list)
+    # (turn index, image) of every image the model drew, in order (models that draw: dreamllm)
+    drawings: List[Tuple[int, Image.Image]] = field(default_factory=list)
 
 
 @dataclass
@@ -54,7 +59,8 @@ class Reply:
     """What the page shows after (part of) an answer.
 
     ``messages`` is the chat history in the ``{"role", "content"}`` form, text escaped for the
-    page's Markdown; ``boxes_image`` the image with the last answer's boxes (None when it has
+    page's Markdown, and each image the model drew as an assistant message whose content is the
+    ``PIL.Image`` (the page shows it in the chat); ``boxes_image`` the image with the last answer's boxes (None when it has
     none); ``status`` a line for the visitor (an error explains what to do); ``done`` is False
     while an answer is still streaming.
     """
@@ -117,6 +123,8 @@ class DemoChat:
             raise ValueError(f"num_beams={num_beams} must lie between 1 and max_beams={max_beams}")
         self.num_beams = int(num_beams)
         self.text_only = bool(text_only)
+        # a model that draws answers through generate_with_images: its drawings appear in the chat
+        self.can_draw = callable(getattr(model, "generate_with_images", None))
         # built once: the processor is the preset's eval one, the same for every conversation
         self.vis_processor = Chat(model).vis_processor
         if self.vis_processor is None:
@@ -272,11 +280,19 @@ class DemoChat:
             return
 
         text = ""
+        drawn: List[Image.Image] = []
         started = time.perf_counter()
         try:
             # no torch.no_grad() here: a front end may resume this generator on another thread, and
             # grad mode is per thread; generate and stream_generate switch gradients off themselves
-            if gen["num_beams"] == 1:
+            if self.can_draw:
+                yield Reply(conversation, self.messages(conversation, (prompt, "")), done=False)
+                gen.pop("num_beams", None)
+                with autocast(self.precision, self.model.device):
+                    out = chat.answer_with_images(**gen)
+                text = out.text.replace(DREAM_TOKEN, "").strip()
+                drawn = [self.enlarge(to_pil_image(img), MIN_DRAWING_SIDE) for img in out.images]
+            elif gen["num_beams"] == 1:
                 for piece in chat.stream_answer(precision=self.precision, **gen):
                     text += piece
                     yield Reply(conversation, self.messages(conversation, (prompt, text)), done=False)
@@ -294,13 +310,17 @@ class DemoChat:
             )
             return
         seconds = time.perf_counter() - started
-        conversation = dataclasses.replace(conversation, turns=[*conversation.turns, (prompt, text)])
+        turn = len(conversation.turns)
+        conversation = dataclasses.replace(conversation, turns=[*conversation.turns, (prompt, text)],
+                                           drawings=[*conversation.drawings, *[(turn, im) for im in drawn]])
         boxes = self.answer_boxes(prompt, text)
         boxes_image = self.draw(conversation.image, boxes) if boxes and conversation.image is not None else None
         parts = [note] if note else []
         if boxes:
             parts.append(f"{len(boxes)} box{'es' if len(boxes) > 1 else ''} drawn.")
-        if not text:
+        if drawn:
+            parts.append(f"{len(drawn)} image{'s' if len(drawn) > 1 else ''} generated.")
+        if not text and not drawn:
             parts.append("The model gave an empty answer.")
         parts.append(f"Answered in {seconds:.1f} s.")
         yield Reply(conversation, self.messages(conversation), boxes_image, " ".join(parts))
@@ -309,12 +329,15 @@ class DemoChat:
     @staticmethod
     def messages(
         conversation: Conversation, pending: Optional[Tuple[str, str]] = None
-    ) -> List[Dict[str, str]]:
-        """The chat history as ``{"role", "content"}`` messages, plus a ``pending`` turn still streaming."""
-        out: List[Dict[str, str]] = []
-        for question, answer in [*conversation.turns, *([pending] if pending else [])]:
+    ) -> List[Dict[str, Any]]:
+        """The chat history as ``{"role", "content"}`` messages (a drawn image's content is the image),
+        plus a ``pending`` turn still streaming."""
+        out: List[Dict[str, Any]] = []
+        for i, (question, answer) in enumerate([*conversation.turns, *([pending] if pending else [])]):
             out.append({"role": "user", "content": as_display_text(question)})
-            out.append({"role": "assistant", "content": as_display_text(answer)})
+            if answer or not any(t == i for t, _ in conversation.drawings):
+                out.append({"role": "assistant", "content": as_display_text(answer)})
+            out.extend({"role": "assistant", "content": image} for t, image in conversation.drawings if t == i)
         return out
 
     @staticmethod
@@ -332,7 +355,12 @@ class DemoChat:
     @staticmethod
     def draw(image: Image.Image, boxes: Sequence[LabelledBox]) -> Image.Image:
         """``image`` with ``boxes`` (0-100 grid) drawn, enlarged by a whole factor when small (pixels kept sharp)."""
-        factor = max(1, math.ceil(MIN_BOXES_SIDE / max(image.size)))
+        return draw_boxes(DemoChat.enlarge(image, MIN_BOXES_SIDE), boxes, grid=True)
+
+    @staticmethod
+    def enlarge(image: Image.Image, side: int) -> Image.Image:
+        """``image`` enlarged by the smallest whole factor that makes its longest side at least ``side`` (pixels kept sharp)."""
+        factor = max(1, math.ceil(side / max(image.size)))
         if factor > 1:
             image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-        return draw_boxes(image, boxes, grid=True)
+        return image

@@ -37,7 +37,8 @@ from minigpt.tasks.evaluation.table import format_metrics as format_table  # the
 logger = logging.getLogger(__name__)
 
 HEADLINE = ("vqa_accuracy", "hallucination_rate", "grounding_acc@0.5", "identify_accuracy", "caption_bleu4_nltk", "caption_exact",
-            "scienceqa_accuracy")  # the last: the ScienceQA table, accuracy_img and accuracy_text_only among it
+            "scienceqa_accuracy",  # the ScienceQA table, accuracy_img and accuracy_text_only among it
+            "creation_")  # the drawing judge's figures (creation_colour_accuracy, creation_quadrant_accuracy)
 
 
 def _ensure_synthetic_data(data_cfg, data_root: str) -> Optional[str]:
@@ -49,7 +50,8 @@ def _ensure_synthetic_data(data_cfg, data_root: str) -> Optional[str]:
     root = os.path.join(data_root, str(s.get("root", "synthetic")))
     kw = dict(n_train=int(s.n_train), n_test=int(s.n_test), seed=int(s.get("seed", 0)),
               image_size=int(s.get("image_size", 64)), absent=bool(s.get("absent", False)),
-              easygen=bool(s.get("easygen", False)))
+              easygen=bool(s.get("easygen", False)),
+              creation={k: int(v) for k, v in s.creation.items()} if s.get("creation") else None)
     if dist_utils.is_main_process():
         if is_complete(root, **kw):
             logger.info("synthetic data present at %s", root)

@@ -131,6 +131,7 @@ class StepLoop:
         self.optimizer, self.sched, self.guard = state.optimizer, state.sched, state.guard
         self.run_cfg = runner.run_cfg
         self.world = dist_utils.get_world_size()
+        self.loss_parts: Dict[str, float] = {}
 
     def run(self, max_iters: int) -> None:
         logger.info("training steps %d..%d on %d process(es), device %s",
@@ -181,6 +182,8 @@ class StepLoop:
         cache, scaler = runner.vision_cache, runner.scaler
         step_loss = 0.0
         sample_ids: List[str] = []
+        # the loss's parts the model reports (lm_loss, each output head's <name>_loss), logged beside it
+        self.loss_parts = {}
         try:
             for micro in range(accum):
                 samples = next(runner.loader)
@@ -193,6 +196,9 @@ class StepLoop:
                     loss = out["loss"].float() / accum
                     (scaler.scale(loss) if scaler is not None else loss).backward()
                 step_loss += float(loss.detach())
+                for key, value in out.items():
+                    if key.endswith("_loss") and isinstance(value, torch.Tensor):
+                        self.loss_parts[key] = self.loss_parts.get(key, 0.0) + float(value) / accum
                 # every sample has an id; stage-0 label batches have no "answer"
                 bs = len(samples.get("sample_id") or samples["answer"])
                 self.log.count(bs * self.world, int(out.get("n_tokens", 0)) * self.world)
@@ -213,7 +219,8 @@ class StepLoop:
         runner, ema = self.runner, self.state.loss_ema
         row: Dict[str, Any] = {"step": done, "loss": round(step_loss, 5), "loss_ema": round(ema, 5), "lr": lr,
                                **self.log.throughput(), "dataset": runner.loader.last_name,
-                               "grad_norm": round(grad_norm, 4)}
+                               "grad_norm": round(grad_norm, 4),
+                               **{k: round(v, 5) for k, v in self.loss_parts.items()}}
         if runner.scaler is not None:
             row["loss_scale"] = float(runner.scaler.get_scale())
         row["skipped_samples"] = runner.skips.total_skipped()

@@ -48,6 +48,15 @@ class BaseTask:
         return model(samples)
 
     # -- evaluation ------------------------------------------------------------------------
+    def predict(self, model, records: List[EvalRecord], batch: Dict[str, Any], run_cfg) -> List[str]:
+        """The texts the evaluation scores for one batch: the model's answers to the records' prompts."""
+        return model.generate(
+            batch.get("image"),
+            [r.prompt for r in records],
+            max_new_tokens=int(run_cfg.eval_max_new_tokens),
+            num_beams=int(run_cfg.eval_num_beams),
+        )
+
     @torch.no_grad()
     def evaluate(
         self,
@@ -70,13 +79,7 @@ class BaseTask:
         from minigpt.datasets.collate import collate_samples
 
         def predict(records: List[EvalRecord], samples: List[Dict[str, Any]]) -> List[str]:
-            batch = collate_samples(samples)
-            return model.generate(
-                batch.get("image"),
-                [r.prompt for r in records],
-                max_new_tokens=int(run_cfg.eval_max_new_tokens),
-                num_beams=int(run_cfg.eval_num_beams),
-            )
+            return self.predict(model, records, collate_samples(samples), run_cfg)
 
         # weights change between evaluations: predictions saved by an earlier one are never reused
         settings = EvalSettings(

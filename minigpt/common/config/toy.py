@@ -80,6 +80,29 @@ TOY_PART_WIDTHS: Dict[str, Dict[str, Dict[str, Any]]] = {
     },
 }
 
+# registered head name -> the keys a twin sets in its block (`heads.<name>`); a null `vae` stays null.
+# DreamLLM's SD UNet (4 levels of 320-1280) -> 2 levels of 8-16; its VAE keeps its 4 levels (8x
+# downsampling, so the latents keep their size) at width 4; the number of dream queries is kept.
+TOY_HEAD_WIDTHS: Dict[str, Dict[str, Any]] = {
+    "dream_diffusion": {
+        "unet": {
+            "pretrained": None,
+            "config": {
+                "block_out_channels": [8, 16],
+                "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+                "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+                "layers_per_block": 1,
+                "attention_head_dim": 4,
+                "cross_attention_dim": 16,
+                "norm_num_groups": 4,
+            },
+        },
+        "vae": {"pretrained": None, "config": {"block_out_channels": [4, 4, 4, 4], "layers_per_block": 1,
+                                               "norm_num_groups": 2}},
+        "scheduler": {"pretrained": None},
+    },
+}
+
 
 def _overlay(base: Dict[Any, Any], over: Mapping) -> Dict[Any, Any]:
     out = dict(base)
@@ -96,6 +119,15 @@ def check_scale(scale: Any, where: str) -> str:
     if scale not in SCALES:
         raise ConfigError(f"{where}: model.scale must be one of {', '.join(SCALES)}, got {scale!r}")
     return str(scale)
+
+
+def _toy_head(name: str, block: Any) -> Any:
+    widths = TOY_HEAD_WIDTHS.get(str(name))
+    if widths is None or not isinstance(block, Mapping):
+        return block
+    if block.get("vae") is None:
+        widths = {k: v for k, v in widths.items() if k != "vae"}
+    return _overlay(dict(block), widths)
 
 
 def toy_twin(model: Mapping) -> Dict[Any, Any]:
@@ -118,5 +150,8 @@ def toy_twin(model: Mapping) -> Dict[Any, Any]:
         if part == "llm" and (block.get("lora_r") or 0) > 0:
             block["lora_r"] = TOY_LORA_R
         out[part] = block
+    heads = out.get("heads")
+    if isinstance(heads, Mapping):
+        out["heads"] = {name: _toy_head(name, block) for name, block in heads.items()}
     out[SCALE_KEY] = "toy"
     return out

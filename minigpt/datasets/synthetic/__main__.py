@@ -61,18 +61,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-train-videos", type=int, default=4000, help="training clips with --videos (default 4000)")
     p.add_argument("--n-test-videos", type=int, default=400, help="held-out clips with --videos (default 400)")
+    p.add_argument(
+        "--creation",
+        type=int,
+        nargs=2,
+        metavar=("N_TRAIN", "N_TEST"),
+        default=None,
+        help="also write N_TRAIN / N_TEST drawing requests ('draw a red circle in the top left') with their target "
+        "images under creation/ (DreamLLM's creation data; off by default)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    creation = {"train": args.creation[0], "test": args.creation[1]} if args.creation else None
     videos_done = not args.videos or videos_complete(
         args.out, args.n_train_videos, args.n_test_videos, args.seed, args.image_size
     )
     if args.skip_if_complete and videos_done and is_complete(
         args.out, args.n_train, args.n_test, args.seed, args.image_size, args.real_layout, args.absent,
-        args.easygen,
+        args.easygen, creation,
     ):
         print(f"synthetic shapes: {args.out} is already complete; nothing to do")
         return 0
@@ -94,6 +104,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         real_layout=args.real_layout,
         absent=args.absent,
         easygen=args.easygen,
+        creation=creation,
     )
     c = manifest["counts"]
     print(

@@ -234,6 +234,7 @@ def _read_manifest(root: Path) -> Optional[Dict[str, Any]]:
 def _settings(
     seed: int, image_size: int, n_train: int, n_test: int, real_layout: bool = False, absent: bool = False,
     easygen: bool = False,
+    creation: Optional[Dict[str, int]] = None,
 ) -> Dict[str, Any]:
     """The manifest keys a finished dataset must match to be reused as it is."""
     settings: Dict[str, Any] = {
@@ -250,12 +251,14 @@ def _settings(
         settings["absent"] = True
     if easygen:
         settings["easygen"] = True
+    if creation:  # drawing requests (draw_prompts.py): only then, as real_layout
+        settings["creation"] = {k: int(v) for k, v in sorted(creation.items())}
     return settings
 
 
 def is_complete(
     root: PathLike, n_train: int, n_test: int, seed: int, image_size: int = 64, real_layout: bool = False,
-    absent: bool = False, easygen: bool = False,
+    absent: bool = False, easygen: bool = False, creation: Optional[Dict[str, int]] = None,
 ) -> bool:
     """True when ``root`` holds a finished dataset generated with exactly these settings.
 
@@ -266,7 +269,7 @@ def is_complete(
     m = _read_manifest(root)
     if m is None:
         return False
-    wanted = _settings(seed, image_size, n_train, n_test, real_layout, absent, easygen)
+    wanted = _settings(seed, image_size, n_train, n_test, real_layout, absent, easygen, creation)
     if any(m.get(k) != v for k, v in wanted.items()) or bool(m.get("absent")) != absent:
         return False
     for rel in m.get("files", {}).values():
@@ -302,6 +305,7 @@ def generate_synthetic_dataset(
     real_layout: bool = False,
     absent: bool = False,
     easygen: bool = False,
+    creation: Optional[Dict[str, int]] = None,
 ) -> Dict[str, Any]:
     """Generate the shapes dataset under ``root`` in every format; returns the manifest.
 
@@ -311,7 +315,9 @@ def generate_synthetic_dataset(
     ``absent`` every image is also asked about something it lacks (an ``absent`` VQA question, a refused
     ``[refer]`` turn in half the conversations; :mod:`minigpt.datasets.synthetic.absent`). With
     ``easygen`` drawing dialogues (PhotoChat's JSON) and interleaved documents (MMC4's) are written
-    too (:mod:`minigpt.datasets.synthetic.easygen_files`).
+    too (:mod:`minigpt.datasets.synthetic.easygen_files`). ``creation`` (``{"train": n, "test": m}``;
+    off by default) also writes that many drawing requests with their target images
+    (:mod:`minigpt.datasets.synthetic.draw_prompts`).
     """
     if n_train < 1 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_test >= 0, got n_train={n_train}, n_test={n_test}")
@@ -369,6 +375,12 @@ def generate_synthetic_dataset(
         root, seed, {"train": train["scienceqa"], "test": test["scienceqa"]}, {"train": n_train, "test": n_test}
     )
 
+    drawing: Dict[str, Any] = {"files": {}, "counts": {}}
+    if creation:
+        from minigpt.datasets.synthetic.draw_prompts import write_creation_files
+
+        drawing = write_creation_files(root, seed, creation, image_size)
+
     n_train_shards = sum(1 for j in jobs if j.split == "train")
     n_test_shards = len(jobs) - n_train_shards
     files: Dict[str, Any] = dict(FILES)
@@ -380,6 +392,7 @@ def generate_synthetic_dataset(
         extra = write_easygen_files(root, seed, image_size, {"train": n_train, "test": n_test})
         files.update(extra["files"])
         lavin["counts"].update(extra["counts"])
+    files.update(drawing["files"])
     counts: Dict[str, int] = {}
     if real_layout:
         from minigpt.datasets.synthetic.real_layout import write_real_layout  # imports the builders' YAMLs
@@ -390,7 +403,7 @@ def generate_synthetic_dataset(
         files["real_layout"] = laid_out["files"]
         counts = laid_out["counts"]
     manifest: Dict[str, Any] = {
-        **_settings(seed, image_size, n_train, n_test, real_layout, absent, easygen),
+        **_settings(seed, image_size, n_train, n_test, real_layout, absent, easygen, creation),
         "shard_size": shard_size,
         "files": files,
         # Brace patterns as webdataset's WebDataset(urls) expands them.
@@ -411,6 +424,7 @@ def generate_synthetic_dataset(
             "llava_test": len(test["llava"]),
             **pope_counts,
             **lavin["counts"],
+            **drawing["counts"],
             **counts,
         },
     }

@@ -21,7 +21,7 @@ from minigpt.common.registry import registry
 from minigpt.models.base_model import BaseModel
 from minigpt.models.composition.adapters import place_adapters
 from minigpt.models.composition.generating import GenerationMixin
-from minigpt.models.composition.heads import build_heads, zero_touch
+from minigpt.models.composition.heads import HEADS_PREFIX, build_heads, zero_touch
 from minigpt.models.composition.layout import PromptLayout, Turns
 from minigpt.models.composition.media import IMAGE, MediaBatch, gather_media
 from minigpt.models.composition.vision_path import VIDEO_POOLINGS, VisionPathMixin
@@ -174,6 +174,14 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             raise ValueError("this model has no adapters to save (model.adapters is empty)")
         return save_trained(self, directory, only_prefix=ADAPTERS_PREFIX)
 
+    def save_head(self, name: str, directory: str) -> str:
+        """Write the trained weights of output head ``name`` alone (``load_checkpoint`` reads the folder back),
+        so a later stage can take this head from one checkpoint and the rest of the model from another."""
+        if name not in self.output_heads:
+            known = ", ".join(self.output_heads) or "(none)"
+            raise ValueError(f"this model has no output head {name!r}; its heads: {known}")
+        return save_trained(self, directory, only_prefix=f"{HEADS_PREFIX}{name}.")
+
     def train(self, mode: bool = True) -> "MultimodalLLM":
         super().train(mode)
         if self.freeze_vision:
@@ -275,8 +283,11 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             if head_loss is None:
                 touch = zero_touch(head)
                 head_loss = touch if touch is not None else loss.new_zeros(())
+                out[f"{name}_loss"] = head_loss.detach()
+                loss = loss + head_loss
+                continue
             out[f"{name}_loss"] = head_loss.detach()
-            loss = loss + head.weight * head_loss
+            loss = loss + head.weighted(head_loss, batch, samples)
         if self.training and media.items is None and media.videos is None:
             # no media this step: the image path's trainable parameters still take part (zero
             # gradients), so data-parallel training with text-only micro-batches never stalls

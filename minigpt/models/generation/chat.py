@@ -274,6 +274,15 @@ class Chat:
         self.answers.append(text)
         return text
 
+    def answer_with_images(self, **gen: Any) -> Any:
+        """The answer to the last question from a model that draws (``generate_with_images``, e.g. ``dreamllm``):
+        its text and drawn images (a ``DreamOutput``); the text is recorded in the history."""
+        kwargs, turns, past = self._request(gen)
+        kwargs = {k: v for k, v in kwargs.items() if k in ("max_new_tokens", "do_sample", "temperature", "top_p")}
+        out = self.model.generate_with_images(self._image_batch(), [turns], history=[past], **kwargs)[0]
+        self.answers.append(out.text)
+        return out
+
     def stream_answer(self, **gen: Any) -> Iterator[str]:
         """The answer to the last question piece by piece; recorded in the history once read to the end.
 

@@ -22,6 +22,7 @@ from minigpt.tasks.evaluation import pope
 from minigpt.tasks.evaluation.records import EvalRecord, clean_answer, grouped_means, mean
 
 Row = Dict[str, Any]
+NOT_DRAWN = "not drawn"  # a creation prediction when the model wrote no <dream>
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,25 @@ def _aggregate_scienceqa_samples(records: List[EvalRecord], rows: List[Row]) -> 
     return {f"scienceqa_{k}": v for k, v in aggregate_scienceqa(as_meta, rows).items()}
 
 
+def _score_creation_sample(record: EvalRecord, prediction: str) -> Row:
+    # the prediction is the drawing judge's verdict on the drawn image, "colour|quadrant" (tasks/dream_task.py)
+    colour, _, quadrant = prediction.partition("|")
+    truth = record.target["drawing"]
+    row = {**_task_row(record, prediction), "colour_ok": float(colour == truth["colour"]),
+           "quadrant_ok": float(quadrant == truth["quadrant"]), "drawn": float(colour != NOT_DRAWN)}
+    row["score"] = row["colour_ok"] * row["quadrant_ok"]
+    return row
+
+
+def _aggregate_creation_samples(records: List[EvalRecord], rows: List[Row]) -> Dict[str, float]:
+    return {"creation_colour_accuracy": mean(r["colour_ok"] for r in rows),
+            "creation_quadrant_accuracy": mean(r["quadrant_ok"] for r in rows),
+            "creation_both_accuracy": mean(r["score"] for r in rows),
+            "creation_drawn_rate": mean(r["drawn"] for r in rows)}
+
+
 TASK_SCORERS: Dict[str, Scorer] = {
+    "creation": Scorer(_score_creation_sample, _aggregate_creation_samples),
     "scienceqa": Scorer(_score_scienceqa_sample, _aggregate_scienceqa_samples),
     "vqa": Scorer(_score_vqa_sample, _aggregate_vqa_samples),
     "refer": Scorer(_score_refer_sample, _aggregate_refer_samples),

@@ -20,7 +20,7 @@ from minigpt.tasks.evaluation.records import EvalRecord
 ImageLoader = Callable[[str], torch.Tensor]
 
 # the keys of a dataset sample that scoring reads besides its task, answer and id (see scorers.TASK_SCORERS)
-SAMPLE_TARGET_KEYS = ("answers", "question_type", "gt_box", "image_size", "captions", "scienceqa")
+SAMPLE_TARGET_KEYS = ("answers", "question_type", "gt_box", "image_size", "captions", "scienceqa", "drawing")
 
 
 class RecordSource:

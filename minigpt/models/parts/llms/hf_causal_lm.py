@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -29,11 +29,14 @@ IMAGE_TOKENS = list(IMAGE_SPECIAL_TOKENS)
 _NORM_TYPES = (nn.LayerNorm,)
 
 
-def load_tokenizer(path: Optional[str] = None, add_image_tokens: bool = True):
+def load_tokenizer(
+    path: Optional[str] = None, add_image_tokens: bool = True, extra_tokens: Optional[Sequence[str]] = None
+):
     """The tokenizer at ``path`` (a local HF directory), or the small BPE one shipped with the package.
 
     ``add_image_tokens`` adds ``<Img>``, ``</Img>`` and ``<ImageHere>`` where the vocabulary lacks
     them (``model.image_markers: special_tokens``); without it the tokenizer is left as it is.
+    ``extra_tokens`` (a family's own markers, e.g. DreamLLM's ``<dream>``) are added where missing.
     """
     from transformers import AutoTokenizer
 
@@ -44,6 +47,9 @@ def load_tokenizer(path: Optional[str] = None, add_image_tokens: bool = True):
     missing = [t for t in IMAGE_TOKENS if t not in tok.get_vocab()]
     if missing and add_image_tokens:
         tok.add_tokens(missing, special_tokens=False)
+    extra = [t for t in (extra_tokens or ()) if t not in tok.get_vocab()]
+    if extra:
+        tok.add_tokens(extra, special_tokens=False)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
@@ -178,6 +184,7 @@ class HFCausalLM(nn.Module):
         device_8bit: int = 0,
         low_resource_bits: int = 8,
         add_image_tokens: bool = True,
+        extra_tokens: Optional[List[str]] = None,
         **_: object,
     ) -> None:
         super().__init__()
@@ -200,7 +207,7 @@ class HFCausalLM(nn.Module):
         if on_meta and tok_path and not os.path.isdir(tok_path):
             logger.info("meta build: tokenizer %s not found, using the shipped one (shapes only)", tok_path)
             tok_path = None
-        self.tokenizer = load_tokenizer(tok_path, add_image_tokens=add_image_tokens)
+        self.tokenizer = load_tokenizer(tok_path, add_image_tokens=add_image_tokens, extra_tokens=extra_tokens)
         dtype = getattr(torch, torch_dtype)
         # TinyGPT-V's per-head Q/K LayerNorm is transformers' own switch
         variant_kwargs: Dict[str, Any] = {"qk_layernorm": True} if phi_variant == "tinygptv" else {}

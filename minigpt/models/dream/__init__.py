@@ -1,0 +1,1 @@
+"""DreamLLM: learned dream queries and a diffusion head on the multimodal LLM (docs/dream.md)."""
