@@ -359,9 +359,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None, out: TextIO = sys.stdout) -> int:
+def main(argv: Optional[List[str]] = None, out: Optional[TextIO] = None) -> int:
     """Run the catalogue CLI; returns the exit status (check: 1 when something is unreadable or missing)."""
     from minigpt.common.io import DatasetError
+
+    out = out if out is not None else sys.stdout  # read now: a default bound at import outlives a redirect
 
     args = _parser().parse_args(argv)
     root = str(args.data_root or default_data_root())
