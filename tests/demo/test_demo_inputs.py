@@ -40,14 +40,17 @@ def test_a_file_that_is_not_an_image_is_named_and_refused(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
-def test_a_truncated_image_is_refused_as_corrupt(tmp_path, fmt):
+@pytest.mark.parametrize("pil_global", [False, True])
+def test_a_truncated_image_is_refused_as_corrupt(tmp_path, fmt, pil_global, monkeypatch):
     buf = io.BytesIO()
     Image.effect_noise((64, 64), 60).convert("RGB").save(buf, fmt)
     path = tmp_path / f"cut.{fmt.lower()}"
     path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    assert not ImageFile.LOAD_TRUNCATED_IMAGES  # PIL would otherwise fill the missing half with grey
+    # with the global on (lmms-eval turns it on when imported) PIL itself would fill the missing half with grey
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", pil_global)
     with pytest.raises(DemoInputError, match=rf"cut\.{fmt.lower()} .*(corrupt|truncated)"):
         load_image(path)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is pil_global  # the setting is left as it was
 
 
 def test_an_empty_file_is_refused(tmp_path):
