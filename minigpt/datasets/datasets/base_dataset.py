@@ -316,6 +316,22 @@ class BaseDataset(Dataset):
         """The stored features of the media file at ``path`` (``feature_store`` set); an error naming the sample if absent."""
         return self.feature_store.lookup(self.media_id(path), self.name, sample_id)
 
+    def read_video(self, path: str, sample_id: str):
+        """The video at ``path`` as the dataset's video processor makes it, or its stored features.
+
+        The byte cap and the header's frame size are checked before the decoder allocates anything; a
+        processor's error gets the dataset and sample in front.
+        """
+        if self.feature_store is not None:
+            return self.stored_features(path, sample_id)
+        from minigpt.common.video_files import check_video_file
+
+        check_video_file(path, self.limits, self.name, sample_id)
+        try:
+            return self.vis_processor(path)
+        except DatasetError as exc:  # the processor names the path; add the dataset and sample
+            raise exc.prefixed(f"dataset {self.name!r}, sample {sample_id!r}") from exc
+
     def process_image(self, image):
         return self.vis_processor(image) if self.vis_processor is not None else image
 

@@ -19,7 +19,6 @@ from PIL import Image
 
 from minigpt.common.constants import VIDEO_PLACEHOLDER
 from minigpt.common.io import DatasetError, MissingDataError, path_manager
-from minigpt.common.video_files import check_video_file
 from minigpt.datasets.datasets.base_dataset import (
     BaseDataset,
     Processor,
@@ -96,15 +95,7 @@ class VideoInstructDataset(BaseDataset):
         )
 
     def load_video(self, video_id: str, sample_id: str):
-        path = self.video_path(video_id, sample_id)
-        if self.feature_store is not None:
-            return self.stored_features(path, sample_id)
-        # the byte cap and the header's frame size, before the decoder allocates anything
-        check_video_file(path, self.limits, self.name, sample_id)
-        try:
-            return self.vis_processor(path)
-        except DatasetError as exc:  # the processor names the path; add the dataset and sample
-            raise exc.prefixed(f"dataset {self.name!r}, sample {sample_id!r}") from exc
+        return self.read_video(self.video_path(video_id, sample_id), sample_id)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         record = self.records[index]

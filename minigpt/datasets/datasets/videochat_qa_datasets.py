@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from minigpt.common.io import DatasetError
-from minigpt.common.video_files import check_video_file
 from minigpt.datasets.datasets.base_dataset import BaseDataset, Processor, require_keys
 
 
@@ -62,14 +61,8 @@ class VideoChatQADataset(BaseDataset):
         """The processed clip ``[T, 3, H, W]`` of ``rel_path`` (or its stored features; None when media are not read)."""
         if not self.read_images:
             return None
-        path = self.image_path(rel_path, sample_id)  # refused when it leaves the videos folder
-        if self.feature_store is not None:
-            return self.stored_features(path, sample_id)
-        check_video_file(path, self.limits, self.name, sample_id)
-        try:
-            return self.vis_processor(path)
-        except DatasetError as exc:  # the processor names the path; add the dataset and sample
-            raise exc.prefixed(f"dataset {self.name!r}, sample {sample_id!r}") from exc
+        # refused when it leaves the videos folder
+        return self.read_video(self.image_path(rel_path, sample_id), sample_id)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         record = self.records[index]
