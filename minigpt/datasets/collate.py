@@ -165,3 +165,56 @@ def read_stats(samples: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
             if best is None or (epoch, position) > tuple(best):
                 stream[name][worker] = [epoch, position]
     return {"counts": counts, "kinds": kinds, "skipped": skipped[-MAX_REPORTED_ERRORS:], "stream": stream}
+
+
+def _rows(value: Any, n: int, key: str) -> List[Any]:
+    """A collated column back as one entry per sample."""
+    if value is None:
+        return [None] * n
+    if isinstance(value, torch.Tensor):
+        return list(value.unbind(0))
+    if isinstance(value, (list, tuple)) and len(value) == n:
+        return list(value)
+    raise ValueError(f"cannot join batches: column {key!r} holds {type(value).__name__} for {n} samples")
+
+
+def _batch_len(batch: Dict[str, Any]) -> int:
+    sizes = {len(v) for v in batch.values() if isinstance(v, (list, tuple, torch.Tensor))}
+    if len(sizes) != 1:
+        raise ValueError(f"cannot join batches: a batch's columns disagree on its size ({sorted(sizes)})")
+    return sizes.pop()
+
+
+def join_batches(batches: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Collated batches (e.g. one of each training dataset) as one batch, samples in batch order.
+
+    A media column (``image``) becomes one entry per sample (None, a tensor, or a list), as
+    :func:`collate_samples` keeps a mixed column, so pixel images, videos, stored features and
+    text-only samples share the batch; another column is stacked when every sample holds a tensor
+    of one shape, and is a per-sample list otherwise. Batches read through the vision feature cache
+    (``image_key``) cannot be joined: their pixel rows index one batch.
+    """
+    if not batches:
+        raise ValueError("join_batches got no batches")
+    if len(batches) == 1:
+        return batches[0]
+    if any(IMAGE_KEY in b for b in batches):
+        raise ValueError(
+            "batches read through the vision feature cache cannot be joined (run.batch_mixing: every_dataset "
+            "needs run.vision_feature_cache.enabled: false)"
+        )
+    sizes = [_batch_len(b) for b in batches]
+    keys: List[str] = []
+    for b in batches:
+        keys.extend(k for k in b if k not in keys)
+    out: Dict[str, Any] = {}
+    for key in keys:
+        values = [v for b, n in zip(batches, sizes) for v in _rows(b.get(key), n, key)]
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        if all(v is None for v in values):
+            out[key] = None
+        elif key not in MEDIA_KEYS and len(tensors) == len(values) and len({tuple(t.shape) for t in tensors}) == 1:
+            out[key] = torch.stack(tensors)
+        else:
+            out[key] = values
+    return out

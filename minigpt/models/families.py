@@ -71,4 +71,10 @@ class MMLLaMA(MultimodalLLM):
                 f"model.vision_encoder / model.projector: mm_llama puts one LLM token per image or video, "
                 f"but {cfg.vision_encoder.name} + {cfg.projector.name} give {n}"
             )
+        for kind, path in model.media_paths.items():
+            if path.num_tokens() != 1:
+                raise ValueError(
+                    f"model.media_paths.{kind}: mm_llama puts one LLM token per item, but this chain gives "
+                    f"{path.num_tokens()}"
+                )
         return model

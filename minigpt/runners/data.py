@@ -261,16 +261,29 @@ class InfiniteLoader:
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
 
 
+BATCH_MIXINGS = ("one_dataset", "every_dataset")  # run.batch_mixing
+
+
 class MixedLoader:
     """Each step draws one dataset with probability proportional to its ``sample_ratio``.
 
     The choice uses its own RNG seeded identically on every rank, so all ranks work on the same
     dataset at each step (equal sequence shapes keep DDP ranks in step).
+
+    ``mixing="every_dataset"`` (``run.batch_mixing``): each step instead joins one micro-batch of
+    every dataset (each of its own batch size, so ``datasets.<name>.batch_size`` sets the shares and
+    ``sample_ratio`` is not used) into one batch (:func:`~minigpt.datasets.collate.join_batches`):
+    image, video, stored-feature and text-only samples then share every step.
     """
 
-    def __init__(self, loaders: Dict[str, InfiniteLoader], ratios: Dict[str, float], seed: int) -> None:
+    def __init__(
+        self, loaders: Dict[str, InfiniteLoader], ratios: Dict[str, float], seed: int, mixing: str = "one_dataset"
+    ) -> None:
         if not loaders:
             raise ValueError("no training datasets: list at least one under `datasets:` with a train split")
+        if mixing not in BATCH_MIXINGS:
+            raise ValueError(f"run.batch_mixing must be one of {', '.join(BATCH_MIXINGS)}, got {mixing!r}")
+        self.mixing = mixing
         self.names: List[str] = list(loaders)
         self.loaders = loaders
         total = float(sum(ratios[n] for n in self.names))
@@ -280,6 +293,12 @@ class MixedLoader:
         self.last_name: Optional[str] = None
 
     def __next__(self) -> Dict[str, Any]:
+        if self.mixing == "every_dataset" and len(self.names) > 1:
+            from minigpt.datasets.collate import join_batches
+
+            self.draws += 1
+            self.last_name = "+".join(self.names)
+            return join_batches([next(self.loaders[n]) for n in self.names])
         name = self.rng.choices(self.names, weights=self.weights)[0] if len(self.names) > 1 else self.names[0]
         self.draws += 1
         self.last_name = name
@@ -368,7 +387,7 @@ def build_train_loader(
                     group_batches=int(run_cfg.get("length_group_batches", 50)),
                 )
                 ratios = {**ratios, key: ratios[name]}
-    return MixedLoader(loaders, ratios, seed=int(run_cfg.seed) + 1)
+    return MixedLoader(loaders, ratios, seed=int(run_cfg.seed) + 1, mixing=str(run_cfg.get("batch_mixing", "one_dataset")))
 
 
 def skip_tracker(loader: MixedLoader, run_cfg) -> SkipTracker:

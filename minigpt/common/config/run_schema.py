@@ -126,6 +126,7 @@ class RunSchema:
     max_skip_rate: Optional[Annotated[float, Range(ge=0, le=1, why="a share of a dataset's reads")]]
     skip_rate_min_reads: PositiveInt
     group_by_length: bool
+    batch_mixing: Literal["one_dataset", "every_dataset"]
     length_group_batches: Annotated[int, Range(ge=1, why="batches sorted by length together")]
     vision_feature_cache: Optional[VisionFeatureCacheSchema]
 

@@ -8,7 +8,6 @@ import torch
 
 from minigpt.common.precision import autocast
 from minigpt.models.composition.layout import EOS_END, Turns
-from minigpt.models.composition.media import gather_media
 
 
 def with_autocast(fn: Any, precision: str, device: torch.device) -> Any:
@@ -84,7 +83,7 @@ class GenerationMixin:
         use_cache: bool,
         generate_kwargs: Dict[str, Any],
     ) -> Dict[str, Any]:
-        media = gather_media(images, self.layout.slot_kinds(prompts))
+        media = self.gather(images, self.layout.slot_kinds(prompts))
         batch = self.build_generation_inputs(prompts, history, self.media_lengths(media))
         device = self.device
         batch = {k: v.to(device) for k, v in batch.items()}

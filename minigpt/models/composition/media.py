@@ -16,6 +16,12 @@ A sample's text says how many media slots it has and of which kind (``<ImageHere
 
 So text-only, image and video samples mix in one batch; the images of a batch share one shape, and
 so do its videos (frame count and size).
+
+A model with a stored-feature chain beside its pixel chain (``model.media_paths.features``) reads
+every item of one or two dimensions (``[C]`` / ``[N, C]``: what the feature store hands out) as
+stored features, whatever its slot's kind, and every other item as pixels; such items are of kind
+``feature`` in :attr:`MediaBatch.kinds` and go through that chain. So pixel images, videos,
+stored features and text-only samples share one batch.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 from minigpt.common.constants import IMAGE_TOKEN, VIDEO_TOKEN
 
 IMAGE, VIDEO = "image", "video"
+FEATURE = "feature"  # an item of stored features going through the model's stored-feature chain
 _SLOT_TOKEN = {IMAGE: IMAGE_TOKEN, VIDEO: VIDEO_TOKEN}
 # an item's dimensions per slot kind: pixels ([3, H, W] / [T, 3, H, W]) or features ([N, C] / [C])
 # (an image slot also takes a video its encoder reads whole, as ImageBind's clip views [S, 3, T, H, W])
@@ -45,7 +52,8 @@ class MediaBatch:
     items: Optional[torch.Tensor]  # [M, ...] the batch's images in slot order, or None when it has none
     counts: List[int]  # [B] media slots (images and videos) per sample
     videos: Optional[torch.Tensor] = None  # [V, T, 3, H, W] the batch's videos in slot order, or None
-    kinds: List[str] = field(default_factory=list)  # each slot's kind ("image" / "video"), batch order
+    kinds: List[str] = field(default_factory=list)  # each slot's kind ("image" / "video" / "feature"), batch order
+    features: Optional[torch.Tensor] = None  # [F, N, C] or [F, C] stored features in slot order (FEATURE slots)
 
     @property
     def total(self) -> int:
@@ -107,13 +115,22 @@ def _as_kinds(slots: Sequence[Union[int, Sequence[str]]]) -> List[List[str]]:
     return [[IMAGE] * int(s) if isinstance(s, int) else list(s) for s in slots]
 
 
-def gather_media(images: Any, slots: Sequence[Union[int, Sequence[str]]]) -> MediaBatch:
+def _is_feature(item: torch.Tensor) -> bool:
+    return item.dim() <= 2  # [C] / [N, C]: pixels are [3, H, W] and up
+
+
+def gather_media(
+    images: Any, slots: Sequence[Union[int, Sequence[str]]], stored_features: bool = False
+) -> MediaBatch:
     """The batch's media items matched to the media slots each sample's text holds.
 
     ``slots[i]`` lists the kinds of sample ``i``'s slots in order (``PromptLayout.slot_kinds``), or
     is their number when all are images. A batched tensor gives each sample with a slot its row (a
     second slot in such a sample is an error: it has one item); a list must give each sample exactly
     as many items as it has slots, each of its slot's kind.
+
+    ``stored_features``: the model has a stored-feature chain; items of one or two dimensions (in a
+    batched tensor: ``[B, C]`` / ``[B, N, C]``) are then of kind ``feature`` (see the module notes).
     """
     kinds = _as_kinds(slots)
     counts = [len(k) for k in kinds]
@@ -130,6 +147,9 @@ def gather_media(images: Any, slots: Sequence[Union[int, Sequence[str]]]) -> Med
                 f"sample {over[0]}: {counts[over[0]]} media slots but a batched image tensor holds one image per "
                 "sample (or one video); pass a list of [k, 3, H, W] tensors for several images"
             )
+        if stored_features and images.dim() <= 3:  # one item of stored features per sample with a slot
+            rows = torch.tensor([c > 0 for c in counts], device=images.device)
+            return MediaBatch(None, counts, None, [FEATURE] * sum(counts), images[rows])
         if all(k == [IMAGE] for k in kinds if k) and images.dim() != 5:
             for i, k in enumerate(kinds):  # the common case: one image per row, no copy
                 if k:
@@ -152,10 +172,16 @@ def gather_media(images: Any, slots: Sequence[Union[int, Sequence[str]]]) -> Med
                 )
             per_sample.append(got if k else [])
     flat_kinds: List[str] = []
-    by_kind: dict = {IMAGE: [], VIDEO: []}
+    by_kind: dict = {IMAGE: [], VIDEO: [], FEATURE: []}
     for i, (got, k) in enumerate(zip(per_sample, kinds)):
         for slot, (item, kind) in enumerate(zip(got, k)):
-            _check_item(item, kind, i, slot)
+            if stored_features and _is_feature(item):
+                kind = FEATURE
+            else:
+                _check_item(item, kind, i, slot)
             by_kind[kind].append(item)
             flat_kinds.append(kind)
-    return MediaBatch(_stack(by_kind[IMAGE], "images"), counts, _stack(by_kind[VIDEO], "videos"), flat_kinds)
+    return MediaBatch(
+        _stack(by_kind[IMAGE], "images"), counts, _stack(by_kind[VIDEO], "videos"), flat_kinds,
+        _stack(by_kind[FEATURE], "stored features"),
+    )

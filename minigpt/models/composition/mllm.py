@@ -23,7 +23,8 @@ from minigpt.models.composition.adapters import place_adapters
 from minigpt.models.composition.generating import GenerationMixin
 from minigpt.models.composition.heads import HEADS_PREFIX, build_heads, zero_touch
 from minigpt.models.composition.layout import PromptLayout, Turns
-from minigpt.models.composition.media import IMAGE, MediaBatch, gather_media
+from minigpt.models.composition.media import FEATURE, IMAGE, MediaBatch, gather_media
+from minigpt.models.composition.media_paths import build_media_paths
 from minigpt.models.composition.vision_path import VIDEO_POOLINGS, VisionPathMixin
 from minigpt.models.generation.conversation import get_template
 from minigpt.models.weights.checkpoint import (
@@ -73,6 +74,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         adapters: Optional[List[Any]] = None,
         heads: Optional[Dict[str, Any]] = None,
         video_pooling: str = "mean",
+        media_paths: Optional[nn.ModuleDict] = None,
     ) -> None:
         super().__init__()
         if video_pooling not in VIDEO_POOLINGS:
@@ -115,6 +117,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         parts = {"llm": llm, "vision_encoder": vision_encoder, "projector": projector}
         self.adapters = place_adapters(parts, adapters)
         self.output_heads = build_heads(llm.hidden_size, heads)
+        # chains beside the pixel chain, by item kind (model.media_paths; empty: none, no parameters)
+        self.media_paths = media_paths if media_paths is not None else nn.ModuleDict()
         self.cfg: Optional[DictConfig] = None
 
     # -- construction ----------------------------------------------------------------------
@@ -150,6 +154,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             adapters=cfg.get("adapters"),
             heads=cfg.get("heads"),
             video_pooling=cfg.get("video_pooling", "mean"),
+            media_paths=build_media_paths(cfg.get("media_paths"), llm.hidden_size),
         )
         model.cfg = cfg
         for path in expand_checkpoints(cfg.get("ckpt")):
@@ -182,10 +187,20 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             raise ValueError(f"this model has no output head {name!r}; its heads: {known}")
         return save_trained(self, directory, only_prefix=f"{HEADS_PREFIX}{name}.")
 
+    def save_media_path(self, kind: str, directory: str) -> str:
+        """Write the trained weights of media chain ``kind`` (``model.media_paths``) alone (``load_checkpoint`` reads them)."""
+        if kind not in self.media_paths:
+            known = ", ".join(self.media_paths) or "(none)"
+            raise ValueError(f"this model has no media path {kind!r} (model.media_paths: {known})")
+        return save_trained(self, directory, only_prefix=f"media_paths.{kind}.")
+
     def train(self, mode: bool = True) -> "MultimodalLLM":
         super().train(mode)
         if self.freeze_vision:
             self.vision_encoder.eval()  # frozen BatchNorm statistics stay as trained
+        for path in self.media_paths.values():
+            if path.freeze_vision:
+                path.vision_encoder.eval()
         return self
 
     # -- layout ------------------------------------------------------------------------------
@@ -227,12 +242,25 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             media_lengths = self.num_image_tokens()
         return self.layout.build(prompts, None, media_lengths, padding_side="left", history=history)
 
+    def gather(self, images: Any, slots: Sequence[Any]) -> MediaBatch:
+        """:func:`gather_media` for this model: with a ``features`` media path, items of one or two
+        dimensions are stored features for that chain."""
+        stored = "features" in self.media_paths
+        if stored and getattr(self, "vision_feature_point", None) is not None and isinstance(images, torch.Tensor) \
+                and images.dim() == 3:
+            raise ValueError(
+                "run.vision_feature_cache hands the pixel chain 3-D features, which a model with "
+                "model.media_paths.features would read as stored features; turn one of them off"
+            )
+        return gather_media(images, slots, stored_features=stored)
+
     def media_lengths(self, media: MediaBatch) -> List[List[int]]:
         """Each sample's slot lengths (embeddings per slot) for ``media``, in slot order."""
         n_img = self.num_image_tokens()
         videos = media.videos
         n_vid = n_img if videos is None or videos.dim() != 5 else self.num_video_tokens(videos.shape[1])
-        flat = [n_img if kind == IMAGE else n_vid for kind in media.kinds]
+        n_feat = self.media_paths["features"].num_tokens() if "features" in self.media_paths else 0
+        flat = [n_img if kind == IMAGE else n_feat if kind == FEATURE else n_vid for kind in media.kinds]
         out, start = [], 0
         for c in media.counts:
             out.append(flat[start:start + c])
@@ -245,31 +273,32 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         ``slot_kinds`` (``layout.slot_kinds(prompts)``) is needed when a prompt holds a video slot;
         without it every slot is an image's.
         """
-        media = gather_media(images, slot_kinds if slot_kinds is not None else batch["media_counts"].tolist())
+        media = self.gather(images, slot_kinds if slot_kinds is not None else batch["media_counts"].tolist())
         return self.embed_media(batch, media)
 
     def embed_media(self, batch: Dict[str, torch.Tensor], media: MediaBatch) -> torch.Tensor:
         ids = batch["input_ids"].masked_fill(batch["media_mask"], self.pad_token_id)
         emb = self.llm.embed_tokens(ids)
-        if media.items is None and media.videos is None:
+        if media.items is None and media.videos is None and media.features is None:
             return emb
         to = emb.device
         img, vid = self.encode_media_items(
             None if media.items is None else media.items.to(to), None if media.videos is None else media.videos.to(to)
         )  # [M, N, D], [V, N', D]
-        if vid is None:
-            filled = img
-        elif img is None:
-            filled = vid
+        feat = None if media.features is None else self.media_paths["features"](media.features.to(to))  # [F, N'', D]
+        given = [x for x in (img, vid, feat) if x is not None]
+        if len(given) == 1:
+            filled = given[0]
         else:  # the slots' embeddings in the order the slots appear: [sum of slot lengths, D]
-            images, videos = iter(img), iter(vid)
-            filled = torch.cat([next(images) if kind == IMAGE else next(videos) for kind in media.kinds])
+            by_kind = {IMAGE: iter(() if img is None else img), FEATURE: iter(() if feat is None else feat)}
+            videos = iter(() if vid is None else vid)
+            filled = torch.cat([next(by_kind.get(kind, videos)) for kind in media.kinds])
         return emb.masked_scatter(batch["media_mask"].unsqueeze(-1), filled.to(emb.dtype))
 
     # -- training ------------------------------------------------------------------------------
     def forward(self, samples: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         device = self.device
-        media = gather_media(samples.get("image"), self.layout.slot_kinds(samples["instruction_input"], samples["answer"]))
+        media = self.gather(samples.get("image"), self.layout.slot_kinds(samples["instruction_input"], samples["answer"]))
         batch = self.build_inputs(samples["instruction_input"], samples["answer"], self.media_lengths(media))
         batch = {k: v.to(device) for k, v in batch.items()}
         for adapter in self.adapters.values():
@@ -288,10 +317,13 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
                 continue
             out[f"{name}_loss"] = head_loss.detach()
             loss = loss + head.weighted(head_loss, batch, samples)
-        if self.training and media.items is None and media.videos is None:
-            # no media this step: the image path's trainable parameters still take part (zero
+        if self.training:
+            # a chain with no item this step: its trainable parameters still take part (zero
             # gradients), so data-parallel training with text-only micro-batches never stalls
-            for part in (self.vision_encoder, self.projector):
+            idle = [] if media.items is not None or media.videos is not None else [self.vision_encoder, self.projector]
+            if media.features is None:
+                idle.extend(self.media_paths.values())
+            for part in idle:
                 touch = zero_touch(part)
                 if touch is not None:
                     loss = loss + touch
@@ -347,7 +379,7 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             if not p.requires_grad:
                 continue
             no_decay = p.ndim < 2 or "norm" in name or name.endswith(".bias") or "pos_embed" in name
-            is_proj = name.startswith("projector.")
+            is_proj = name.startswith("projector.") or (name.startswith("media_paths.") and ".projector." in name)
             groups.setdefault((no_decay, is_proj), []).append(p)
         out = []
         for (no_decay, is_proj), params in groups.items():

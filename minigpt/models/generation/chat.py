@@ -240,9 +240,7 @@ class Chat:
     def _generation_inputs(self, turns: List[str], past: List[str]) -> Dict[str, torch.Tensor]:
         if not self.is_video:
             return self.model.build_generation_inputs([turns], [past])
-        from minigpt.models.composition.media import gather_media
-
-        media = gather_media(self._image_batch(), self.model.layout.slot_kinds([turns]))
+        media = self.model.gather(self._image_batch(), self.model.layout.slot_kinds([turns]))
         return self.model.build_generation_inputs([turns], [past], self.model.media_lengths(media))
 
     def _request(self, gen: Dict[str, Any]) -> Tuple[Dict[str, Any], List[str], List[str]]:
