@@ -88,3 +88,16 @@ def test_images_and_videos_of_one_frame_size_mix_as_a_per_sample_list():
     video2["image"] = torch.zeros(4, 3, 16, 16)
     with pytest.raises(ValueError, match=r"shapes differ.*\[3, 16, 16\]: ds:1"):
         collate_samples([image, video2])
+
+
+def test_join_batches_keeps_a_mixed_media_column_per_sample_and_refuses_cached_image_batches():
+    from minigpt.datasets.collate import join_batches
+
+    images = collate_samples([{"image": torch.zeros(3, 4, 4), "answer": "a"}] * 2)
+    text = collate_samples([{"image": None, "answer": "b"}])
+    joined = join_batches([images, text])
+    assert [None if x is None else tuple(x.shape) for x in joined["image"]] == [(3, 4, 4), (3, 4, 4), None]
+    assert joined["answer"] == ["a", "a", "b"]
+    cached = {"image": None, "image_key": ["k"], "image_pixels": None, "image_pixel_rows": [], "answer": ["c"]}
+    with pytest.raises(ValueError, match="vision feature cache cannot be joined"):
+        join_batches([images, cached])

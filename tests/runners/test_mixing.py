@@ -192,3 +192,37 @@ def test_each_dataset_batches_at_its_own_batch_size(tmp_path, tiny_options, monk
     loaders = load_training_state(str(ckpt))[DATA_STATE]["ranks"][0]["loaders"]
     assert {name: pos["batch_size"] for name, pos in loaders.items()} == {
         "synthetic_vqa": 1, "synthetic_coco_caption": 3, "synthetic_refcoco": 4}
+
+
+class Media(Dataset):
+    """``n`` samples of one media kind: a pixel image, a video's frames, a stored feature vector, or none."""
+
+    SHAPES = {"image": (3, 8, 8), "video": (2, 3, 8, 8), "feature": (16,), "text": None}
+
+    def __init__(self, kind: str, n: int = 6) -> None:
+        self.kind, self.n = kind, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> Dict:
+        shape = self.SHAPES[self.kind]
+        return {"image": None if shape is None else torch.full(shape, float(index)), "instruction_input": "q",
+                "answer": "a", "label": torch.tensor(index), "sample_id": f"{self.kind}:{index}"}
+
+
+def test_every_dataset_mixing_joins_one_micro_batch_of_each_dataset_into_every_step():
+    loaders = {kind: InfiniteLoader(Media(kind), size, 0, seed=i, rank=0, world_size=1)
+               for i, (kind, size) in enumerate({"image": 2, "video": 1, "feature": 1, "text": 2}.items())}
+    mixer = MixedLoader(loaders, {k: 1.0 for k in loaders}, seed=0, mixing="every_dataset")
+    for _ in range(4):  # past an epoch of the one-sample-a-step datasets
+        batch = next(mixer)
+        kinds = [sid.split(":")[0] for sid in batch["sample_id"]]
+        assert kinds == ["image", "image", "video", "feature", "text", "text"]
+        shapes = [None if x is None else tuple(x.shape) for x in batch["image"]]
+        assert shapes == [(3, 8, 8), (3, 8, 8), (2, 3, 8, 8), (16,), None, None]
+        assert batch["label"].shape == (6,)  # a column of one shape is stacked again
+        assert batch["instruction_input"] == ["q"] * 6
+    assert mixer.last_name == "image+video+feature+text"
+    with pytest.raises(ValueError, match="run.batch_mixing must be one of one_dataset, every_dataset"):
+        MixedLoader(loaders, {k: 1.0 for k in loaders}, seed=0, mixing="all")
