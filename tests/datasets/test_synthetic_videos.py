@@ -66,17 +66,17 @@ def test_the_json_is_videochat_instruct_layout_and_the_builder_reads_it(root):
 
 def test_malformed_videochat_entries_are_named(tmp_path):
     from minigpt.common.io import DatasetError
-    from minigpt.datasets.datasets.videochat_qa_datasets import VideoChatQADataset
+    from minigpt.datasets.datasets.videochat_datasets import VideoChatDataset
 
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps([{"video": "a.mp4", "QA": [{"q": "why?", "a": "because"}, {"i": "Look.", "q": "what?", "a": "x"}]},
                                {"video": "b.mp4", "QA": "not a list"}]))
-    ds = VideoChatQADataset("vc", [str(ann)], None, None, str(tmp_path))
+    ds = VideoChatDataset("vc", [str(ann)], None, None, str(tmp_path), samples="question")
     assert [r["question"] for r in ds.records] == ["why?", "Look. what?"]
     assert len(ds.malformed_records) == 1 and "'QA' a list" in ds.malformed_records[0]["error"]
     ann.write_text(json.dumps([{"video": "b.mp4", "QA": "not a list"}]))
     with pytest.raises(DatasetError, match=r"entry 0 of .*ann.json"):
-        VideoChatQADataset("vc", [str(ann)], None, None, str(tmp_path))
+        VideoChatDataset("vc", [str(ann)], None, None, str(tmp_path), samples="question")
 
 
 def test_the_mp4_writer_checks_its_frames(tmp_path):

@@ -67,6 +67,6 @@ class SyntheticVideoChatBuilder(BaseDatasetBuilder):
     APPROX_SIZE = "one question per generated clip (default 4k train / 400 test)"
 
     def build_split(self, split: str) -> Dataset:
-        from minigpt.datasets.datasets.videochat_qa_datasets import VideoChatQADataset
+        from minigpt.datasets.datasets.videochat_datasets import VideoChatDataset
 
-        return self.annotation_dataset(VideoChatQADataset, split)
+        return self.annotation_dataset(VideoChatDataset, split, samples=self.config.get("samples"))

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 from minigpt.common.io import as_list
 from minigpt.datasets.builders.base_builder import BaseDatasetBuilder
 from minigpt.datasets.datasets.video_datasets import VideoInstructDataset
-from minigpt.datasets.datasets.videochat_datasets import VideoChatInstructDataset
+from minigpt.datasets.datasets.videochat_datasets import VideoChatDataset
 
 
 class VideoInstructBuilder(BaseDatasetBuilder):
@@ -51,8 +51,9 @@ class VideoChatInstructBuilder(VideoInstructBuilder):
 
     ``build_info.annotations`` maps each split to ``videochat_instruct_11k.json``-format files
     (``[{"video", "QA": [{"i", "q", "a"}]}]``); ``build_info.videos`` is the folder of the clips.
+    ``samples`` (``conversation``: one sample per conversation; ``question``: one per QA turn),
     ``video_path`` and ``max_turns`` are the reader's switches
-    (:class:`~minigpt.datasets.datasets.videochat_datasets.VideoChatInstructDataset`).
+    (:class:`~minigpt.datasets.datasets.videochat_datasets.VideoChatDataset`).
     """
 
     TASK = "video_conversation"
@@ -60,7 +61,7 @@ class VideoChatInstructBuilder(VideoInstructBuilder):
     APPROX_SIZE = "7k descriptions + 4k conversations / 8k videos"
     DATASET_CONFIG_DICT = {"default": "configs/datasets/videochat_instruct/defaults.yaml"}
 
-    dataset_cls = VideoChatInstructDataset
+    dataset_cls = VideoChatDataset
 
     def reader_options(self) -> Dict[str, Any]:
-        return {"video_path": self.config.get("video_path"), "max_turns": self.config.get("max_turns")}
+        return {key: self.config.get(key) for key in ("samples", "video_path", "max_turns")}

@@ -53,9 +53,11 @@ class VideoInstructDataset(BaseDataset):
         videos_root: Optional[str],
         task_tag: Optional[str] = None,
         video_extensions: Sequence[str] = VIDEO_EXTENSIONS,
+        read_images: bool = True,
+        require_processor: bool = True,
     ) -> None:
-        super().__init__(name, vis_processor, text_processor, videos_root, task_tag, None, True)
-        if vis_processor is None:
+        super().__init__(name, vis_processor, text_processor, videos_root, task_tag, None, read_images)
+        if vis_processor is None and read_images and require_processor:
             raise ValueError(f"dataset {name!r}: a video processor (vis_processor) is required")
         self.video_extensions = [str(e).lstrip(".").lower() for e in video_extensions]
         if not self.video_extensions:
