@@ -21,6 +21,8 @@ def test_video_quickstart_tells_held_out_motion_directions_and_colour_changes(tm
     out = tmp_path / "output" / "video_quickstart"
     metrics = json.loads((out / "metrics.json").read_text())
     assert [s["stage"] for s in metrics["stages"]] == ["stage0", "features", "mmllama"]
+    trained = (out / "mmllama" / "config.yaml").read_text()
+    assert "arch: mm_llama" in trained and "name: precomputed" in trained  # the registered MM-LLaMA on stored vectors
     assert json.loads((out / "features" / "features.json").read_text())["count"] == 4400
     assert metrics["vqa_accuracy_motion"] >= 0.80, metrics  # chance: 0.25
     assert metrics["vqa_accuracy_colour"] >= 0.90, metrics  # chance: 0.2 (one of the five other colours)
