@@ -113,3 +113,12 @@ def test_default_presets_have_no_feature_chain():
 def test_a_bad_media_paths_block_is_refused_naming_the_key(block, message):
     with pytest.raises(ValueError, match=message):
         load_model("minigpt4", "tiny", overrides={"media_paths": block})
+
+
+def test_a_vision_feature_cache_beside_a_feature_chain_is_refused(model):
+    model.vision_feature_point = "projector"  # what run.vision_feature_cache sets on the model
+    try:
+        with pytest.raises(ValueError, match="run.vision_feature_cache .* model.media_paths.features"):
+            model.gather(torch.randn(2, 64, 128), [[IMAGE], [IMAGE]])
+    finally:
+        del model.vision_feature_point
