@@ -7,7 +7,10 @@ import json
 import decord
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
+from minigpt.common.feature_store import FEATURES_FORMAT, shard_file_name
 from minigpt.common.registry import registry
 from minigpt.datasets.synthetic import __main__ as synthetic_cli
 from minigpt.datasets.synthetic.mp4 import write_mjpeg_mp4
@@ -59,9 +62,28 @@ def test_the_json_is_videochat_instruct_layout_and_the_builder_reads_it(root):
     # the builder's default paths hang off <data_root>/synthetic
     sample = splits["test"][1]
     assert sample["image"].shape == (2, 3, 64, 64)  # the two frames the clip embedding sees
-    assert sample["instruction_input"].startswith("<Img><ImageHere></Img> ")
+    # frames go in the video slot, which every family fills frame by frame (in an image slot: 2 images)
+    assert sample["instruction_input"].startswith("<Video><VideoHere></Video> ")
     assert sample["answer"] == entries[1]["QA"][0]["a"] and sample["question_type"] == entries[1]["QA"][0]["question_type"]
     assert len(splits["train"]) == 12
+
+
+def test_a_clip_read_whole_fills_an_image_slot(root, tmp_path):
+    """Stored features (one vector a clip) are one item: the question's image slot, the conversation's <Vid> slot."""
+    entries = json.loads((root / "videochat" / "videochat_instruct_test.json").read_text())
+    features = tmp_path / "features"
+    features.mkdir()
+    save_file({e["video"]: torch.full((8,), float(i)) for i, e in enumerate(entries)},
+              str(features / shard_file_name(0, 1)))
+    (features / "features.json").write_text(json.dumps({"format": FEATURES_FORMAT, "shards": [shard_file_name(0, 1)]}))
+    builder = registry.get_builder_class("synthetic_videochat")
+    question = builder({"features_dir": str(features)}, data_root=str(root.parent)).build_datasets()["test"][2]
+    assert question["image"].shape == (8,) and float(question["image"][0]) == 2.0
+    assert question["instruction_input"].startswith("<Img><ImageHere></Img> ")
+    chat = builder({"features_dir": str(features), "samples": "conversation"}, data_root=str(root.parent))
+    assert chat.build_datasets()["test"][0]["instruction_input"][0].startswith("<Vid><ImageHere></Vid> ")
+    frames = builder({"samples": "conversation"}, data_root=str(root.parent)).build_datasets()["test"][0]
+    assert frames["image"].shape == (2, 3, 64, 64) and frames["instruction_input"][0].startswith("<Video><VideoHere></Video> ")
 
 
 def test_malformed_videochat_entries_are_named(tmp_path):

@@ -5,6 +5,11 @@ The released ``videochat_instruct_11k.json`` is a JSON list of ``{"video": "<fol
 instruction is in ``i``, and 4K multi-turn conversations, whose questions are in ``q``); other keys
 (``caption``) are ignored. A QA turn may also carry ``question_type``, which evaluation reports
 accuracy by (the synthetic clips write ``motion`` and ``colour``).
+
+Which slot a clip fills follows from what the reader hands out for it: the video processors' frames
+``[T, 3, H, W]`` go in the video slot ``<Video><VideoHere></Video>``, which every family encodes frame
+by frame (``model.video_pooling``); a clip read whole (its stored features ``[C]`` from ``features_dir``,
+or ImageBind's views ``[S, 3, T, H, W]``) is one item in an image slot.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from minigpt.common.constants import IMAGE_PLACEHOLDER, WHOLE_VIDEO_PLACEHOLDER
+import torch
+
+from minigpt.common.constants import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, WHOLE_VIDEO_PLACEHOLDER
 from minigpt.common.io import DatasetError
-from minigpt.datasets.datasets.base_dataset import Processor, require_keys
+from minigpt.datasets.datasets.base_dataset import Processor, make_instruction, require_keys
 from minigpt.datasets.datasets.video_datasets import VIDEO_EXTENSIONS, VideoInstructDataset
 
 VIDEO_PATHS = ("as_written", "file_name")
@@ -26,10 +33,12 @@ class VideoChatDataset(VideoInstructDataset):
 
     ``samples: conversation`` (the ``videochat_instruct`` builder): one sample per conversation (or
     per ``max_turns`` of it), task ``video_conversation``; ``"instruction_input"``/``"answer"`` are
-    lists of turns, the first starting with the video slot ``<Vid><ImageHere></Vid>`` and the task tag.
+    lists of turns, the first starting with the clip's slot and the task tag.
     ``samples: question`` (the ``synthetic_videochat`` builder): one sample per QA turn, asked alone
-    behind the image placeholder, task ``vqa``, with ``"answers"`` and the turn's ``question_type``
-    (evaluation by kind; stored clip features, the video quickstart).
+    behind the clip's slot, task ``vqa``, with ``"answers"`` and the turn's ``question_type``
+    (evaluation by kind). The slot (:meth:`clip_slot`): frames ``[T, 3, H, W]`` in
+    ``<Video><VideoHere></Video>``; a clip read whole in ``<Vid><ImageHere></Vid>`` (conversations,
+    MM-LLaMA's ``<<VID>>``) or ``<Img><ImageHere></Img>`` (questions: the video quickstart's stored features).
 
     A turn's question is its ``i`` and ``q`` joined by a space (either may be empty, not both).
     ``video_path: as_written`` reads ``video`` under the videos root as the file names it;
@@ -60,7 +69,7 @@ class VideoChatDataset(VideoInstructDataset):
             raise ValueError(f"datasets.{name}.max_turns must be a positive integer or null, got {max_turns!r}")
         self.samples = samples
         self.task = "video_conversation" if samples == "conversation" else "vqa"
-        # a question's clip sits in an image slot, as one item (a stored embedding, or frames an encoder reads whole)
+        # the slot of a clip read whole (stored features, ImageBind's views): one item in an image slot
         self.placeholder = WHOLE_VIDEO_PLACEHOLDER if samples == "conversation" else IMAGE_PLACEHOLDER
         self.video_path_mode = video_path
         self.max_turns = max_turns
@@ -116,14 +125,23 @@ class VideoChatDataset(VideoInstructDataset):
             return self.read_video(self.image_path(video_id, sample_id), sample_id)
         return super().load_video(video_id, sample_id)
 
+    def clip_slot(self, media: Any) -> str:
+        """The placeholder for a clip as :meth:`load_video` hands it out: frames ``[T, 3, H, W]`` go in
+        the video slot (each frame through the model's image path, then pooled or concatenated); in an
+        image slot they would be read as ``T`` images. Anything else is one item read whole."""
+        if isinstance(media, torch.Tensor) and media.dim() == 4:
+            return VIDEO_PLACEHOLDER
+        return self.placeholder
+
     def __getitem__(self, index: int) -> Dict[str, Any]:
         record = self.records[index]
         sample_id = self.sample_id(record["key"])
         media = self.load_video(record["video_id"], sample_id)
+        slot = self.clip_slot(media)
         if self.samples == "question":
             sample = {
                 "image": media,
-                "instruction_input": self.instruction(record["question"]),
+                "instruction_input": make_instruction(record["question"], self.task_tag, self.read_images, slot),
                 "answer": record["answer"],
                 "answers": [record["answer"]],
                 "sample_id": sample_id,
@@ -133,7 +151,7 @@ class VideoChatDataset(VideoInstructDataset):
             if "question_type" in record:
                 sample["question_type"] = record["question_type"]
             return sample
-        first = " ".join(p for p in (self.placeholder, self.task_tag or "", record["questions"][0]) if p)
+        first = " ".join(p for p in (slot, self.task_tag or "", record["questions"][0]) if p)
         return {
             "image": media,
             "instruction_input": [first] + list(record["questions"][1:]),
