@@ -26,6 +26,7 @@ from minigpt.models.composition.layout import PromptLayout, Turns
 from minigpt.models.composition.media import FEATURE, IMAGE, MediaBatch, gather_media
 from minigpt.models.composition.media_paths import build_media_paths
 from minigpt.models.composition.vision_path import VIDEO_POOLINGS, VisionPathMixin
+from minigpt.models.composition.weighted_loss import check_loss_weighting, weighted_answer_loss
 from minigpt.models.generation.conversation import get_template
 from minigpt.models.weights.checkpoint import (
     STAGE0_HEADS_PREFIX,
@@ -70,6 +71,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         freeze_vision: bool = False,
         freeze_projector: bool = False,
         loss_on_label_positions: bool = True,
+        prompt_loss_weight: float = 0.0,
+        loss_normaliser: str = "answer_tokens",
         lean_generate: bool = True,
         adapters: Optional[List[Any]] = None,
         heads: Optional[Dict[str, Any]] = None,
@@ -111,6 +114,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         self.eos_token_id = self.layout.eos_token_id
         # the LM head and cross-entropy only where a label is (see answer_loss); False: logits everywhere
         self.loss_on_label_positions = bool(loss_on_label_positions)
+        # MM-LLaMA's stage-2 loss: prompt tokens weighted in, over every position (weighted_loss.py)
+        self.prompt_loss_weight, self.loss_normaliser = check_loss_weighting(prompt_loss_weight, loss_normaliser)
         # greedy/sampling through minigpt.models.generation.decode (see generate); False: transformers' generate
         self.lean_generate = bool(lean_generate)
         self._stop_criteria_cache: Dict[Tuple[str, ...], Any] = {}
@@ -150,6 +155,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             freeze_vision=bool(venc_cfg.get("freeze", False)),
             freeze_projector=bool(proj_cfg.get("freeze", False)),
             loss_on_label_positions=bool(cfg.get("loss_on_label_positions", True)),
+            prompt_loss_weight=cfg.get("prompt_loss_weight", 0.0),
+            loss_normaliser=cfg.get("loss_normaliser", "answer_tokens"),
             lean_generate=bool(cfg.get("lean_generate", True)),
             adapters=cfg.get("adapters"),
             heads=cfg.get("heads"),
@@ -343,6 +350,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         value is the full-logits loss's: the same mean over the same tokens, logits in float32.
         Returns ``(loss, last hidden states [B, T, D] or None, n_correct)``: ``n_correct`` counts the
         labelled tokens the logits' argmax predicts (teacher-forced token accuracy's numerator).
+        ``model.prompt_loss_weight`` above 0 or ``model.loss_normaliser: positions`` add prompt tokens
+        and change the divisor as MM-LLaMA does (:mod:`~minigpt.models.composition.weighted_loss`).
         """
         labels = batch["labels"]
         common = dict(
@@ -351,6 +360,9 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
             position_ids=batch["position_ids"],
             output_hidden_states=output_hidden,
         )
+        if self.prompt_loss_weight > 0 or self.loss_normaliser != "answer_tokens":
+            fast = self.loss_on_label_positions and self.llm.supports_logits_mask
+            return weighted_answer_loss(self.llm, common, batch, self.prompt_loss_weight, self.loss_normaliser, fast)
         if not (self.loss_on_label_positions and self.llm.supports_logits_mask):
             out = self.llm(labels=labels, **common)
             has_label = labels[:, 1:] != IGNORE_INDEX
