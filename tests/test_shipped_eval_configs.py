@@ -8,6 +8,8 @@ Each config found by glob is classified by what it is for (a new one is picked u
   them in their released formats (RefCOCO/+/g on split ``val``, the held-out split the synthetic refs have);
 * ``demo``: its header names ``demo.py --cfg-path eval_configs/<it>``; ``demo.py`` composes it, checks it
   and loads the model, the page is not served, and its chat answers a question about an image;
+* ``t2i``: its header names ``eval_scripts/eval_t2i.py --cfg-path eval_configs/<it>``; the script has the
+  config's LLM answer drawing requests for synthetic captions and draws and scores what it writes;
 * ``model-only`` (none of those): the model builds at toy width and answers one image.
 
 Always ``model.scale=toy`` and ``model.ckpt=null``: the model's parts at toy widths, random init.
@@ -38,14 +40,16 @@ BENCHMARK_SCRIPTS = ("eval_vqa.py", "eval_ref.py", "eval_caption.py", "eval_scie
 
 
 def kinds_of(path: Path) -> List[str]:
-    """What ``path`` is for: ``evaluate``, ``benchmarks``, ``demo`` (any of them), else ``model-only``."""
+    """What ``path`` is for: ``evaluate``, ``benchmarks``, ``demo``, ``t2i`` (any of them), else ``model-only``."""
     text = path.read_text()
     named = rf"--cfg-path eval_configs/{re.escape(path.name)}\b"
     kinds = []
     if Config(path, TOY).config.get("datasets"):
         kinds.append("evaluate")
-    if re.search(r"eval_scripts/eval_\w+\.py " + named, text):
+    if re.search(r"eval_scripts/eval_(?!t2i\.)\w+\.py " + named, text):
         kinds.append("benchmarks")
+    if re.search(r"eval_scripts/eval_t2i\.py " + named, text):
+        kinds.append("t2i")
     if re.search(r"\bdemo\.py " + named, text):
         kinds.append("demo")
     return kinds or ["model-only"]
@@ -60,6 +64,7 @@ def test_the_shipped_eval_configs_are_classified():
         ("quickstart_eval.yaml", "evaluate"),
         ("tinygptv_benchmark_eval.yaml", "benchmarks"),
         ("quickstart_demo.yaml", "demo"),
+        ("easygen_t2i_eval.yaml", "t2i"),
     } <= kinds
     assert {p.name for p, _ in EVAL_RUNS} == {p.name for p in EVAL_CONFIGS.glob("*.yaml")}
 
@@ -128,6 +133,18 @@ def _demo(path: Path, root: Path, out: Path, monkeypatch, capsys) -> None:
     assert served["examples"], "the page's example images"
 
 
+def _t2i(path: Path, root: Path, out: Path, monkeypatch, capsys) -> None:
+    prompts = root / "synthetic" / "coco_caption" / "coco_karpathy_test.json"
+    argv = ["--cfg-path", str(path), "--prompts", str(prompts), "--request", "Draw {}", "--t2i", "synthetic_shapes",
+            "--output-dir", str(out), "--max-samples", "2", "--batch-size", "2", "--max-new-tokens", "4",
+            "--no-progress", "--options", *TOY, "run.num_threads=1"]
+    assert _run_script(REPO / "eval_scripts" / "eval_t2i.py", argv, monkeypatch) == 0
+    metrics = json.loads((out / "t2i_test_metrics.json").read_text())
+    # a random LLM writes no <Img>...</Img>: nothing is drawn, which the script reports rather than fails on
+    assert metrics["samples"] == 2 and metrics["metrics"] == {"drawn": 0.0}, metrics
+    assert "t2i" in capsys.readouterr().out
+
+
 def _model_only(path: Path, root: Path, out: Path, monkeypatch, capsys) -> None:
     cfg = Config(path, TOY)
     model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg).eval()
@@ -140,13 +157,14 @@ def _model_only(path: Path, root: Path, out: Path, monkeypatch, capsys) -> None:
     assert torch.isfinite(loss) and len(answers) == 1 and isinstance(answers[0], str)
 
 
-RUNS = {"evaluate": _evaluate, "benchmarks": _benchmarks, "demo": _demo, "model-only": _model_only}
+RUNS = {"evaluate": _evaluate, "benchmarks": _benchmarks, "demo": _demo, "t2i": _t2i, "model-only": _model_only}
 
 
 @pytest.mark.parametrize("path, kind", EVAL_RUNS, ids=[f"{p.name}-{k}" for p, k in EVAL_RUNS])
 def test_each_eval_config_runs_at_toy_width(path, kind, real_layout_root, data_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINIGPT_MODEL_ROOT", str(tmp_path / "no_weights"))  # empty: no weight file can be read
-    RUNS[kind](path, root_for(path, data_root, real_layout_root), tmp_path / "out", monkeypatch, capsys)
+    root = data_root if kind == "t2i" else root_for(path, data_root, real_layout_root)  # t2i: the synthetic captions
+    RUNS[kind](path, root, tmp_path / "out", monkeypatch, capsys)
 
 
 def test_an_unrecognised_model_only_config_builds_and_answers(tmp_path, monkeypatch, capsys):
