@@ -118,6 +118,9 @@ REQUIRED_METRICS = (
     "train_step_s.ours.full_logits",
     "train_step_s.ours.eager",
     "train_step_s.ours.grad_checkpointing",
+    "train_step_s.ours.stock_gelu",
+    "train_step_s.ours.torch_adamw",
+    "vision_encoder_s.ours",
     "gen_tokens_per_s.b{b}.ours.hf_generate",
 )
 
@@ -160,7 +163,12 @@ def phi_config(shape: Shape) -> Dict[str, Any]:
 
 
 def build_ours(
-    shape: Shape, attn: str = "sdpa", label_positions: bool = True, lean_generate: bool = True, seed: int = 0
+    shape: Shape,
+    attn: str = "sdpa",
+    label_positions: bool = True,
+    lean_generate: bool = True,
+    fused_gelu: bool = True,
+    seed: int = 0,
 ):
     """Our composition (``clip_vit`` -> ``mlp`` -> ``hf_causal_lm`` Phi) from config, random weights."""
     from omegaconf import OmegaConf
@@ -185,6 +193,7 @@ def build_ours(
                 "name": "hf_causal_lm",
                 "config": {"model_type": "phi", **phi_config(shape)},
                 "attn_implementation": attn,
+                "fused_gelu": fused_gelu,
             },
         }
     )
@@ -368,13 +377,34 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _adamw(model) -> torch.optim.Optimizer:
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+def trainer_default_optim() -> str:
+    """The optimizer transformers' ``Trainer`` uses by default here (``TrainingArguments.optim``'s default)."""
+    from transformers import TrainingArguments
+
+    return str({f.name: f.default for f in dataclasses.fields(TrainingArguments)}["optim"])
 
 
-def ours_train_step(model, samples: Dict[str, Any]) -> Callable[[], float]:
-    """One full step of ``model`` (strings in, as training calls it: tokenisation is timed too)."""
-    opt = _adamw(model)
+def _trainer_adamw(model) -> torch.optim.Optimizer:
+    """AdamW as transformers' ``Trainer`` builds it by default: fused for ``adamw_torch_fused`` (torch >= 2.8)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=1e-5, fused=True if trainer_default_optim() == "adamw_torch_fused" else None)
+
+
+def _ours_adamw(model, library: bool = True) -> torch.optim.Optimizer:
+    """AdamW as the library's runner builds it (``minigpt.common.optims.adamw``); ``library=False``: torch's default."""
+    from minigpt.common.optims import adamw
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return adamw(params, lr=1e-5) if library else torch.optim.AdamW(params, lr=1e-5)
+
+
+def ours_train_step(model, samples: Dict[str, Any], library_adamw: bool = True) -> Callable[[], float]:
+    """One full step of ``model`` (strings in, as training calls it: tokenisation is timed too).
+
+    ``library_adamw=False`` is the "before" of the optimizer: torch's default AdamW (one operation
+    per tensor at a time) instead of the runner's fused one.
+    """
+    opt = _ours_adamw(model, library_adamw)
     model.train()
 
     def step() -> float:
@@ -388,8 +418,11 @@ def ours_train_step(model, samples: Dict[str, Any]) -> Callable[[], float]:
 
 
 def llava_train_step(model, inputs: Dict[str, torch.Tensor], device: torch.device) -> Callable[[], float]:
-    """One full step of LLaVA on ready token ids (its processor runs in the data loader, untimed)."""
-    opt = _adamw(model)
+    """One full step of LLaVA on ready token ids (its processor runs in the data loader, untimed).
+
+    Its optimizer is the one transformers' ``Trainer`` would build by default (:func:`_trainer_adamw`).
+    """
+    opt = _trainer_adamw(model)
     model.train()
 
     def step() -> float:
@@ -416,7 +449,7 @@ def bare_lm(shape: Shape, ours, attn: str = "sdpa"):
 
 def bare_lm_step(lm, inputs: Dict[str, torch.Tensor], device: torch.device) -> Callable[[], float]:
     """The bare LM's step on token ids of the same ``[B, T]`` (labels on the same positions)."""
-    opt = _adamw(lm)
+    opt = _trainer_adamw(lm)
     lm.train()
     ids = inputs["input_ids"].clamp(max=lm.config.vocab_size - 1)
     kwargs = {"input_ids": ids, "attention_mask": inputs["attention_mask"], "labels": inputs["labels"]}
@@ -433,11 +466,21 @@ def bare_lm_step(lm, inputs: Dict[str, torch.Tensor], device: torch.device) -> C
 
 
 def vision_forward(tower, images: torch.Tensor, device: torch.device) -> Callable[[], None]:
-    """The frozen vision tower's own forward on the batch's images."""
+    """The frozen vision tower's own forward on the batch's images (every block, as LLaVA runs it)."""
 
     def run() -> None:
         with torch.no_grad(), autocast_for(device):
-            tower(pixel_values=images)
+            tower(pixel_values=images, output_hidden_states=True)
+
+    return run
+
+
+def encoder_forward(encoder, images: torch.Tensor, device: torch.device) -> Callable[[], None]:
+    """Ours' vision encoder (``clip_vit``) on the batch's images: the blocks up to ``select_layer`` only."""
+
+    def run() -> None:
+        with torch.no_grad(), autocast_for(device):
+            encoder(images)
 
     return run
 
@@ -616,6 +659,10 @@ def run(
     t_start = time.perf_counter()
     raw: Dict[str, Any] = {"size": size, "shape": dataclasses.asdict(shape), "repeats": repeats}
     raw["trainable_set"] = "vision tower frozen; projector and LLM trained (AdamW, lr 1e-5), both sides"
+    raw["optimizer"] = {
+        "ours": "minigpt.common.optims.adamw (fused where every parameter allows)",
+        "llava": f"transformers Trainer default optim={trainer_default_optim()}",
+    }
 
     phases: Dict[str, float] = {}
     raw["phase_s"] = phases
@@ -650,7 +697,9 @@ def run(
     full_logits = build_ours(shape, label_positions=False).to(device)
     eager = build_ours(shape, attn="eager").to(device)
     ckpt = build_ours(shape).to(device)
-    for variant in (full_logits, eager, ckpt):
+    stock_gelu = build_ours(shape, fused_gelu=False).to(device)
+    torch_adamw = build_ours(shape).to(device)
+    for variant in (full_logits, eager, ckpt, stock_gelu, torch_adamw):
         variant.load_state_dict(ours.state_dict())
     from minigpt.runners.runner_iter import enable_grad_checkpointing
 
@@ -661,9 +710,12 @@ def run(
         "llava": llava_train_step(llava, train_in, device),
         "bare_lm": bare_lm_step(lm, train_in, device),
         "vision_tower": vision_forward(ours.vision_encoder.model, samples["image"], device),
+        "vision_encoder.ours": encoder_forward(ours.vision_encoder, samples["image"], device),
         "ours.full_logits": ours_train_step(full_logits, samples),
         "ours.eager": ours_train_step(eager, samples),
         "ours.grad_checkpointing": ours_train_step(ckpt, samples),
+        "ours.stock_gelu": ours_train_step(stock_gelu, samples),
+        "ours.torch_adamw": ours_train_step(torch_adamw, samples, library_adamw=False),
     }
     if with_compile:
         compiled = build_ours(shape).to(device)
@@ -685,7 +737,7 @@ def run(
 
     flops = train_step_flops(shape, shape.train_batch, seq_len)
     raw["train_flops"] = flops
-    del full_logits, eager, ckpt, lm, steps
+    del full_logits, eager, ckpt, stock_gelu, torch_adamw, lm, steps
     gc.collect()
 
     # generation
@@ -756,7 +808,7 @@ def run(
             "train_step_ratio", round(med["ours"] / med["llava"], 3), "ours / LLaVA", "<= 1.0: ours is faster"
         ),
         row("bare_lm_step_s", round(med["bare_lm"], 4), "s", "plain Phi causal LM, same [B, T], labels"),
-        row("vision_tower_s", round(med["vision_tower"], 4), "s", "CLIP tower forward, no grad"),
+        row("vision_tower_s", round(med["vision_tower"], 4), "s", "CLIP tower forward, no grad, every block (LLaVA's)"),
         row(
             "wrapper_overhead.ours",
             round(med["ours"] / denom, 3),
@@ -837,6 +889,27 @@ def run(
             round(med["ours.grad_checkpointing"], 4),
             "s",
             f"run.grad_checkpointing on ({med['ours.grad_checkpointing'] / med['ours']:.2f}x; trades time for memory)",
+        ),
+    ]
+    rows += [
+        row(
+            "train_step_s.ours.stock_gelu",
+            round(med["ours.stock_gelu"], 4),
+            "s",
+            f"before: transformers' gelu_new module, llm.fused_gelu false ({med['ours.stock_gelu'] / med['ours']:.2f}x)",
+        ),
+        row(
+            "train_step_s.ours.torch_adamw",
+            round(med["ours.torch_adamw"], 4),
+            "s",
+            f"before: torch's default AdamW, not the runner's fused one ({med['ours.torch_adamw'] / med['ours']:.2f}x)",
+        ),
+        row(
+            "vision_encoder_s.ours",
+            round(med["vision_encoder.ours"], 4),
+            "s",
+            f"ours' clip_vit forward, blocks up to select_layer -2 only ({med['vision_encoder.ours'] / med['vision_tower']:.2f}x "
+            "vision_tower_s, the before)",
         ),
     ]
     if "ours.compiled" in med:
