@@ -219,3 +219,13 @@ def test_steps_share_one_cache_by_its_keyword_and_take_slices_of_one_keys_mask(m
         m = c["attention_mask"]  # what transformers would build from the grown 2-D mask
         assert m.dtype == torch.bool and m.shape == (b, 1, 1, t + i + 1)
         assert torch.equal(m[:, 0, 0, :t], prompt.bool()) and m[:, 0, 0, t:].all()
+
+
+def test_growing_cache_gives_the_same_tokens_as_the_preallocated_one(model, images):
+    from minigpt.models.generation.decode import decode
+
+    args = model._generate_kwargs(images, PROMPTS, HISTORY, [], 6, 1, False, 1.0, 0.9, 1.0, True, {})
+    common = dict(max_new_tokens=6, eos_token_ids=args["eos_token_id"], pad_token_id=args["pad_token_id"])
+    grown = decode(model.llm, args["inputs_embeds"], args["attention_mask"], preallocate=False, **common)
+    kept = decode(model.llm, args["inputs_embeds"], args["attention_mask"], preallocate=True, **common)
+    assert grown.shape == (len(PROMPTS), 6) and torch.equal(grown, kept)
