@@ -23,7 +23,10 @@ still a trained parameter). fp32 on CPU; on a GPU both keep fp32 weights under b
 
 Run from the repository root (one run takes a few minutes on a 2-core CPU)::
 
-    python benchmarks/bench_vs_llava.py [--size cpu] [--repeats 5] [--compile] [--out PATH]
+    python benchmarks/bench_vs_llava.py [--size cpu] [--repeats 5] [--compile] [--clock wall|cpu] [--out PATH]
+
+``--clock cpu`` (with ``OMP_NUM_THREADS=1``) times this process's CPU seconds instead of wall-clock
+ones: on a machine shared with other jobs, time spent waiting for a core is left out.
 
 prints one JSON object in the shared schema (``benchmarks/bench_common.py``) and writes
 ``benchmarks/results/bench_vs_llava.json``; ``python benchmarks/report.py`` puts it in the docs.
