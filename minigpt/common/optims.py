@@ -27,6 +27,26 @@ RUN_KEYS = {
 }
 
 
+def adamw(
+    param_groups: Any, lr: float, betas: Tuple[float, float] = (0.9, 0.999)
+) -> torch.optim.Optimizer:
+    """AdamW as training builds it: torch's fused kernel where every parameter allows it, else its default.
+
+    The fused kernel updates each tensor in one pass (parameter, gradient and both moments read
+    and written once) where the default implementation runs about ten separate tensor operations
+    per parameter; on a CPU that is ~5x less optimizer time. It needs floating-point parameters
+    on a device with the kernel (CPU, CUDA, ...); anything else gets torch's default. transformers'
+    ``Trainer`` picks the same fused AdamW by default (``optim="adamw_torch_fused"``).
+    """
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    groups = list(param_groups)
+    params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    devices = set(_get_fused_kernels_supported_devices())
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in devices for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True if fused else None)
+
+
 class Problem(NamedTuple):
     """A run value a schedule cannot work with: ``<keys[0]> must <must> <keys[1]>: <why>``."""
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from minigpt.common import dist_utils
 from minigpt.common.mixing import mixing_weights
-from minigpt.common.optims import peak_lr
+from minigpt.common.optims import adamw, peak_lr
 from minigpt.common.precision import autocast, check_precision_device
 from minigpt.common.registry import registry
 from minigpt.datasets.datasets.base_dataset import SkipTracker
@@ -138,7 +138,7 @@ class RunnerIter:
         if n == 0:
             raise ValueError("nothing to train: every parameter is frozen by the model config")
         logger.info("trainable parameters: %s of %s", f"{n:,}", f"{self.model.num_parameters():,}")
-        return torch.optim.AdamW(groups, lr=lr, betas=(float(rc.beta1), float(rc.beta2)))
+        return adamw(groups, lr=lr, betas=(float(rc.beta1), float(rc.beta2)))
 
     def _build_data(self) -> None:
         """The training stream (``self.loader``), its skip counts and the vision feature cache."""

@@ -109,3 +109,18 @@ def test_train_flops_count_the_parts():
     # twice the batch, twice the FLOPs; the LM head grows with the vocabulary only
     assert bench.train_step_flops(SHAPE, 4, 40)["total"] == pytest.approx(2 * f["total"])
     assert f["lm_head"] == pytest.approx(2 * 3 * 2 * 40 * SHAPE.llm_hidden * SHAPE.vocab_size)
+
+
+def test_cpu_clock_needs_one_thread_and_is_recorded(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(ValueError, match="one torch thread"):
+            bench.run("tiny", repeats=1, gen_repeats=1, warmup=0, with_memory=False, with_data=False, clock="cpu")
+        torch.set_num_threads(1)
+        report = bench.run("tiny", repeats=1, gen_repeats=1, warmup=0, with_memory=False, with_data=False, clock="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert report["raw"]["clock"] == "cpu" and report["raw"]["threads"] == 1
+    step = next(r for r in report["rows"] if r["metric"] == "train_step_s.ours")
+    assert "cpu clock, 1 thread" in step["note"] and step["value"] > 0

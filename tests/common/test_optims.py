@@ -234,3 +234,27 @@ def test_blr_rule_scales_the_base_lr_by_the_effective_batch_over_256():
 
 def test_absolute_rule_takes_init_lr_whatever_the_batch():
     assert peak_lr(_run(init_lr=3e-4), world_size=4)[0] == 3e-4
+
+
+def test_adamw_is_fused_where_every_parameter_allows_and_steps_like_the_default():
+    from minigpt.common.optims import adamw
+
+    torch.manual_seed(0)
+    w = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in w]
+    groups = [{"params": w[:1], "weight_decay": 0.1}, {"params": w[1:], "weight_decay": 0.0}]
+    fused = adamw(groups, lr=1e-2, betas=(0.9, 0.95))
+    plain = torch.optim.AdamW(
+        [{"params": ref[:1], "weight_decay": 0.1}, {"params": ref[1:], "weight_decay": 0.0}], lr=1e-2, betas=(0.9, 0.95)
+    )
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    for _ in range(3):
+        for ps in (w, ref):
+            for p in ps:
+                p.grad = torch.sin(p.detach() * 3.0)
+        fused.step()
+        plain.step()
+    for a, b in zip(w, ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    # a parameter the fused kernel cannot take (not floating point) leaves torch's default
+    assert not adamw([torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))], lr=1.0).defaults["fused"]

@@ -146,3 +146,19 @@ def test_class_token_states_after_every_kth_block():
     with pytest.raises(ValueError, match="select_layer"):
         CLIPViTCLSStates.from_config({"name": "clip_vit_cls", "config": cfg, "select_layer": -2})
 
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_each_hidden_state_equals_the_whole_towers_and_later_blocks_do_not_run(precision):
+    enc = CLIPViTEncoder(config=TINY, precision=precision, freeze=True)
+    images = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(3))
+    ran = []
+    hooks = [b.register_forward_hook(lambda m, i, o, k=k: ran.append(k)) for k, b in enumerate(enc.model.encoder.layers)]
+    with torch.no_grad():
+        whole = enc._run(enc.model, images, output_hidden_states=True).hidden_states  # every block, then picked
+        for index in range(-4, 4):
+            ran.clear()
+            assert torch.equal(enc.hidden_state(images, index), whole[index]), index
+            assert ran == list(range(index % 4))  # blocks after the asked-for state are skipped
+    for h in hooks:
+        h.remove()

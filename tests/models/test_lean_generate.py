@@ -193,3 +193,39 @@ def test_beam_search_still_runs_through_transformers(model, images, monkeypatch)
     monkeypatch.setattr(model.llm, "generate", counting)
     out = model.generate(images[:2], PROMPTS[:2], max_new_tokens=6, num_beams=2)
     assert len(out) == 2 and calls == [2]
+
+
+def test_steps_share_one_cache_by_its_keyword_and_take_slices_of_one_keys_mask(model, images, monkeypatch):
+    from minigpt.models.generation.decode import cache_keyword
+
+    calls = []
+    real = model.llm.forward
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(model.llm, "forward", spy)
+    args = model._generate_kwargs(images, PROMPTS, HISTORY, [], 5, 1, False, 1.0, 0.9, 1.0, True, {"min_new_tokens": 5})
+    model._run_lean_decode(args)
+    assert len(calls) == 5  # the prompt, then one call per new token but the last
+    key = cache_keyword(model.llm.causal_lm)
+    assert key == "cache"  # the transformers this is tested with renamed past_key_values
+    assert all(key in c and "past_key_values" not in c and c[key] is calls[0][key] for c in calls)
+    prompt = calls[0]["attention_mask"]  # [B, T]: padded, so transformers builds the prompt's mask once
+    b, t = prompt.shape
+    assert (prompt == 0).any()
+    for i, c in enumerate(calls[1:]):
+        m = c["attention_mask"]  # what transformers would build from the grown 2-D mask
+        assert m.dtype == torch.bool and m.shape == (b, 1, 1, t + i + 1)
+        assert torch.equal(m[:, 0, 0, :t], prompt.bool()) and m[:, 0, 0, t:].all()
+
+
+def test_growing_cache_gives_the_same_tokens_as_the_preallocated_one(model, images):
+    from minigpt.models.generation.decode import decode
+
+    args = model._generate_kwargs(images, PROMPTS, HISTORY, [], 6, 1, False, 1.0, 0.9, 1.0, True, {})
+    common = dict(max_new_tokens=6, eos_token_ids=args["eos_token_id"], pad_token_id=args["pad_token_id"])
+    grown = decode(model.llm, args["inputs_embeds"], args["attention_mask"], preallocate=False, **common)
+    kept = decode(model.llm, args["inputs_embeds"], args["attention_mask"], preallocate=True, **common)
+    assert grown.shape == (len(PROMPTS), 6) and torch.equal(grown, kept)

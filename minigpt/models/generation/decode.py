@@ -12,6 +12,7 @@ per new token with the KV cache and nothing else per step but a few tensor opera
 
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
@@ -227,6 +228,16 @@ def preallocated_cache(config: Any, capacity: int) -> Optional[DynamicCache]:
     return cache if swapped else None
 
 
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword ``model``'s forward takes its KV cache by: ``cache`` (transformers >= 5.24), else ``past_key_values``.
+
+    transformers 5.24 renamed the argument and keeps the old name behind a deprecation wrapper that
+    warns, and reading an output's ``past_key_values`` checks for tracing (on a CUDA build without a
+    GPU, a failing driver query) at every call: a decoding loop pays both per token.
+    """
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def generation_setting(generation_config: Any, name: str) -> Any:
     """The value transformers' ``generate`` uses for ``name``: the config's, else its global default.
 
@@ -315,6 +326,9 @@ def decode(
     ``generate`` skips as many of them as the row has left padding. ``preallocate`` keeps the KV
     cache in buffers sized for the prompt plus ``max_new_tokens`` (:func:`preallocated_cache`)
     instead of transformers' growing one: the same values, without copying the cache every step.
+    The loop keeps the cache object it passes in (no output is asked for it), and for a padded
+    batch under SDPA attention it hands each step its ``[B, 1, 1, keys]`` boolean mask as a slice of
+    one built before the loop: the mask transformers would build from the 2-D mask at every step.
     """
     batch = inputs_embeds.shape[0]
     device = inputs_embeds.device
@@ -329,19 +343,30 @@ def decode(
     padded = bool((mask == 0).any())
     ids = torch.empty((batch, 0), dtype=torch.long, device=device)
     unfinished = torch.ones(batch, dtype=torch.long, device=device)
+    core = getattr(llm, "causal_lm", llm)
+    config = getattr(core, "config", None)
+    prompt_len = inputs_embeds.shape[1]
+    capacity = prompt_len + max_new_tokens
     cache = None
-    if preallocate:
-        config = getattr(getattr(llm, "causal_lm", llm), "config", None)
-        if config is not None:
-            cache = preallocated_cache(config, inputs_embeds.shape[1] + max_new_tokens)
+    if config is not None:
+        cache = preallocated_cache(config, capacity) if preallocate else None
+        cache = cache if cache is not None else DynamicCache(config=config)
+    cache_kw = cache_keyword(core)
+    keys_mask = None
+    if padded and cache is not None and getattr(config, "_attn_implementation", None) == "sdpa":
+        # [B, 1, 1, capacity], True where a key may be attended: the prompt's padding, then every new token
+        keys_mask = torch.ones((batch, 1, 1, capacity), dtype=torch.bool, device=device)
+        keys_mask[:, 0, 0, :prompt_len] = mask.bool()
     out = llm(
         inputs_embeds=inputs_embeds,
         attention_mask=mask if padded else None,  # no padding: causal attention needs no mask
         position_ids=position_ids,
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
+        **{cache_kw: cache},
     )
+    if cache is None:  # not a transformers model with a config: take the cache it made
+        cache = out.past_key_values
     for step in range(max_new_tokens):
         scores = out.logits[:, -1].to(dtype=torch.float32, copy=True)  # [B, vocab]
         if procs:
@@ -358,15 +383,18 @@ def decode(
         unfinished = unfinished & ~stop
         if step + 1 == max_new_tokens or not bool(unfinished.any()):
             break
-        if padded:
-            mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
+        step_mask = None
+        if keys_mask is not None:
+            step_mask = keys_mask[..., : prompt_len + step + 1]  # the prompt and every token so far
+        elif padded:
+            mask = step_mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
         out = llm(
             input_ids=token[:, None],
-            attention_mask=mask if padded else None,
+            attention_mask=step_mask,
             position_ids=next_position,
-            past_key_values=out.past_key_values,
             use_cache=True,
             logits_to_keep=1,
+            **{cache_kw: cache},
         )
         next_position = next_position + 1
     return ids

@@ -143,6 +143,26 @@ def share_qkv_lora_a(model: nn.Module) -> int:
     return tied
 
 
+def fuse_tanh_gelu(model: nn.Module) -> int:
+    """Run every ``gelu_new`` activation of ``model`` as torch's fused tanh GELU; returns how many were replaced.
+
+    transformers' ``gelu_new`` (Phi, GPT-2) writes the tanh approximation of GELU as five separate
+    tensor operations, each a pass over the MLP's ``[B, T, intermediate]`` activations, and autograd
+    keeps their intermediates for the backward. ``nn.GELU(approximate="tanh")`` is the same function
+    in one kernel (transformers' ``gelu_pytorch_tanh``); values agree to float rounding (a few 1e-7
+    in float32). The model's config keeps ``gelu_new``, so saved and exported configs are unchanged.
+    """
+    from transformers.activations import NewGELUActivation
+
+    replaced = 0
+    for module in model.modules():
+        for name, child in list(module.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(module, name, nn.GELU(approximate="tanh"))
+                replaced += 1
+    return replaced
+
+
 class HFCausalLM(nn.Module):
     """A transformers ``AutoModelForCausalLM`` with its tokenizer. YAML name ``hf_causal_lm``.
 
@@ -155,7 +175,8 @@ class HFCausalLM(nn.Module):
     ``trainable_norm_bias: false`` trains their weights only (as TinyGPT-V does). ``phi_variant: tinygptv`` turns a Phi model into TinyGPT-V's variant
     (:mod:`minigpt.models.parts.llms.tinygptv_phi`). ``low_resource`` loads ``pretrained`` in
     ``low_resource_bits`` (8, or 4: NF4) bits on GPU ``device_8bit`` (needs bitsandbytes and CUDA). ``add_image_tokens: false`` (set by the model for
-    ``image_markers: text``) leaves the tokenizer without added image-marker tokens.
+    ``image_markers: text``) leaves the tokenizer without added image-marker tokens. ``fused_gelu`` runs
+    a ``gelu_new`` activation as torch's one-kernel tanh GELU (:func:`fuse_tanh_gelu`).
 
     Built on the meta device (``load_model(..., device="meta")``) no weight file is read: an existing
     ``pretrained`` directory contributes only its ``config.json``, a missing one is replaced by the
@@ -185,6 +206,7 @@ class HFCausalLM(nn.Module):
         low_resource_bits: int = 8,
         add_image_tokens: bool = True,
         extra_tokens: Optional[List[str]] = None,
+        fused_gelu: bool = True,
         **_: object,
     ) -> None:
         super().__init__()
@@ -248,6 +270,8 @@ class HFCausalLM(nn.Module):
                         len(unexpected),
                         unexpected[:5],
                     )
+        if fused_gelu:
+            fuse_tanh_gelu(model)
         if model.get_input_embeddings().num_embeddings < len(self.tokenizer):
             # mean resizing reads the old rows' values, which a meta build has not got
             model.resize_token_embeddings(len(self.tokenizer), mean_resizing=not on_meta)

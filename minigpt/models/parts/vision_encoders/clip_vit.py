@@ -126,12 +126,25 @@ class CLIPViTEncoder(FreezableEncoder):
     def out_dim(self) -> int:
         return self.model.config.hidden_size
 
+    def hidden_state(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """The tower's hidden state ``index`` (0: the embeddings, -1: the last block), as ``hidden_states[index]``.
+
+        Only the blocks that state depends on run: LLaVA's ``select_layer: -2`` skips the last block
+        and the final LayerNorm, which the whole tower's forward computes and throws away. Call it
+        inside ``self._run.autocast``.
+        """
+        m = self.model
+        blocks = index % (m.config.num_hidden_layers + 1)
+        h = self._run(m.pre_layrnorm, self._run(m.embeddings, x))  # [B, 1 + patches, hidden]
+        for block in m.encoder.layers[:blocks]:
+            h = self._run(block, h, attention_mask=None)
+        return h
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> ``[B, N, hidden]``: hidden state ``select_layer`` (no CLS if ``drop_cls``)."""
         x = images.float()
         with self._run.autocast(x.device):
-            out = self._run(self.model, x, output_hidden_states=True)
-        feats = out.hidden_states[self.select_layer]
+            feats = self.hidden_state(x, self.select_layer)
         return feats[:, 1:] if self.drop_cls else feats
 
 
