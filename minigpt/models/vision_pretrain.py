@@ -21,9 +21,11 @@ from torch.nn import functional as F
 
 from minigpt.common.registry import registry
 from minigpt.models.base_model import BaseModel
+from minigpt.models.grid_code import grid_value_code
 
 BACKGROUND = 0  # class index of tokens outside every box; field classes start at 1
 BOX_KEY = "box"  # region_targets' key for each token's box, ``[B, T, 4]`` (zeros outside boxes)
+BOX_CODE_KEY = "box_code"  # the head that writes each token's box corners in the LLM's grid code
 
 
 def region_targets(
@@ -88,8 +90,11 @@ class VisionPretrain(BaseModel):
     ``forward(samples)`` takes ``{"image": [B, 3, H, W], "regions": [[{"box", <field>: <class>}, ...]]}``
     and returns the mean over fields of the per-token cross-entropy, plus ``box_loss_weight`` times
     the L1 error of the box head (each token inside a box predicts its corners; off when the
-    weight is 0), with each field's token accuracy (``acc_<field>``, over tokens inside boxes) and
-    ``box_l1`` for the log.
+    weight is 0), plus ``box_code_loss_weight`` times the squared error of the box-code head (each
+    token inside a box writes its four corners in the sinusoidal code of the LLM's grid tokens,
+    ``box_code_dim`` numbers per corner: :mod:`minigpt.models.grid_code`; off when the weight is 0),
+    with each field's token accuracy (``acc_<field>``, over tokens inside boxes), ``box_l1`` and
+    ``box_code_mse`` for the log.
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = {
@@ -99,11 +104,17 @@ class VisionPretrain(BaseModel):
     DEFAULT_MODEL_TYPE = "tinygptv_tiny"
 
     def __init__(
-        self, vision_encoder: nn.Module, label_fields: Mapping[str, Sequence[str]], box_loss_weight: float = 0.0
+        self,
+        vision_encoder: nn.Module,
+        label_fields: Mapping[str, Sequence[str]],
+        box_loss_weight: float = 0.0,
+        box_code_loss_weight: float = 0.0,
+        box_code_dim: int = 16,
     ) -> None:
         super().__init__()
-        if BOX_KEY in label_fields:
-            raise ValueError(f"vision_pretrain: {BOX_KEY!r} is reserved for the box head, not a label field")
+        for reserved in (BOX_KEY, BOX_CODE_KEY):
+            if reserved in label_fields:
+                raise ValueError(f"vision_pretrain: {reserved!r} is reserved for a box head, not a label field")
         if not label_fields:
             raise ValueError("vision_pretrain: model.label_fields must name at least one field and its classes")
         self.vision_encoder = vision_encoder
@@ -122,6 +133,14 @@ class VisionPretrain(BaseModel):
         self.box_loss_weight = float(box_loss_weight)
         if self.box_loss_weight > 0:
             heads[BOX_KEY] = nn.Linear(int(vision_encoder.out_dim), 4)
+        # the box-code head: the corners again, in the code the LLM's <0>..<100> tokens start with, so
+        # matching a written box to its tokens (identify) or writing a token's box (refer) is linear
+        self.box_code_loss_weight = float(box_code_loss_weight)
+        self.box_code_dim = int(box_code_dim)
+        if self.box_code_loss_weight > 0:
+            if self.box_code_dim < 2:
+                raise ValueError(f"vision_pretrain: model.box_code_dim must be at least 2, got {box_code_dim}")
+            heads[BOX_CODE_KEY] = nn.Linear(int(vision_encoder.out_dim), 4 * self.box_code_dim)
         self.heads = nn.ModuleDict(heads)
         self.cfg: DictConfig | None = None
 
@@ -132,7 +151,13 @@ class VisionPretrain(BaseModel):
         block = cfg.vision_encoder
         encoder = registry.get_vision_encoder_class(str(block.name)).from_config(block)
         fields = OmegaConf.to_container(cfg.label_fields, resolve=True)
-        model = cls(encoder, fields, box_loss_weight=float(cfg.get("box_loss_weight", 0.0)))
+        model = cls(
+            encoder,
+            fields,
+            box_loss_weight=float(cfg.box_loss_weight),
+            box_code_loss_weight=float(cfg.box_code_loss_weight),
+            box_code_dim=int(cfg.box_code_dim),
+        )
         model.cfg = cfg
         if cfg.get("ckpt"):
             from minigpt.models.weights.checkpoint import expand_checkpoints, load_trained
@@ -175,7 +200,7 @@ class VisionPretrain(BaseModel):
         out: Dict[str, torch.Tensor] = {}
         losses = []
         for f, lg in logits.items():
-            if f == BOX_KEY:
+            if f in (BOX_KEY, BOX_CODE_KEY):
                 continue
             tgt = targets[f].to(lg.device)
             losses.append(F.cross_entropy(lg.flatten(0, 1), tgt.flatten()))
@@ -184,12 +209,19 @@ class VisionPretrain(BaseModel):
                 hit = (lg.argmax(-1) == tgt) & inside
                 out[f"acc_{f}"] = hit.sum().float() / inside.sum().clamp(min=1)
         loss = torch.stack(losses).mean()
+        inside = (targets[next(iter(self.label_fields))] != BACKGROUND).to(images.device)  # [B, T]
+        boxes = targets[BOX_KEY].to(images.device)[inside]  # [N, 4] corners (fractions) of in-box tokens
         if BOX_KEY in logits:
-            inside = (targets[next(iter(self.label_fields))] != BACKGROUND).to(images.device)
             pred = logits[BOX_KEY].sigmoid()[inside]
-            box_l1 = F.l1_loss(pred, targets[BOX_KEY].to(pred.device)[inside]) if inside.any() else pred.sum()
+            box_l1 = F.l1_loss(pred, boxes) if inside.any() else pred.sum()
             out["box_l1"] = box_l1.detach()
             loss = loss + self.box_loss_weight * box_l1
+        if BOX_CODE_KEY in logits:
+            pred = logits[BOX_CODE_KEY][inside]  # [N, 4 * box_code_dim]
+            code = grid_value_code(boxes, self.box_code_dim).flatten(1)  # [N, 4, dim] -> [N, 4 * dim]
+            box_code_mse = F.mse_loss(pred, code) if inside.any() else pred.sum()
+            out["box_code_mse"] = box_code_mse.detach()
+            loss = loss + self.box_code_loss_weight * box_code_mse
         out["loss"] = loss
         # the tokens this step trains on are the labelled visual tokens (the runner's tokens/s)
         out["n_tokens"] = torch.tensor(images.shape[0] * self.grid * self.grid)

@@ -15,6 +15,7 @@ from minigpt.common.registry import registry
 from minigpt.datasets.collate import collate_samples
 from minigpt.datasets.datasets.base_dataset import DatasetError
 from minigpt.datasets.datasets.region_label_datasets import SceneRegionDataset
+from minigpt.models.grid_code import grid_value_code
 from minigpt.models.vision_pretrain import BACKGROUND, region_targets
 from minigpt.models.weights.checkpoint import save_trained
 from minigpt.models.weights.names import canonical_name
@@ -106,10 +107,11 @@ def test_stage0_learns_and_stage1_loads_the_encoder(tmp_path: Path, data_root: P
     batch = collate_samples([train[i] for i in range(32)])
     model = _model()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    first = None
+    first = first_code = None
     for _ in range(25):  # one fixed batch: the loss must fall well below where it started
         out = model(batch)
         first = first if first is not None else out["loss"].item()
+        first_code = first_code if first_code is not None else out["box_code_mse"].item()
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -117,6 +119,7 @@ def test_stage0_learns_and_stage1_loads_the_encoder(tmp_path: Path, data_root: P
     with torch.no_grad():
         out = model(batch)
     assert out["loss"].item() < 0.6 * first
+    assert out["box_code_mse"].item() < 0.6 * first_code  # the preset's box-code head learns the corners' code
     assert float(out["acc_colour"]) > 0.5
     assert int(out["n_tokens"]) == 32 * model.grid**2  # every visual token is labelled: tokens/s is not 0
 
@@ -134,3 +137,42 @@ def test_stage0_learns_and_stage1_loads_the_encoder(tmp_path: Path, data_root: P
 def test_forward_without_regions_is_a_clear_error():
     with pytest.raises(KeyError, match="'image' and 'regions'"):
         _model()({"image": torch.zeros(1, 3, 64, 64)})
+
+
+def test_box_code_head_targets_the_grid_tokens_code_of_each_corner():
+    """A token inside a box is scored against grid_value_code of that box's corners, nothing else."""
+    model = _model(box_loss_weight=0.0)
+    assert model.box_code_dim == 16 and model.heads["box_code"].out_features == 4 * 16
+    box = [0.25, 0.5, 0.75, 1.0]
+    samples = {"image": torch.zeros(1, 3, 64, 64), "regions": [[{"box": box, "kind": "circle", "colour": "red"}]]}
+    with torch.no_grad():  # make the head write exactly the target code on every token
+        head = model.heads["box_code"]
+        head.weight.zero_()
+        head.bias.copy_(grid_value_code(torch.tensor(box), 16).flatten())
+    assert model(samples)["box_code_mse"].item() == pytest.approx(0.0, abs=1e-10)
+    with torch.no_grad():
+        head.bias.copy_(grid_value_code(torch.tensor([0.25, 0.5, 0.75, 0.9]), 16).flatten())  # one corner off
+    assert model(samples)["box_code_mse"].item() > 1e-3
+
+
+def test_box_code_settings_are_checked():
+    with pytest.raises(ValueError, match="box_code_dim must be at least 2"):
+        _model(box_code_dim=1)
+    with pytest.raises(ValueError, match="'box_code' is reserved"):
+        _model(**{"label_fields": {"box_code": ["a"]}})
+    assert "box_code" not in _model(box_code_loss_weight=0.0).heads  # weight 0: no head, no loss
+
+
+def test_grid_code_peaks_where_values_agree_and_is_the_grid_tokens_embedding():
+    values = torch.arange(101) / 100
+    code = grid_value_code(values, 16)  # [101, 16]
+    sims = code @ code.T
+    assert torch.equal(sims.argmax(1), torch.arange(101))  # each value is closest to itself
+    family = registry.get_model_class("tinygptv")
+    cfg = OmegaConf.load(family.default_config_path("tiny")).model
+    llm = family.from_config(cfg).llm
+    tok = llm.tokenizer
+    ids = [tok.convert_tokens_to_ids(f"<{i}>") for i in range(101)]
+    emb = llm.causal_lm.get_input_embeddings().weight[ids].detach()  # [101, dim], set by init_grid_embeddings
+    full = grid_value_code(values, emb.shape[1])
+    assert torch.allclose(emb / emb.std(), full / full.std(), atol=1e-5)

@@ -13,6 +13,7 @@ from torch import nn
 
 from minigpt.common.constants import IMAGE_SPECIAL_TOKENS
 from minigpt.common.hub import resolve_pretrained
+from minigpt.models.grid_code import grid_value_code
 from minigpt.models.parts.llms.tinygptv_phi import (
     PHI_VARIANTS,
     apply_tinygptv_phi,
@@ -70,13 +71,8 @@ def init_grid_embeddings(model: nn.Module, tokenizer, n: int = 101) -> int:
     if emb_in.is_meta:  # shapes only: there are no values to set
         return 0
     dim = emb_in.shape[1]
-    pos = torch.arange(n, dtype=torch.float32)[:, None] / (n - 1)  # [n, 1] in 0..1
-    k = torch.arange(dim // 2, dtype=torch.float32)[None, :]
-    cycles = 0.5 * 16.0 ** (k / max(1, dim // 2 - 1))  # 0.5 to 8 cycles over the grid, geometric
-    angles = 2.0 * torch.pi * cycles * pos
-    code = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)[:, :dim]  # [n, dim]
-    if code.shape[1] < dim:
-        code = torch.nn.functional.pad(code, (0, dim - code.shape[1]))
+    pos = torch.arange(n, dtype=torch.float32) / (n - 1)  # [n] in 0..1
+    code = grid_value_code(pos, dim)  # [n, dim], 0.5 to 8 cycles over the grid, geometric
     code = code / code.std() * float(emb_in.detach().std())
     with torch.no_grad():
         emb_in[ids] = code.to(emb_in.dtype)
