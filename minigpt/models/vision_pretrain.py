@@ -7,10 +7,16 @@ layers. Stage 0 gives the tiny encoder what supervised pretraining gives a real 
 token of the encoder's grid is classified by the attributes of the annotated box its centre falls
 in, or as background. The checkpoint names the encoder ``vision_encoder.*``, as the families do, so
 the next stage loads it by stage name like any other stage's result.
+
+A second objective (``objective: scene``) is for encoders whose tokens are summaries rather than a
+grid, such as ``clip_vit_cls`` (LaVIN's class-token states): every token predicts the whole scene,
+which (kind, colour) combinations are present, how many objects there are and where each present
+combination's centre is.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Dict, List, Mapping, Sequence
 
@@ -26,6 +32,10 @@ from minigpt.models.grid_code import grid_value_code
 BACKGROUND = 0  # class index of tokens outside every box; field classes start at 1
 BOX_KEY = "box"  # region_targets' key for each token's box, ``[B, T, 4]`` (zeros outside boxes)
 BOX_CODE_KEY = "box_code"  # the head that writes each token's box corners in the LLM's grid code
+# model.objective: per-token region labels; the whole scene from every token; or both, the scene from the
+# class-token states and the region labels on the last block's patch tokens of one tower (clip_vit_cls)
+OBJECTIVES = ("patches", "scene", "scene+patches")
+SCENE_HEADS = ("present", "count", "centre")
 
 
 def region_targets(
@@ -83,23 +93,78 @@ def region_targets(
     out[BOX_KEY] = torch.where(hit[..., None], box[pick], out[BOX_KEY])
     return out
 
+def scene_targets(
+    regions: Sequence[Sequence[Mapping[str, Any]]],
+    fields: Mapping[str, Sequence[str]],
+    max_objects: int,
+    sample_ids: Sequence[Any] = (),
+) -> Dict[str, torch.Tensor]:
+    """Whole-scene targets of each image from its labelled boxes (``objective: scene``).
+
+    The combinations are the product of the fields' classes in order (kind x colour: 18), and
+    ``out["present"]`` ``[B, C]`` marks those in the image, ``out["count"]`` ``[B]`` is its number of
+    boxes and ``out["centre"]`` ``[B, C, 2]`` each present combination's box centre (fractions; the
+    last box of a repeated combination). An unknown class or more than ``max_objects`` boxes is an
+    error naming the sample.
+    """
+    names = list(fields)
+    combos = {c: i for i, c in enumerate(itertools.product(*(fields[f] for f in names)))}
+    n = len(regions)
+    out = {"present": torch.zeros(n, len(combos)), "count": torch.zeros(n, dtype=torch.long),
+           "centre": torch.zeros(n, len(combos), 2)}
+    for b, boxes in enumerate(regions):
+        boxes = list(boxes or ())
+        sid = sample_ids[b] if b < len(sample_ids) else f"#{b}"
+        if len(boxes) > max_objects:
+            raise ValueError(f"sample {sid}: {len(boxes)} labelled boxes, more than model.max_objects={max_objects}")
+        out["count"][b] = len(boxes)
+        for region in boxes:
+            key = tuple(region.get(f) for f in names)
+            if key not in combos:
+                bad = next(f for f in names if region.get(f) not in fields[f])
+                raise ValueError(f"sample {sid}: region label {bad}={region.get(bad)!r} is not one of "
+                                 f"model.label_fields.{bad} ({', '.join(fields[bad])})")
+            x1, y1, x2, y2 = (float(v) for v in region["box"])
+            out["present"][b, combos[key]] = 1.0
+            out["centre"][b, combos[key]] = torch.tensor([(x1 + x2) / 2, (y1 + y2) / 2])
+    return out
+
+
+class TokenwiseLinear(nn.Module):
+    """One Linear layer per token position: ``[B, T, D] -> [B, T, O]`` with its own weights for each ``t``."""
+
+    def __init__(self, n_tokens: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, per token
+        self.weight = nn.Parameter(torch.empty(n_tokens, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(n_tokens, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("btd,tdo->bto", x, self.weight) + self.bias
+
 
 class VisionPretrain(BaseModel):
-    """A vision encoder plus one linear head per label field over its tokens. YAML name ``vision_pretrain``.
+    """A vision encoder plus linear heads over its tokens. YAML name ``vision_pretrain``.
 
-    ``forward(samples)`` takes ``{"image": [B, 3, H, W], "regions": [[{"box", <field>: <class>}, ...]]}``
-    and returns the mean over fields of the per-token cross-entropy, plus ``box_loss_weight`` times
-    the L1 error of the box head (each token inside a box predicts its corners; off when the
-    weight is 0), plus ``box_code_loss_weight`` times the squared error of the box-code head (each
-    token inside a box writes its four corners in the sinusoidal code of the LLM's grid tokens,
-    ``box_code_dim`` numbers per corner: :mod:`minigpt.models.grid_code`; off when the weight is 0),
-    with each field's token accuracy (``acc_<field>``, over tokens inside boxes), ``box_l1`` and
-    ``box_code_mse`` for the log.
+    ``forward(samples)`` takes ``{"image": [B, 3, H, W], "regions": [[{"box", <field>: <class>}, ...]]}``.
+    With ``objective: patches`` (the encoder's tokens form a grid) it returns the mean over fields
+    of the per-token cross-entropy, plus ``box_loss_weight`` times the L1 error of the box head (each
+    token inside a box predicts its corners; off when the weight is 0), plus ``box_code_loss_weight``
+    times the squared error of the box-code head (each token inside a box writes its four corners in
+    the sinusoidal code of the LLM's grid tokens, ``box_code_dim`` numbers per corner:
+    :mod:`minigpt.models.grid_code`; off when the weight is 0), with each field's token accuracy
+    (``acc_<field>``, over tokens inside boxes), ``box_l1`` and ``box_code_mse`` for the log. With
+    ``objective: scene`` every token has its own heads predicting the whole scene
+    (:func:`scene_targets`): binary cross-entropy of the present combinations plus cross-entropy of
+    the object count plus ``box_loss_weight`` times the L1 error of the present combinations'
+    centres, each averaged over tokens; the log gets the last token's ``acc_present`` (images whose
+    combinations are all right), ``acc_count`` and ``centre_l1``.
     """
 
     PRETRAINED_MODEL_CONFIG_DICT = {
         "tinygptv_tiny": "configs/models/vision_pretrain/tinygptv_tiny.yaml",
         "lavin_tiny": "configs/models/vision_pretrain/lavin_tiny.yaml",
+        "lavin_tiny_scene": "configs/models/vision_pretrain/lavin_tiny_scene.yaml",
     }
     DEFAULT_MODEL_TYPE = "tinygptv_tiny"
 
@@ -108,13 +173,15 @@ class VisionPretrain(BaseModel):
         vision_encoder: nn.Module,
         label_fields: Mapping[str, Sequence[str]],
         box_loss_weight: float = 0.0,
+        objective: str = "patches",
+        max_objects: int = 3,
         box_code_loss_weight: float = 0.0,
         box_code_dim: int = 16,
     ) -> None:
         super().__init__()
-        for reserved in (BOX_KEY, BOX_CODE_KEY):
-            if reserved in label_fields:
-                raise ValueError(f"vision_pretrain: {reserved!r} is reserved for a box head, not a label field")
+        reserved = [f for f in label_fields if f in (BOX_KEY, BOX_CODE_KEY, *SCENE_HEADS)]
+        if reserved:
+            raise ValueError(f"vision_pretrain: {reserved[0]!r} names a head, not a label field")
         if not label_fields:
             raise ValueError("vision_pretrain: model.label_fields must name at least one field and its classes")
         self.vision_encoder = vision_encoder
@@ -122,27 +189,55 @@ class VisionPretrain(BaseModel):
         for f, classes in self.label_fields.items():
             if not classes or len(set(classes)) != len(classes):
                 raise ValueError(f"vision_pretrain: model.label_fields.{f} must list distinct class names")
-        n_tokens = int(vision_encoder.num_tokens)
-        self.grid = math.isqrt(n_tokens)
-        if self.grid * self.grid != n_tokens:
-            raise ValueError(f"vision_pretrain: the encoder's {n_tokens} tokens do not form a square grid")
-        # named so that checkpoint keys start with STAGE0_HEADS_PREFIX, which the families skip on load
-        heads = {f: nn.Linear(int(vision_encoder.out_dim), len(cs) + 1) for f, cs in self.label_fields.items()}
-        # the box head: every token inside a box regresses that box's corners, so the tokens carry
-        # where their object is, which grounding answers and "left of" questions read back
+        if objective not in OBJECTIVES:
+            raise ValueError(f"vision_pretrain: model.objective must be one of {OBJECTIVES}, got {objective!r}")
+        self.objective = objective
+        self.max_objects = int(max_objects)
         self.box_loss_weight = float(box_loss_weight)
-        if self.box_loss_weight > 0:
-            heads[BOX_KEY] = nn.Linear(int(vision_encoder.out_dim), 4)
-        # the box-code head: the corners again, in the code the LLM's <0>..<100> tokens start with, so
-        # matching a written box to its tokens (identify) or writing a token's box (refer) is linear
         self.box_code_loss_weight = float(box_code_loss_weight)
         self.box_code_dim = int(box_code_dim)
-        if self.box_code_loss_weight > 0:
-            if self.box_code_dim < 2:
-                raise ValueError(f"vision_pretrain: model.box_code_dim must be at least 2, got {box_code_dim}")
-            heads[BOX_CODE_KEY] = nn.Linear(int(vision_encoder.out_dim), 4 * self.box_code_dim)
+        if self.box_code_loss_weight > 0 and self.box_code_dim < 2:
+            raise ValueError(f"vision_pretrain: model.box_code_dim must be at least 2, got {box_code_dim}")
+        n_tokens, dim = int(vision_encoder.num_tokens), int(vision_encoder.out_dim)
+        self.n_tokens = n_tokens
+        heads: Dict[str, nn.Module] = {}
+        if objective == "scene+patches":
+            if not hasattr(vision_encoder, "cls_and_patches"):
+                raise ValueError("vision_pretrain: model.objective scene+patches needs an encoder with class-token "
+                                 f"states and patch tokens (clip_vit_cls), not {type(vision_encoder).__name__}")
+            grid = int(vision_encoder.image_size) // int(vision_encoder.model.config.patch_size)
+            heads.update(self._patch_heads(dim, grid * grid))
+        if objective in ("scene", "scene+patches"):
+            heads.update(self._scene_heads(n_tokens, dim))
+        else:
+            heads.update(self._patch_heads(dim, n_tokens))
+        # named so that checkpoint keys start with STAGE0_HEADS_PREFIX, which the families skip on load
         self.heads = nn.ModuleDict(heads)
         self.cfg: DictConfig | None = None
+
+    def _patch_heads(self, dim: int, n_patches: int) -> Dict[str, nn.Module]:
+        self.grid = math.isqrt(n_patches)
+        if self.grid * self.grid != n_patches:
+            raise ValueError(f"vision_pretrain: the encoder's {n_patches} tokens do not form a square grid "
+                             "(model.objective: scene reads tokens that are not a grid)")
+        heads: Dict[str, nn.Module] = {f: nn.Linear(dim, len(cs) + 1) for f, cs in self.label_fields.items()}
+        # the box head: every token inside a box regresses that box's corners, so the tokens carry
+        # where their object is, which grounding answers and "left of" questions read back
+        if self.box_loss_weight > 0:
+            heads[BOX_KEY] = nn.Linear(dim, 4)
+        # the box-code head: the corners again, in the code the LLM's <0>..<100> tokens start with, so
+        # matching a written box to its tokens (identify) or writing a token's box (refer) is linear
+        if self.box_code_loss_weight > 0:
+            heads[BOX_CODE_KEY] = nn.Linear(dim, 4 * self.box_code_dim)
+        return heads
+
+    def _scene_heads(self, n_tokens: int, dim: int) -> Dict[str, nn.Module]:
+        n_combos = math.prod(len(cs) for cs in self.label_fields.values())
+        heads: Dict[str, nn.Module] = {"present": TokenwiseLinear(n_tokens, dim, n_combos),
+                                       "count": TokenwiseLinear(n_tokens, dim, self.max_objects + 1)}
+        if self.box_loss_weight > 0:  # where each present combination is: what "left of" questions read
+            heads["centre"] = TokenwiseLinear(n_tokens, dim, 2 * n_combos)
+        return heads
 
     @classmethod
     def from_config(cls, cfg: Any) -> "VisionPretrain":
@@ -151,13 +246,10 @@ class VisionPretrain(BaseModel):
         block = cfg.vision_encoder
         encoder = registry.get_vision_encoder_class(str(block.name)).from_config(block)
         fields = OmegaConf.to_container(cfg.label_fields, resolve=True)
-        model = cls(
-            encoder,
-            fields,
-            box_loss_weight=float(cfg.box_loss_weight),
-            box_code_loss_weight=float(cfg.box_code_loss_weight),
-            box_code_dim=int(cfg.box_code_dim),
-        )
+        model = cls(encoder, fields, box_loss_weight=float(cfg.get("box_loss_weight", 0.0)),
+                    objective=str(cfg.objective), max_objects=int(cfg.max_objects),
+                    box_code_loss_weight=float(cfg.get("box_code_loss_weight", 0.0)),
+                    box_code_dim=int(cfg.get("box_code_dim", 16)))
         model.cfg = cfg
         if cfg.get("ckpt"):
             from minigpt.models.weights.checkpoint import expand_checkpoints, load_trained
@@ -185,32 +277,44 @@ class VisionPretrain(BaseModel):
         ]
 
     def logits(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """``{field: [B, grid*grid, n_classes + 1]}`` for a batch of images."""
-        feats = self.vision_encoder(images)
-        if feats.shape[1] != self.grid * self.grid:
-            raise ValueError(f"vision_pretrain: encoder returned {feats.shape[1]} tokens, expected {self.grid ** 2}")
-        return {f: head(feats) for f, head in self.heads.items()}
+        """``{head: [B, tokens, outputs]}`` for a batch of images (patch heads: ``n_classes + 1`` per field)."""
+        if self.objective == "scene+patches":
+            feats, patches = self.vision_encoder.cls_and_patches(images)
+        else:
+            feats = patches = self.vision_encoder(images)
+        if feats.shape[1] != self.n_tokens:
+            raise ValueError(f"vision_pretrain: encoder returned {feats.shape[1]} tokens, expected {self.n_tokens}")
+        return {f: head(feats if f in SCENE_HEADS else patches) for f, head in self.heads.items()}
 
     def forward(self, samples: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         images = samples.get("image")
         if images is None or "regions" not in samples:
             raise KeyError("vision_pretrain needs batches with 'image' and 'regions' (a region-label dataset)")
-        targets = region_targets(samples["regions"], self.label_fields, self.grid, samples.get("sample_id") or ())
         logits = self.logits(images.to(self.device))
         out: Dict[str, torch.Tensor] = {}
         losses = []
-        for f, lg in logits.items():
-            if f in (BOX_KEY, BOX_CODE_KEY):
-                continue
-            tgt = targets[f].to(lg.device)
+        if self.objective != "scene":
+            losses.append(self._patch_loss(logits, samples, out))
+        if self.objective != "patches":
+            losses.append(self._scene_loss(logits, samples, out))
+        out["loss"] = torch.stack(losses).sum()
+        # the tokens this step trains on (the runner's tokens/s): the labelled patch tokens, else the scene's
+        out["n_tokens"] = torch.tensor(images.shape[0] * (self.grid**2 if self.objective != "scene" else self.n_tokens))
+        return out
+
+    def _patch_loss(self, logits: Dict[str, torch.Tensor], samples: Dict[str, Any], out: Dict[str, torch.Tensor]):
+        targets = region_targets(samples["regions"], self.label_fields, self.grid, samples.get("sample_id") or ())
+        losses = []
+        for f in self.label_fields:
+            lg, tgt = logits[f], targets[f].to(logits[f].device)
             losses.append(F.cross_entropy(lg.flatten(0, 1), tgt.flatten()))
             with torch.no_grad():
                 inside = tgt != BACKGROUND
                 hit = (lg.argmax(-1) == tgt) & inside
                 out[f"acc_{f}"] = hit.sum().float() / inside.sum().clamp(min=1)
         loss = torch.stack(losses).mean()
-        inside = (targets[next(iter(self.label_fields))] != BACKGROUND).to(images.device)  # [B, T]
-        boxes = targets[BOX_KEY].to(images.device)[inside]  # [N, 4] corners (fractions) of in-box tokens
+        inside = (targets[next(iter(self.label_fields))] != BACKGROUND).to(loss.device)  # [B, T]
+        boxes = targets[BOX_KEY].to(loss.device)[inside]  # [N, 4] corners (fractions) of in-box tokens
         if BOX_KEY in logits:
             pred = logits[BOX_KEY].sigmoid()[inside]
             box_l1 = F.l1_loss(pred, boxes) if inside.any() else pred.sum()
@@ -222,7 +326,27 @@ class VisionPretrain(BaseModel):
             box_code_mse = F.mse_loss(pred, code) if inside.any() else pred.sum()
             out["box_code_mse"] = box_code_mse.detach()
             loss = loss + self.box_code_loss_weight * box_code_mse
-        out["loss"] = loss
-        # the tokens this step trains on are the labelled visual tokens (the runner's tokens/s)
-        out["n_tokens"] = torch.tensor(images.shape[0] * self.grid * self.grid)
-        return out
+        return loss
+
+    def _scene_loss(self, logits: Dict[str, torch.Tensor], samples: Dict[str, Any], out: Dict[str, torch.Tensor]):
+        targets = scene_targets(samples["regions"], self.label_fields, self.max_objects, samples.get("sample_id") or ())
+        present = targets["present"].to(logits["present"].device)  # [B, C]
+        n_tok = logits["present"].shape[1]
+        # every token answers for the whole scene: targets repeat along the token axis. Summed over the
+        # combinations (a mean would weigh the whole set like the one count answer, and it learnt nothing)
+        loss = F.binary_cross_entropy_with_logits(
+            logits["present"], present[:, None].expand(-1, n_tok, -1), reduction="sum") / (present.shape[0] * n_tok)
+        count = targets["count"].to(present.device)
+        loss = loss + F.cross_entropy(logits["count"].flatten(0, 1), count.repeat_interleave(n_tok))
+        if "centre" in logits:
+            pred = logits["centre"].sigmoid().unflatten(-1, (-1, 2))  # [B, T, C, 2]
+            mask = present.bool()[:, None].expand(-1, n_tok, -1)  # [B, T, C]
+            centre = targets["centre"].to(pred.device)[:, None].expand_as(pred)
+            centre_l1 = F.l1_loss(pred[mask], centre[mask]) if mask.any() else pred.sum() * 0
+            out["centre_l1"] = centre_l1.detach()
+            loss = loss + self.box_loss_weight * centre_l1
+        with torch.no_grad():
+            last_present = (logits["present"][:, -1] > 0).float()
+            out["acc_present"] = (last_present == present).all(-1).float().mean()
+            out["acc_count"] = (logits["count"][:, -1].argmax(-1) == count).float().mean()
+        return loss

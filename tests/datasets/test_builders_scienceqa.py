@@ -207,6 +207,18 @@ def test_synthetic_text_problems_are_right_and_deterministic(synthetic_root):
     assert os.path.isfile(synthetic_root / "synthetic" / "sqa" / "problems.json")
 
 
+def test_synthetic_image_problems_keep_yes_no_in_one_order_and_the_right_place_varies():
+    from minigpt.datasets.synthetic.lavin_files import image_problem
+    from minigpt.datasets.synthetic.scenes import iter_examples
+
+    problems = [image_problem(ex) for ex in iter_examples(120, seed=0, split="train")]
+    yes_no = [p for p in problems if p["category"] in ("exist", "position")]
+    assert yes_no and all(p["choices"] == ["yes", "no"] for p in yes_no)
+    assert {p["answer"] for p in yes_no} == {0, 1}  # yes and no both right, so both places are
+    others = [p for p in problems if p["category"] not in ("exist", "position")]
+    assert len({p["answer"] for p in others if len(p["choices"]) == 4}) == 4  # rotated: every place
+
+
 def test_scienceqa_builder_reads_the_real_layout_with_its_defaults(real_layout_root):
     """The synthetic root laid out as the release (``--real-layout``): every split, PNG images per problem."""
     built = _build("scienceqa", real_layout_root, splits=None)

@@ -16,7 +16,7 @@ from minigpt.datasets.collate import collate_samples
 from minigpt.datasets.datasets.base_dataset import DatasetError
 from minigpt.datasets.datasets.region_label_datasets import SceneRegionDataset
 from minigpt.models.grid_code import grid_value_code
-from minigpt.models.vision_pretrain import BACKGROUND, region_targets
+from minigpt.models.vision_pretrain import BACKGROUND, region_targets, scene_targets
 from minigpt.models.weights.checkpoint import save_trained
 from minigpt.models.weights.names import canonical_name
 
@@ -47,6 +47,73 @@ def test_region_targets_label_tokens_whose_centre_is_inside_the_box():
 def test_region_targets_reject_an_unknown_class_naming_the_sample():
     with pytest.raises(ValueError, match=r"sample s7: .*kind='hexagon'"):
         region_targets([[{"box": [0, 0, 1, 1], "kind": "hexagon", "colour": "red"}]], FIELDS, 4, ["s7"])
+
+
+def test_scene_targets_mark_present_combinations_count_and_centres():
+    regions = [[{"box": [0.0, 0.0, 0.5, 0.5], "kind": "square", "colour": "red"},
+                {"box": [0.6, 0.2, 1.0, 0.6], "kind": "circle", "colour": "blue"}], []]
+    t = scene_targets(regions, FIELDS, max_objects=3)
+    # combinations in product order: circle-red, circle-blue, square-red, square-blue
+    assert t["present"].tolist() == [[0, 1, 1, 0], [0, 0, 0, 0]]
+    assert t["count"].tolist() == [2, 0]
+    assert t["centre"][0, 2].tolist() == pytest.approx([0.25, 0.25])
+    assert t["centre"][0, 1].tolist() == pytest.approx([0.8, 0.4])
+    with pytest.raises(ValueError, match=r"sample s3: 2 labelled boxes, more than model.max_objects=1"):
+        scene_targets(regions, FIELDS, max_objects=1, sample_ids=["s3"])
+    with pytest.raises(ValueError, match=r"sample #0: region label colour='pink'"):
+        scene_targets([[{"box": [0, 0, 1, 1], "kind": "circle", "colour": "pink"}]], FIELDS, 3)
+
+
+def test_objective_is_checked_against_the_encoder():
+    with pytest.raises(ValueError, match=r"model.objective must be one of .*'boxes'"):
+        _model(objective="boxes")
+    with pytest.raises(ValueError, match=r"scene\+patches needs an encoder with class-token states .*TinyViT"):
+        _model(objective="scene+patches")
+    with pytest.raises(ValueError, match="'present' names a head"):
+        _model(**{"label_fields.present": ["yes"]})
+
+
+def test_scene_stage0_teaches_the_lavin_class_token_states_and_hands_the_tower_on(
+    tmp_path: Path, data_root: Path, caplog
+):
+    """objective scene+patches: LaVIN's visual input (class-token states) gets a loss of its own."""
+    cls = registry.get_model_class("vision_pretrain")
+    ours = OmegaConf.load(cls.default_config_path("lavin_tiny_scene")).model
+    lavin_cls = registry.get_model_class("lavin")
+    theirs = OmegaConf.load(lavin_cls.default_config_path("tiny")).model
+    for key in ("name", "pretrained", "config", "image_size", "every", "precision"):
+        assert OmegaConf.to_container(ours.vision_encoder)[key] == OmegaConf.to_container(theirs.vision_encoder)[key]
+    torch.manual_seed(0)
+    model = cls.from_config(ours)
+    assert model.n_tokens == 4 and model.grid == 8  # 4 class-token states; the 8x8 patch grid
+    builder = registry.get_builder_class("synthetic_scene_labels")(None, data_root=str(data_root))
+    batch = collate_samples([builder.build_datasets(["train"])["train"][i] for i in range(32)])
+    probe = torch.randn(2, 3, 64, 64)
+    before = model.vision_encoder(probe).detach()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):  # one fixed batch: the loss must fall well below where it started
+        out = model(batch)
+        losses.append(out["loss"].item())
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert losses[-1] < 0.6 * losses[0]
+    assert {"acc_present", "acc_count", "centre_l1", "acc_kind", "box_l1"} <= set(out)
+    assert float(out["acc_count"]) > 0.5
+    assert int(out["n_tokens"]) == 32 * 64
+    assert not torch.allclose(before, model.vision_encoder(probe))  # the class-token states moved
+
+    saved = load_file(save_trained(model, str(tmp_path / "ck")))
+    assert {k for k in saved if k.startswith("heads.")} >= {"heads.present.weight", "heads.count.weight",
+                                                           "heads.centre.weight", "heads.kind.weight"}
+    theirs.ckpt = str(tmp_path / "ck")
+    with caplog.at_level(logging.INFO):
+        lavin = lavin_cls.from_config(theirs)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the heads are expected extras
+    tower = lavin.vision_encoder.model.state_dict()
+    for name, value in model.vision_encoder.model.state_dict().items():
+        assert torch.equal(value, tower[name]), name
 
 
 def test_preset_encoder_block_is_the_tinygptv_tiny_encoder():
@@ -158,7 +225,7 @@ def test_box_code_head_targets_the_grid_tokens_code_of_each_corner():
 def test_box_code_settings_are_checked():
     with pytest.raises(ValueError, match="box_code_dim must be at least 2"):
         _model(box_code_dim=1)
-    with pytest.raises(ValueError, match="'box_code' is reserved"):
+    with pytest.raises(ValueError, match="'box_code' names a head"):
         _model(**{"label_fields": {"box_code": ["a"]}})
     assert "box_code" not in _model(box_code_loss_weight=0.0).heads  # weight 0: no head, no loss
 

@@ -52,10 +52,19 @@ _OPPOSITES = {"left": "right", "right": "left", "above": "below", "below": "abov
 COUNT_OPTIONS = (2, 3, 4)  # sentence lengths, listed in this order as the choices
 
 
+YES_NO = ["yes", "no"]
+
+
 def image_problem(ex: Example) -> Dict[str, Any]:
-    """The ScienceQA-format problem of one generated image: its first conversation question, multiple choice."""
+    """The ScienceQA-format problem of one generated image: its first conversation question, multiple choice.
+
+    A yes/no question lists ``yes, no`` in that order, as the text-only direction problems do; the
+    right answer's place still varies, as the generator balances yes and no. Rotated choices would
+    make the answer letter the exclusive-or of the seen answer and the choice order, which a random
+    tiny LLM did not learn in the quickstart's steps (it answered one letter; docs/lavin.md).
+    """
     q = ex.questions[ex.conversation_order[0]]
-    choices = multiple_choice(ex, q)
+    choices = list(YES_NO) if q["answer"] in YES_NO else multiple_choice(ex, q)
     return {
         "question": q["question"][0].upper() + q["question"][1:],
         "choices": choices,

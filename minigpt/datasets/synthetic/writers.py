@@ -42,8 +42,9 @@ from minigpt.datasets.synthetic.tar_writer import TarWriter
 
 GENERATOR_NAME = "minigpt.synthetic_shapes"
 # 2: POPE files, the --absent questions; 3: ScienceQA and Alpaca files;
-# 4: text-only ScienceQA problems a random tiny LLM can learn (one-token words, answers read off the question)
-GENERATOR_VERSION = 4
+# 4: text-only ScienceQA problems a random tiny LLM can learn (one-token words, answers read off the question);
+# 5: yes/no ScienceQA image problems list their choices as "yes", "no"
+GENERATOR_VERSION = 5
 JPEG_QUALITY = 95
 
 CATEGORY_IDS: Dict[str, int] = {kind: i + 1 for i, kind in enumerate(KINDS)}

@@ -177,9 +177,17 @@ class CLIPViTCLSStates(CLIPViTEncoder):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> ``[B, blocks // every, hidden]``: the class token after every ``every``-th block."""
+        return self.cls_and_patches(images)[0]
+
+    def cls_and_patches(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The class-token states of :meth:`forward` and the last block's patch tokens ``[B, grid*grid, hidden]``.
+
+        One pass of the tower; stage 0 (``vision_pretrain`` with ``objective: scene+patches``)
+        supervises both.
+        """
         x = images.float()
         with self._run.autocast(x.device):
             out = self._run(self.model, x, output_hidden_states=True)
         # hidden_states[k] is the residual stream after block k (hidden_states[0]: the embeddings)
         states = out.hidden_states[self.every :: self.every]
-        return torch.stack([h[:, 0] for h in states], dim=1)
+        return torch.stack([h[:, 0] for h in states], dim=1), out.hidden_states[-1][:, 1:]
