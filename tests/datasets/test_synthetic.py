@@ -116,7 +116,7 @@ def test_different_seed_gives_different_data(root, tmp_path):
 
 def test_manifest_and_is_complete(root):
     m = _load(root, "manifest.json")
-    assert m["generator"] == "minigpt.synthetic_shapes" and m["version"] == 4
+    assert m["generator"] == "minigpt.synthetic_shapes" and m["version"] == 5
     assert (m["seed"], m["image_size"], m["n_train"], m["n_test"]) == (SEED, SIZE, N_TRAIN, N_TEST)
     assert m["files"]["cc_sbu_train"] == [f"cc_sbu/train-{i:05d}.tar" for i in range(3)]  # 80 = 32 + 32 + 16
     for rel in m["files"].values():
