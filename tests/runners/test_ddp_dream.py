@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from shared_helpers import train_on_two_processes
 
 
 def test_dreamllm_trains_drawing_and_text_only_batches_under_two_process_ddp(tiny_options, tmp_path):
@@ -32,17 +28,8 @@ def test_dreamllm_trains_drawing_and_text_only_batches_under_two_process_ddp(tin
         f"  unnatural_instruction: {{sample_ratio: 1.0, build_info: {{annotations: {{train: [{text}]}}}}}}\n"
         "run: {stage_name: ddp_dream, init_lr: 1.0e-3, warmup_steps: 0, seed: 3}\n"
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env.pop("MINIGPT_DATA_ROOT", None)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "train.py",
-           "--cfg-path", str(cfg), "--options", "run.test_splits=[]", "run.dist_backend=gloo",
-           *tiny_options(out, 12), "run.batch_size_train=2"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    done = [r for r in rows if "event" not in r]
+    done = train_on_two_processes(cfg, out, [*tiny_options(out, 12), "run.batch_size_train=2"], timeout=600)
     assert len(done) == 12 and all(math.isfinite(r["loss"]) for r in done)
     drawn = [r["dataset"] for r in done]
     assert "unnatural_instruction" in drawn and "synthetic_drawing" in drawn, drawn
