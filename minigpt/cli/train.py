@@ -35,9 +35,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.print_config:
                 pipe = Config.load_pipeline(args.cfg_path).pipeline
                 for stage in pipe.stages:
-                    # one YAML document per stage, so `yaml.safe_load_all` reads the output back
+                    if stage.get("module") is not None:
+                        continue  # a command stage has no config to print
+                    # one YAML document per stage, so `yaml.safe_load_all` reads the output back; the options
+                    # in the order a run applies them (the pipeline's, the stage's own, then the user's)
+                    opts = [str(o) for o in [*(pipe.get("options") or []), *(stage.get("options") or []), *args.options]]
                     print(f"--- # stage {stage.name}: {stage.cfg}")
-                    print(Config(str(stage.cfg), list(args.options)).to_yaml())
+                    print(Config(str(stage.cfg), opts).to_yaml())
                 return 0
             from minigpt.runners.pipeline import run_pipeline
 
