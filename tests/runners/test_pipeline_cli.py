@@ -293,3 +293,14 @@ def test_evaluate_script_rejects_bad_config_with_exit_2(tmp_path, capsys, monkey
     assert code == 2
     assert "did you mean 'run.max_eval_samples'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_print_config_of_a_pipeline_with_a_command_stage_prints_the_training_stages(capsys, monkeypatch):
+    monkeypatch.setattr(train_cli, "setup_logging", lambda: None)
+    cfg = REPO / "train_configs" / "video_quickstart.yaml"
+    assert train_cli.main(["--cfg-path", str(cfg), "--print-config"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    pipe = yaml.safe_load(cfg.read_text())["pipeline"]
+    training = [s for s in pipe["stages"] if "module" not in s]
+    assert len(training) < len(pipe["stages"])  # the file has a command stage
+    assert len(docs) == len(training) and all("model" in d and "run" in d for d in docs)
