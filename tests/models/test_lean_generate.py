@@ -208,6 +208,7 @@ def test_steps_share_one_cache_by_its_keyword_and_take_slices_of_one_keys_mask(m
         return real(**kwargs)
 
     monkeypatch.setattr(model.llm, "forward", spy)
+    monkeypatch.setattr(model, "fused_decode_step", False)  # every step through the model's forward
     args = model._generate_kwargs(images, PROMPTS, HISTORY, [], 5, 1, False, 1.0, 0.9, 1.0, True, {"min_new_tokens": 5})
     model._run_lean_decode(args)
     assert len(calls) == 5  # the prompt, then one call per new token but the last
