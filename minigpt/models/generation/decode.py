@@ -299,7 +299,8 @@ def decode(
     position_ids = position_ids_from_mask(mask)
     next_position = position_ids[:, -1:] + 1
     padded = bool((mask == 0).any())
-    ids = torch.empty((batch, 0), dtype=torch.long, device=device)
+    out_ids = torch.empty((batch, max_new_tokens), dtype=torch.long, device=device)  # written step by step
+    ids = out_ids[:, :0]
     unfinished = torch.ones(batch, dtype=torch.long, device=device)
     core = getattr(llm, "causal_lm", llm)
     config = getattr(core, "config", None)
@@ -340,7 +341,8 @@ def decode(
         else:
             token = torch.argmax(scores, dim=-1)
         token = token * unfinished + pad_token_id * (1 - unfinished)
-        ids = torch.cat([ids, token[:, None]], dim=-1)
+        out_ids[:, step] = token
+        ids = out_ids[:, : step + 1]
         stop = torch.isin(token, eos)
         if criteria:
             stop |= criteria(ids, None)

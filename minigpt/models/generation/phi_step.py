@@ -20,7 +20,7 @@ else decodes through the model's forward.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -81,67 +81,76 @@ class PhiDecodeStep:
         model = causal_lm.model
         config = causal_lm.config
         self.cache_layers = list(cache.layers)
-        self.layers: List[Any] = list(model.layers)
-        self.embed = model.embed_tokens
-        self.final_norm = model.final_layernorm
-        self.lm_head = causal_lm.lm_head
+        # each layer's tensors and norm arguments, read once (module attribute lookups cost per step)
+        self.layers: List[Tuple[Any, ...]] = []
+        for layer in model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            qk_norms = (self._norm_args(attn.q_layernorm), self._norm_args(attn.k_layernorm)) if attn.qk_layernorm else None
+            self.layers.append((
+                self._norm_args(layer.input_layernorm),
+                (attn.q_proj.weight, attn.q_proj.bias),
+                (attn.k_proj.weight, attn.k_proj.bias),
+                (attn.v_proj.weight, attn.v_proj.bias),
+                qk_norms,
+                (attn.dense.weight, attn.dense.bias),
+                (mlp.fc1.weight, mlp.fc1.bias),
+                mlp.activation_fn,
+                (mlp.fc2.weight, mlp.fc2.bias),
+            ))
+        self.embed = model.embed_tokens.weight
+        self.final_norm = self._norm_args(model.final_layernorm)
+        self.lm_head = (causal_lm.lm_head.weight, causal_lm.lm_head.bias)
         self.heads = config.num_attention_heads
-        attn = self.layers[0].self_attn
+        attn = model.layers[0].self_attn
         self.head_dim = attn.head_dim
         self.rotary = attn.rotary_ndims
         self.scaling = attn.scaling
         # the rotary tables of transformers' PhiRotaryEmbedding, every position at once: [positions, rotary]
         rotary = model.rotary_emb
-        dtype = self.embed.weight.dtype
-        device = self.embed.weight.device
+        dtype, device = self.embed.dtype, self.embed.device
         pos = torch.arange(positions, device=device)[None]  # [1, positions]
         freqs = pos[..., None].float() * rotary.inv_freq.to(device=device, dtype=torch.float)
         emb = torch.cat((freqs, freqs), dim=-1)
         self.cos = (emb.cos() * rotary.attention_scaling).to(dtype)[0]
         self.sin = (emb.sin() * rotary.attention_scaling).to(dtype)[0]
 
-    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        # transformers' apply_rotary_pos_emb on queries and keys stacked: x [B, 2 * heads, 1, rotary]
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return (x * cos) + (rotated * sin)
-
     @staticmethod
-    def _norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    def _norm_args(norm: nn.LayerNorm) -> Tuple[Any, ...]:
+        return (norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
     @torch.no_grad()
     def __call__(
         self, token: torch.Tensor, position: torch.Tensor, mask: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        """``token`` ``[B]`` ids at ``position`` ``[B]``; ``mask`` the ``[B, 1, 1, keys]`` boolean SDPA mask or None."""
+        """``token`` ``[B]`` ids at ``position`` ``[B]``; ``mask`` the ``[B, 1, 1, keys]`` boolean SDPA mask or None.
+
+        One query position, so ``[B, 1, ...]`` tensors are kept as ``[B, ...]``: the same products
+        (a linear layer flattens its leading dimensions anyway) without the views around them.
+        """
         b = token.shape[0]
         heads, hd, rd = self.heads, self.head_dim, self.rotary
-        x = self.embed(token[:, None])  # [B, 1, hidden]
-        cos = self.cos[position][:, None, None]  # [B, 1, 1, rotary]
-        sin = self.sin[position][:, None, None]
-        for layer, slot in zip(self.layers, self.cache_layers):
-            attn, mlp = layer.self_attn, layer.mlp
-            norm = layer.input_layernorm
-            h = self._norm(norm, x)
-            q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(b, 1, heads, hd).transpose(1, 2)
-            k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(b, 1, heads, hd).transpose(1, 2)
-            v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(b, 1, heads, hd).transpose(1, 2)
-            if attn.qk_layernorm:  # TinyGPT-V's per-head norms, before the rotation
-                q, k = self._norm(attn.q_layernorm, q), self._norm(attn.k_layernorm, k)
-            qk_rot = self._rotate(torch.cat((q[..., :rd], k[..., :rd]), dim=1), cos, sin)  # [B, 2 * heads, 1, rd]
-            slot.append_split_key(qk_rot[:, heads:], k[..., rd:], v)
-            query = torch.cat((qk_rot[:, :heads], q[..., rd:]), dim=-1)  # [B, heads, 1, head_dim]
+        half = rd // 2
+        x = F.embedding(token, self.embed)  # [B, hidden]
+        cos = self.cos[position][:, None]  # [B, 1, rotary]
+        sin = self.sin[position][:, None]
+        for (ln, qp, kp, vp, qk_norms, dense, fc1, act, fc2), slot in zip(self.layers, self.cache_layers):
+            h = F.layer_norm(x, *ln)
+            q = F.linear(h, *qp).view(b, heads, hd)
+            k = F.linear(h, *kp).view(b, heads, hd)
+            v = F.linear(h, *vp).view(b, heads, 1, hd)
+            if qk_norms is not None:  # TinyGPT-V's per-head norms, before the rotation
+                q, k = F.layer_norm(q, *qk_norms[0]), F.layer_norm(k, *qk_norms[1])
+            # transformers' apply_rotary_pos_emb on queries and keys at once: [B, 2 * heads, rotary]
+            qk = torch.cat((q[..., :rd], k[..., :rd]), dim=1)
+            qk = (qk * cos) + (torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin)
+            slot.append_split_key(qk[:, heads:, None], k[:, :, None, rd:], v)
+            query = torch.cat((qk[:, :heads], q[..., rd:]), dim=-1)[:, :, None]  # [B, heads, 1, head_dim]
             out = F.scaled_dot_product_attention(
                 query, slot.keys, slot.values, attn_mask=mask, dropout_p=0.0, scale=self.scaling, is_causal=False
             )
-            out = out.transpose(1, 2).reshape(b, 1, heads * hd)  # [B, 1, hidden]
-            attn_out = F.linear(out, attn.dense.weight, attn.dense.bias)
-            ff = F.linear(mlp.activation_fn(F.linear(h, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight, mlp.fc2.bias)
-            x = attn_out + ff + x
-        norm = self.final_norm
-        x = self._norm(norm, x)
-        return F.linear(x[:, -1], self.lm_head.weight, self.lm_head.bias)  # [B, vocab]
+            attn_out = F.linear(out.reshape(b, heads * hd), *dense)
+            x = attn_out + F.linear(act(F.linear(h, *fc1)), *fc2) + x
+        return F.linear(F.layer_norm(x, *self.final_norm), *self.lm_head)  # [B, vocab]
 
 
 def phi_decode_step(causal_lm: nn.Module, cache: Any, positions: int) -> Optional[PhiDecodeStep]:
