@@ -235,3 +235,18 @@ def test_growing_cache_gives_the_same_tokens_as_the_preallocated_one(model, imag
     grown = decode(model.llm, args["inputs_embeds"], args["attention_mask"], preallocate=False, **common)
     kept = decode(model.llm, args["inputs_embeds"], args["attention_mask"], preallocate=True, **common)
     assert grown.shape == (len(PROMPTS), 6) and torch.equal(grown, kept)
+
+
+def test_eos_hold_off_gives_transformers_min_new_tokens_scores():
+    from transformers import MinNewTokensLengthLogitsProcessor
+
+    from minigpt.models.generation.decode import HoldOffEos
+
+    eos = torch.tensor([3, 7])
+    scores = torch.randn(2, 10, generator=torch.Generator().manual_seed(0))
+    for generated in (0, 3, 4, 6):
+        ids = torch.zeros(2, generated, dtype=torch.long)
+        ref = MinNewTokensLengthLogitsProcessor(0, 4, eos)(ids, scores.clone())
+        got = HoldOffEos(4, eos)(ids, scores.clone())
+        assert torch.equal(got, ref)
+        assert bool(torch.isinf(got[:, eos]).all()) == (generated < 4)
