@@ -9,10 +9,12 @@ them in alternating runs (ours, LLaVA, ours, LLaVA, ...) and reports the median 
   vision tower's forward);
 - generation tokens/s at batch 1 and 8 (greedy, KV cache, a fixed number of new tokens);
 - peak memory of each side, in a child process of its own (RSS on CPU, ``max_memory_allocated`` on GPU);
-- MFU of each side's training step against this machine's matmul peak, measured in the same run;
+- MFU of each side's training step against this machine's matmul rate, timed in every training
+  round between the two sides' steps with the same clock (:func:`matmul_round`);
 - data-pipeline samples/s with 0, 1 and 2 workers (``bench_data_pipeline.run``);
 - the optimisations' before/after figures (full logits, eager attention, transformers' generate,
-  gradient checkpointing; ``--compile`` adds ``torch.compile``).
+  the decode loop's steps through the model's forward, gradient checkpointing; ``--compile`` adds
+  ``torch.compile``).
 
 Identical shapes: CLIP vision tower (``CLIPVisionModel``; hidden state -2, class token dropped =
 LLaVA's ``vision_feature_layer=-2`` / ``vision_feature_select_strategy="default"``), the 2-layer

@@ -7,7 +7,8 @@ TinyGPT-V's demo stopped on the LLaMA id ``2``, which in Phi-2's vocabulary is `
 
 :func:`decode` is the greedy/sampling loop ``MultimodalLLM.generate`` uses instead of transformers'
 ``generate`` when it can (no beams, settings it implements): the same tokens, one causal-LM call
-per new token with the KV cache and nothing else per step but a few tensor operations.
+for the prompt, then per new token the fused Phi step (:mod:`~minigpt.models.generation.phi_step`)
+where it applies, else one causal-LM call with the KV cache, and a few tensor operations.
 """
 
 from __future__ import annotations
