@@ -9,10 +9,12 @@ them in alternating runs (ours, LLaVA, ours, LLaVA, ...) and reports the median 
   vision tower's forward);
 - generation tokens/s at batch 1 and 8 (greedy, KV cache, a fixed number of new tokens);
 - peak memory of each side, in a child process of its own (RSS on CPU, ``max_memory_allocated`` on GPU);
-- MFU of each side's training step against this machine's matmul peak, measured in the same run;
+- MFU of each side's training step against this machine's matmul rate, timed in every training
+  round between the two sides' steps with the same clock (:func:`matmul_round`);
 - data-pipeline samples/s with 0, 1 and 2 workers (``bench_data_pipeline.run``);
 - the optimisations' before/after figures (full logits, eager attention, transformers' generate,
-  gradient checkpointing; ``--compile`` adds ``torch.compile``).
+  the decode loop's steps through the model's forward, gradient checkpointing; ``--compile`` adds
+  ``torch.compile``).
 
 Identical shapes: CLIP vision tower (``CLIPVisionModel``; hidden state -2, class token dropped =
 LLaVA's ``vision_feature_layer=-2`` / ``vision_feature_select_strategy="default"``), the 2-layer
@@ -128,6 +130,7 @@ REQUIRED_METRICS = (
     "train_step_s.ours.torch_adamw",
     "vision_encoder_s.ours",
     "gen_tokens_per_s.b{b}.ours.hf_generate",
+    "gen_tokens_per_s.b{b}.ours.forward_steps",
 )
 
 WORDS = (
@@ -492,21 +495,24 @@ def encoder_forward(encoder, images: torch.Tensor, device: torch.device) -> Call
     return run
 
 
-def ours_generate(model, images, prompts, new_tokens: int, lean: bool = True) -> Callable[[], Any]:
+def ours_generate(
+    model, images, prompts, new_tokens: int, lean: bool = True, fused_step: bool = True
+) -> Callable[[], Any]:
     """Greedy generation of exactly ``new_tokens`` per prompt (EOS held off, no stop strings).
 
-    ``lean=False`` is the "before" path: transformers' ``generate`` instead of ours' decode loop.
+    ``lean=False`` is the "before" path: transformers' ``generate`` instead of ours' decode loop;
+    ``fused_step=False`` runs the loop's steps through the model's forward instead of the fused Phi step.
     """
 
     def run():
-        saved = model.lean_generate
-        model.lean_generate = lean
+        saved = model.lean_generate, model.fused_decode_step
+        model.lean_generate, model.fused_decode_step = lean, fused_step
         try:
             return model.generate(
                 images, prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, stop_strings=[]
             )
         finally:
-            model.lean_generate = saved
+            model.lean_generate, model.fused_decode_step = saved
 
     return run
 
@@ -541,6 +547,34 @@ def matmul_peak_gflops(
         _sync(device)
         best = min(best, clock() - t0)
     return 2 * n**3 / best / 1e9
+
+
+MATMUL_ROUND_REPEATS = 3  # torch.mm calls in each training round's peak measurement
+
+
+def matmul_round(device: torch.device, n: int = 2048) -> Tuple[Callable[[], None], float]:
+    """A fixed matmul workload to time beside the training steps, and its FLOPs.
+
+    :func:`alternate` runs it in every round between ours' and LLaVA's steps, under the same clock,
+    so each round's MFU divides by the matmul rate the machine gave in that round (a neighbour that
+    slows the steps slows the peak too); fp32 on CPU, bf16 on a GPU, as in :func:`matmul_peak_gflops`.
+    """
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cuda":
+        n = max(n, 8192)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+
+    def run() -> None:
+        for _ in range(MATMUL_ROUND_REPEATS):
+            torch.mm(a, b)
+
+    return run, float(MATMUL_ROUND_REPEATS * 2 * n**3)
+
+
+def round_mfu(step_flops: float, step_times: Sequence[float], mm_flops: float, mm_times: Sequence[float]) -> float:
+    """The median over rounds of (step FLOPs / step time) / (matmul FLOPs / matmul time), both from one round."""
+    return median([(step_flops / t) / (mm_flops / m) for t, m in zip(step_times, mm_times)])
 
 
 # -- FLOPs -----------------------------------------------------------------------------------------
@@ -728,8 +762,10 @@ def run(
 
     raw["grad_checkpointing_parts"] = enable_grad_checkpointing(ckpt)
     lm = bare_lm(shape, ours).to(device)
+    mm_run, mm_flops = matmul_round(device, shape.matmul_n)
     steps = {
         "ours": ours_train_step(ours, samples),
+        "matmul_peak": mm_run,  # between the two sides in every round: the MFU's denominator
         "llava": llava_train_step(llava, train_in, device),
         "bare_lm": bare_lm_step(lm, train_in, device),
         "vision_tower": vision_forward(ours.vision_encoder.model, samples["image"], device),
@@ -775,6 +811,7 @@ def run(
             "ours": ours_generate(ours, images, prompts, shape.new_tokens),
             "llava": llava_generate(llava, g_in, shape.new_tokens, device),
             "ours.hf_generate": ours_generate(ours, images, prompts, shape.new_tokens, lean=False),
+            "ours.forward_steps": ours_generate(ours, images, prompts, shape.new_tokens, fused_step=False),
         }
         t_phase = time.perf_counter()
         outputs: Dict[str, Any] = {}
@@ -791,6 +828,7 @@ def run(
             "prompt_len": int(g_in["input_ids"].shape[1]),
             "same_text_as_llava": ours_text == llava_text,
             "same_text_as_hf_generate": ours_text == outputs["ours.hf_generate"],
+            "same_text_as_forward_steps": ours_text == outputs["ours.forward_steps"],
         }
         phases[f"generate_b{b}"] = round(time.perf_counter() - t_phase, 1)
     raw["generation"] = gen
@@ -803,6 +841,13 @@ def run(
     # other processes on a shared machine lower any one measurement: the best of three stands for the peak
     peak = max(peak_before, peak_mid, peak_after)
     raw["matmul_peak_gflops"] = {"before": peak_before, "after_training": peak_mid, "end": peak_after}
+    mm_times = train_times["matmul_peak"]
+    round_peaks = [mm_flops / t / 1e9 for t in mm_times]
+    raw["matmul_peak_gflops"]["training_rounds"] = round_peaks
+    raw["mfu_rounds"] = {
+        side: [(flops["total"] / t) / (mm_flops / m) for t, m in zip(train_times[side], mm_times)]
+        for side in ("ours", "llava")
+    }
 
     data = None
     t_phase = time.perf_counter()
@@ -887,12 +932,23 @@ def run(
     rows += [
         row(
             "matmul_peak_gflops",
-            round(peak, 1),
+            round(median(round_peaks), 1),
             "GFLOP/s",
-            f"best {shape.matmul_n}^2 torch.mm of three points in the run, {prec}",
+            f"median over the training rounds of {MATMUL_ROUND_REPEATS} {shape.matmul_n}^2 torch.mm timed between "
+            f"ours' and LLaVA's steps, same clock, {prec} (best of three separate points: {peak:.1f})",
         ),
-        row("mfu.ours", round(gf / med["ours"] / peak, 3), "", f"{gf:.1f} GFLOP per step / time / peak"),
-        row("mfu.llava", round(gf / med["llava"] / peak, 3), "", f"{gf:.1f} GFLOP per step / time / peak"),
+        row(
+            "mfu.ours",
+            round(round_mfu(flops["total"], train_times["ours"], mm_flops, mm_times), 3),
+            "",
+            f"{gf:.1f} GFLOP per step / step time / the same round's matmul rate, median of rounds",
+        ),
+        row(
+            "mfu.llava",
+            round(round_mfu(flops["total"], train_times["llava"], mm_flops, mm_times), 3),
+            "",
+            f"{gf:.1f} GFLOP per step / step time / the same round's matmul rate, median of rounds",
+        ),
     ]
     # before/after of the optimisations
     rows += [
@@ -957,6 +1013,16 @@ def run(
                 "tokens/s",
                 f"before: transformers' generate ({lean / hf:.2f}x faster with ours' decode loop; "
                 f"same text: {gi['same_text_as_hf_generate']})",
+            )
+        )
+        steps_fwd = gi["tokens"] / median(gi["times_s"]["ours.forward_steps"])
+        rows.append(
+            row(
+                f"gen_tokens_per_s.b{bsz}.ours.forward_steps",
+                round(steps_fwd, 1),
+                "tokens/s",
+                f"before: ours' loop with every step through the model's forward ({lean / steps_fwd:.2f}x "
+                f"faster with the fused Phi step; same text: {gi['same_text_as_forward_steps']})",
             )
         )
     if data is not None:

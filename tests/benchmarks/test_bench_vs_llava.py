@@ -100,7 +100,19 @@ def test_report_json_has_every_required_figure(tmp_path):
     raw = on_disk["raw"]
     assert raw["identity"]["max_abs_logit_diff"] <= bench.TOLERANCE
     assert all(g["same_text_as_hf_generate"] for g in raw["generation"].values())
+    assert all(g["same_text_as_forward_steps"] for g in raw["generation"].values())
+    assert len(raw["train_step_s"]["matmul_peak"]) == 1 and len(raw["mfu_rounds"]["ours"]) == 1
     assert len(raw["train_step_s"]["ours"]) == 1 and set(raw["memory"]) == {"ours", "llava"}
+
+
+def test_mfu_divides_each_round_by_that_rounds_matmul_rate():
+    # round 2 ran everything at half speed: its step and its matmul both took twice as long
+    steps, mms = [1.0, 2.0, 1.2], [0.5, 1.0, 0.5]
+    assert bench.round_mfu(10.0, steps, 10.0, mms) == pytest.approx(0.5)  # per round: 0.5, 0.5, 0.42
+    assert bench.round_mfu(10.0, [2.0, 4.0, 2.4], 10.0, mms) == pytest.approx(0.25)  # steps twice as slow
+    run, flops = bench.matmul_round(torch.device("cpu"), 32)
+    run()
+    assert flops == bench.MATMUL_ROUND_REPEATS * 2 * 32**3
 
 
 def test_train_flops_count_the_parts():

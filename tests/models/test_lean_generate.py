@@ -208,6 +208,7 @@ def test_steps_share_one_cache_by_its_keyword_and_take_slices_of_one_keys_mask(m
         return real(**kwargs)
 
     monkeypatch.setattr(model.llm, "forward", spy)
+    monkeypatch.setattr(model, "fused_decode_step", False)  # every step through the model's forward
     args = model._generate_kwargs(images, PROMPTS, HISTORY, [], 5, 1, False, 1.0, 0.9, 1.0, True, {"min_new_tokens": 5})
     model._run_lean_decode(args)
     assert len(calls) == 5  # the prompt, then one call per new token but the last
@@ -234,3 +235,18 @@ def test_growing_cache_gives_the_same_tokens_as_the_preallocated_one(model, imag
     grown = decode(model.llm, args["inputs_embeds"], args["attention_mask"], preallocate=False, **common)
     kept = decode(model.llm, args["inputs_embeds"], args["attention_mask"], preallocate=True, **common)
     assert grown.shape == (len(PROMPTS), 6) and torch.equal(grown, kept)
+
+
+def test_eos_hold_off_gives_transformers_min_new_tokens_scores():
+    from transformers import MinNewTokensLengthLogitsProcessor
+
+    from minigpt.models.generation.decode import HoldOffEos
+
+    eos = torch.tensor([3, 7])
+    scores = torch.randn(2, 10, generator=torch.Generator().manual_seed(0))
+    for generated in (0, 3, 4, 6):
+        ids = torch.zeros(2, generated, dtype=torch.long)
+        ref = MinNewTokensLengthLogitsProcessor(0, 4, eos)(ids, scores.clone())
+        got = HoldOffEos(4, eos)(ids, scores.clone())
+        assert torch.equal(got, ref)
+        assert bool(torch.isinf(got[:, eos]).all()) == (generated < 4)

@@ -160,6 +160,7 @@ class GenerationMixin:
             min_new_tokens=int(min_new or 0),
             logits_processor=kwargs.get("logits_processor"),
             stopping_criteria=criteria,
+            fused_step=self.fused_decode_step,
         )
 
     @torch.no_grad()

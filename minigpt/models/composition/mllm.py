@@ -118,6 +118,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         self.prompt_loss_weight, self.loss_normaliser = check_loss_weighting(prompt_loss_weight, loss_normaliser)
         # greedy/sampling through minigpt.models.generation.decode (see generate); False: transformers' generate
         self.lean_generate = bool(lean_generate)
+        # the loop's steps after the prompt by minigpt.models.generation.phi_step where it applies (same logits)
+        self.fused_decode_step = True
         self._stop_criteria_cache: Dict[Tuple[str, ...], Any] = {}
         parts = {"llm": llm, "vision_encoder": vision_encoder, "projector": projector}
         self.adapters = place_adapters(parts, adapters)

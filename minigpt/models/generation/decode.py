@@ -7,7 +7,8 @@ TinyGPT-V's demo stopped on the LLaMA id ``2``, which in Phi-2's vocabulary is `
 
 :func:`decode` is the greedy/sampling loop ``MultimodalLLM.generate`` uses instead of transformers'
 ``generate`` when it can (no beams, settings it implements): the same tokens, one causal-LM call
-per new token with the KV cache and nothing else per step but a few tensor operations.
+for the prompt, then per new token the fused Phi step (:mod:`~minigpt.models.generation.phi_step`)
+where it applies, else one causal-LM call with the KV cache, and a few tensor operations.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 from torch import nn
 from transformers import (
+    LogitsProcessor,
     LogitsProcessorList,
-    MinNewTokensLengthLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     StoppingCriteria,
     StoppingCriteriaList,
@@ -28,9 +29,10 @@ from transformers import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.cache_utils import DynamicCache
 
 from minigpt.models.composition.layout import position_ids_from_mask
+from minigpt.models.generation.kv_cache import preallocated_cache
 
 # keyword arguments of transformers' generate that decode() implements as generate does
 DECODE_KWARGS = frozenset({"min_new_tokens", "top_k", "logits_processor", "stopping_criteria"})
@@ -165,69 +167,6 @@ def stream_in_thread(
         raise errors[0]
 
 
-class PreallocatedLayer(DynamicLayer):
-    """A ``DynamicLayer`` writing into ``[B, heads, capacity, head_dim]`` buffers; ``keys``/``values`` are views.
-
-    For :func:`decode`, which only appends: beam reordering and cropping are not supported. A
-    sequence longer than ``capacity`` grows the buffers (one copy) rather than failing.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = int(capacity)
-        self.length = 0
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.dtype, self.device = key_states.dtype, key_states.device
-            b, h, _, d = key_states.shape
-            self._k = key_states.new_empty((b, h, self.capacity, d))
-            self._v = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
-            self.is_initialized = True
-        end = self.length + key_states.shape[-2]
-        if end > self._k.shape[-2]:
-            extra = max(end, 2 * self._k.shape[-2]) - self._k.shape[-2]
-            self._k = torch.cat(
-                [self._k, self._k.new_empty((*self._k.shape[:2], extra, self._k.shape[3]))], -2
-            )
-            self._v = torch.cat(
-                [self._v, self._v.new_empty((*self._v.shape[:2], extra, self._v.shape[3]))], -2
-            )
-        self._k[:, :, self.length : end].copy_(key_states)
-        self._v[:, :, self.length : end].copy_(value_states)
-        self.length = end
-        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]  # [B, heads, end, head_dim]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def _append_only(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError("the preallocated decode cache only appends (no beams, no cropping)")
-
-    crop = reorder_cache = batch_repeat_interleave = batch_select_indices = _append_only
-
-
-def preallocated_cache(config: Any, capacity: int) -> Optional[DynamicCache]:
-    """A transformers ``DynamicCache`` whose full-attention layers are :class:`PreallocatedLayer` of ``capacity``.
-
-    transformers' ``DynamicLayer`` concatenates each new token's keys and values onto a copy of
-    the whole cache, so every decoding step copies all of it (``batch x length`` per layer: at
-    batch 8 more memory traffic than reading the weights, for the models benchmarked here).
-    Layers of other kinds (sliding windows, linear attention) keep transformers' own. None when
-    the config yields no plain layer to replace.
-    """
-    cache = DynamicCache(config=config)
-    swapped = 0
-    for i, layer in enumerate(cache.layers):
-        if type(layer) is DynamicLayer:
-            cache.layers[i] = PreallocatedLayer(capacity)
-            swapped += 1
-    return cache if swapped else None
-
-
 def cache_keyword(model: nn.Module) -> str:
     """The keyword ``model``'s forward takes its KV cache by: ``cache`` (transformers >= 5.24), else ``past_key_values``.
 
@@ -268,6 +207,23 @@ def decode_unsupported(generation_config: Any, generate_kwargs: Dict[str, Any]) 
     return None
 
 
+class HoldOffEos(LogitsProcessor):
+    """EOS ids score ``-inf`` until a row has ``min_new_tokens`` tokens: transformers' ``MinNewTokensLengthLogitsProcessor``.
+
+    The same scores as transformers' (with no prompt ids to skip, as in :func:`decode`), written in
+    place into the loop's own copy of the logits instead of a clone and a vocabulary-wide mask each step.
+    """
+
+    def __init__(self, min_new_tokens: int, eos_ids: torch.Tensor) -> None:
+        self.min_new_tokens = int(min_new_tokens)
+        self.eos_ids = eos_ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[-1] < self.min_new_tokens:
+            scores.index_fill_(-1, self.eos_ids, -float("inf"))
+        return scores
+
+
 def _processors(
     do_sample: bool,
     temperature: float,
@@ -283,7 +239,7 @@ def _processors(
     if repetition_penalty != 1.0:
         procs.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
     if min_new_tokens > 0:
-        procs.append(MinNewTokensLengthLogitsProcessor(0, min_new_tokens, eos_ids, device=eos_ids.device))
+        procs.append(HoldOffEos(min_new_tokens, eos_ids))
     procs.extend(extra or [])
     if do_sample:
         if temperature != 1.0:
@@ -312,6 +268,7 @@ def decode(
     logits_processor: Optional[Sequence[Any]] = None,
     stopping_criteria: Optional[Sequence[StoppingCriteria]] = None,
     preallocate: bool = True,
+    fused_step: bool = True,
 ) -> torch.LongTensor:
     """Greedy or sampled continuation of left-padded prompt embeddings with the KV cache: ``[B, n_new]`` ids.
 
@@ -329,6 +286,8 @@ def decode(
     The loop keeps the cache object it passes in (no output is asked for it), and for a padded
     batch under SDPA attention it hands each step its ``[B, 1, 1, keys]`` boolean mask as a slice of
     one built before the loop: the mask transformers would build from the 2-D mask at every step.
+    ``fused_step`` runs the steps after the prompt through :class:`~minigpt.models.generation.phi_step.PhiDecodeStep`
+    where it applies (a stock Phi with the preallocated cache): the same logits with fewer operations.
     """
     batch = inputs_embeds.shape[0]
     device = inputs_embeds.device
@@ -341,7 +300,8 @@ def decode(
     position_ids = position_ids_from_mask(mask)
     next_position = position_ids[:, -1:] + 1
     padded = bool((mask == 0).any())
-    ids = torch.empty((batch, 0), dtype=torch.long, device=device)
+    out_ids = torch.empty((batch, max_new_tokens), dtype=torch.long, device=device)  # written step by step
+    ids = out_ids[:, :0]
     unfinished = torch.ones(batch, dtype=torch.long, device=device)
     core = getattr(llm, "causal_lm", llm)
     config = getattr(core, "config", None)
@@ -367,16 +327,23 @@ def decode(
     )
     if cache is None:  # not a transformers model with a config: take the cache it made
         cache = out.past_key_values
+    step_fn = None
+    if fused_step and preallocate:
+        from minigpt.models.generation.phi_step import phi_decode_step
+
+        step_fn = phi_decode_step(core, cache, capacity + 1)
+    logits = out.logits[:, -1]  # [B, vocab]
     for step in range(max_new_tokens):
-        scores = out.logits[:, -1].to(dtype=torch.float32, copy=True)  # [B, vocab]
-        if procs:
-            scores = procs(ids, scores)
+        scores = logits.to(dtype=torch.float32, copy=True)
+        for proc in procs:  # LogitsProcessorList's call, without its per-call signature inspection
+            scores = proc(ids, scores)
         if do_sample:
             token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
         else:
             token = torch.argmax(scores, dim=-1)
         token = token * unfinished + pad_token_id * (1 - unfinished)
-        ids = torch.cat([ids, token[:, None]], dim=-1)
+        out_ids[:, step] = token
+        ids = out_ids[:, : step + 1]
         stop = torch.isin(token, eos)
         if criteria:
             stop |= criteria(ids, None)
@@ -388,13 +355,16 @@ def decode(
             step_mask = keys_mask[..., : prompt_len + step + 1]  # the prompt and every token so far
         elif padded:
             mask = step_mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
-        out = llm(
-            input_ids=token[:, None],
-            attention_mask=step_mask,
-            position_ids=next_position,
-            use_cache=True,
-            logits_to_keep=1,
-            **{cache_kw: cache},
-        )
+        if step_fn is not None:
+            logits = step_fn(token, next_position[:, 0], step_mask)
+        else:
+            logits = llm(
+                input_ids=token[:, None],
+                attention_mask=step_mask,
+                position_ids=next_position,
+                use_cache=True,
+                logits_to_keep=1,
+                **{cache_kw: cache},
+            ).logits[:, -1]
         next_position = next_position + 1
     return ids
