@@ -206,3 +206,27 @@ def test_coordinate_channels_tell_the_unet_where_it_is():
     assert model.draw(["draw it"], steps=2).shape == (1, 3, 16, 16)
     with pytest.raises(ValueError, match="coordinate"):
         tiny(coord_channels=True)  # the preset's UNet takes 3 channels in
+
+
+def test_velocity_prediction_trains_on_the_velocity_and_samples():
+    sched = {"config": {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
+                        "prediction_type": "v_prediction"}}
+    model = tiny(scheduler=sched)
+    head = model.dream_head
+    head.train()
+    cond = head.condition(torch.randn(2, head.num_queries, model.llm.hidden_size))
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.manual_seed(7)
+    loss = head.diffusion_loss(cond, images)
+    torch.manual_seed(7)  # the same noise and timesteps, by hand
+    noise = torch.randn_like(images)
+    t = torch.randint(0, 1000, (2,))
+    pred = head.run_unet(head.noise_scheduler.add_noise(images, noise, t), t, cond)
+    velocity = head.noise_scheduler.get_velocity(images, noise, t)
+    assert torch.allclose(loss, (pred - velocity).pow(2).mean(), atol=1e-6)
+    assert not torch.allclose(loss, (pred - noise).pow(2).mean(), atol=1e-6)
+    model.eval()
+    drawn = model.draw(["draw it"], steps=2)
+    assert drawn.shape == (1, 3, 16, 16) and torch.isfinite(drawn).all()
+    with pytest.raises(ValueError, match="prediction_type"):
+        tiny(scheduler={"config": {"prediction_type": "sample"}})

@@ -4,7 +4,8 @@ The head owns what image creation adds to an LLM: the ``num_queries`` learned dr
 model puts them after each ``<dream_start>``; see :mod:`minigpt.models.dream.model`), the linear
 condition projector from the LLM width to the UNet's cross-attention width, diffusers'
 ``UNet2DConditionModel``, an optional ``AutoencoderKL`` (``vae: null`` diffuses in pixel space) and a
-noise scheduler. Training loss: epsilon prediction on the noised latents of the target images, with
+noise scheduler. Training loss: epsilon prediction on the noised latents of the target images (or
+velocity prediction, when the scheduler's ``prediction_type`` says ``v_prediction``), with
 three explicit options, all off by default: min-SNR-gamma weighting (``snr_gamma``), noise offset
 (``noise_offset``) and condition dropout for classifier-free guidance (``cfg_dropout``: the condition
 is zeroed, which is also the unconditional input at sampling). The UNet and VAE are frozen unless
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 PART_KEYS = ("pretrained", "subfolder", "config", "freeze")
 SCHEDULER_KEYS = ("pretrained", "subfolder", "config")
+# epsilon: the UNet predicts the noise (DreamLLM's SD 2.1-base); v_prediction: the velocity
+# sqrt(a) * noise - sqrt(1 - a) * x0 (SD 2.1 at 768 px), whose high-noise target is the image itself
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 def _part_block(block: Optional[Dict[str, Any]], where: str, keys=PART_KEYS) -> Dict[str, Any]:
@@ -132,10 +136,11 @@ class DreamDiffusionHead(OutputHead):
             self.noise_scheduler = DDPMScheduler.from_pretrained(path, subfolder=sched_block.get("subfolder"))
         else:
             self.noise_scheduler = DDPMScheduler(**dict(sched_block.get("config") or {}))
-        if self.noise_scheduler.config.prediction_type != "epsilon":
+        self.prediction_type = str(self.noise_scheduler.config.prediction_type)
+        if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(
-                "heads.dream_diffusion.scheduler: prediction_type must be epsilon (the loss predicts the noise), "
-                f"got {self.noise_scheduler.config.prediction_type!r}"
+                f"heads.dream_diffusion.scheduler: prediction_type must be one of {', '.join(PREDICTION_TYPES)} "
+                f"(what the UNet predicts: the noise, or the velocity), got {self.prediction_type!r}"
             )
         latent_channels = self.vae.config.latent_channels if self.vae is not None else 3
         self.latent_channels = int(latent_channels)
@@ -220,11 +225,13 @@ class DreamDiffusionHead(OutputHead):
             keep = (torch.rand(cond.shape[0], device=cond.device) >= self.cfg_dropout).to(cond.dtype)
             cond = cond * keep[:, None, None]
         pred = self.run_unet(noisy.to(cond.dtype), t, cond)
-        per_item = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))  # [N]
+        target = noise if self.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(x0, noise, t)
+        per_item = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # [N]
         if self.snr_gamma is not None:
             alphas = self.noise_scheduler.alphas_cumprod.to(x0.device)[t]
             snr = alphas / (1.0 - alphas)
-            per_item = per_item * torch.clamp(snr, max=self.snr_gamma) / snr
+            # min-SNR-gamma: x0-space weight min(snr, gamma), over snr for epsilon and snr + 1 for velocity
+            per_item = per_item * torch.clamp(snr, max=self.snr_gamma) / (snr if self.prediction_type == "epsilon" else snr + 1.0)
         return per_item.mean()
 
     # -- sampling --------------------------------------------------------------------------------
