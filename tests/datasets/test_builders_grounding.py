@@ -192,6 +192,28 @@ def test_refer_family_reads_its_default_layout_with_tags_and_grid_boxes(name, tm
     assert collate_samples([data["train"][0], data["test"][0]])["image"].shape == (2, 3, 16, 16)
 
 
+
+@pytest.mark.parametrize("name", ["refcoco", "invrefcoco", "synthetic_invrefcoco"])
+def test_image_last_puts_the_question_before_the_image(name, tmp_path):
+    """``image_last``: "[tag] question <Img><ImageHere></Img>", same question and answer as image-first."""
+    if name.startswith("synthetic"):
+        from minigpt.datasets.synthetic import generate_synthetic_dataset
+
+        generate_synthetic_dataset(tmp_path / "synthetic", n_train=4, n_test=2, seed=3, progress=False)
+    else:
+        _refer_fixture(tmp_path, "refcoco", "refs(unc).p", ["train", "val", "testA", "testB"])
+    first = _build(name, tmp_path, splits=["train"])["train"]
+    last = _build(name, tmp_path, {"image_last": True}, splits=["train"])["train"]
+    tag = "[identify]" if "inv" in name else "[refer]"
+    assert len(first) == len(last) > 0
+    for a, b in zip(first, last):
+        question = a["instruction_input"][len(f"{PH} {tag} "):]
+        assert a["instruction_input"] == f"{PH} {tag} {question}"
+        assert b["instruction_input"] == f"{tag} {question} {PH}"
+        assert b["answer"] == a["answer"] and b["gt_box"] == a["gt_box"]
+        assert (b["image"] == a["image"]).all()
+
+
 def test_refcocop_reads_each_toolkit_split_it_is_given(tmp_path):
     truth = _refer_fixture(tmp_path, "refcoco+", "refs(unc).p", ["train", "val", "testA", "testB"])
     splits = {"train": ["train"], "val": ["val"], "testA": ["testA"], "testB": ["testB"]}

@@ -46,6 +46,7 @@ class RefCOCOBuilder(BaseDatasetBuilder):
             prompts=self.prompts(slot=True),
             # YAMLs written before the key existed read the toolkit's `sent`
             sentence_key=self.config.get("sentence_key", "sent"),
+            image_last=bool(self.config.image_last),
         )
 
 
