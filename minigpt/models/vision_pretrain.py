@@ -177,6 +177,7 @@ class VisionPretrain(BaseModel):
         max_objects: int = 3,
         box_code_loss_weight: float = 0.0,
         box_code_dim: int = 16,
+        centre_bins: int = 0,
     ) -> None:
         super().__init__()
         reserved = [f for f in label_fields if f in (BOX_KEY, BOX_CODE_KEY, *SCENE_HEADS)]
@@ -196,6 +197,9 @@ class VisionPretrain(BaseModel):
         self.box_loss_weight = float(box_loss_weight)
         self.box_code_loss_weight = float(box_code_loss_weight)
         self.box_code_dim = int(box_code_dim)
+        self.centre_bins = int(centre_bins)
+        if self.centre_bins < 0 or self.centre_bins == 1:
+            raise ValueError(f"vision_pretrain: model.centre_bins must be 0 (regress the centres) or at least 2, got {centre_bins}")
         if self.box_code_loss_weight > 0 and self.box_code_dim < 2:
             raise ValueError(f"vision_pretrain: model.box_code_dim must be at least 2, got {box_code_dim}")
         n_tokens, dim = int(vision_encoder.num_tokens), int(vision_encoder.out_dim)
@@ -236,7 +240,8 @@ class VisionPretrain(BaseModel):
         heads: Dict[str, nn.Module] = {"present": TokenwiseLinear(n_tokens, dim, n_combos),
                                        "count": TokenwiseLinear(n_tokens, dim, self.max_objects + 1)}
         if self.box_loss_weight > 0:  # where each present combination is: what "left of" questions read
-            heads["centre"] = TokenwiseLinear(n_tokens, dim, 2 * n_combos)
+            # its x and y regressed, or each classified into centre_bins equal stripes of the image
+            heads["centre"] = TokenwiseLinear(n_tokens, dim, 2 * n_combos * max(1, self.centre_bins))
         return heads
 
     @classmethod
@@ -249,7 +254,7 @@ class VisionPretrain(BaseModel):
         model = cls(encoder, fields, box_loss_weight=float(cfg.get("box_loss_weight", 0.0)),
                     objective=str(cfg.objective), max_objects=int(cfg.max_objects),
                     box_code_loss_weight=float(cfg.get("box_code_loss_weight", 0.0)),
-                    box_code_dim=int(cfg.get("box_code_dim", 16)))
+                    box_code_dim=int(cfg.get("box_code_dim", 16)), centre_bins=int(cfg.get("centre_bins", 0)))
         model.cfg = cfg
         if cfg.get("ckpt"):
             from minigpt.models.weights.checkpoint import expand_checkpoints, load_trained
@@ -339,12 +344,22 @@ class VisionPretrain(BaseModel):
         count = targets["count"].to(present.device)
         loss = loss + F.cross_entropy(logits["count"].flatten(0, 1), count.repeat_interleave(n_tok))
         if "centre" in logits:
-            pred = logits["centre"].sigmoid().unflatten(-1, (-1, 2))  # [B, T, C, 2]
             mask = present.bool()[:, None].expand(-1, n_tok, -1)  # [B, T, C]
-            centre = targets["centre"].to(pred.device)[:, None].expand_as(pred)
-            centre_l1 = F.l1_loss(pred[mask], centre[mask]) if mask.any() else pred.sum() * 0
-            out["centre_l1"] = centre_l1.detach()
-            loss = loss + self.box_loss_weight * centre_l1
+            centre = targets["centre"].to(present.device)[:, None].expand(-1, n_tok, -1, -1)  # [B, T, C, 2]
+            if self.centre_bins:
+                lg = logits["centre"].unflatten(-1, (-1, 2, self.centre_bins))[mask]  # [N, 2, bins]
+                stripe = (centre[mask] * self.centre_bins).long().clamp(0, self.centre_bins - 1)  # [N, 2]
+                centre_loss = F.cross_entropy(lg.flatten(0, 1), stripe.flatten()) if mask.any() else lg.sum() * 0
+                with torch.no_grad():  # the last token's stripes of the present combinations
+                    last = mask[:, -1]  # [B, C]
+                    guess = logits["centre"][:, -1].unflatten(-1, (-1, 2, self.centre_bins))[last].argmax(-1)
+                    truth = (centre[:, -1][last] * self.centre_bins).long().clamp(0, self.centre_bins - 1)
+                    out["acc_centre"] = (guess == truth).float().mean()
+            else:
+                pred = logits["centre"].sigmoid().unflatten(-1, (-1, 2))  # [B, T, C, 2]
+                centre_loss = F.l1_loss(pred[mask], centre[mask]) if mask.any() else pred.sum() * 0
+                out["centre_l1"] = centre_loss.detach()
+            loss = loss + self.box_loss_weight * centre_loss
         with torch.no_grad():
             last_present = (logits["present"][:, -1] > 0).float()
             out["acc_present"] = (last_present == present).all(-1).float().mean()

@@ -243,3 +243,36 @@ def test_grid_code_peaks_where_values_agree_and_is_the_grid_tokens_embedding():
     emb = llm.causal_lm.get_input_embeddings().weight[ids].detach()  # [101, dim], set by init_grid_embeddings
     full = grid_value_code(values, emb.shape[1])
     assert torch.allclose(emb / emb.std(), full / full.std(), atol=1e-5)
+
+
+def test_centre_bins_classify_each_present_combination_into_stripes():
+    """centre_bins N: the class-token states classify each present combination's x and y into N stripes."""
+    cls = registry.get_model_class("vision_pretrain")
+    cfg = OmegaConf.load(cls.default_config_path("lavin_tiny_scene")).model
+    cfg.centre_bins = 4
+    torch.manual_seed(0)
+    model = cls.from_config(cfg)
+    n_combos = 18
+    assert model.heads["centre"].bias.shape[-1] == n_combos * 2 * 4
+    # one red circle whose centre (0.1, 0.9) lies in stripe 0 along x and stripe 3 along y
+    samples = {"image": torch.randn(2, 3, 64, 64),
+               "regions": [[{"box": [0.0, 0.8, 0.2, 1.0], "kind": "circle", "colour": "red"}]] * 2}
+    head = model.heads["centre"]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        logits = head.bias.view(model.n_tokens, n_combos, 2, 4)  # a view: writes reach the head
+        logits[:, 0, 0, 0] = 20.0  # circle x red is the first combination (kind-major order)
+        logits[:, 0, 1, 3] = 20.0
+    right = model(samples)
+    assert right["acc_centre"].item() == 1.0
+    with torch.no_grad():
+        logits[:, 0, 1, 3] = 0.0
+        logits[:, 0, 1, 2] = 20.0  # y now one stripe too high
+    wrong = model(samples)
+    assert wrong["acc_centre"].item() == 0.5  # x right, y wrong
+    assert wrong["loss"].item() > right["loss"].item() + 5.0
+    assert "centre_l1" not in right
+    with pytest.raises(ValueError, match="model.centre_bins must be 0 .* or at least 2, got 1"):
+        cfg.centre_bins = 1
+        cls.from_config(cfg)
