@@ -243,3 +243,29 @@ def test_grid_code_peaks_where_values_agree_and_is_the_grid_tokens_embedding():
     emb = llm.causal_lm.get_input_embeddings().weight[ids].detach()  # [101, dim], set by init_grid_embeddings
     full = grid_value_code(values, emb.shape[1])
     assert torch.allclose(emb / emb.std(), full / full.std(), atol=1e-5)
+
+
+def test_presence_head_makes_every_token_name_the_pictures_pairs():
+    """Every token, background ones too, is scored on which (kind, colour) pairs the whole picture holds."""
+    model = _model()
+    n_pairs = 3 * 6  # tinygptv_tiny's kinds x colours
+    assert model.heads["presence"].out_features == n_pairs
+    regions = [[{"box": [0.0, 0.0, 0.25, 0.25], "kind": "square", "colour": "blue"}]]
+    samples = {"image": torch.zeros(1, 3, 64, 64), "regions": regions}
+    present = scene_targets(regions, model.label_fields, 3)["present"][0]  # [18], one pair on
+    assert present.sum() == 1
+    with torch.no_grad():  # every token writes a confident, exact answer: the loss term vanishes
+        head = model.heads["presence"]
+        head.weight.zero_()
+        head.bias.copy_((present * 2 - 1) * 30)
+    exact = model(samples)
+    assert exact["acc_presence"].item() == 1.0
+    with torch.no_grad():
+        head.bias[0] = 30.0  # a pair the picture lacks (circle, red) said to be there
+    wrong = model(samples)
+    assert wrong["acc_presence"].item() == 0.0
+    # one pair wrong by 30 on every token: the loss grows by the head's weight times 30
+    assert wrong["loss"].item() - exact["loss"].item() == pytest.approx(model.presence_loss_weight * 30.0, rel=1e-3)
+    assert "presence" not in _model(presence_loss_weight=0.0).heads  # weight 0: no head, no loss
+    with pytest.raises(ValueError, match="presence_loss_weight is for objective patches"):
+        _model(objective="scene", presence_loss_weight=1.0)
