@@ -154,8 +154,8 @@ class VisionPretrain(BaseModel):
     times the squared error of the box-code head (each token inside a box writes its four corners in
     the sinusoidal code of the LLM's grid tokens, ``box_code_dim`` numbers per corner:
     :mod:`minigpt.models.grid_code`; off when the weight is 0), plus ``presence_loss_weight`` times the
-    binary cross-entropy of every token's guess of which field combinations the whole picture holds
-    (summed over the combinations; off when the weight is 0), with each field's token accuracy
+    binary cross-entropy of each background token's guess of which field combinations the whole picture
+    holds (summed over the combinations; off when the weight is 0), with each field's token accuracy
     (``acc_<field>``, over tokens inside boxes), ``box_l1``, ``box_code_mse`` and ``acc_presence``
     for the log. With
     ``objective: scene`` every token has its own heads predicting the whole scene
@@ -238,9 +238,10 @@ class VisionPretrain(BaseModel):
         # matching a written box to its tokens (identify) or writing a token's box (refer) is linear
         if self.box_code_loss_weight > 0:
             heads[BOX_CODE_KEY] = nn.Linear(dim, 4 * self.box_code_dim)
-        # the presence head: every token, also the background ones, says which (kind, colour) pairs the
-        # whole picture holds, so "what color is the circle?" can be refused when no token is a circle
-        # by reading any token, not by noticing that an attention lookup found nothing
+        # the presence head: every background token says which (kind, colour) pairs the whole picture
+        # holds, so "what color is the circle?" can be refused when no token is a circle by reading the
+        # background, not by noticing that an attention lookup found nothing. Tokens on a shape keep
+        # their capacity for its kind, colour and box (asked of every token, the pairs cost those).
         if self.presence_loss_weight > 0:
             heads[PRESENCE_KEY] = nn.Linear(dim, math.prod(len(cs) for cs in self.label_fields.values()))
         return heads
@@ -342,18 +343,24 @@ class VisionPretrain(BaseModel):
             out["box_code_mse"] = box_code_mse.detach()
             loss = loss + self.box_code_loss_weight * box_code_mse
         if PRESENCE_KEY in logits:
-            loss = loss + self.presence_loss_weight * self._presence_loss(logits[PRESENCE_KEY], samples, out)
+            presence = self._presence_loss(logits[PRESENCE_KEY], samples, ~inside, out)
+            loss = loss + self.presence_loss_weight * presence
         return loss
 
-    def _presence_loss(self, logits: torch.Tensor, samples: Dict[str, Any], out: Dict[str, torch.Tensor]):
-        """Binary cross-entropy of every token's ``[B, T, C]`` guess of the picture's present combinations."""
+    def _presence_loss(self, logits: torch.Tensor, samples: Dict[str, Any], background: torch.Tensor,
+                       out: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Binary cross-entropy of each background token's guess (``logits`` ``[B, T, C]``, ``background``
+        ``[B, T]``) of the picture's present combinations."""
         present = scene_targets(samples["regions"], self.label_fields, self.max_objects,
                                 samples.get("sample_id") or ())["present"].to(logits.device)  # [B, C]
-        target = present[:, None].expand_as(logits)
+        target = present[:, None].expand_as(logits)[background]  # [N, C] over the background tokens
+        guess = logits[background]
+        if not background.any():
+            return guess.sum()
         # summed over the combinations, as the scene objective's present head (a mean learns too little)
-        loss = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / (logits.shape[0] * logits.shape[1])
-        with torch.no_grad():  # pictures whose every token names exactly their combinations
-            out["acc_presence"] = ((logits > 0).float() == target).all(-1).all(-1).float().mean()
+        loss = F.binary_cross_entropy_with_logits(guess, target, reduction="sum") / guess.shape[0]
+        with torch.no_grad():  # background tokens that name exactly their picture's combinations
+            out["acc_presence"] = ((guess > 0).float() == target).all(-1).float().mean()
         return loss
 
     def _scene_loss(self, logits: Dict[str, torch.Tensor], samples: Dict[str, Any], out: Dict[str, torch.Tensor]):

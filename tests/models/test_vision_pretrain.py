@@ -245,8 +245,8 @@ def test_grid_code_peaks_where_values_agree_and_is_the_grid_tokens_embedding():
     assert torch.allclose(emb / emb.std(), full / full.std(), atol=1e-5)
 
 
-def test_presence_head_makes_every_token_name_the_pictures_pairs():
-    """Every token, background ones too, is scored on which (kind, colour) pairs the whole picture holds."""
+def test_presence_head_makes_background_tokens_name_the_pictures_pairs():
+    """Every background token is scored on which (kind, colour) pairs the whole picture holds; shape tokens are not."""
     model = _model()
     n_pairs = 3 * 6  # tinygptv_tiny's kinds x colours
     assert model.heads["presence"].out_features == n_pairs
@@ -266,6 +266,14 @@ def test_presence_head_makes_every_token_name_the_pictures_pairs():
     assert wrong["acc_presence"].item() == 0.0
     # one pair wrong by 30 on every token: the loss grows by the head's weight times 30
     assert wrong["loss"].item() - exact["loss"].item() == pytest.approx(model.presence_loss_weight * 30.0, rel=1e-3)
+    # the 4 tokens on the square (2x2 of the 8x8 grid) are not scored: wrong there, exact elsewhere
+    inside = region_targets(regions, model.label_fields, model.grid)["kind"] != BACKGROUND  # [1, 64]
+    assert int(inside.sum()) == 4
+    logits = ((present * 2 - 1) * 30).expand(1, 64, n_pairs).clone()
+    logits[inside] = -logits[inside]
+    out = {}
+    assert model._presence_loss(logits, samples, ~inside, out).item() == pytest.approx(0.0, abs=1e-9)
+    assert out["acc_presence"].item() == 1.0
     assert "presence" not in _model(presence_loss_weight=0.0).heads  # weight 0: no head, no loss
     with pytest.raises(ValueError, match="presence_loss_weight is for objective patches"):
         _model(objective="scene", presence_loss_weight=1.0)
