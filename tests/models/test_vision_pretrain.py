@@ -247,7 +247,8 @@ def test_grid_code_peaks_where_values_agree_and_is_the_grid_tokens_embedding():
 
 def test_presence_head_makes_background_tokens_name_the_pictures_pairs():
     """Every background token is scored on which (kind, colour) pairs the whole picture holds; shape tokens are not."""
-    model = _model()
+    assert "presence" not in _model().heads  # off in the preset
+    model = _model(presence_loss_weight=0.2)
     n_pairs = 3 * 6  # tinygptv_tiny's kinds x colours
     assert model.heads["presence"].out_features == n_pairs
     regions = [[{"box": [0.0, 0.0, 0.25, 0.25], "kind": "square", "colour": "blue"}]]
@@ -274,6 +275,5 @@ def test_presence_head_makes_background_tokens_name_the_pictures_pairs():
     out = {}
     assert model._presence_loss(logits, samples, ~inside, out).item() == pytest.approx(0.0, abs=1e-9)
     assert out["acc_presence"].item() == 1.0
-    assert "presence" not in _model(presence_loss_weight=0.0).heads  # weight 0: no head, no loss
     with pytest.raises(ValueError, match="presence_loss_weight is for objective patches"):
         _model(objective="scene", presence_loss_weight=1.0)
