@@ -32,6 +32,7 @@ from minigpt.models.grid_code import grid_value_code
 BACKGROUND = 0  # class index of tokens outside every box; field classes start at 1
 BOX_KEY = "box"  # region_targets' key for each token's box, ``[B, T, 4]`` (zeros outside boxes)
 BOX_CODE_KEY = "box_code"  # the head that writes each token's box corners in the LLM's grid code
+PRESENCE_KEY = "presence"  # the head that makes every grid token say which combinations the whole picture holds
 # model.objective: per-token region labels; the whole scene from every token; or both, the scene from the
 # class-token states and the region labels on the last block's patch tokens of one tower (clip_vit_cls)
 OBJECTIVES = ("patches", "scene", "scene+patches")
@@ -152,8 +153,11 @@ class VisionPretrain(BaseModel):
     token inside a box predicts its corners; off when the weight is 0), plus ``box_code_loss_weight``
     times the squared error of the box-code head (each token inside a box writes its four corners in
     the sinusoidal code of the LLM's grid tokens, ``box_code_dim`` numbers per corner:
-    :mod:`minigpt.models.grid_code`; off when the weight is 0), with each field's token accuracy
-    (``acc_<field>``, over tokens inside boxes), ``box_l1`` and ``box_code_mse`` for the log. With
+    :mod:`minigpt.models.grid_code`; off when the weight is 0), plus ``presence_loss_weight`` times the
+    binary cross-entropy of each background token's guess of which field combinations the whole picture
+    holds (summed over the combinations; off when the weight is 0), with each field's token accuracy
+    (``acc_<field>``, over tokens inside boxes), ``box_l1``, ``box_code_mse`` and ``acc_presence``
+    for the log. With
     ``objective: scene`` every token has its own heads predicting the whole scene
     (:func:`scene_targets`): binary cross-entropy of the present combinations plus cross-entropy of
     the object count plus ``box_loss_weight`` times the L1 error of the present combinations'
@@ -178,9 +182,10 @@ class VisionPretrain(BaseModel):
         box_code_loss_weight: float = 0.0,
         box_code_dim: int = 16,
         centre_bins: int = 0,
+        presence_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        reserved = [f for f in label_fields if f in (BOX_KEY, BOX_CODE_KEY, *SCENE_HEADS)]
+        reserved = [f for f in label_fields if f in (BOX_KEY, BOX_CODE_KEY, PRESENCE_KEY, *SCENE_HEADS)]
         if reserved:
             raise ValueError(f"vision_pretrain: {reserved[0]!r} names a head, not a label field")
         if not label_fields:
@@ -200,6 +205,7 @@ class VisionPretrain(BaseModel):
         self.centre_bins = int(centre_bins)
         if self.centre_bins < 0 or self.centre_bins == 1:
             raise ValueError(f"vision_pretrain: model.centre_bins must be 0 (regress the centres) or at least 2, got {centre_bins}")
+        self.presence_loss_weight = float(presence_loss_weight)
         if self.box_code_loss_weight > 0 and self.box_code_dim < 2:
             raise ValueError(f"vision_pretrain: model.box_code_dim must be at least 2, got {box_code_dim}")
         n_tokens, dim = int(vision_encoder.num_tokens), int(vision_encoder.out_dim)
@@ -215,6 +221,9 @@ class VisionPretrain(BaseModel):
             heads.update(self._scene_heads(n_tokens, dim))
         else:
             heads.update(self._patch_heads(dim, n_tokens))
+        if self.presence_loss_weight > 0 and objective != "patches":
+            raise ValueError("vision_pretrain: model.presence_loss_weight is for objective patches "
+                             f"(objective {objective} has the scene's own present head)")
         # named so that checkpoint keys start with STAGE0_HEADS_PREFIX, which the families skip on load
         self.heads = nn.ModuleDict(heads)
         self.cfg: DictConfig | None = None
@@ -233,6 +242,12 @@ class VisionPretrain(BaseModel):
         # matching a written box to its tokens (identify) or writing a token's box (refer) is linear
         if self.box_code_loss_weight > 0:
             heads[BOX_CODE_KEY] = nn.Linear(dim, 4 * self.box_code_dim)
+        # the presence head: every background token says which (kind, colour) pairs the whole picture
+        # holds, so "what color is the circle?" can be refused when no token is a circle by reading the
+        # background, not by noticing that an attention lookup found nothing. Tokens on a shape keep
+        # their capacity for its kind, colour and box (asked of every token, the pairs cost those).
+        if self.presence_loss_weight > 0:
+            heads[PRESENCE_KEY] = nn.Linear(dim, math.prod(len(cs) for cs in self.label_fields.values()))
         return heads
 
     def _scene_heads(self, n_tokens: int, dim: int) -> Dict[str, nn.Module]:
@@ -254,7 +269,8 @@ class VisionPretrain(BaseModel):
         model = cls(encoder, fields, box_loss_weight=float(cfg.get("box_loss_weight", 0.0)),
                     objective=str(cfg.objective), max_objects=int(cfg.max_objects),
                     box_code_loss_weight=float(cfg.get("box_code_loss_weight", 0.0)),
-                    box_code_dim=int(cfg.get("box_code_dim", 16)), centre_bins=int(cfg.get("centre_bins", 0)))
+                    box_code_dim=int(cfg.get("box_code_dim", 16)), centre_bins=int(cfg.get("centre_bins", 0)),
+                    presence_loss_weight=float(cfg.get("presence_loss_weight", 0.0)))
         model.cfg = cfg
         if cfg.get("ckpt"):
             from minigpt.models.weights.checkpoint import expand_checkpoints, load_trained
@@ -331,6 +347,25 @@ class VisionPretrain(BaseModel):
             box_code_mse = F.mse_loss(pred, code) if inside.any() else pred.sum()
             out["box_code_mse"] = box_code_mse.detach()
             loss = loss + self.box_code_loss_weight * box_code_mse
+        if PRESENCE_KEY in logits:
+            presence = self._presence_loss(logits[PRESENCE_KEY], samples, ~inside, out)
+            loss = loss + self.presence_loss_weight * presence
+        return loss
+
+    def _presence_loss(self, logits: torch.Tensor, samples: Dict[str, Any], background: torch.Tensor,
+                       out: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Binary cross-entropy of each background token's guess (``logits`` ``[B, T, C]``, ``background``
+        ``[B, T]``) of the picture's present combinations."""
+        present = scene_targets(samples["regions"], self.label_fields, self.max_objects,
+                                samples.get("sample_id") or ())["present"].to(logits.device)  # [B, C]
+        target = present[:, None].expand_as(logits)[background]  # [N, C] over the background tokens
+        guess = logits[background]
+        if not background.any():
+            return guess.sum()
+        # summed over the combinations, as the scene objective's present head (a mean learns too little)
+        loss = F.binary_cross_entropy_with_logits(guess, target, reduction="sum") / guess.shape[0]
+        with torch.no_grad():  # background tokens that name exactly their picture's combinations
+            out["acc_presence"] = ((guess > 0).float() == target).all(-1).float().mean()
         return loss
 
     def _scene_loss(self, logits: Dict[str, torch.Tensor], samples: Dict[str, Any], out: Dict[str, torch.Tensor]):

@@ -276,3 +276,37 @@ def test_centre_bins_classify_each_present_combination_into_stripes():
     with pytest.raises(ValueError, match="model.centre_bins must be 0 .* or at least 2, got 1"):
         cfg.centre_bins = 1
         cls.from_config(cfg)
+
+
+def test_presence_head_makes_background_tokens_name_the_pictures_pairs():
+    """Every background token is scored on which (kind, colour) pairs the whole picture holds; shape tokens are not."""
+    assert "presence" not in _model().heads  # off in the preset
+    model = _model(presence_loss_weight=0.2)
+    n_pairs = 3 * 6  # tinygptv_tiny's kinds x colours
+    assert model.heads["presence"].out_features == n_pairs
+    regions = [[{"box": [0.0, 0.0, 0.25, 0.25], "kind": "square", "colour": "blue"}]]
+    samples = {"image": torch.zeros(1, 3, 64, 64), "regions": regions}
+    present = scene_targets(regions, model.label_fields, 3)["present"][0]  # [18], one pair on
+    assert present.sum() == 1
+    with torch.no_grad():  # every token writes a confident, exact answer: the loss term vanishes
+        head = model.heads["presence"]
+        head.weight.zero_()
+        head.bias.copy_((present * 2 - 1) * 30)
+    exact = model(samples)
+    assert exact["acc_presence"].item() == 1.0
+    with torch.no_grad():
+        head.bias[0] = 30.0  # a pair the picture lacks (circle, red) said to be there
+    wrong = model(samples)
+    assert wrong["acc_presence"].item() == 0.0
+    # one pair wrong by 30 on every token: the loss grows by the head's weight times 30
+    assert wrong["loss"].item() - exact["loss"].item() == pytest.approx(model.presence_loss_weight * 30.0, rel=1e-3)
+    # the 4 tokens on the square (2x2 of the 8x8 grid) are not scored: wrong there, exact elsewhere
+    inside = region_targets(regions, model.label_fields, model.grid)["kind"] != BACKGROUND  # [1, 64]
+    assert int(inside.sum()) == 4
+    logits = ((present * 2 - 1) * 30).expand(1, 64, n_pairs).clone()
+    logits[inside] = -logits[inside]
+    out = {}
+    assert model._presence_loss(logits, samples, ~inside, out).item() == pytest.approx(0.0, abs=1e-9)
+    assert out["acc_presence"].item() == 1.0
+    with pytest.raises(ValueError, match="presence_loss_weight is for objective patches"):
+        _model(objective="scene", presence_loss_weight=1.0)
