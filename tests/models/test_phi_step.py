@@ -9,7 +9,7 @@ import torch
 from transformers import PhiConfig, PhiForCausalLM
 
 from minigpt.models import load_model
-from minigpt.models.generation.decode import decode
+from minigpt.models.generation.decode import cache_keyword, decode
 from minigpt.models.generation.kv_cache import PreallocatedLayer, preallocated_cache
 from minigpt.models.generation.phi_step import PhiDecodeStep, phi_decode_step, phi_step_blocker
 from minigpt.models.parts.llms.hf_causal_lm import fuse_tanh_gelu
@@ -49,9 +49,10 @@ def test_step_logits_and_cache_equal_the_forward_bit_for_bit(qk_layernorm, padde
     keys_mask = torch.ones(b, 1, 1, t + steps, dtype=torch.bool)
     keys_mask[:, 0, 0, :t] = mask.bool()
     caches = [preallocated_cache(model.config, t + steps) for _ in range(2)]
+    key = cache_keyword(model)  # the installed forward's name for its cache argument
     with torch.no_grad():
         for cache in caches:
-            out = model(inputs_embeds=emb, attention_mask=mask, position_ids=position, cache=cache, logits_to_keep=1)
+            out = model(inputs_embeds=emb, attention_mask=mask, position_ids=position, logits_to_keep=1, **{key: cache})
         step = phi_decode_step(model, caches[1], t + steps + 1)
         assert isinstance(step, PhiDecodeStep)
         token = out.logits[:, -1].argmax(-1)
@@ -60,7 +61,7 @@ def test_step_logits_and_cache_equal_the_forward_bit_for_bit(qk_layernorm, padde
             step_mask = keys_mask[..., : t + i + 1] if padded else None
             ref = model(
                 input_ids=token[:, None], attention_mask=step_mask, position_ids=pos[:, None],
-                cache=caches[0], logits_to_keep=1,
+                logits_to_keep=1, **{key: caches[0]},
             ).logits[:, -1]
             got = step(token, pos, step_mask)
             assert got.shape == (b, model.config.vocab_size)
@@ -133,3 +134,14 @@ def test_split_key_append_equals_update_and_the_buffers_grow_past_capacity():
         b.append_split_key(k1[..., :3], k1[..., 3:], v1)
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
     assert b.get_seq_length() == 5 and b.keys.shape == (2, 4, 5, 8)
+
+
+def test_a_model_with_forward_hooks_keeps_the_forward():
+    """TinyGPT-V's Phi variant normalises the attention output in a forward hook: the fused step must not skip it."""
+    from minigpt.models.parts.llms.tinygptv_phi import apply_tinygptv_phi
+
+    model = _phi(qk_layernorm=True, fused_gelu=False)
+    cache = preallocated_cache(model.config, 8)
+    assert phi_step_blocker(model, cache) is None
+    apply_tinygptv_phi(model)
+    assert "forward hooks" in phi_step_blocker(model, cache)

@@ -49,6 +49,9 @@ def phi_step_blocker(causal_lm: nn.Module, cache: Any) -> Optional[str]:
         return f"rotary type {rope.get('rope_type')!r}"
     if config.num_key_value_heads != config.num_attention_heads:
         return "grouped key/value heads"
+    for name, module in causal_lm.named_modules():
+        if module._forward_hooks or module._forward_pre_hooks:  # e.g. TinyGPT-V's post-attention norm
+            return f"{name or 'the model'} has forward hooks, which the fused step would skip"
     if type(causal_lm.model.final_layernorm) is not nn.LayerNorm:
         return "the final norm is not nn.LayerNorm"
     if not _plain_linear(causal_lm.lm_head):
