@@ -38,8 +38,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if stage.get("module") is not None:
                         continue  # a command stage has no config to print
                     # one YAML document per stage, so `yaml.safe_load_all` reads the output back; the options
-                    # in the order a run applies them (the pipeline's, the stage's own, then the user's)
-                    opts = [str(o) for o in [*(pipe.get("options") or []), *(stage.get("options") or []), *args.options]]
+                    # in the order a run applies them (the pipeline's, the user's, then the stage's own)
+                    opts = [str(o) for o in [*(pipe.get("options") or []), *args.options, *(stage.get("options") or [])]]
                     print(f"--- # stage {stage.name}: {stage.cfg}")
                     print(Config(str(stage.cfg), opts).to_yaml())
                 return 0

@@ -161,10 +161,9 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
     """Run every stage of a pipeline config in order, then its evaluation; write metrics.json."""
     t0 = time.time()
     pipe = Config.load_pipeline(path).pipeline
-    # the user's options come last everywhere, so they win over the pipeline's and each stage's own
-    pipe_opts: List[str] = [str(o) for o in (pipe.get("options") or [])]
-    user_opts: List[str] = [str(o) for o in options]
-    out_root = output_root(pipe, pipe_opts + user_opts)
+    # the pipeline's options, then the user's; a stage's own options come after both (they wire stages together)
+    base_opts: List[str] = [str(o) for o in (pipe.get("options") or [])] + [str(o) for o in options]
+    out_root = output_root(pipe, base_opts)
     stage_dirs: Dict[str, str] = {}
     summaries = []
     data_ready = False
@@ -182,9 +181,9 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
             continue
         earlier = start_from(stage, stage_dirs)
         ckpts = [os.path.abspath(stage_dirs[n]) for n in earlier]
-        # resume first, so that the pipeline's, the stage's or the user's options can set another one
+        # resume first, so that the pipeline's, the user's or the stage's options can set another one
         own = [fill_placeholders(str(o), folders, data_root) for o in (stage.get("options") or [])]
-        opts = ["run.resume_ckpt_path=auto", *pipe_opts, *own, *user_opts]
+        opts = ["run.resume_ckpt_path=auto", *base_opts, *own]
         opts += [f"run.stage_name={name}", f"run.output_dir={os.path.join(out_root, name)}",
                  f"run.progress_label={json.dumps(f'stage {k}/{len(pipe.stages)} {name}')}"]
         if ckpts:
@@ -203,7 +202,7 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
     if pipe.get("eval"):
         ckpts = [os.path.abspath(stage_dirs[n]) for n in start_from(pipe.eval, stage_dirs)]
         own = [fill_placeholders(str(o), folders, data_root) for o in (pipe.eval.get("options") or [])]
-        opts = [*pipe_opts, *own, *user_opts]
+        opts = [*base_opts, *own]
         opts += ["run.evaluate_only=true", "run.stage_name=eval", f"run.output_dir={os.path.join(out_root, 'eval')}"]
         if ckpts:
             opts.append(f"model.ckpt={json.dumps(ckpts)}")

@@ -193,10 +193,11 @@ def test_print_config_of_a_pipeline_prints_one_document_per_stage(capsys, monkey
     assert all(d["run"]["max_iters"] == 7 for d in docs)
     # each stage's own options show: the vision cache is on from stage 1, as the run applies it
     assert [d["run"]["vision_feature_cache"]["enabled"] for d in docs] == [False] + [True] * 5
+    # a stage's own options come after the user's, as in the run
     assert train_cli.main(["--cfg-path", str(cfg), "--print-config", "--options",
                            "run.vision_feature_cache.enabled=false"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert not any(d["run"]["vision_feature_cache"]["enabled"] for d in docs)
+    assert [d["run"]["vision_feature_cache"]["enabled"] for d in docs] == [False] + [True] * 5
 
 
 # -- the pipeline --------------------------------------------------------------------------------

@@ -54,21 +54,21 @@ def test_the_bar_shows_the_progress_label_else_the_stage_name(tmp_path):
             log.close()
 
 
-def test_the_users_options_win_over_the_pipelines_and_each_stages_own(tiny_options, tmp_path):
+
+def test_options_apply_pipelines_then_users_then_each_stages_own(tiny_options, tmp_path):
     stage1 = str(REPO / "train_configs" / "quickstart_stage1.yaml")
     pipe = {"pipeline": {
         "name": "precedence", "output_dir": str(tmp_path / "declared"),
-        "options": ["run.init_lr=0.003"],
-        "stages": [{"name": "a", "cfg": stage1, "options": ["run.max_iters=3", "run.init_lr=0.002"]},
-                   {"name": "b", "cfg": stage1, "options": ["run.max_iters=3"]}],
+        "options": ["run.init_lr=0.003", "run.min_lr=0.0001"],
+        "stages": [{"name": "a", "cfg": stage1, "options": ["run.max_iters=2", "run.init_lr=0.002"]},
+                   {"name": "b", "cfg": stage1}],
     }}
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(yaml.safe_dump(pipe))
     out = tmp_path / "given"
-    result = run_pipeline(str(cfg), [*tiny_options(out, 1), "run.test_splits=[]"])
-    # the user's run.max_iters=1 beats both stages' 3
-    assert [s["steps"] for s in result["stages"]] == [1, 1]
+    result = run_pipeline(str(cfg), [*tiny_options(out, 1), "run.test_splits=[]", "run.min_lr=0.0002"])
+    # stage a's own max_iters beats the user's; stage b has none and takes the user's
+    assert [s["steps"] for s in result["stages"]] == [2, 1]
     run_of = {n: yaml.safe_load((out / n / "config.yaml").read_text())["run"] for n in ("a", "b")}
-    # with no user setting, a stage's own option beats the pipeline's, and the pipeline's applies elsewhere
-    assert run_of["a"]["init_lr"] == 0.002
-    assert run_of["b"]["init_lr"] == 0.003
+    assert run_of["a"]["init_lr"] == 0.002 and run_of["b"]["init_lr"] == 0.003
+    assert run_of["a"]["min_lr"] == run_of["b"]["min_lr"] == 0.0002  # the user's beats the pipeline's

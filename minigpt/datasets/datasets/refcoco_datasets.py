@@ -38,6 +38,7 @@ class RefCOCODataset(BaseDataset):
     """
 
     task = "refer"
+    image_last = False  # MiniGPT-v2's order; readers built on this one without its __init__ (refvg) keep it
 
     def __init__(
         self,
