@@ -161,8 +161,7 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
     """Run every stage of a pipeline config in order, then its evaluation; write metrics.json."""
     t0 = time.time()
     pipe = Config.load_pipeline(path).pipeline
-    # the pipeline's options, then the user's; a stage's own options come after both (they wire stages together)
-    base_opts: List[str] = [str(o) for o in (pipe.get("options") or [])] + [str(o) for o in options]
+    base_opts: List[str] = [str(o) for o in (pipe.get("options") or [])] + list(options)
     out_root = output_root(pipe, base_opts)
     stage_dirs: Dict[str, str] = {}
     summaries = []
@@ -181,7 +180,7 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
             continue
         earlier = start_from(stage, stage_dirs)
         ckpts = [os.path.abspath(stage_dirs[n]) for n in earlier]
-        # resume first, so that the pipeline's, the user's or the stage's options can set another one
+        # first, so that the pipeline's, the user's or the stage's options can set another resume
         own = [fill_placeholders(str(o), folders, data_root) for o in (stage.get("options") or [])]
         opts = ["run.resume_ckpt_path=auto", *base_opts, *own]
         opts += [f"run.stage_name={name}", f"run.output_dir={os.path.join(out_root, name)}",
@@ -201,8 +200,7 @@ def run_pipeline(path: str, options: Sequence[str] = ()) -> Dict[str, Any]:
     metrics: Dict[str, float] = {}
     if pipe.get("eval"):
         ckpts = [os.path.abspath(stage_dirs[n]) for n in start_from(pipe.eval, stage_dirs)]
-        own = [fill_placeholders(str(o), folders, data_root) for o in (pipe.eval.get("options") or [])]
-        opts = [*base_opts, *own]
+        opts = base_opts + [fill_placeholders(str(o), folders, data_root) for o in (pipe.eval.get("options") or [])]
         opts += ["run.evaluate_only=true", "run.stage_name=eval", f"run.output_dir={os.path.join(out_root, 'eval')}"]
         if ckpts:
             opts.append(f"model.ckpt={json.dumps(ckpts)}")
