@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import torch
 
@@ -32,6 +32,7 @@ from minigpt.demo.inputs import (
     DEFAULT_MAX_VIDEO_BYTES,
     DEFAULT_MAX_VIDEO_SECONDS,
     UploadLimits,
+    image_last_tags,
 )
 
 logger = logging.getLogger("minigpt.demo")
@@ -118,6 +119,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def question_first_tags(cfg: Config) -> Tuple[str, ...]:
+    """The task tags whose questions go before the image (``run.image_last_tasks``); a bad name stops the demo."""
+    try:
+        return image_last_tags(list(cfg.run_cfg.get("image_last_tasks") or ()))
+    except ValueError as exc:
+        raise DemoSetupError(str(exc)) from None
+
+
 def check_checkpoints(cfg: Config) -> None:
     """Stop with advice when ``model.ckpt`` names a checkpoint that is not there."""
     from minigpt.models.weights.checkpoint import expand_checkpoints, resolve_checkpoint_file
@@ -198,6 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
         cfg = Config(args.cfg_path, list(args.options))
         check_checkpoints(cfg)
+        question_first = question_first_tags(cfg)
         device = resolve_device(str(cfg.run_cfg.device), args.gpu_id)
         max_new_tokens = min(max(1, int(cfg.run_cfg.eval_max_new_tokens)), MAX_NEW_TOKENS_LIMIT)
         num_beams = max(1, int(cfg.run_cfg.eval_num_beams))
@@ -225,6 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         precision=str(cfg.run_cfg.precision),
         # a model made for text-only and image questions alike answers a question without an image
         text_only=bool(getattr(model, "ANSWERS_TEXT_ONLY", False)),
+        image_last_tags=question_first,  # the order the checkpoint was trained in (run.image_last_tasks)
     )
     examples_dir = tempfile.mkdtemp(prefix="minigpt-demo-examples-")
     atexit.register(shutil.rmtree, examples_dir, True)

@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -53,6 +53,17 @@ TASK_HINTS: Dict[str, str] = {
     "identify": "a box on the 0-100 grid, e.g. what is this {<10><20><50><60>}",
     DRAW_TASK: "what to draw, e.g. a red circle in the top left",
 }
+
+
+def image_last_tags(tasks: Sequence[str], key: str = "run.image_last_tasks") -> Tuple[str, ...]:
+    """The task tags of ``tasks`` (names such as ``identify``) whose questions go before the image.
+
+    Raises ``ValueError`` naming ``key`` for a name that is not a task tag.
+    """
+    unknown = [t for t in tasks if t not in TASK_TAGS]
+    if unknown:
+        raise ValueError(f"{key}: unknown task {unknown[0]!r}; the tasks are {', '.join(TASK_TAGS)}")
+    return tuple(TASK_TAGS[t] for t in tasks)
 
 
 class DemoInputError(ValueError):

@@ -107,6 +107,7 @@ class DemoChat:
         num_beams: int = 1,
         precision: str = "fp32",
         text_only: bool = False,
+        image_last_tags: Sequence[str] = (),
     ) -> None:
         if not 1 <= max_new_tokens <= max_new_tokens_limit:
             raise ValueError(
@@ -123,6 +124,7 @@ class DemoChat:
             raise ValueError(f"num_beams={num_beams} must lie between 1 and max_beams={max_beams}")
         self.num_beams = int(num_beams)
         self.text_only = bool(text_only)
+        self.image_last_tags = tuple(image_last_tags)  # questions with these tags go before the image
         # a model that draws answers through generate_with_images: its drawings appear in the chat
         self.can_draw = callable(getattr(model, "generate_with_images", None))
         # built once: the processor is the preset's eval one, the same for every conversation
@@ -238,7 +240,7 @@ class DemoChat:
         """A ``Chat`` holding the conversation so far: the image, then each past turn as it went."""
         chat = Chat(
             self.model, vis_processor=self.vis_processor, require_image=not self.text_only,
-            video_processor=self.video_processor,
+            video_processor=self.video_processor, image_last_tags=self.image_last_tags,
         )  # fmt: skip
         if conversation.image is not None:
             chat.upload_image(conversation.image)

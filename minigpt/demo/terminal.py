@@ -15,7 +15,7 @@ import argparse
 import shlex
 import sys
 import time
-from typing import Any, Callable, Iterator, List, Optional, TextIO
+from typing import Any, Callable, Iterator, List, Optional, Sequence, TextIO
 
 from PIL import Image
 
@@ -48,8 +48,9 @@ class TerminalChat:
         precision: str = "fp32",
         text_only: bool = False,
         limits: Optional[UploadLimits] = None,
+        image_last_tags: Sequence[str] = (),
     ) -> None:
-        self.chat = Chat(model, require_image=not text_only)
+        self.chat = Chat(model, require_image=not text_only, image_last_tags=image_last_tags)
         self.max_new_tokens = int(max_new_tokens)
         self.temperature = float(temperature)
         self.precision = precision
@@ -203,7 +204,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     from minigpt.common.config import Config, ConfigError
     from minigpt.common.logger import setup_logging
     from minigpt.common.registry import RegistryError
-    from minigpt.demo.cli import DemoSetupError, check_checkpoints, load_demo_model, resolve_device
+    from minigpt.demo.cli import (
+        DemoSetupError,
+        check_checkpoints,
+        load_demo_model,
+        question_first_tags,
+        resolve_device,
+    )
 
     args = parse_args(argv)
     setup_logging()
@@ -212,6 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise DemoSetupError(f"{args.cfg_path} is a pipeline (training) config; chat takes an eval config")
         cfg = Config(args.cfg_path, list(args.options))
         check_checkpoints(cfg)
+        question_first = question_first_tags(cfg)
         device = resolve_device(str(cfg.run_cfg.device), args.gpu_id)
         model = load_demo_model(cfg, device)
         chat = TerminalChat(
@@ -220,6 +228,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             temperature=args.temperature,
             precision=str(cfg.run_cfg.precision),
             text_only=bool(getattr(model, "ANSWERS_TEXT_ONLY", False)),
+            image_last_tags=question_first,
         )
         if args.image:
             print(chat.set_image(args.image), flush=True)

@@ -134,3 +134,23 @@ def test_stop_server_terminates_and_kills_a_process_that_ignores_sigterm():
     )
     assert stubborn.stdout.readline().strip() == "ready"  # the handler is in place before SIGTERM comes
     assert stop_server(stubborn, grace_s=0.5) == -signal.SIGKILL
+
+
+def test_an_unknown_question_first_task_is_named(capsys):
+    argv = ["--cfg-path", str(DEMO_CONFIG), "--options", "model.ckpt=null", "run.image_last_tasks=[identfy]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "run.image_last_tasks" in err and "'identfy'" in err
+
+
+def test_the_demo_asks_identify_in_the_order_the_quickstart_trains_and_evaluates_it():
+    # the quickstart's stage 4 and evaluation put the [identify] question before the image; the demo must too
+    from minigpt.demo.cli import question_first_tags
+
+    demo = question_first_tags(Config(DEMO_CONFIG, ["model.ckpt=null"]))
+    evaluation = Config(REPO_ROOT / "eval_configs" / "quickstart_eval.yaml", [])
+    trained = Config(REPO_ROOT / "train_configs" / "quickstart_stage4.yaml", [])
+    for cfg in (evaluation, trained):
+        assert bool(cfg.datasets_cfg.synthetic_invrefcoco.image_last) == ("[identify]" in demo)
+        assert not cfg.datasets_cfg.synthetic_refcoco.get("image_last", False)
+    assert "[refer]" not in demo

@@ -182,3 +182,23 @@ def test_a_lavin_demo_answers_questions_with_and_without_an_image(scene):
     # a model not built for it keeps asking for an image
     refused, _ = _final(DemoChat(lavin, max_new_tokens=4).respond(None, None, "hello"))
     assert refused.error and "Upload an image first" in refused.status
+
+
+def test_question_first_tasks_put_the_image_after_the_question(model, scene):
+    from minigpt.models.generation.conversation import IMAGE_PROMPT
+
+    path, _ = scene
+    demo = DemoChat(model, max_new_tokens=4, image_last_tags=("[identify]",))
+    final, _ = _final(demo.respond(None, path, "what is this {<10><20><50><60>}", "identify"))
+    assert not final.error
+    chat = demo._chat(final.conversation)
+    chat.answers.pop()  # ask the same question again: the prompt the model read
+    (turn,) = chat.turns()
+    assert turn == "[identify] what is this {<10><20><50><60>} " + IMAGE_PROMPT
+    # other tasks keep the image first, in the same conversation too
+    chat.answers.append(final.conversation.turns[0][1])
+    chat.ask("[vqa] what color is the square?")
+    assert chat.turns()[0].endswith(IMAGE_PROMPT) and not chat.turns()[1].startswith(IMAGE_PROMPT)
+    plain = demo._chat(Conversation(image=final.conversation.image))
+    plain.ask("[refer] the square")
+    assert plain.turns() == [IMAGE_PROMPT + " [refer] the square"]

@@ -160,6 +160,7 @@ class RunSchema:
     eval_max_new_tokens: PositiveInt
     eval_num_beams: PositiveInt
     eval_token_accuracy: bool
+    image_last_tasks: List[str]
 
 
 # -- reading the annotations ------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from PIL import Image
 
-from minigpt.common.constants import VIDEO_TOKEN
+from minigpt.common.constants import VIDEO_PLACEHOLDER, VIDEO_TOKEN
+from minigpt.common.grounding import split_task_tag
 from minigpt.models.generation.conversation import IMAGE_PROMPT, with_image, with_video
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class Chat:
       image per conversation: ``reset()`` before talking about another. ``upload_video`` does the
       same with a video (``<Video><VideoHere></Video>``), sampled by ``video_processor`` (by default
       the preset's ``preprocess.video_processor.eval``).
+    * ``image_last_tags`` (e.g. ``["[identify]"]``): a question that starts with one of these task tags
+      carries the slot after its text instead, for a model trained with that order (a dataset's
+      ``image_last``; the quickstart trains ``[identify]`` so).
     * Questions without any image are allowed: every family here also trains on text-only samples
       and answers them. ``require_image=True`` makes ``ask`` refuse a question before an image.
     * ``ask("")`` (or only whitespace) raises ``ValueError``; so does asking twice without
@@ -89,9 +93,11 @@ class Chat:
         require_image: bool = False,
         max_context_tokens: Optional[int] = None,
         video_processor: Optional[Callable[[str], torch.Tensor]] = None,
+        image_last_tags: Sequence[str] = (),
         **generation_defaults: Any,
     ) -> None:
         self.model = model
+        self.image_last_tags = frozenset(image_last_tags)
         self.vis_processor = vis_processor if vis_processor is not None else _eval_processor(model)
         self.video_processor = video_processor
         self.require_image = require_image
@@ -203,9 +209,17 @@ class Chat:
         self.questions.append(text)
 
     def turns(self) -> List[str]:
-        """The user turns as the model reads them: the image (video) slot in front of the turn that carries it."""
+        """The user turns as the model reads them: the image (video) slot in front of the turn that carries
+        it, or after it when the turn's task tag is one of ``image_last_tags``."""
         place = with_video if self.is_video else with_image
-        return [place(q) if i == self._image_turn else q for i, q in enumerate(self.questions)]
+        slot = VIDEO_PLACEHOLDER if self.is_video else IMAGE_PROMPT
+
+        def carrying(question: str) -> str:
+            if split_task_tag(question)[0] in self.image_last_tags:
+                return f"{question} {slot}"
+            return place(question)
+
+        return [carrying(q) if i == self._image_turn else q for i, q in enumerate(self.questions)]
 
     # -- prompt ----------------------------------------------------------------------------------
     def _visible_turns(self, max_new_tokens: int) -> List[int]:
