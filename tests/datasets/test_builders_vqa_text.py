@@ -201,6 +201,22 @@ def test_okvqa_without_prompt_file_is_plain_question(tmp_path):
     assert s["instruction_input"] == f"{PH} [vqa] {rows[0]['question']}"
 
 
+def test_okvqa_image_last_puts_the_question_before_the_image(tmp_path):
+    """``image_last``: "[vqa] question <Img><ImageHere></Img>", the same question, answer and image."""
+    _okvqa_fixture(tmp_path)
+    first = _build("okvqa", tmp_path, {"prompt_file": None})["train"]
+    last = _build("okvqa", tmp_path, {"prompt_file": None, "image_last": True})["train"]
+    assert len(first) == len(last) == 3
+    for a, b in zip(first, last):
+        question = _split_tag_and_question(a["instruction_input"])
+        assert b["instruction_input"] == f"[vqa] {question} {PH}"
+        assert b["answer"] == a["answer"] and b["question_type"] == a["question_type"]
+        assert (b["image"] == a["image"]).all()
+    # a text-only set has no image to place: the instruction is the tag and the question
+    text = _build("okvqa", tmp_path, {"prompt_file": None, "image_last": True, "data_type": "text"})["train"]
+    assert text[0]["instruction_input"] == f"[vqa] {_split_tag_and_question(first[0]['instruction_input'])}"
+
+
 # -- A-OKVQA -----------------------------------------------------------------------------------
 
 

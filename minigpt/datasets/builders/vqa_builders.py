@@ -22,7 +22,9 @@ class _VQABuilder(BaseDatasetBuilder):
     TASK = "vqa"
 
     def build_split(self, split: str) -> Dataset:
-        return self.annotation_dataset(self.dataset_cls, split, prompts=self.prompts(slot=True))
+        return self.annotation_dataset(
+            self.dataset_cls, split, prompts=self.prompts(slot=True), image_last=bool(self.config.image_last)
+        )
 
 
 COCOVQABuilder = declare_builder(__name__, "COCOVQABuilder", _VQABuilder, "coco_vqa", "VQAv2 on COCO images (LAVIS's ``vqa_train.json`` / ``vqa_val_eval.json``)", FORMAT="LAVIS VQA JSON [{question_id, question, answer: [...], image}] + COCO 2014 images", APPROX_SIZE="443k train QA / 83k images; 214k val QA / 41k images")

@@ -203,9 +203,11 @@ class BaseDataset(Dataset):
         task_tag: Optional[str] = None,
         prompts: Optional[Sequence[str]] = None,
         read_images: bool = True,
+        image_last: bool = False,
     ) -> None:
         self.name = name
         self.read_images = read_images
+        self.image_last = bool(image_last)
         self.vis_processor = vis_processor
         self.text_processor = text_processor
         self.images_root = images_root
@@ -273,11 +275,18 @@ class BaseDataset(Dataset):
     # the media slot a sample's instruction starts with (a video dataset: the video placeholder)
     placeholder = IMAGE_PLACEHOLDER
 
+    # true: the media placeholder goes after the task tag and the text (the question, then the image, so
+    # the image tokens can read the question); readers set it from their config's image_last, readers
+    # that skip their parent's __init__ (refvg) keep this default, MiniGPT-v2's image-first order
+    image_last: bool = False
+
     def instruction(self, text: str, task_tag: Optional[str] = None) -> str:
-        """``text`` behind the media placeholder (if media are read) and the task tag."""
-        return make_instruction(
-            text, self.task_tag if task_tag is None else task_tag, self.read_images, self.placeholder
-        )
+        """``text`` behind the media placeholder (if media are read) and the task tag; with
+        ``image_last`` the placeholder follows the text instead, so the image tokens can read it."""
+        tag = self.task_tag if task_tag is None else task_tag
+        if self.image_last and self.read_images:
+            return f"{make_instruction(text, tag, with_image=False)} {self.placeholder}"
+        return make_instruction(text, tag, self.read_images, self.placeholder)
 
     @property
     def limits(self) -> ReadLimits:

@@ -21,7 +21,6 @@ from minigpt.datasets.datasets.base_dataset import (
     box_to_grid_text,
     check_box,
     check_size,
-    make_instruction,
     pick,
     require_keys,
 )
@@ -38,7 +37,6 @@ class RefCOCODataset(BaseDataset):
     """
 
     task = "refer"
-    image_last = False  # MiniGPT-v2's order; readers built on this one without its __init__ (refvg) keep it
 
     def __init__(
         self,
@@ -48,7 +46,6 @@ class RefCOCODataset(BaseDataset):
         ref_splits: Sequence[str],
         *args: Any,
         sentence_key: str = "sent",
-        image_last: bool = False,
         **kwargs: Any,
     ) -> None:
         """The refer files and splits, then :class:`BaseDataset`'s arguments (processors, images root, options)."""
@@ -57,7 +54,6 @@ class RefCOCODataset(BaseDataset):
             raise ValueError(f"dataset {name!r}: sentence_key must be 'sent' or 'raw', got {sentence_key!r}")
         if not self.prompts:
             raise DatasetError(f"dataset {name!r}: a prompt file with '{{}}' templates is required")
-        self.image_last = bool(image_last)
         refs = load_pickle(refs_path, name)
         if not isinstance(refs, list):
             raise DatasetError(
@@ -139,16 +135,10 @@ class RefCOCODataset(BaseDataset):
         # an image source (minigpt.datasets.image_source) may answer without decoding the file
         return self.image_source(path, read) if self.image_source is not None else read()
 
-    def task_instruction(self, text: str) -> str:
-        """``text`` with the task tag and the image placeholder, the image last with ``image_last``."""
-        if not self.image_last or not self.read_images:
-            return self.instruction(text)
-        return f"{make_instruction(text, self.task_tag, with_image=False)} {self.placeholder}"
-
     def instruction_and_answer(self, record: Dict[str, Any], index: int) -> List[str]:
         expression = self.text(record["expression"])
         box_text = box_to_grid_text(record["box"], *record["size"])
-        return [self.task_instruction(pick(self.prompts, index).format(expression)), box_text]
+        return [self.instruction(pick(self.prompts, index).format(expression)), box_text]
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         record = self.records[index]
@@ -172,5 +162,5 @@ class InvRefCOCODataset(RefCOCODataset):
 
     def instruction_and_answer(self, record: Dict[str, Any], index: int) -> List[str]:
         box_text = box_to_grid_text(record["box"], *record["size"])
-        instruction = self.task_instruction(pick(self.prompts, index).format(box_text))
+        instruction = self.instruction(pick(self.prompts, index).format(box_text))
         return [instruction, self.text(record["expression"])]
