@@ -11,7 +11,7 @@ from transformers import PhiConfig, PhiForCausalLM
 from minigpt.models import load_model
 from minigpt.models.generation.decode import cache_keyword, decode
 from minigpt.models.generation.kv_cache import PreallocatedLayer, preallocated_cache
-from minigpt.models.generation.phi_step import PhiDecodeStep, phi_decode_step, phi_step_blocker
+from minigpt.models.generation.phi_step import PhiDecodeStep, phi_decode_step, phi_prefill, phi_step_blocker
 from minigpt.models.parts.llms.hf_causal_lm import fuse_tanh_gelu
 
 
@@ -72,6 +72,28 @@ def test_step_logits_and_cache_equal_the_forward_bit_for_bit(qk_layernorm, padde
         assert torch.equal(a.keys, c.keys) and torch.equal(a.values, c.values)
 
 
+@pytest.mark.parametrize("qk_layernorm", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_prefill_fills_the_forwards_cache_and_its_logits_to_a_few_1e_7(qk_layernorm, padded):
+    model = _phi(qk_layernorm=qk_layernorm, fused_gelu=not qk_layernorm)
+    emb, mask = _prompt(model, batch=4, length=11)
+    mask = mask if padded else torch.ones_like(mask)
+    position = (mask.cumsum(-1) - 1).clamp(min=0)
+    caches = [preallocated_cache(model.config, 16) for _ in range(2)]
+    with torch.no_grad():
+        ref = model(
+            inputs_embeds=emb, attention_mask=mask if padded else None, position_ids=position, logits_to_keep=1,
+            **{cache_keyword(model): caches[0]},
+        ).logits[:, -1]
+    got = phi_prefill(model, emb, mask if padded else None, position, caches[1])
+    assert got.shape == ref.shape == (4, model.config.vocab_size)
+    # the last layer's products on 4 rows instead of 44: BLAS may sum them in another order
+    assert (got - ref).abs().max() <= 1e-5 and torch.equal(got.argmax(-1), ref.argmax(-1))
+    for a, c in zip(caches[0].layers, caches[1].layers):  # every layer's keys and values, the last one's too
+        assert a.get_seq_length() == c.get_seq_length() == 11
+        assert torch.equal(a.keys, c.keys) and torch.equal(a.values, c.values)
+
+
 def test_decode_gives_the_same_tokens_with_and_without_the_fused_step():
     model = _phi()
     emb, mask = _prompt(model)
@@ -86,10 +108,12 @@ def test_decode_gives_the_same_tokens_with_and_without_the_fused_step():
     model.forward = spy
     common = dict(max_new_tokens=12, eos_token_ids=[0], pad_token_id=0, min_new_tokens=12)
     fused = decode(model, emb, mask, **common)
-    assert len(calls) == 1  # the prompt only: every new token came from the fused step
+    assert not calls  # the prompt through phi_prefill, every new token from the fused step
+    forward_prompt = decode(model, emb, mask, lean_prefill=False, **common)
+    assert len(calls) == 1  # the prompt only
     plain = decode(model, emb, mask, fused_step=False, **common)
-    assert len(calls) == 1 + 12
-    assert fused.shape == (3, 12) and torch.equal(fused, plain)
+    assert len(calls) == 1 + 12  # the prompt and the 11 steps after it
+    assert fused.shape == (3, 12) and torch.equal(fused, plain) and torch.equal(forward_prompt, plain)
     torch.manual_seed(5)
     sampled = decode(model, emb, mask, do_sample=True, temperature=1.5, top_k=20, **common)
     torch.manual_seed(5)

@@ -269,6 +269,7 @@ def decode(
     stopping_criteria: Optional[Sequence[StoppingCriteria]] = None,
     preallocate: bool = True,
     fused_step: bool = True,
+    lean_prefill: bool = True,
 ) -> torch.LongTensor:
     """Greedy or sampled continuation of left-padded prompt embeddings with the KV cache: ``[B, n_new]`` ids.
 
@@ -288,6 +289,9 @@ def decode(
     one built before the loop: the mask transformers would build from the 2-D mask at every step.
     ``fused_step`` runs the steps after the prompt through :class:`~minigpt.models.generation.phi_step.PhiDecodeStep`
     where it applies (a stock Phi with the preallocated cache): the same logits with fewer operations.
+    Where it does, ``lean_prefill`` runs the prompt through :func:`~minigpt.models.generation.phi_step.phi_prefill`:
+    the last layer's queries, attention and MLP at the last position only (the first token's logits
+    within ~1e-6 of the forward's, the cache the same).
     """
     batch = inputs_embeds.shape[0]
     device = inputs_embeds.device
@@ -317,22 +321,26 @@ def decode(
         # [B, 1, 1, capacity], True where a key may be attended: the prompt's padding, then every new token
         keys_mask = torch.ones((batch, 1, 1, capacity), dtype=torch.bool, device=device)
         keys_mask[:, 0, 0, :prompt_len] = mask.bool()
-    out = llm(
-        inputs_embeds=inputs_embeds,
-        attention_mask=mask if padded else None,  # no padding: causal attention needs no mask
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=1,
-        **{cache_kw: cache},
-    )
-    if cache is None:  # not a transformers model with a config: take the cache it made
-        cache = out.past_key_values
     step_fn = None
-    if fused_step and preallocate:
-        from minigpt.models.generation.phi_step import phi_decode_step
+    if fused_step and preallocate and cache is not None:
+        from minigpt.models.generation.phi_step import PhiDecodeStep, phi_prefill, phi_step_blocker
 
-        step_fn = phi_decode_step(core, cache, capacity + 1)
-    logits = out.logits[:, -1]  # [B, vocab]
+        if phi_step_blocker(core, cache) is None:
+            step_fn = PhiDecodeStep(core, cache, capacity + 1)
+    if step_fn is not None and lean_prefill:
+        logits = phi_prefill(core, inputs_embeds, mask if padded else None, position_ids, cache)
+    else:
+        out = llm(
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask if padded else None,  # no padding: causal attention needs no mask
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_kw: cache},
+        )
+        if cache is None:  # not a transformers model with a config: take the cache it made
+            cache = out.past_key_values
+        logits = out.logits[:, -1]  # [B, vocab]
     for step in range(max_new_tokens):
         scores = logits.to(dtype=torch.float32, copy=True)
         for proc in procs:  # LogitsProcessorList's call, without its per-call signature inspection
