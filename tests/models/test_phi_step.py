@@ -48,6 +48,7 @@ def test_step_logits_and_cache_equal_the_forward_bit_for_bit(qk_layernorm, padde
     position = (mask.cumsum(-1) - 1).clamp(min=0)
     keys_mask = torch.ones(b, 1, 1, t + steps, dtype=torch.bool)
     keys_mask[:, 0, 0, :t] = mask.bool()
+    additive = torch.zeros(keys_mask.shape).masked_fill_(~keys_mask, float("-inf"))  # what decode hands the step
     caches = [preallocated_cache(model.config, t + steps) for _ in range(2)]
     key = cache_keyword(model)  # the installed forward's name for its cache argument
     with torch.no_grad():
@@ -63,7 +64,7 @@ def test_step_logits_and_cache_equal_the_forward_bit_for_bit(qk_layernorm, padde
                 input_ids=token[:, None], attention_mask=step_mask, position_ids=pos[:, None],
                 logits_to_keep=1, **{key: caches[0]},
             ).logits[:, -1]
-            got = step(token, pos, step_mask)
+            got = step(token, pos, additive[..., : t + i + 1] if padded else None)
             assert got.shape == (b, model.config.vocab_size)
             assert torch.equal(got, ref), f"step {i}: max diff {(got - ref).abs().max()}"
             token, pos = ref.argmax(-1), pos + 1

@@ -286,7 +286,8 @@ def decode(
     instead of transformers' growing one: the same values, without copying the cache every step.
     The loop keeps the cache object it passes in (no output is asked for it), and for a padded
     batch under SDPA attention it hands each step its ``[B, 1, 1, keys]`` boolean mask as a slice of
-    one built before the loop: the mask transformers would build from the 2-D mask at every step.
+    one built before the loop: the mask transformers would build from the 2-D mask at every step
+    (for the fused step, the additive 0 / -inf mask SDPA would make of it: the same scores).
     ``fused_step`` runs the steps after the prompt through :class:`~minigpt.models.generation.phi_step.PhiDecodeStep`
     where it applies (a stock Phi with the preallocated cache): the same logits with fewer operations.
     Where it does, ``lean_prefill`` runs the prompt through :func:`~minigpt.models.generation.phi_step.phi_prefill`:
@@ -306,7 +307,7 @@ def decode(
     padded = bool((mask == 0).any())
     out_ids = torch.empty((batch, max_new_tokens), dtype=torch.long, device=device)  # written step by step
     ids = out_ids[:, :0]
-    unfinished = torch.ones(batch, dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
     core = getattr(llm, "causal_lm", llm)
     config = getattr(core, "config", None)
     prompt_len = inputs_embeds.shape[1]
@@ -341,22 +342,27 @@ def decode(
         if cache is None:  # not a transformers model with a config: take the cache it made
             cache = out.past_key_values
         logits = out.logits[:, -1]  # [B, vocab]
+    if step_fn is not None and keys_mask is not None:
+        # SDPA turns a boolean mask into this additive one (0 / -inf) at every call; the fused step gets it made once
+        keys_mask = torch.zeros(keys_mask.shape, dtype=inputs_embeds.dtype, device=device).masked_fill_(
+            ~keys_mask, float("-inf")
+        )
     for step in range(max_new_tokens):
-        scores = logits.to(dtype=torch.float32, copy=True)
+        # each step's logits are a new tensor no one else holds: processors may write into them
+        scores = logits.to(dtype=torch.float32)
         for proc in procs:  # LogitsProcessorList's call, without its per-call signature inspection
             scores = proc(ids, scores)
         if do_sample:
             token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
         else:
             token = torch.argmax(scores, dim=-1)
-        token = token * unfinished + pad_token_id * (1 - unfinished)
+        token = token.masked_fill_(finished, pad_token_id)  # rows already finished get padding
         out_ids[:, step] = token
         ids = out_ids[:, : step + 1]
-        stop = torch.isin(token, eos)
+        finished |= torch.isin(token, eos)
         if criteria:
-            stop |= criteria(ids, None)
-        unfinished = unfinished & ~stop
-        if step + 1 == max_new_tokens or not bool(unfinished.any()):
+            finished |= criteria(ids, None)
+        if step + 1 == max_new_tokens or bool(finished.all()):
             break
         step_mask = None
         if keys_mask is not None:

@@ -128,7 +128,7 @@ class PhiDecodeStep:
     def __call__(
         self, token: torch.Tensor, position: torch.Tensor, mask: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        """``token`` ``[B]`` ids at ``position`` ``[B]``; ``mask`` the ``[B, 1, 1, keys]`` boolean SDPA mask or None.
+        """``token`` ``[B]`` ids at ``position`` ``[B]``; ``mask`` the ``[B, 1, 1, keys]`` SDPA mask (boolean or additive) or None.
 
         One query position, so ``[B, 1, ...]`` tensors are kept as ``[B, ...]``: the same products
         (a linear layer flattens its leading dimensions anyway) without the views around them.
