@@ -13,7 +13,6 @@ where it applies, else one causal-LM call with the KV cache, and a few tensor op
 
 from __future__ import annotations
 
-import inspect
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
@@ -32,7 +31,7 @@ from transformers import (
 from transformers.cache_utils import DynamicCache
 
 from minigpt.models.composition.layout import position_ids_from_mask
-from minigpt.models.generation.kv_cache import preallocated_cache
+from minigpt.models.generation.kv_cache import cache_keyword, preallocated_cache
 
 # keyword arguments of transformers' generate that decode() implements as generate does
 DECODE_KWARGS = frozenset({"min_new_tokens", "top_k", "logits_processor", "stopping_criteria"})
@@ -165,16 +164,6 @@ def stream_in_thread(
         thread.join()
     if errors:
         raise errors[0]
-
-
-def cache_keyword(model: nn.Module) -> str:
-    """The keyword ``model``'s forward takes its KV cache by: ``cache`` (transformers >= 5.24), else ``past_key_values``.
-
-    transformers 5.24 renamed the argument and keeps the old name behind a deprecation wrapper that
-    warns, and reading an output's ``past_key_values`` checks for tracing (on a CUDA build without a
-    GPU, a failing driver query) at every call: a decoding loop pays both per token.
-    """
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def generation_setting(generation_config: Any, name: str) -> Any:

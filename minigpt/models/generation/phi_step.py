@@ -16,6 +16,10 @@ It applies only where that holds: a stock ``PhiForCausalLM`` in eval mode with S
 plain ``nn.Linear`` projections (no LoRA or quantised layers), ``nn.LayerNorm`` norms (TinyGPT-V's
 per-head Q/K norm included), default rotary, one key/value head per query head, and a cache of :class:`PreallocatedLayer`. Anything
 else decodes through the model's forward.
+
+Where it applies, :func:`phi_prefill` runs the prompt: every layer but the last through
+transformers' own modules, the last one's queries, attention and MLP at the last position only
+(the cache bit for bit the forward's, the first token's logits within ~1e-6 of them).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigpt.models.generation.decode import cache_keyword
+from minigpt.models.generation.kv_cache import cache_keyword
 
 
 def _plain_linear(module: Any) -> bool:
