@@ -13,8 +13,11 @@ them in alternating runs (ours, LLaVA, ours, LLaVA, ...) and reports the median 
   round between the two sides' steps with the same clock (:func:`matmul_round`);
 - data-pipeline samples/s with 0, 1 and 2 workers (``bench_data_pipeline.run``);
 - the optimisations' before/after figures (full logits, eager attention, transformers' generate,
-  the decode loop's steps through the model's forward, gradient checkpointing; ``--compile`` adds
-  ``torch.compile``).
+  the decode loop's steps through the model's forward, the prompt's last layer at every position,
+  gradient checkpointing; ``--compile`` adds ``torch.compile``).
+
+Each ratio's note gives the scatter of its per-round ratios (both sides timed back to back in a
+round, so a neighbour's burst hits both): median, quartiles and range.
 
 Identical shapes: CLIP vision tower (``CLIPVisionModel``; hidden state -2, class token dropped =
 LLaVA's ``vision_feature_layer=-2`` / ``vision_feature_select_strategy="default"``), the 2-layer
@@ -25,7 +28,7 @@ still a trained parameter). fp32 on CPU; on a GPU both keep fp32 weights under b
 
 Run from the repository root (one run takes a few minutes on a 2-core CPU)::
 
-    python benchmarks/bench_vs_llava.py [--size cpu] [--repeats 5] [--compile] [--clock wall|cpu] [--out PATH]
+    python benchmarks/bench_vs_llava.py [--size cpu] [--repeats 7] [--gen-repeats 15] [--compile] [--clock wall|cpu] [--out PATH]
 
 ``--clock cpu`` (with ``OMP_NUM_THREADS=1``) times this process's CPU seconds instead of wall-clock
 ones: on a machine shared with other jobs, time spent waiting for a core is left out.
@@ -131,6 +134,7 @@ REQUIRED_METRICS = (
     "vision_encoder_s.ours",
     "gen_tokens_per_s.b{b}.ours.hf_generate",
     "gen_tokens_per_s.b{b}.ours.forward_steps",
+    "gen_tokens_per_s.b{b}.ours.full_prefill",
 )
 
 WORDS = (
@@ -496,23 +500,24 @@ def encoder_forward(encoder, images: torch.Tensor, device: torch.device) -> Call
 
 
 def ours_generate(
-    model, images, prompts, new_tokens: int, lean: bool = True, fused_step: bool = True
+    model, images, prompts, new_tokens: int, lean: bool = True, fused_step: bool = True, lean_prefill: bool = True
 ) -> Callable[[], Any]:
     """Greedy generation of exactly ``new_tokens`` per prompt (EOS held off, no stop strings).
 
     ``lean=False`` is the "before" path: transformers' ``generate`` instead of ours' decode loop;
-    ``fused_step=False`` runs the loop's steps through the model's forward instead of the fused Phi step.
+    ``fused_step=False`` runs the loop's steps through the model's forward instead of the fused Phi step;
+    ``lean_prefill=False`` runs the prompt through the model's forward (the last layer at every position).
     """
 
     def run():
-        saved = model.lean_generate, model.fused_decode_step
-        model.lean_generate, model.fused_decode_step = lean, fused_step
+        saved = model.lean_generate, model.fused_decode_step, model.lean_prefill
+        model.lean_generate, model.fused_decode_step, model.lean_prefill = lean, fused_step, lean_prefill
         try:
             return model.generate(
                 images, prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, stop_strings=[]
             )
         finally:
-            model.lean_generate, model.fused_decode_step = saved
+            model.lean_generate, model.fused_decode_step, model.lean_prefill = saved
 
     return run
 
@@ -684,10 +689,23 @@ def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
 
 
+def spread(xs: Sequence[float], digits: int = 3) -> str:
+    """The scatter of per-round values: their median, quartiles (IQR) and range, and how many rounds."""
+    xs = sorted(xs)
+    q1, q3 = (statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else xs * 3)[::2]
+    r = lambda x: f"{x:.{digits}f}"  # noqa: E731
+    return f"per round: median {r(median(xs))}, IQR {r(q1)}-{r(q3)}, range {r(xs[0])}-{r(xs[-1])}, {len(xs)} round{'s' if len(xs) != 1 else ''}"
+
+
+def round_ratios(num: Sequence[float], den: Sequence[float]) -> List[float]:
+    """``num[i] / den[i]`` for each alternating round ``i``: both sides timed back to back, under the same load."""
+    return [a / b for a, b in zip(num, den)]
+
+
 def run(
     size: str = "cpu",
-    repeats: int = 5,
-    gen_repeats: int = 5,
+    repeats: int = 7,
+    gen_repeats: int = 15,
     warmup: int = 1,
     with_memory: bool = True,
     with_data: bool = True,
@@ -812,6 +830,7 @@ def run(
             "llava": llava_generate(llava, g_in, shape.new_tokens, device),
             "ours.hf_generate": ours_generate(ours, images, prompts, shape.new_tokens, lean=False),
             "ours.forward_steps": ours_generate(ours, images, prompts, shape.new_tokens, fused_step=False),
+            "ours.full_prefill": ours_generate(ours, images, prompts, shape.new_tokens, lean_prefill=False),
         }
         t_phase = time.perf_counter()
         outputs: Dict[str, Any] = {}
@@ -829,6 +848,7 @@ def run(
             "same_text_as_llava": ours_text == llava_text,
             "same_text_as_hf_generate": ours_text == outputs["ours.hf_generate"],
             "same_text_as_forward_steps": ours_text == outputs["ours.forward_steps"],
+            "same_text_as_full_prefill": ours_text == outputs["ours.full_prefill"],
         }
         phases[f"generate_b{b}"] = round(time.perf_counter() - t_phase, 1)
     raw["generation"] = gen
@@ -865,6 +885,8 @@ def run(
         raw["data_pipeline"] = data
         phases["data_pipeline"] = round(time.perf_counter() - t_phase, 1)
     raw["wall_s"] = round(time.perf_counter() - t_start, 1)
+    # with the caption's load when the run started: how busy the machine was over the run
+    raw["load_avg_1m_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
     # -- rows ----------------------------------------------------------------------------------
     prec = "bf16 autocast" if device.type == "cuda" else "fp32"
@@ -874,7 +896,10 @@ def run(
         row("train_step_s.ours", round(med["ours"], 4), "s", f"batch {b} x {t} tokens, {prec}"),
         row("train_step_s.llava", round(med["llava"], 4), "s", f"batch {b} x {t} tokens, {prec}"),
         row(
-            "train_step_ratio", round(med["ours"] / med["llava"], 3), "ours / LLaVA", "<= 1.0: ours is faster"
+            "train_step_ratio",
+            round(med["ours"] / med["llava"], 3),
+            "ours / LLaVA",
+            "<= 1.0: ours is faster; " + spread(round_ratios(train_times["ours"], train_times["llava"])),
         ),
         row("bare_lm_step_s", round(med["bare_lm"], 4), "s", "plain Phi causal LM, same [B, T], labels"),
         row("vision_tower_s", round(med["vision_tower"], 4), "s", "CLIP tower forward, no grad, every block (LLaVA's)"),
@@ -911,7 +936,8 @@ def run(
                 f"gen_tokens_per_s_ratio.b{bsz}",
                 round(tps["ours"] / tps["llava"], 3),
                 "ours / LLaVA",
-                f">= 1.0: ours is faster; same text: {gi['same_text_as_llava']}",
+                f">= 1.0: ours is faster; same text: {gi['same_text_as_llava']}; "
+                + spread(round_ratios(gi["times_s"]["llava"], gi["times_s"]["ours"])),
             ),
         ]
     if memory is not None:
@@ -941,13 +967,13 @@ def run(
             "mfu.ours",
             round(round_mfu(flops["total"], train_times["ours"], mm_flops, mm_times), 3),
             "",
-            f"{gf:.1f} GFLOP per step / step time / the same round's matmul rate, median of rounds",
+            f"{gf:.1f} GFLOP per step / step time / the same round's matmul rate; " + spread(raw["mfu_rounds"]["ours"]),
         ),
         row(
             "mfu.llava",
             round(round_mfu(flops["total"], train_times["llava"], mm_flops, mm_times), 3),
             "",
-            f"{gf:.1f} GFLOP per step / step time / the same round's matmul rate, median of rounds",
+            f"{gf:.1f} GFLOP per step / step time / the same round's matmul rate; " + spread(raw["mfu_rounds"]["llava"]),
         ),
     ]
     # before/after of the optimisations
@@ -1025,6 +1051,18 @@ def run(
                 f"faster with the fused Phi step; same text: {gi['same_text_as_forward_steps']})",
             )
         )
+        full = gi["tokens"] / median(gi["times_s"]["ours.full_prefill"])
+        rows.append(
+            row(
+                f"gen_tokens_per_s.b{bsz}.ours.full_prefill",
+                round(full, 1),
+                "tokens/s",
+                f"before: the prompt's last layer at every position, model.lean_prefill off ({lean / full:.2f}x "
+                f"faster with phi_prefill; same text: {gi['same_text_as_full_prefill']}; "
+                + spread(round_ratios(gi["times_s"]["ours.full_prefill"], gi["times_s"]["ours"]), 2)
+                + ")",
+            )
+        )
     if data is not None:
         for r in data["results"]:
             rows.append(
@@ -1049,9 +1087,9 @@ def expand_required(shape: Shape) -> List[str]:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="cpu", choices=sorted(SHAPES))
-    p.add_argument("--repeats", type=int, default=5, help="alternating timed rounds per training figure")
+    p.add_argument("--repeats", type=int, default=7, help="alternating timed rounds per training figure")
     p.add_argument(
-        "--gen-repeats", type=int, default=5, help="alternating timed rounds per generation figure"
+        "--gen-repeats", type=int, default=15, help="alternating timed rounds per generation figure"
     )
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed ones")
     p.add_argument(

@@ -101,6 +101,9 @@ def test_report_json_has_every_required_figure(tmp_path):
     assert raw["identity"]["max_abs_logit_diff"] <= bench.TOLERANCE
     assert all(g["same_text_as_hf_generate"] for g in raw["generation"].values())
     assert all(g["same_text_as_forward_steps"] for g in raw["generation"].values())
+    assert all(g["same_text_as_full_prefill"] for g in raw["generation"].values())
+    ratios = [r for r in on_disk["rows"] if "_ratio" in r["metric"] or r["metric"].startswith("mfu.")]
+    assert len(ratios) == 5 and all("per round: median" in r["note"] for r in ratios)
     assert len(raw["train_step_s"]["matmul_peak"]) == 1 and len(raw["mfu_rounds"]["ours"]) == 1
     assert len(raw["train_step_s"]["ours"]) == 1 and set(raw["memory"]) == {"ours", "llava"}
 
@@ -136,3 +139,10 @@ def test_cpu_clock_needs_one_thread_and_is_recorded(tmp_path):
     assert report["raw"]["clock"] == "cpu" and report["raw"]["threads"] == 1
     step = next(r for r in report["rows"] if r["metric"] == "train_step_s.ours")
     assert "cpu clock, 1 thread" in step["note"] and step["value"] > 0
+
+
+def test_spread_gives_quartiles_and_range_of_the_rounds():
+    assert bench.spread([1.5, 1.0, 2.0, 1.25, 1.75], 2) == "per round: median 1.50, IQR 1.25-1.75, range 1.00-2.00, 5 rounds"
+    assert bench.spread([1.2]) == "per round: median 1.200, IQR 1.200-1.200, range 1.200-1.200, 1 round"
+    # a round's ratio pairs the two sides' times of that round, not the sorted lists
+    assert bench.round_ratios([2.0, 4.0], [1.0, 4.0]) == [2.0, 1.0]

@@ -11,7 +11,7 @@ from transformers import PhiConfig, PhiForCausalLM
 from minigpt.models import load_model
 from minigpt.models.generation.decode import cache_keyword, decode
 from minigpt.models.generation.kv_cache import PreallocatedLayer, preallocated_cache
-from minigpt.models.generation.phi_step import PhiDecodeStep, phi_decode_step, phi_step_blocker
+from minigpt.models.generation.phi_step import PhiDecodeStep, phi_decode_step, phi_prefill, phi_step_blocker
 from minigpt.models.parts.llms.hf_causal_lm import fuse_tanh_gelu
 
 
@@ -48,6 +48,7 @@ def test_step_logits_and_cache_equal_the_forward_bit_for_bit(qk_layernorm, padde
     position = (mask.cumsum(-1) - 1).clamp(min=0)
     keys_mask = torch.ones(b, 1, 1, t + steps, dtype=torch.bool)
     keys_mask[:, 0, 0, :t] = mask.bool()
+    additive = torch.zeros(keys_mask.shape).masked_fill_(~keys_mask, float("-inf"))  # what decode hands the step
     caches = [preallocated_cache(model.config, t + steps) for _ in range(2)]
     key = cache_keyword(model)  # the installed forward's name for its cache argument
     with torch.no_grad():
@@ -63,12 +64,34 @@ def test_step_logits_and_cache_equal_the_forward_bit_for_bit(qk_layernorm, padde
                 input_ids=token[:, None], attention_mask=step_mask, position_ids=pos[:, None],
                 logits_to_keep=1, **{key: caches[0]},
             ).logits[:, -1]
-            got = step(token, pos, step_mask)
+            got = step(token, pos, additive[..., : t + i + 1] if padded else None)
             assert got.shape == (b, model.config.vocab_size)
             assert torch.equal(got, ref), f"step {i}: max diff {(got - ref).abs().max()}"
             token, pos = ref.argmax(-1), pos + 1
     for a, c in zip(caches[0].layers, caches[1].layers):
         assert a.get_seq_length() == c.get_seq_length() == t + steps
+        assert torch.equal(a.keys, c.keys) and torch.equal(a.values, c.values)
+
+
+@pytest.mark.parametrize("qk_layernorm", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_prefill_fills_the_forwards_cache_and_its_logits_to_a_few_1e_7(qk_layernorm, padded):
+    model = _phi(qk_layernorm=qk_layernorm, fused_gelu=not qk_layernorm)
+    emb, mask = _prompt(model, batch=4, length=11)
+    mask = mask if padded else torch.ones_like(mask)
+    position = (mask.cumsum(-1) - 1).clamp(min=0)
+    caches = [preallocated_cache(model.config, 16) for _ in range(2)]
+    with torch.no_grad():
+        ref = model(
+            inputs_embeds=emb, attention_mask=mask if padded else None, position_ids=position, logits_to_keep=1,
+            **{cache_keyword(model): caches[0]},
+        ).logits[:, -1]
+    got = phi_prefill(model, emb, mask if padded else None, position, caches[1])
+    assert got.shape == ref.shape == (4, model.config.vocab_size)
+    # the last layer's products on 4 rows instead of 44: BLAS may sum them in another order
+    assert (got - ref).abs().max() <= 1e-5 and torch.equal(got.argmax(-1), ref.argmax(-1))
+    for a, c in zip(caches[0].layers, caches[1].layers):  # every layer's keys and values, the last one's too
+        assert a.get_seq_length() == c.get_seq_length() == 11
         assert torch.equal(a.keys, c.keys) and torch.equal(a.values, c.values)
 
 
@@ -86,10 +109,12 @@ def test_decode_gives_the_same_tokens_with_and_without_the_fused_step():
     model.forward = spy
     common = dict(max_new_tokens=12, eos_token_ids=[0], pad_token_id=0, min_new_tokens=12)
     fused = decode(model, emb, mask, **common)
-    assert len(calls) == 1  # the prompt only: every new token came from the fused step
+    assert not calls  # the prompt through phi_prefill, every new token from the fused step
+    forward_prompt = decode(model, emb, mask, lean_prefill=False, **common)
+    assert len(calls) == 1  # the prompt only
     plain = decode(model, emb, mask, fused_step=False, **common)
-    assert len(calls) == 1 + 12
-    assert fused.shape == (3, 12) and torch.equal(fused, plain)
+    assert len(calls) == 1 + 12  # the prompt and the 11 steps after it
+    assert fused.shape == (3, 12) and torch.equal(fused, plain) and torch.equal(forward_prompt, plain)
     torch.manual_seed(5)
     sampled = decode(model, emb, mask, do_sample=True, temperature=1.5, top_k=20, **common)
     torch.manual_seed(5)

@@ -161,6 +161,7 @@ class GenerationMixin:
             logits_processor=kwargs.get("logits_processor"),
             stopping_criteria=criteria,
             fused_step=self.fused_decode_step,
+            lean_prefill=self.lean_prefill,
         )
 
     @torch.no_grad()

@@ -120,6 +120,8 @@ class MultimodalLLM(VisionPathMixin, GenerationMixin, BaseModel):
         self.lean_generate = bool(lean_generate)
         # the loop's steps after the prompt by minigpt.models.generation.phi_step where it applies (same logits)
         self.fused_decode_step = True
+        # with the fused step: the prompt's last layer at its last position only (phi_step.phi_prefill; logits within ~1e-6)
+        self.lean_prefill = True
         self._stop_criteria_cache: Dict[Tuple[str, ...], Any] = {}
         parts = {"llm": llm, "vision_encoder": vision_encoder, "projector": projector}
         self.adapters = place_adapters(parts, adapters)

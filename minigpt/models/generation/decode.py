@@ -13,7 +13,6 @@ where it applies, else one causal-LM call with the KV cache, and a few tensor op
 
 from __future__ import annotations
 
-import inspect
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
@@ -32,7 +31,7 @@ from transformers import (
 from transformers.cache_utils import DynamicCache
 
 from minigpt.models.composition.layout import position_ids_from_mask
-from minigpt.models.generation.kv_cache import preallocated_cache
+from minigpt.models.generation.kv_cache import cache_keyword, preallocated_cache
 
 # keyword arguments of transformers' generate that decode() implements as generate does
 DECODE_KWARGS = frozenset({"min_new_tokens", "top_k", "logits_processor", "stopping_criteria"})
@@ -167,16 +166,6 @@ def stream_in_thread(
         raise errors[0]
 
 
-def cache_keyword(model: nn.Module) -> str:
-    """The keyword ``model``'s forward takes its KV cache by: ``cache`` (transformers >= 5.24), else ``past_key_values``.
-
-    transformers 5.24 renamed the argument and keeps the old name behind a deprecation wrapper that
-    warns, and reading an output's ``past_key_values`` checks for tracing (on a CUDA build without a
-    GPU, a failing driver query) at every call: a decoding loop pays both per token.
-    """
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def generation_setting(generation_config: Any, name: str) -> Any:
     """The value transformers' ``generate`` uses for ``name``: the config's, else its global default.
 
@@ -269,6 +258,7 @@ def decode(
     stopping_criteria: Optional[Sequence[StoppingCriteria]] = None,
     preallocate: bool = True,
     fused_step: bool = True,
+    lean_prefill: bool = True,
 ) -> torch.LongTensor:
     """Greedy or sampled continuation of left-padded prompt embeddings with the KV cache: ``[B, n_new]`` ids.
 
@@ -285,9 +275,13 @@ def decode(
     instead of transformers' growing one: the same values, without copying the cache every step.
     The loop keeps the cache object it passes in (no output is asked for it), and for a padded
     batch under SDPA attention it hands each step its ``[B, 1, 1, keys]`` boolean mask as a slice of
-    one built before the loop: the mask transformers would build from the 2-D mask at every step.
+    one built before the loop: the mask transformers would build from the 2-D mask at every step
+    (for the fused step, the additive 0 / -inf mask SDPA would make of it: the same scores).
     ``fused_step`` runs the steps after the prompt through :class:`~minigpt.models.generation.phi_step.PhiDecodeStep`
     where it applies (a stock Phi with the preallocated cache): the same logits with fewer operations.
+    Where it does, ``lean_prefill`` runs the prompt through :func:`~minigpt.models.generation.phi_step.phi_prefill`:
+    the last layer's queries, attention and MLP at the last position only (the first token's logits
+    within ~1e-6 of the forward's, the cache the same).
     """
     batch = inputs_embeds.shape[0]
     device = inputs_embeds.device
@@ -302,7 +296,7 @@ def decode(
     padded = bool((mask == 0).any())
     out_ids = torch.empty((batch, max_new_tokens), dtype=torch.long, device=device)  # written step by step
     ids = out_ids[:, :0]
-    unfinished = torch.ones(batch, dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
     core = getattr(llm, "causal_lm", llm)
     config = getattr(core, "config", None)
     prompt_len = inputs_embeds.shape[1]
@@ -317,38 +311,47 @@ def decode(
         # [B, 1, 1, capacity], True where a key may be attended: the prompt's padding, then every new token
         keys_mask = torch.ones((batch, 1, 1, capacity), dtype=torch.bool, device=device)
         keys_mask[:, 0, 0, :prompt_len] = mask.bool()
-    out = llm(
-        inputs_embeds=inputs_embeds,
-        attention_mask=mask if padded else None,  # no padding: causal attention needs no mask
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=1,
-        **{cache_kw: cache},
-    )
-    if cache is None:  # not a transformers model with a config: take the cache it made
-        cache = out.past_key_values
     step_fn = None
-    if fused_step and preallocate:
-        from minigpt.models.generation.phi_step import phi_decode_step
+    if fused_step and preallocate and cache is not None:
+        from minigpt.models.generation.phi_step import PhiDecodeStep, phi_prefill, phi_step_blocker
 
-        step_fn = phi_decode_step(core, cache, capacity + 1)
-    logits = out.logits[:, -1]  # [B, vocab]
+        if phi_step_blocker(core, cache) is None:
+            step_fn = PhiDecodeStep(core, cache, capacity + 1)
+    if step_fn is not None and lean_prefill:
+        logits = phi_prefill(core, inputs_embeds, mask if padded else None, position_ids, cache)
+    else:
+        out = llm(
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask if padded else None,  # no padding: causal attention needs no mask
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_kw: cache},
+        )
+        if cache is None:  # not a transformers model with a config: take the cache it made
+            cache = out.past_key_values
+        logits = out.logits[:, -1]  # [B, vocab]
+    if step_fn is not None and keys_mask is not None:
+        # SDPA turns a boolean mask into this additive one (0 / -inf) at every call; the fused step gets it made once
+        keys_mask = torch.zeros(keys_mask.shape, dtype=inputs_embeds.dtype, device=device).masked_fill_(
+            ~keys_mask, float("-inf")
+        )
     for step in range(max_new_tokens):
-        scores = logits.to(dtype=torch.float32, copy=True)
+        # each step's logits are a new tensor no one else holds: processors may write into them
+        scores = logits.to(dtype=torch.float32)
         for proc in procs:  # LogitsProcessorList's call, without its per-call signature inspection
             scores = proc(ids, scores)
         if do_sample:
             token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
         else:
             token = torch.argmax(scores, dim=-1)
-        token = token * unfinished + pad_token_id * (1 - unfinished)
+        token = token.masked_fill_(finished, pad_token_id)  # rows already finished get padding
         out_ids[:, step] = token
         ids = out_ids[:, : step + 1]
-        stop = torch.isin(token, eos)
+        finished |= torch.isin(token, eos)
         if criteria:
-            stop |= criteria(ids, None)
-        unfinished = unfinished & ~stop
-        if step + 1 == max_new_tokens or not bool(unfinished.any()):
+            finished |= criteria(ids, None)
+        if step + 1 == max_new_tokens or bool(finished.all()):
             break
         step_mask = None
         if keys_mask is not None:

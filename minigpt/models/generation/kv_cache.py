@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 import torch
+from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword ``model``'s forward takes its KV cache by: ``cache`` (transformers >= 5.24), else ``past_key_values``.
+
+    transformers 5.24 renamed the argument and keeps the old name behind a deprecation wrapper that
+    warns, and reading an output's ``past_key_values`` checks for tracing (on a CUDA build without a
+    GPU, a failing driver query) at every call: a decoding loop pays both per token.
+    """
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class PreallocatedLayer(DynamicLayer):

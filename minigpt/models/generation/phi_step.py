@@ -16,15 +16,22 @@ It applies only where that holds: a stock ``PhiForCausalLM`` in eval mode with S
 plain ``nn.Linear`` projections (no LoRA or quantised layers), ``nn.LayerNorm`` norms (TinyGPT-V's
 per-head Q/K norm included), default rotary, one key/value head per query head, and a cache of :class:`PreallocatedLayer`. Anything
 else decodes through the model's forward.
+
+Where it applies, :func:`phi_prefill` runs the prompt: every layer but the last through
+transformers' own modules, the last one's queries, attention and MLP at the last position only
+(the cache bit for bit the forward's, the first token's logits within ~1e-6 of them).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from minigpt.models.generation.kv_cache import cache_keyword
 
 
 def _plain_linear(module: Any) -> bool:
@@ -125,7 +132,7 @@ class PhiDecodeStep:
     def __call__(
         self, token: torch.Tensor, position: torch.Tensor, mask: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        """``token`` ``[B]`` ids at ``position`` ``[B]``; ``mask`` the ``[B, 1, 1, keys]`` boolean SDPA mask or None.
+        """``token`` ``[B]`` ids at ``position`` ``[B]``; ``mask`` the ``[B, 1, 1, keys]`` SDPA mask (boolean or additive) or None.
 
         One query position, so ``[B, 1, ...]`` tensors are kept as ``[B, ...]``: the same products
         (a linear layer flattens its leading dimensions anyway) without the views around them.
@@ -156,6 +163,84 @@ class PhiDecodeStep:
         return F.linear(F.layer_norm(x, *self.final_norm), *self.lm_head)  # [B, vocab]
 
 
+def _causal_mask(config: Any, embeds: torch.Tensor, mask: Optional[torch.Tensor], cache: Any, position_ids: torch.Tensor) -> Any:
+    """transformers' own attention mask for the prompt (``create_causal_mask``, as ``PhiModel.forward`` builds it).
+
+    Its keywords were renamed across the supported releases (``input_embeds``, ``past_key_values``),
+    so they are passed by the names the installed function takes.
+    """
+    from transformers.masking_utils import create_causal_mask
+
+    params = inspect.signature(create_causal_mask).parameters
+    kwargs = {"config": config, "attention_mask": mask, "position_ids": position_ids}
+    kwargs["inputs_embeds" if "inputs_embeds" in params else "input_embeds"] = embeds
+    kwargs["cache" if "cache" in params else "past_key_values"] = cache
+    if "cache_position" in params:
+        kwargs["cache_position"] = torch.arange(embeds.shape[1], device=embeds.device)
+    return create_causal_mask(**kwargs)
+
+
+@torch.no_grad()
+def phi_prefill(
+    causal_lm: nn.Module,
+    inputs_embeds: torch.Tensor,
+    attention_mask: Optional[torch.Tensor],
+    position_ids: torch.Tensor,
+    cache: Any,
+) -> torch.Tensor:
+    """The prompt's logits at its last position ``[B, vocab]``, filling ``cache``, with the last layer's work cut.
+
+    Call only where :func:`phi_step_blocker` is None. Every layer but the last is transformers' own
+    decoder layer on transformers' own mask and rotary tables, so it computes exactly what the
+    forward computes. The last layer's keys and values are computed at every position (the cache
+    holds them: bit for bit the forward's), but its queries, attention, MLP, the final norm and the
+    LM head only at the last position, the one whose logits the first new token comes from
+    (transformers computes that layer at every position and keeps the last row for the head).
+    Those products run on ``B`` rows instead of ``B x T``, and BLAS may sum a small product in
+    another order than a large one, so the logits differ from the forward's by about 1e-6
+    (``tests/models/test_phi_step.py`` bounds it; the tokens are ``generate``'s).
+    ``attention_mask`` is the 2-D ``[B, T]`` mask, None for a batch without padding.
+    """
+    model = causal_lm.model
+    mask = _causal_mask(causal_lm.config, inputs_embeds, attention_mask, cache, position_ids)
+    position_embeddings = model.rotary_emb(inputs_embeds, position_ids=position_ids)
+    layers = model.layers[: causal_lm.config.num_hidden_layers]
+    cache_kw = cache_keyword(layers[0])
+    h = inputs_embeds  # [B, T, hidden]; the embedding dropout is off in eval mode
+    for layer in layers[:-1]:
+        h = layer(
+            h, attention_mask=mask, position_ids=position_ids, use_cache=True,
+            position_embeddings=position_embeddings, **{cache_kw: cache},
+        )
+        h = h[0] if isinstance(h, tuple) else h
+    layer = layers[-1]
+    attn = layer.self_attn
+    b, t, _ = h.shape
+    heads, hd, rd = causal_lm.config.num_attention_heads, attn.head_dim, attn.rotary_ndims
+    x = layer.input_layernorm(h)
+    key = attn.k_proj(x).view(b, t, heads, hd).transpose(1, 2)  # [B, heads, T, head_dim]
+    value = attn.v_proj(x).view(b, t, heads, hd).transpose(1, 2)
+    query = attn.q_proj(x[:, -1]).view(b, heads, 1, hd)  # the last position only
+    if attn.qk_layernorm:
+        query, key = attn.q_layernorm(query), attn.k_layernorm(key)
+    cos, sin = (e[:, None] for e in position_embeddings)  # [B, 1, T, rotary]
+    key = torch.cat((_rotate(key[..., :rd], cos, sin), key[..., rd:]), dim=-1)
+    query = torch.cat((_rotate(query[..., :rd], cos[:, :, -1:], sin[:, :, -1:]), query[..., rd:]), dim=-1)
+    keys, values = cache.update(key, value, attn.layer_idx)
+    out = F.scaled_dot_product_attention(
+        query, keys, values, attn_mask=None if mask is None else mask[:, :, -1:],
+        dropout_p=0.0, scale=attn.scaling, is_causal=False,
+    )  # [B, heads, 1, head_dim]; the last position sees every key its mask row allows
+    last = attn.dense(out.reshape(b, heads * hd)) + layer.mlp(x[:, -1]) + h[:, -1]
+    return causal_lm.lm_head(model.final_layernorm(last))
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """transformers' rotary embedding of ``x`` (``apply_rotary_pos_emb`` for one tensor)."""
+    half = x.shape[-1] // 2
+    return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
+
+
 def phi_decode_step(causal_lm: nn.Module, cache: Any, positions: int) -> Optional[PhiDecodeStep]:
     """A :class:`PhiDecodeStep` for ``causal_lm`` and ``cache``, or None where :func:`phi_step_blocker` names a reason."""
     if phi_step_blocker(causal_lm, cache) is not None:
@@ -163,4 +248,4 @@ def phi_decode_step(causal_lm: nn.Module, cache: Any, positions: int) -> Optiona
     return PhiDecodeStep(causal_lm, cache, positions)
 
 
-__all__: Sequence[str] = ("PhiDecodeStep", "phi_decode_step", "phi_step_blocker")
+__all__: Sequence[str] = ("PhiDecodeStep", "phi_decode_step", "phi_prefill", "phi_step_blocker")
