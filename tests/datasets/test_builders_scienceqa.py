@@ -111,6 +111,17 @@ def test_scienceqa_options_captions_image_only_answer_alone(release):
     assert all(s["image"] is None and IMAGE_PLACEHOLDER not in s["instruction_input"] for s in text)
 
 
+
+def test_scienceqa_solution_first_format_ends_with_the_answer_the_scorer_reads(release):
+    ds = _build("scienceqa", release, {"output_format": "EA"})["train"]
+    assert ds[0]["answer"] == "Look at the picture. The answer is A."  # the solution, then the answer sentence
+    assert ds[1]["answer"] == "The answer is B."  # no solution: the answer sentence alone
+    records = [sample_record(str(i), ds[i]) for i in range(2)]
+    rows = [SAMPLES_SCORER.score(r, p) for r, p in zip(records, [ds[0]["answer"], "cat comes first. The answer is A."])]
+    assert [r["score"] for r in rows] == [1.0, 0.0]
+    with pytest.raises(ValueError, match="output_format must be one of ALE, A, EA"):
+        _build("scienceqa", release, {"output_format": "AE"})
+
 def test_scienceqa_bad_entries_are_skipped_and_counted_or_named(release):
     ds = _build("scienceqa", release, splits=("val",))["val"]
     assert len(ds) == 1 and len(ds.malformed_records) == 1

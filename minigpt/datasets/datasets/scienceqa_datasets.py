@@ -11,7 +11,8 @@ LaVIN's ``QCM`` input is ``Question: ...\\nContext: ...\\nOptions: (A) ... (B) .
 ``The answer is X. BECAUSE: <lecture> <solution>``, newlines inside lecture and solution written as
 the two characters ``\\n`` (as LaVIN does). A problem with neither lecture nor solution gets
 ``The answer is X.`` (LaVIN meant to drop the empty ``BECAUSE:``). The ``A`` target is the answer
-sentence alone. The prompt and grouping helpers here are the ones the ScienceQA benchmark uses too.
+sentence alone; ``EA`` (another of the formats LaVIN's prompt code offers) is the solution, then the
+answer sentence: the model writes out what it sees before it answers. The prompt and grouping helpers here are the ones the ScienceQA benchmark uses too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from minigpt.datasets.datasets.base_dataset import BaseDataset, Processor, make_
 OPTION_LETTERS = "ABCDE"
 SCIENCEQA_PROMPT = "Question: {question}\nContext: {context}\nOptions: {options}\nResponse:"
 ANSWER_SENTENCE = "The answer is {letter}."
-OUTPUT_FORMATS = ("ALE", "A")  # LaVIN's recipe trains ALE; A is the answer sentence alone
+# LaVIN's recipe trains ALE; A is the answer sentence alone; EA (one of the formats LaVIN's prompt code
+# offers) puts the solution first and the answer sentence after it
+OUTPUT_FORMATS = ("ALE", "A", "EA")
 TASK = "scienceqa"
 IMAGE_PATH = "{split}/{pid}/{image}"  # the release's layout under the image root; {image} is the problem's "image"
 
@@ -45,10 +48,12 @@ def scienceqa_prompt(question: str, context: str, choices: Sequence[str]) -> str
 
 
 def scienceqa_target(answer: int, lecture: str = "", solution: str = "", output_format: str = "ALE") -> str:
-    """LaVIN's target: ``The answer is X.`` and, for ``ALE``, `` BECAUSE: <lecture> <solution>``."""
+    """LaVIN's target: ``The answer is X.``; for ``ALE`` then `` BECAUSE: <lecture> <solution>``; ``EA``: ``<solution> The answer is X.``."""
     sentence = ANSWER_SENTENCE.format(letter=OPTION_LETTERS[answer])
     if output_format == "A":
         return sentence
+    if output_format == "EA":
+        return f"{solution.replace(chr(10), chr(92) + 'n')} {sentence}".replace("  ", " ").strip()
     because = " ".join(p.replace("\n", "\\n") for p in (lecture, solution) if p).strip()
     text = f"{sentence} BECAUSE: {because}" if because else sentence
     return text.replace("  ", " ").strip()
