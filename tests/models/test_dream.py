@@ -230,3 +230,29 @@ def test_velocity_prediction_trains_on_the_velocity_and_samples():
     assert drawn.shape == (1, 3, 16, 16) and torch.isfinite(drawn).all()
     with pytest.raises(ValueError, match="prediction_type"):
         tiny(scheduler={"config": {"prediction_type": "sample"}})
+
+
+def test_condition_norm_standardises_each_query_feature_over_the_batch_and_keeps_its_statistics():
+    from minigpt.models.weights.checkpoint import trained_state_dict
+
+    model = tiny(condition_norm=True)
+    head = model.dream_head
+    q, d = head.num_queries, model.llm.hidden_size
+    # a large constant per query and a small part that differs by request, as in a small LLM's states
+    states = torch.randn(1, q, d) * 10 + torch.randn(64, q, d) * 0.1
+    head.train()
+    normed = []
+    head.condition_projector.register_forward_hook(lambda m, i, o: normed.append(i[0]))
+    head.condition(states)
+    flat = normed[-1].reshape(64, q * d)
+    assert torch.allclose(flat.mean(0), torch.zeros(q * d), atol=1e-4)
+    assert torch.allclose(flat.std(0, unbiased=False), torch.ones(q * d), atol=1e-2)
+    head.condition(states[:1])  # one dream in a training batch: the running statistics, no error
+    for _ in range(60):
+        head.condition(states)
+    head.eval()
+    head.condition(states)
+    assert normed[-1].std() > 0.5 and normed[-1].mean().abs() < 0.1  # sampling uses what training saw
+    saved = trained_state_dict(model)
+    assert any(k.endswith("condition_norm.running_var") for k in saved)
+    assert not hasattr(tiny().dream_head.condition_norm, "running_var")  # off by default

@@ -88,6 +88,7 @@ class DreamDiffusionHead(OutputHead):
         guidance_scale: float = 1.0,
         sampling_steps: int = 50,
         coord_channels: bool = False,
+        condition_norm: bool = False,
     ) -> None:
         super().__init__(hidden_size, weight, scale)
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -130,6 +131,11 @@ class DreamDiffusionHead(OutputHead):
                 _freeze(self.vae)
         cross_dim = self.unet.config.cross_attention_dim
         self.condition_projector = nn.Linear(hidden_size, int(cross_dim))
+        # each (query, feature) of the states standardised over the batch (running statistics at sampling):
+        # removes each query's constant part, which in a small LLM's states dwarfs what the request says
+        self.condition_norm = (
+            nn.BatchNorm1d(self.num_queries * hidden_size) if condition_norm else None
+        )
         sched_block = _part_block(scheduler, "heads.dream_diffusion.scheduler", SCHEDULER_KEYS)
         path = sched_block.get("pretrained")
         if path and os.path.isdir(path):
@@ -197,7 +203,16 @@ class DreamDiffusionHead(OutputHead):
 
     def condition(self, states: torch.Tensor) -> torch.Tensor:
         """The dream queries' last-layer states ``[N, Q, D]`` -> the UNet's cross-attention input ``[N, Q, C]``."""
-        return self.condition_projector(states.to(self.condition_projector.weight.dtype))
+        states = states.to(self.condition_projector.weight.dtype)
+        if self.condition_norm is not None:
+            n, q, d = states.shape
+            norm = self.condition_norm
+            # one dream in a training batch has no spread to standardise by: the running statistics then
+            batch_stats = self.training and n > 1
+            flat = F.batch_norm(states.reshape(n, q * d), norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                batch_stats, norm.momentum, norm.eps)
+            states = flat.view(n, q, d)
+        return self.condition_projector(states)
 
     # -- training --------------------------------------------------------------------------------
     def count_items(self, batch: Dict[str, torch.Tensor], samples: Dict[str, Any]) -> int:
