@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from shared_helpers import train_on_two_processes
 
 
-def test_dreamllm_trains_drawing_and_text_only_batches_under_two_process_ddp(tiny_options, tmp_path):
+@pytest.mark.parametrize("condition_norm", [False, True])  # true: the quickstart's standardised condition
+def test_dreamllm_trains_drawing_and_text_only_batches_under_two_process_ddp(tiny_options, tmp_path, condition_norm):
     text = tmp_path / "unnatural.json"
     records = [
         {"instances": [{"instruction_with_input": f"add {i} and {i + 1}", "constraints": None, "output": str(2 * i + 1)}]}
@@ -22,7 +24,8 @@ def test_dreamllm_trains_drawing_and_text_only_batches_under_two_process_ddp(tin
     text.write_text(json.dumps(records))
     cfg = tmp_path / "stage.yaml"
     cfg.write_text(
-        "model: {arch: dreamllm, model_type: tiny}\n"
+        "model: {arch: dreamllm, model_type: tiny, "
+        f"heads: {{dream_diffusion: {{condition_norm: {str(condition_norm).lower()}}}}}}}\n"
         "datasets:\n"
         "  synthetic_drawing: {sample_ratio: 1.0}\n"
         f"  unnatural_instruction: {{sample_ratio: 1.0, build_info: {{annotations: {{train: [{text}]}}}}}}\n"
