@@ -163,19 +163,24 @@ def _autocast(device, precision: str):
 
 
 def record_llm_autocast(model, device) -> Dict[str, Any]:
-    """Fills ``{"llm_autocast": ...}`` at the LLM's calls: the autocast actually in force there (the
-    model's own autocast, ``maybe_autocast``, can stand inside the one ``run.precision`` asks for)."""
+    """Fills ``{"llm_autocast": ...}`` where the LLM computes its logits: the autocast actually in force
+    there (the model's own autocast, ``maybe_autocast``, can stand inside the one ``run.precision`` asks
+    for). It wraps the LM head's ``forward`` on the instance rather than adding a forward hook, which
+    would turn the fused decoding step off (it keeps the forward for hooked modules) and time another path."""
     import torch
 
     seen: Dict[str, Any] = {}
+    head = model.llm.causal_lm.get_output_embeddings()
+    forward = head.forward
 
-    def hook(_module, _args, _kwargs):
+    def recording(*args, **kwargs):
         on = torch.is_autocast_enabled(device.type)
         seen["llm_autocast"] = (
             str(torch.get_autocast_dtype(device.type)).replace("torch.", "") if on else "off"
         )
+        return forward(*args, **kwargs)
 
-    model.llm.register_forward_pre_hook(hook, with_kwargs=True)
+    head.forward = recording
     return seen
 
 

@@ -170,3 +170,19 @@ def test_a_model_with_forward_hooks_keeps_the_forward():
     assert phi_step_blocker(model, cache) is None
     apply_tinygptv_phi(model)
     assert "forward hooks" in phi_step_blocker(model, cache)
+
+
+def test_a_hook_on_the_llm_wrapper_runs_at_every_step():
+    """A forward hook on ``model.llm`` (the wrapper around the causal LM) is called for the prompt and every
+    new token: the fused step and the lean prompt pass, which would skip it, stay off."""
+    torch.manual_seed(0)
+    model = load_model("tinygptv", "tiny", is_eval=True)
+    calls = []
+    handle = model.llm.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
+    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    args = model._generate_kwargs(images, ["<Img><ImageHere></Img> what colour is it?"], None, [], 6, 1, False,
+                                  1.0, 0.9, 1.0, True, {"min_new_tokens": 6})
+    hooked = model._run_lean_decode(args)
+    assert len(calls) == 6  # the prompt, then the five tokens after the first
+    handle.remove()
+    assert torch.equal(model._run_lean_decode(args), hooked)  # unhooked: the fused path, the same tokens

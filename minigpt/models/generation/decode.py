@@ -315,7 +315,9 @@ def decode(
     if fused_step and preallocate and cache is not None:
         from minigpt.models.generation.phi_step import PhiDecodeStep, phi_prefill, phi_step_blocker
 
-        if phi_step_blocker(core, cache) is None:
+        # hooks on a wrapper around the causal LM (``model.llm``) would be skipped too, as the causal LM's own
+        wrapper_hooked = llm is not core and bool(llm._forward_hooks or llm._forward_pre_hooks)
+        if not wrapper_hooked and phi_step_blocker(core, cache) is None:
             step_fn = PhiDecodeStep(core, cache, capacity + 1)
     if step_fn is not None and lean_prefill:
         logits = phi_prefill(core, inputs_embeds, mask if padded else None, position_ids, cache)
