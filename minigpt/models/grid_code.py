@@ -5,6 +5,10 @@ A random-init LLM gives its grid tokens ``<0>`` ... ``<100>`` this code as embed
 encoder (:mod:`minigpt.models.vision_pretrain`) teaches every visual token inside a box the same code
 of that box's corners. Dot products of two codes peak where the values agree, so finding the token a
 written box points at, or writing the box of a token, starts as a linear map between the two.
+
+:func:`word_codes` does the same for words: a fixed orthogonal code per kind and colour word of the
+synthetic world, the start of those words' LLM embeddings (``llm.word_code_init``) and the target of
+stage 0's word-code head (``word_code_loss_weight``). Both are off in the shipped configs.
 """
 
 from __future__ import annotations

@@ -156,8 +156,10 @@ class VisionPretrain(BaseModel):
     the sinusoidal code of the LLM's grid tokens, ``box_code_dim`` numbers per corner:
     :mod:`minigpt.models.grid_code`; off when the weight is 0), plus ``presence_loss_weight`` times the
     binary cross-entropy of each background token's guess of which field combinations the whole picture
-    holds (summed over the combinations; off when the weight is 0), with each field's token accuracy
-    (``acc_<field>``, over tokens inside boxes), ``box_l1``, ``box_code_mse`` and ``acc_presence``
+    holds (summed over the combinations; off when the weight is 0), plus ``word_code_loss_weight`` times the
+    squared error of the word-code head (each token inside a box writes the sum of its kind's and colour's
+    :func:`~minigpt.models.grid_code.word_codes`; off when the weight is 0), with each field's token accuracy
+    (``acc_<field>``, over tokens inside boxes), ``box_l1``, ``box_code_mse``, ``word_code_mse`` and ``acc_presence``
     for the log. With
     ``objective: scene`` every token has its own heads predicting the whole scene
     (:func:`scene_targets`): binary cross-entropy of the present combinations plus cross-entropy of
