@@ -5,9 +5,15 @@ A random-init LLM gives its grid tokens ``<0>`` ... ``<100>`` this code as embed
 encoder (:mod:`minigpt.models.vision_pretrain`) teaches every visual token inside a box the same code
 of that box's corners. Dot products of two codes peak where the values agree, so finding the token a
 written box points at, or writing the box of a token, starts as a linear map between the two.
+
+:func:`word_codes` does the same for words: a fixed orthogonal code per kind and colour word of the
+synthetic world, the start of those words' LLM embeddings (``llm.word_code_init``) and the target of
+stage 0's word-code head (``word_code_loss_weight``). Both are off in the shipped configs.
 """
 
 from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
 
 import torch
 
@@ -30,3 +36,30 @@ def grid_value_code(pos: torch.Tensor, dim: int) -> torch.Tensor:
     if code.shape[-1] < dim:
         code = torch.nn.functional.pad(code, (0, dim - code.shape[-1]))
     return code
+
+
+def synthetic_words() -> Dict[str, Tuple[str, ...]]:
+    """The synthetic world's vocabulary by field: ``{"kind": KINDS, "colour": COLOURS}``, read from the generator."""
+    from minigpt.datasets.synthetic.scenes import COLOURS, KINDS
+
+    return {"kind": tuple(KINDS), "colour": tuple(COLOURS)}
+
+
+def word_codes(dim: int, seed: int = 0, words: Sequence[str] | None = None) -> Dict[str, torch.Tensor]:
+    """A fixed code ``[dim]`` per word: rows of a seeded random orthogonal matrix, ``sqrt(dim / 2)`` long.
+
+    ``words`` defaults to the synthetic world's kind and colour words (:func:`synthetic_words`), in the
+    generator's order, so the LLM's word embeddings (:func:`~minigpt.models.parts.llms.hf_causal_lm.init_word_embeddings`)
+    and stage 0's word-code head (:mod:`minigpt.models.vision_pretrain`) get the same vectors. Codes of
+    different words are orthogonal, so the sum of a kind's and a colour's code reads back either by a dot
+    product. Each component has variance about 0.5, as the box code's sines and cosines.
+    """
+    if words is None:
+        words = [w for field in synthetic_words().values() for w in field]
+    words = list(dict.fromkeys(str(w) for w in words))
+    if dim < len(words):
+        raise ValueError(f"word_codes: dim {dim} is less than the {len(words)} words it must keep orthogonal")
+    gen = torch.Generator().manual_seed(int(seed))
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen))
+    rows = q[: len(words)] * (dim / 2) ** 0.5
+    return {w: rows[i].clone() for i, w in enumerate(words)}

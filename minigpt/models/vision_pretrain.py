@@ -27,11 +27,12 @@ from torch.nn import functional as F
 
 from minigpt.common.registry import registry
 from minigpt.models.base_model import BaseModel
-from minigpt.models.grid_code import grid_value_code
+from minigpt.models.grid_code import grid_value_code, word_codes
 
 BACKGROUND = 0  # class index of tokens outside every box; field classes start at 1
 BOX_KEY = "box"  # region_targets' key for each token's box, ``[B, T, 4]`` (zeros outside boxes)
 BOX_CODE_KEY = "box_code"  # the head that writes each token's box corners in the LLM's grid code
+WORD_CODE_KEY = "word_code"  # the head that writes each token's kind and colour words in the LLM's word code
 PRESENCE_KEY = "presence"  # the head that makes every grid token say which combinations the whole picture holds
 # model.objective: per-token region labels; the whole scene from every token; or both, the scene from the
 # class-token states and the region labels on the last block's patch tokens of one tower (clip_vit_cls)
@@ -155,8 +156,10 @@ class VisionPretrain(BaseModel):
     the sinusoidal code of the LLM's grid tokens, ``box_code_dim`` numbers per corner:
     :mod:`minigpt.models.grid_code`; off when the weight is 0), plus ``presence_loss_weight`` times the
     binary cross-entropy of each background token's guess of which field combinations the whole picture
-    holds (summed over the combinations; off when the weight is 0), with each field's token accuracy
-    (``acc_<field>``, over tokens inside boxes), ``box_l1``, ``box_code_mse`` and ``acc_presence``
+    holds (summed over the combinations; off when the weight is 0), plus ``word_code_loss_weight`` times the
+    squared error of the word-code head (each token inside a box writes the sum of its kind's and colour's
+    :func:`~minigpt.models.grid_code.word_codes`; off when the weight is 0), with each field's token accuracy
+    (``acc_<field>``, over tokens inside boxes), ``box_l1``, ``box_code_mse``, ``word_code_mse`` and ``acc_presence``
     for the log. With
     ``objective: scene`` every token has its own heads predicting the whole scene
     (:func:`scene_targets`): binary cross-entropy of the present combinations plus cross-entropy of
@@ -183,9 +186,12 @@ class VisionPretrain(BaseModel):
         box_code_dim: int = 16,
         centre_bins: int = 0,
         presence_loss_weight: float = 0.0,
+        word_code_loss_weight: float = 0.0,
+        word_code_dim: int = 16,
+        word_code_seed: int = 0,
     ) -> None:
         super().__init__()
-        reserved = [f for f in label_fields if f in (BOX_KEY, BOX_CODE_KEY, PRESENCE_KEY, *SCENE_HEADS)]
+        reserved = [f for f in label_fields if f in (BOX_KEY, BOX_CODE_KEY, WORD_CODE_KEY, PRESENCE_KEY, *SCENE_HEADS)]
         if reserved:
             raise ValueError(f"vision_pretrain: {reserved[0]!r} names a head, not a label field")
         if not label_fields:
@@ -208,6 +214,19 @@ class VisionPretrain(BaseModel):
         self.presence_loss_weight = float(presence_loss_weight)
         if self.box_code_loss_weight > 0 and self.box_code_dim < 2:
             raise ValueError(f"vision_pretrain: model.box_code_dim must be at least 2, got {box_code_dim}")
+        self.word_code_loss_weight = float(word_code_loss_weight)
+        if self.word_code_loss_weight > 0:
+            if objective != "patches":
+                raise ValueError("vision_pretrain: model.word_code_loss_weight is for objective patches")
+            codes = word_codes(int(word_code_dim), int(word_code_seed))
+            unknown = [(f, c) for f, cs in self.label_fields.items() for c in cs if c not in codes]
+            if unknown:
+                raise ValueError(f"vision_pretrain: model.label_fields.{unknown[0][0]} class {unknown[0][1]!r} is not a "
+                                 f"word of the synthetic world ({', '.join(codes)}), so it has no word code")
+            # per field [n_classes + 1, dim]: row 0 (background) zeros, then each class's code
+            for f, cs in self.label_fields.items():
+                table = torch.cat([torch.zeros(1, int(word_code_dim)), torch.stack([codes[c] for c in cs])])
+                self.register_buffer(f"word_code_{f}", table, persistent=False)
         n_tokens, dim = int(vision_encoder.num_tokens), int(vision_encoder.out_dim)
         self.n_tokens = n_tokens
         heads: Dict[str, nn.Module] = {}
@@ -246,6 +265,11 @@ class VisionPretrain(BaseModel):
         # holds, so "what color is the circle?" can be refused when no token is a circle by reading the
         # background, not by noticing that an attention lookup found nothing. Tokens on a shape keep
         # their capacity for its kind, colour and box (asked of every token, the pairs cost those).
+        # the word-code head: every token inside a shape writes the sum of its kind word's and colour word's
+        # codes, the vectors the LLM's embeddings of those words start with (llm.word_code_init), so finding
+        # the shape a question names is a dot product between the word and the visual tokens
+        if self.word_code_loss_weight > 0:
+            heads[WORD_CODE_KEY] = nn.Linear(dim, int(getattr(self, f"word_code_{next(iter(self.label_fields))}").shape[1]))
         if self.presence_loss_weight > 0:
             heads[PRESENCE_KEY] = nn.Linear(dim, math.prod(len(cs) for cs in self.label_fields.values()))
         return heads
@@ -270,7 +294,9 @@ class VisionPretrain(BaseModel):
                     objective=str(cfg.objective), max_objects=int(cfg.max_objects),
                     box_code_loss_weight=float(cfg.get("box_code_loss_weight", 0.0)),
                     box_code_dim=int(cfg.get("box_code_dim", 16)), centre_bins=int(cfg.get("centre_bins", 0)),
-                    presence_loss_weight=float(cfg.get("presence_loss_weight", 0.0)))
+                    presence_loss_weight=float(cfg.get("presence_loss_weight", 0.0)),
+                    word_code_loss_weight=float(cfg.get("word_code_loss_weight", 0.0)),
+                    word_code_dim=int(cfg.get("word_code_dim", 16)), word_code_seed=int(cfg.get("word_code_seed", 0)))
         model.cfg = cfg
         if cfg.get("ckpt"):
             from minigpt.models.weights.checkpoint import expand_checkpoints, load_trained
@@ -347,6 +373,12 @@ class VisionPretrain(BaseModel):
             box_code_mse = F.mse_loss(pred, code) if inside.any() else pred.sum()
             out["box_code_mse"] = box_code_mse.detach()
             loss = loss + self.box_code_loss_weight * box_code_mse
+        if WORD_CODE_KEY in logits:
+            pred = logits[WORD_CODE_KEY][inside]  # [N, word_code_dim]
+            code = sum(getattr(self, f"word_code_{f}")[targets[f].to(loss.device)[inside]] for f in self.label_fields)
+            word_code_mse = F.mse_loss(pred, code) if inside.any() else pred.sum()
+            out["word_code_mse"] = word_code_mse.detach()
+            loss = loss + self.word_code_loss_weight * word_code_mse
         if PRESENCE_KEY in logits:
             presence = self._presence_loss(logits[PRESENCE_KEY], samples, ~inside, out)
             loss = loss + self.presence_loss_weight * presence

@@ -13,7 +13,7 @@ from torch import nn
 
 from minigpt.common.constants import IMAGE_SPECIAL_TOKENS
 from minigpt.common.hub import resolve_pretrained
-from minigpt.models.grid_code import grid_value_code
+from minigpt.models.grid_code import grid_value_code, word_codes
 from minigpt.models.parts.llms.tinygptv_phi import (
     PHI_VARIANTS,
     apply_tinygptv_phi,
@@ -80,6 +80,40 @@ def init_grid_embeddings(model: nn.Module, tokenizer, n: int = 101) -> int:
         if out is not None and out.weight is not emb_in:
             out.weight[ids] = code.to(out.weight.dtype)
     return n
+
+
+def init_word_embeddings(model: nn.Module, tokenizer, dim: int = 16, seed: int = 0) -> int:
+    """Give the synthetic world's kind and colour words the fixed codes of :func:`~minigpt.models.grid_code.word_codes`.
+
+    Each word's code (``dim`` numbers) fills the first ``dim`` columns of its token's input and output
+    embedding rows, zeros the rest, at the embedding's usual scale. The word's token is the first piece
+    of the word with a leading space (as it stands in a sentence) and of the bare word; with the shipped
+    tokenizer each is one token. Stage 0's word-code head (``word_code_loss_weight``) teaches the visual
+    tokens of a shape the same codes, so matching "circle" in a question to the circle's tokens starts as
+    a dot product. Returns how many rows were set (0 on a meta build).
+    """
+    emb_in = model.get_input_embeddings().weight
+    if emb_in.is_meta:  # shapes only: there are no values to set
+        return 0
+    if dim > emb_in.shape[1]:
+        raise ValueError(f"llm.word_code_dim {dim} is larger than the LLM's hidden size {emb_in.shape[1]}")
+    rows: Dict[int, torch.Tensor] = {}
+    for word, code in word_codes(dim, seed).items():
+        for text in (" " + word, word):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"llm.word_code_init: the tokenizer gives no token for {text!r}")
+            rows.setdefault(int(ids[0]), code)
+    ids = list(rows)
+    code = torch.zeros(len(ids), emb_in.shape[1])
+    code[:, :dim] = torch.stack([rows[i] for i in ids])
+    scale = float(emb_in.detach().std()) * emb_in.shape[1] ** 0.5 / float(code.norm(dim=1).mean())
+    with torch.no_grad():
+        emb_in[ids] = (code * scale).to(emb_in.dtype)
+        out = model.get_output_embeddings()
+        if out is not None and out.weight is not emb_in:
+            out.weight[ids] = (code * scale).to(out.weight.dtype)
+    return len(ids)
 
 
 LOW_RESOURCE_BITS = (8, 4)
@@ -196,6 +230,9 @@ class HFCausalLM(nn.Module):
         torch_dtype: str = "float32",
         attn_implementation: str = "sdpa",
         ordinal_grid_init: bool = False,
+        word_code_init: bool = False,
+        word_code_dim: int = 16,
+        word_code_seed: int = 0,
         phi_variant: Optional[str] = None,
         low_resource: bool = False,
         device_8bit: int = 0,
@@ -273,6 +310,8 @@ class HFCausalLM(nn.Module):
             model.resize_token_embeddings(len(self.tokenizer), mean_resizing=not on_meta)
         if ordinal_grid_init and not pretrained:
             init_grid_embeddings(model, self.tokenizer)
+        if word_code_init and not pretrained:
+            init_word_embeddings(model, self.tokenizer, int(word_code_dim), int(word_code_seed))
         if freeze:
             for p in model.parameters():
                 p.requires_grad_(False)
