@@ -186,3 +186,16 @@ def train_on_two_processes(cfg_path: Path, out: Path, options: Sequence[str], ti
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [r for r in rows if "event" not in r]
+
+
+def stage0_model(preset: str = "tinygptv_tiny", **overrides: Any) -> Any:
+    """The ``vision_pretrain`` (stage-0) model of ``preset`` with dotted-key ``overrides`` of its model config."""
+    from omegaconf import OmegaConf
+
+    from minigpt.common.registry import registry
+
+    cls = registry.get_model_class("vision_pretrain")
+    cfg = OmegaConf.load(cls.default_config_path(preset)).model
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value)
+    return cls.from_config(cfg)

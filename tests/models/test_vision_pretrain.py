@@ -10,6 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
+from shared_helpers import stage0_model
 
 from minigpt.common.registry import registry
 from minigpt.datasets.collate import collate_samples
@@ -22,13 +23,6 @@ from minigpt.models.weights.names import canonical_name
 
 FIELDS = {"kind": ["circle", "square"], "colour": ["red", "blue"]}
 
-
-def _model(**overrides):
-    cls = registry.get_model_class("vision_pretrain")
-    cfg = OmegaConf.load(cls.default_config_path("tinygptv_tiny")).model
-    for k, v in overrides.items():
-        OmegaConf.update(cfg, k, v)
-    return cls.from_config(cfg)
 
 
 def test_region_targets_label_tokens_whose_centre_is_inside_the_box():
@@ -66,11 +60,11 @@ def test_scene_targets_mark_present_combinations_count_and_centres():
 
 def test_objective_is_checked_against_the_encoder():
     with pytest.raises(ValueError, match=r"model.objective must be one of .*'boxes'"):
-        _model(objective="boxes")
+        stage0_model(objective="boxes")
     with pytest.raises(ValueError, match=r"scene\+patches needs an encoder with class-token states .*TinyViT"):
-        _model(objective="scene+patches")
+        stage0_model(objective="scene+patches")
     with pytest.raises(ValueError, match="'present' names a head"):
-        _model(**{"label_fields.present": ["yes"]})
+        stage0_model(**{"label_fields.present": ["yes"]})
 
 
 def test_scene_stage0_teaches_the_lavin_class_token_states_and_hands_the_tower_on(
@@ -172,7 +166,7 @@ def test_stage0_learns_and_stage1_loads_the_encoder(tmp_path: Path, data_root: P
     builder = registry.get_builder_class("synthetic_scene_labels")(None, data_root=str(data_root))
     train = builder.build_datasets(["train"])["train"]
     batch = collate_samples([train[i] for i in range(32)])
-    model = _model()
+    model = stage0_model()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     first = first_code = None
     for _ in range(25):  # one fixed batch: the loss must fall well below where it started
@@ -203,12 +197,12 @@ def test_stage0_learns_and_stage1_loads_the_encoder(tmp_path: Path, data_root: P
 
 def test_forward_without_regions_is_a_clear_error():
     with pytest.raises(KeyError, match="'image' and 'regions'"):
-        _model()({"image": torch.zeros(1, 3, 64, 64)})
+        stage0_model()({"image": torch.zeros(1, 3, 64, 64)})
 
 
 def test_box_code_head_targets_the_grid_tokens_code_of_each_corner():
     """A token inside a box is scored against grid_value_code of that box's corners, nothing else."""
-    model = _model(box_loss_weight=0.0)
+    model = stage0_model(box_loss_weight=0.0)
     assert model.box_code_dim == 16 and model.heads["box_code"].out_features == 4 * 16
     box = [0.25, 0.5, 0.75, 1.0]
     samples = {"image": torch.zeros(1, 3, 64, 64), "regions": [[{"box": box, "kind": "circle", "colour": "red"}]]}
@@ -224,10 +218,10 @@ def test_box_code_head_targets_the_grid_tokens_code_of_each_corner():
 
 def test_box_code_settings_are_checked():
     with pytest.raises(ValueError, match="box_code_dim must be at least 2"):
-        _model(box_code_dim=1)
+        stage0_model(box_code_dim=1)
     with pytest.raises(ValueError, match="'box_code' names a head"):
-        _model(**{"label_fields": {"box_code": ["a"]}})
-    assert "box_code" not in _model(box_code_loss_weight=0.0).heads  # weight 0: no head, no loss
+        stage0_model(**{"label_fields": {"box_code": ["a"]}})
+    assert "box_code" not in stage0_model(box_code_loss_weight=0.0).heads  # weight 0: no head, no loss
 
 
 def test_grid_code_peaks_where_values_agree_and_is_the_grid_tokens_embedding():
@@ -280,8 +274,8 @@ def test_centre_bins_classify_each_present_combination_into_stripes():
 
 def test_presence_head_makes_background_tokens_name_the_pictures_pairs():
     """Every background token is scored on which (kind, colour) pairs the whole picture holds; shape tokens are not."""
-    assert "presence" not in _model().heads  # off in the preset
-    model = _model(presence_loss_weight=0.2)
+    assert "presence" not in stage0_model().heads  # off in the preset
+    model = stage0_model(presence_loss_weight=0.2)
     n_pairs = 3 * 6  # tinygptv_tiny's kinds x colours
     assert model.heads["presence"].out_features == n_pairs
     regions = [[{"box": [0.0, 0.0, 0.25, 0.25], "kind": "square", "colour": "blue"}]]
@@ -309,4 +303,4 @@ def test_presence_head_makes_background_tokens_name_the_pictures_pairs():
     assert model._presence_loss(logits, samples, ~inside, out).item() == pytest.approx(0.0, abs=1e-9)
     assert out["acc_presence"].item() == 1.0
     with pytest.raises(ValueError, match="presence_loss_weight is for objective patches"):
-        _model(objective="scene", presence_loss_weight=1.0)
+        stage0_model(objective="scene", presence_loss_weight=1.0)

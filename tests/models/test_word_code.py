@@ -6,17 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 from omegaconf import OmegaConf
+from shared_helpers import stage0_model
 
 from minigpt.common.registry import registry
 from minigpt.models.grid_code import synthetic_words, word_codes
-
-
-def _stage0(**overrides):
-    cls = registry.get_model_class("vision_pretrain")
-    cfg = OmegaConf.load(cls.default_config_path("tinygptv_tiny")).model
-    for k, v in overrides.items():
-        OmegaConf.update(cfg, k, v)
-    return cls.from_config(cfg)
 
 
 def test_word_codes_are_the_generators_words_orthogonal_and_seeded():
@@ -59,7 +52,7 @@ def test_llm_word_embeddings_start_as_the_codes():
 
 
 def test_stage0_word_code_head_targets_kind_plus_colour_code_and_learns():
-    model = _stage0(**{"word_code_loss_weight": 1.0})
+    model = stage0_model(**{"word_code_loss_weight": 1.0})
     codes = word_codes(16, seed=0)
     box = [0.25, 0.25, 0.75, 0.75]
     samples = {"image": torch.zeros(1, 3, 64, 64), "regions": [[{"box": box, "kind": "square", "colour": "blue"}]]}
@@ -73,7 +66,7 @@ def test_stage0_word_code_head_targets_kind_plus_colour_code_and_learns():
     assert model(samples)["word_code_mse"].item() > 0.5
     # a toy batch: the loss falls
     torch.manual_seed(0)
-    model = _stage0(**{"word_code_loss_weight": 1.0})
+    model = stage0_model(**{"word_code_loss_weight": 1.0})
     imgs = torch.rand(4, 3, 64, 64)
     regions = [[{"box": [0.0, 0.0, 0.5, 0.5], "kind": k, "colour": c}] for k, c in
                [("circle", "red"), ("square", "green"), ("triangle", "blue"), ("circle", "orange")]]
@@ -89,8 +82,8 @@ def test_stage0_word_code_head_targets_kind_plus_colour_code_and_learns():
 
 
 def test_word_code_settings_are_checked():
-    assert "word_code" not in _stage0().heads  # default 0: no head
+    assert "word_code" not in stage0_model().heads  # default 0: no head
     with pytest.raises(ValueError, match="class 'pink' is not a word of the synthetic world"):
-        _stage0(**{"word_code_loss_weight": 1.0, "label_fields": {"kind": ["circle"], "colour": ["pink"]}})
+        stage0_model(**{"word_code_loss_weight": 1.0, "label_fields": {"kind": ["circle"], "colour": ["pink"]}})
     with pytest.raises(ValueError, match="'word_code' names a head"):
-        _stage0(**{"label_fields": {"word_code": ["a"]}})
+        stage0_model(**{"label_fields": {"word_code": ["a"]}})
